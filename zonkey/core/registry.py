@@ -1,0 +1,237 @@
+"""Component registries: one per component kind, each mapping a short name to a config class.
+
+A recipe names a component with ``name:``; the remaining keys of the node are validated against
+that component's pydantic config class (``extra="forbid"``, frozen), whose ``build(ctx)`` returns
+the ``torch.nn.Module``. There are no dotted import paths in recipes: third-party packages add
+components through the ``zonkey.components`` entry-point group, loaded explicitly once by
+:func:`load_plugins`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+import inspect
+import warnings
+from dataclasses import dataclass, field
+from typing import Any, Callable, ClassVar, Iterator, TypeVar
+
+from pydantic import BaseModel, ConfigDict
+
+KINDS: tuple[str, ...] = ("attention", "splitter", "compressor", "denoiser", "objective", "stitcher")
+ENTRY_POINT_GROUP = "zonkey.components"
+
+
+class RegistryError(Exception):
+    """Base class of registry errors."""
+
+
+class DuplicateComponentError(RegistryError):
+    """A name was registered twice for one kind."""
+
+
+class UnknownComponentError(RegistryError, KeyError):
+    """A recipe or caller asked for a name no component of that kind has."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+class ComponentConfig(BaseModel):
+    """Base of every component's config: strict (unknown keys fail) and immutable.
+
+    Subclasses declare their own fields with defaults and implement :meth:`build`. The ``name``
+    field holds the registry name; the registry sets its literal type when the class is registered.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, protected_namespaces=())
+
+    kind: ClassVar[str] = ""
+    registered_name: ClassVar[str] = ""
+
+    def build(self, *args: Any, **kwargs: Any) -> Any:  # pragma: no cover - overridden
+        raise RegistryError(f"{type(self).__name__} does not define build()")
+
+    def fields_doc(self) -> dict[str, Any]:
+        """The config's fields and their current values, without ``name``."""
+        return {k: v for k, v in self.model_dump().items() if k != "name"}
+
+
+C = TypeVar("C", bound=type[ComponentConfig])
+
+
+@dataclass
+class Entry:
+    name: str
+    config_cls: type[ComponentConfig]
+    origin: str  # "module:qualname", for duplicate messages
+
+    @property
+    def doc(self) -> str:
+        return inspect.cleandoc(self.config_cls.__doc__ or "").split("\n\n")[0]
+
+    def fields(self) -> dict[str, dict[str, Any]]:
+        out: dict[str, dict[str, Any]] = {}
+        for fname, f in self.config_cls.model_fields.items():
+            if fname == "name":
+                continue
+            default = None if f.is_required() else f.get_default(call_default_factory=True)
+            if isinstance(default, BaseModel):
+                default = default.model_dump()
+            out[fname] = {
+                "type": _type_name(f.annotation),
+                "default": default,
+                "required": f.is_required(),
+                "description": f.description or "",
+            }
+        return out
+
+
+def _type_name(tp: Any) -> str:
+    if tp is None:
+        return "None"
+    if isinstance(tp, type):
+        return tp.__name__
+    return str(tp).replace("typing.", "")
+
+
+@dataclass
+class Registry:
+    """The entries of one component kind."""
+
+    kind: str
+    _entries: dict[str, Entry] = field(default_factory=dict)
+
+    def register(self, name: str) -> Callable[[C], C]:
+        """Class decorator registering a config class under ``name``.
+
+        Raises:
+            DuplicateComponentError: ``name`` is taken; the message names both classes.
+        """
+
+        def deco(cls: C) -> C:
+            if not (isinstance(cls, type) and issubclass(cls, ComponentConfig)):
+                raise RegistryError(f"{cls!r} registered as {self.kind} {name!r} is not a ComponentConfig subclass")
+            origin = f"{cls.__module__}:{cls.__qualname__}"
+            if name in self._entries:
+                prev = self._entries[name].origin
+                if prev == origin:  # the same module imported twice (e.g. reload): keep the newest
+                    pass
+                else:
+                    raise DuplicateComponentError(
+                        f"{self.kind} component {name!r} is registered twice: by {prev} and by {origin}"
+                    )
+            if "name" not in cls.model_fields:
+                raise RegistryError(f"{origin} must declare a `name` field (Literal[{name!r}])")
+            cls.kind = self.kind
+            cls.registered_name = name
+            self._entries[name] = Entry(name=name, config_cls=cls, origin=origin)
+            return cls
+
+        return deco
+
+    def unregister(self, name: str) -> None:
+        """Remove an entry (for tests and interactive work)."""
+        self._entries.pop(name, None)
+
+    def get(self, name: str) -> type[ComponentConfig]:
+        """The config class registered as ``name``.
+
+        Raises:
+            UnknownComponentError: no such name; the message lists the known ones.
+        """
+        ensure_builtin_components()
+        try:
+            return self._entries[name].config_cls
+        except KeyError:
+            known = ", ".join(sorted(self._entries)) or "(none)"
+            raise UnknownComponentError(f"unknown {self.kind} component {name!r}; known: {known}") from None
+
+    def entry(self, name: str) -> Entry:
+        self.get(name)
+        return self._entries[name]
+
+    def names(self) -> list[str]:
+        ensure_builtin_components()
+        return sorted(self._entries)
+
+    def entries(self) -> list[Entry]:
+        return [self._entries[n] for n in self.names()]
+
+    def config(self, name: str, **fields: Any) -> ComponentConfig:
+        """Validate ``fields`` against the config class of ``name`` and return the config."""
+        return self.get(name).model_validate({"name": name, **fields})
+
+    def __contains__(self, name: object) -> bool:
+        ensure_builtin_components()
+        return name in self._entries
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.names())
+
+
+REGISTRIES: dict[str, Registry] = {kind: Registry(kind) for kind in KINDS}
+
+
+def registry(kind: str) -> Registry:
+    """The registry of one component kind.
+
+    Raises:
+        UnknownComponentError: ``kind`` is not one of :data:`KINDS`.
+    """
+    try:
+        return REGISTRIES[kind]
+    except KeyError:
+        raise UnknownComponentError(f"unknown component kind {kind!r}; kinds: {', '.join(KINDS)}") from None
+
+
+def register(kind: str, name: str) -> Callable[[C], C]:
+    """Shorthand for ``registry(kind).register(name)``."""
+    return registry(kind).register(name)
+
+
+_builtins_loaded = False
+
+
+def ensure_builtin_components() -> None:
+    """Import ``zonkey.components`` once so the built-in entries are registered."""
+    global _builtins_loaded
+    if _builtins_loaded:
+        return
+    _builtins_loaded = True
+    importlib.import_module("zonkey.components")
+
+
+@dataclass
+class PluginReport:
+    loaded: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+
+
+_plugin_report: PluginReport | None = None
+
+
+def load_plugins(*, reload: bool = False) -> PluginReport:
+    """Load third-party components from the ``zonkey.components`` entry-point group, once.
+
+    Each entry point is a module (or callable) whose import registers components. A plugin that
+    fails to import is reported by name (warning + :class:`PluginReport.failed`) and does not stop
+    the others from loading.
+    """
+    global _plugin_report
+    if _plugin_report is not None and not reload:
+        return _plugin_report
+    ensure_builtin_components()
+    report = PluginReport()
+    for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            obj = ep.load()
+            if callable(obj) and not inspect.ismodule(obj) and not isinstance(obj, type):
+                obj()
+            report.loaded.append(ep.name)
+        except Exception as exc:  # a broken plugin must not break the others
+            msg = f"{type(exc).__name__}: {exc}"
+            report.failed[ep.name] = msg
+            warnings.warn(f"zonkey plugin {ep.name!r} ({ep.value}) failed to load: {msg}", stacklevel=2)
+    _plugin_report = report
+    return report
