@@ -54,7 +54,7 @@ def existence_bias(log_existence: Tensor, *, causal: bool = False, dtype: torch.
 
     Returns:
         (b, 1, n, n) bias[q, k]: ``log p_k − log p_q`` for k > q, 0 for k <= q, −inf for padded keys
-        of real queries (and for k > q when causal); 0 everywhere on padded query rows.
+        of real queries and, when causal, for every k > q; otherwise 0 on padded query rows.
     """
     safe, pad = _split_existence(log_existence)
     n = log_existence.shape[-1]
@@ -71,6 +71,32 @@ def existence_bias(log_existence: Tensor, *, causal: bool = False, dtype: torch.
     return bias.to(dtype) if dtype is not None else bias
 
 
+def check_inputs(q: Tensor, k: Tensor, v: Tensor, log_existence: Tensor) -> None:
+    """Validate the shapes of a probabilistic self-attention call.
+
+    Every backend function calls this, so a registered backend module used directly fails as
+    clearly as :func:`probabilistic_attention`.
+
+    Raises:
+        ValueError: q, k, v are not 4-D, q and k differ in shape (the bias pairs query and key
+            positions of one sequence, so both see the same n and dh), v disagrees with k on
+            (b, h, n), q, k, v differ in dtype, or log_existence is not (b, n).
+    """
+    shapes = f"q {tuple(q.shape)}, k {tuple(k.shape)}, v {tuple(v.shape)}"
+    if q.ndim != 4 or k.ndim != 4 or v.ndim != 4:
+        raise ValueError(f"q, k, v must be 4-D (b, h, n, dh); got {shapes}")
+    if k.shape != q.shape:
+        raise ValueError(f"q and k must have the same shape (b, h, n, dh); got {shapes}")
+    if v.shape[:3] != k.shape[:3]:
+        raise ValueError(f"v must agree with k on (b, h, n); got {shapes}")
+    if not (q.dtype == k.dtype == v.dtype):
+        raise ValueError(f"q, k, v must share one dtype; got {q.dtype}, {k.dtype}, {v.dtype}")
+    if log_existence.shape != (q.shape[0], q.shape[2]):
+        raise ValueError(
+            f"log_existence must be (b, n) = {(q.shape[0], q.shape[2])} for {shapes}; got {tuple(log_existence.shape)}"
+        )
+
+
 def _zero_padded_queries(out: Tensor, log_existence: Tensor) -> Tensor:
     pad = torch.isneginf(log_existence)[:, None, :, None]  # (b, 1, n, 1)
     return out.masked_fill(pad, 0.0)
@@ -78,6 +104,7 @@ def _zero_padded_queries(out: Tensor, log_existence: Tensor) -> Tensor:
 
 def reference_attention(q: Tensor, k: Tensor, v: Tensor, log_existence: Tensor, *, causal: bool = False) -> Tensor:
     """Explicit einsum implementation: the ground truth for every other backend."""
+    check_inputs(q, k, v, log_existence)
     scale = 1.0 / math.sqrt(q.shape[-1])
     scores = torch.einsum("bhqd,bhkd->bhqk", q, k) * scale  # (b, h, n, n)
     scores = scores + existence_bias(log_existence, causal=causal, dtype=scores.dtype)
@@ -89,6 +116,7 @@ def reference_attention(q: Tensor, k: Tensor, v: Tensor, log_existence: Tensor, 
 def sdpa_attention(q: Tensor, k: Tensor, v: Tensor, log_existence: Tensor, *, causal: bool = False) -> Tensor:
     """Dense additive bias through ``scaled_dot_product_attention`` (uses fused kernels where the
     platform has them for a float mask)."""
+    check_inputs(q, k, v, log_existence)
     bias = existence_bias(log_existence, causal=causal, dtype=q.dtype)
     out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
     return _zero_padded_queries(out, log_existence)
@@ -97,8 +125,9 @@ def sdpa_attention(q: Tensor, k: Tensor, v: Tensor, log_existence: Tensor, *, ca
 def hard_attention(
     q: Tensor, k: Tensor, v: Tensor, log_existence: Tensor, *, causal: bool = False, threshold: float = 0.5
 ) -> Tensor:
-    """Ablation: keys whose existence is below ``threshold`` are masked; no soft bias, no gradient
-    to the existence."""
+    """Ablation: positions whose existence is below ``threshold`` become hard padding (masked as
+    keys, zero rows as queries); no soft bias, no gradient to the existence."""
+    check_inputs(q, k, v, log_existence)
     alive = log_existence.detach() >= math.log(threshold)  # (b, n)
     hard = torch.zeros_like(log_existence).masked_fill(~alive, float("-inf"))
     return reference_attention(q, k, v, hard.detach(), causal=causal)
@@ -130,13 +159,16 @@ def flex_attention_backend(
 
     Args:
         compile: compile into a fused kernel (default: only on CUDA). On CPU the eager, unfused
-            implementation runs: correct, and differentiable to ``log_existence``, but no faster
-            than ``sdpa``.
+            implementation runs: correct but no faster than ``sdpa``, and forward-only for q, k, v
+            (FlexAttention has no CPU backward and refuses q, k, v that require grad, which
+            surfaces as :class:`AttentionBackendError`); with q, k, v frozen it still gives the
+            gradient to ``log_existence``.
 
     Raises:
         AttentionBackendError: FlexAttention is unavailable or rejects the inputs; the message names
             the ``sdpa`` and ``reference`` backends as alternatives.
     """
+    check_inputs(q, k, v, log_existence)
     if compile is None:
         compile = q.is_cuda
     fn = _flex_fn(compile)
@@ -187,10 +219,7 @@ def probabilistic_attention(
         ValueError: shapes disagree or the backend is unknown.
         AttentionBackendError: the backend cannot run on these inputs.
     """
-    if q.ndim != 4 or k.shape != q.shape[:2] + k.shape[2:] or v.shape[:3] != k.shape[:3]:
-        raise ValueError(f"q, k, v must be (b, h, n, dh); got {tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}")
-    if log_existence.shape != (q.shape[0], k.shape[2]):
-        raise ValueError(f"log_existence must be (b, n) = {(q.shape[0], k.shape[2])}, got {tuple(log_existence.shape)}")
+    check_inputs(q, k, v, log_existence)
     if backend == "reference":
         return reference_attention(q, k, v, log_existence, causal=causal)
     if backend == "sdpa":

@@ -17,11 +17,17 @@ in a splitter forward is the one ``nonzero`` that turns sampled BOS positions in
 
 from __future__ import annotations
 
+import math
+
 import torch
 from einops import rearrange
 from torch import Tensor
 
 P_EPS = 1e-6  # p_bos lives in (P_EPS, 1 - P_EPS), §4
+# log(1 − p_bos) for p_bos in [P_EPS, 1 − P_EPS], as exact Python floats (rounded once into the
+# tensor's dtype by clamp)
+LOG_NOT_BOS_MIN = math.log(P_EPS)
+LOG_NOT_BOS_MAX = math.log1p(-P_EPS)
 NEG_INF = float("-inf")
 
 
@@ -64,7 +70,8 @@ def log_existence_from_bos_logits(bos_logits: Tensor, valid: Tensor | None = Non
         bos_logits: (s, m) logits; column 0 is ignored.
         valid: optional (s, m) bool mask of positions that can exist at all.
     """
-    log_nb = torch.nn.functional.logsigmoid(-_f32(bos_logits)).clamp_min(float(torch.log1p(torch.tensor(-(1 - P_EPS)))))
+    # the same (ε, 1 − ε) bounds as ``clamp_p``: log(1 − p) ∈ [log ε, log(1 − ε)]
+    log_nb = torch.nn.functional.logsigmoid(-_f32(bos_logits)).clamp(LOG_NOT_BOS_MIN, LOG_NOT_BOS_MAX)
     return log_existence_from_log_not_bos(log_nb, valid)
 
 

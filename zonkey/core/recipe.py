@@ -81,8 +81,7 @@ def _component_type(kind: str) -> Any:
     classes = tuple(e.config_cls for e in registry(kind).entries())
     if not classes:
         return Optional[None]
-    if len(classes) == 1:
-        return classes[0]
+    # discriminated even with one entry, so an unknown name reads "unknown component ...; known: ..."
     return Annotated[Union[classes], Field(discriminator="name")]
 
 
@@ -181,7 +180,7 @@ def _model_model(level_cls: type[BaseModel]) -> type[BaseModel]:
 
 
 @lru_cache(maxsize=None)
-def _recipe_model(_version: tuple[tuple[str, ...], ...]) -> type[BaseModel]:
+def _recipe_model(_version: tuple[tuple[tuple[str, type], ...], ...]) -> type[BaseModel]:
     level_cls = _level_model()
     model_cls = _model_model(level_cls)
     return create_model(
@@ -201,7 +200,8 @@ def _recipe_model(_version: tuple[tuple[str, ...], ...]) -> type[BaseModel]:
 def recipe_model() -> type[BaseModel]:
     """The pydantic class of a recipe, built from the registries as they are now."""
     ensure_builtin_components()
-    version = tuple(tuple(registry(k).names()) for k in KINDS)
+    # keyed by the classes too: a name re-registered to another class must not reuse a stale schema
+    version = tuple(tuple((e.name, e.config_cls) for e in registry(k).entries()) for k in KINDS)
     return _recipe_model(version)
 
 
@@ -229,6 +229,8 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
         text = p.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
         raise RecipeError(f"{p}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    except OSError as exc:
+        raise RecipeError(f"{p}: cannot read: {exc.strerror or exc}") from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -272,25 +274,31 @@ def _is_component_node(node: Any) -> bool:
     return isinstance(node, dict) and isinstance(node.get("name"), str)
 
 
+def _recipe_loc(loc: tuple[Any, ...], data: Any) -> list[str]:
+    """A pydantic error location as recipe path elements: union tags and validator names removed."""
+    path: list[str] = []
+    node = data
+    for elem in loc:
+        # pydantic puts the union tag (the component's name) into the location: drop it
+        if _is_component_node(node) and elem == node["name"] and elem not in node:
+            continue
+        if isinstance(elem, str) and elem.startswith("function-after["):
+            continue
+        path.append(str(elem))
+        if isinstance(node, dict):
+            node = node.get(elem)
+        elif isinstance(node, list) and isinstance(elem, int) and 0 <= elem < len(node):
+            node = node[elem]
+        else:
+            node = None
+    return path
+
+
 def format_validation_error(exc: ValidationError, data: Any, source: str) -> str:
     """One line per error: ``source: dotted.path: message``, tags of component unions removed."""
     lines = []
     for err in exc.errors(include_url=False):
-        path: list[str] = []
-        node = data
-        for elem in err["loc"]:
-            # pydantic puts the union tag (the component's name) into the location: drop it
-            if _is_component_node(node) and elem == node["name"] and elem not in node:
-                continue
-            if isinstance(elem, str) and elem.startswith("function-after["):
-                continue
-            path.append(str(elem))
-            if isinstance(node, dict):
-                node = node.get(elem)
-            elif isinstance(node, list) and isinstance(elem, int) and 0 <= elem < len(node):
-                node = node[elem]
-            else:
-                node = None
+        path = _recipe_loc(err["loc"], data)
         msg = err["msg"]
         if err["type"] == "extra_forbidden":
             msg = "unknown key (not a field of this section or component)"
@@ -353,7 +361,7 @@ def apply_override(data: dict[str, Any], text: str, *, source: str = "<dict>") -
         try:
             validate_recipe_quiet(out)
         except ValidationError as exc:
-            if any(tuple(str(x) for x in e["loc"][: len(path)]) == tuple(path) for e in exc.errors()):
+            if any(_recipe_loc(e["loc"], out)[: len(path)] == path for e in exc.errors()):
                 node[key] = raw.strip()
     return out
 

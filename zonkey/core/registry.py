@@ -198,8 +198,12 @@ def ensure_builtin_components() -> None:
     global _builtins_loaded
     if _builtins_loaded:
         return
-    _builtins_loaded = True
-    importlib.import_module("zonkey.components")
+    _builtins_loaded = True  # set first: the components import this module
+    try:
+        importlib.import_module("zonkey.components")
+    except BaseException:
+        _builtins_loaded = False  # retry (and fail loudly) next time instead of a half-filled registry
+        raise
 
 
 @dataclass

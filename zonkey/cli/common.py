@@ -1,0 +1,167 @@
+"""Helpers shared by the CLI commands: output (pure JSON on stdout, readable errors on stderr),
+recipe loading with overrides, and the plain-data views the listing commands print.
+
+Every function here returns data or prints; none of them trains, samples or touches tensors.
+Commands stay thin: parse arguments, call one of these (or a library function), print.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import warnings
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator, NoReturn, Sequence
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+from zonkey.core.recipe import (
+    RecipeError,
+    bundled_recipes_dir,
+    load_recipe,
+    read_yaml,
+    resolve_recipe_path,
+)
+from zonkey.core.registry import KINDS, RegistryError, load_plugins, registry
+
+#: exit code of a recipe or component error (the input was read but is wrong)
+EXIT_INVALID = 1
+#: exit code of a usage error (missing file, unknown kind): the same code click uses
+EXIT_USAGE = 2
+
+
+def stdout() -> Console:
+    # created per call: CliRunner and pytest swap sys.stdout between invocations
+    return Console(file=sys.stdout, soft_wrap=True, highlight=False)
+
+
+def stderr() -> Console:
+    return Console(file=sys.stderr, soft_wrap=True, highlight=False)
+
+
+def print_json(obj: Any) -> None:
+    """Print one JSON document on stdout, nothing else (no colour, no wrapping)."""
+    sys.stdout.write(json.dumps(obj, default=str, ensure_ascii=False) + "\n")
+    sys.stdout.flush()
+
+
+def print_text(text: str) -> None:
+    """Print text verbatim on stdout (no rich markup: YAML may contain ``[...]``)."""
+    sys.stdout.write(text if text.endswith("\n") else text + "\n")
+    sys.stdout.flush()
+
+
+def warn(message: str) -> None:
+    """A warning on stderr, one line per line of ``message``."""
+    stderr().print(f"[yellow]warning:[/yellow] {escape(message)}")
+
+
+def error(message: str) -> None:
+    """An error on stderr. Multi-line messages (one recipe error per line) stay as they are."""
+    stderr().print(f"[bold red]error:[/bold red] {escape(message)}")
+
+
+def fail(message: str, code: int = EXIT_INVALID) -> NoReturn:
+    """Print ``message`` as an error and leave with ``code`` (never a traceback)."""
+    error(message)
+    raise typer.Exit(code)
+
+
+@contextmanager
+def user_errors() -> Iterator[None]:
+    """Turn the errors a user can cause into a message and an exit code instead of a traceback.
+
+    Recipe errors (bad YAML, failed validation, bad override) and registry errors (unknown
+    component) exit with :data:`EXIT_INVALID`; a missing file exits with :data:`EXIT_USAGE`.
+    """
+    from zonkey.errors import USER_ERRORS
+
+    try:
+        yield
+    except USER_ERRORS as exc:
+        fail(str(exc), EXIT_INVALID)
+    except RecipeError as exc:
+        fail(str(exc), EXIT_INVALID)
+    except RegistryError as exc:
+        fail(str(exc), EXIT_INVALID)
+    except FileNotFoundError as exc:
+        fail(f"{exc.filename}: no such file" if exc.filename else str(exc), EXIT_USAGE)
+
+
+def load_components() -> None:
+    """Register built-in and third-party components; report plugins that failed on stderr."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # reported below, once, in our own words
+        report = load_plugins()
+    for name, msg in report.failed.items():
+        warn(f"plugin {name!r} failed to load: {msg}")
+
+
+def recipe_path(name_or_path: str) -> Path:
+    """The file of a recipe argument (a path or a bundled name such as ``tiny``).
+
+    Raises:
+        FileNotFoundError: neither a file nor a bundled recipe; the message lists bundled names.
+    """
+    path = resolve_recipe_path(name_or_path)
+    if not path.is_file():
+        names = ", ".join(bundled_recipe_names()) or "(none)"
+        raise FileNotFoundError(f"{name_or_path}: no such recipe file, nor a bundled recipe (bundled: {names})")
+    return path
+
+
+def load_recipe_arg(name_or_path: str, overrides: Sequence[str] | None = None) -> Any:
+    """Resolve, read, override and validate one recipe argument (raises like :func:`load_recipe`)."""
+    return load_recipe(recipe_path(name_or_path), list(overrides or ()))
+
+
+def describe_components(kind: str | None = None) -> dict[str, dict[str, dict[str, Any]]]:
+    """Every registered component: ``{kind: {name: {doc, fields}}}``; one kind if ``kind`` is given.
+
+    ``fields`` maps each config field (except ``name``) to its type, default, whether it is
+    required and its description.
+
+    Raises:
+        UnknownComponentError: ``kind`` is not a component kind.
+    """
+    kinds = [registry(kind).kind] if kind is not None else list(KINDS)
+    return {
+        k: {e.name: {"doc": e.doc, "fields": e.fields()} for e in registry(k).entries()} for k in kinds
+    }
+
+
+def bundled_recipe_files() -> list[Path]:
+    """Every ``*.yaml`` under the bundled recipes folder, recursively, sorted."""
+    root = bundled_recipes_dir()
+    return sorted(root.rglob("*.yaml")) if root.is_dir() else []
+
+
+def bundled_recipe_names() -> list[str]:
+    """Bundled recipes by the name ``zonkey show`` accepts (``tiny``, ``ablations/fixed``)."""
+    root = bundled_recipes_dir()
+    return [p.relative_to(root).with_suffix("").as_posix() for p in bundled_recipe_files()]
+
+
+def describe_recipes() -> dict[str, dict[str, Any]]:
+    """Bundled recipes: ``{bundled name: {path, name, description, valid, error}}``.
+
+    ``name`` and ``description`` come from the file even when it does not validate; ``error`` is
+    the validation message (``None`` when valid).
+    """
+    out: dict[str, dict[str, Any]] = {}
+    for key, path in zip(bundled_recipe_names(), bundled_recipe_files()):
+        info: dict[str, Any] = {"path": str(path), "name": path.stem, "description": "", "valid": False,
+                                "error": None}
+        try:
+            raw = read_yaml(path)
+            info["name"] = str(raw.get("name", path.stem))
+            info["description"] = str(raw.get("description", "") or "")
+            load_recipe(path)
+            info["valid"] = True
+        except (RecipeError, RegistryError) as exc:
+            info["error"] = str(exc)
+        out[key] = info
+    return out

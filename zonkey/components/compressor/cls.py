@@ -1,0 +1,46 @@
+"""``cls``: the Compressor of §5. ``k`` learned CLS vectors (existence 1) are prepended to the
+segment, a probabilistic-attention encoder reads the whole (CLS + segment), and the first ``k``
+outputs, flattened to ``k·d``, are scaled to the sphere of the expected Gaussian norm."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import torch
+from einops import rearrange, repeat
+from pydantic import Field
+from torch import Tensor, nn
+
+from zonkey.core.registry import ComponentConfig, register
+from zonkey.core.shapes import LevelContext
+from zonkey.core.sphere import to_sphere
+from zonkey.core.transformer import Encoder
+
+
+class ClsCompressor(nn.Module):
+    def __init__(self, ctx: LevelContext, layers: int) -> None:
+        super().__init__()
+        d, self.k, self.m = ctx.d_model, ctx.n_compress, ctx.max_segment
+        self.cls = nn.Parameter(torch.randn(self.k, d) * 0.02)
+        self.pos = nn.Parameter(torch.randn(self.k + self.m, d) * 0.02)
+        self.encoder = Encoder(d, ctx.heads, layers, ctx.attention, ctx.ffn_mult, ctx.dropout)
+        self.out = nn.Linear(d, d)
+
+    def forward(self, x: Tensor, log_existence: Tensor) -> Tensor:
+        """x (s, m, d) segment vectors, log_existence (s, m) -> latents (s, k·d) on the sphere."""
+        s = x.shape[0]
+        h = torch.cat([repeat(self.cls, "k d -> s k d", s=s), x], dim=1) + self.pos  # (s, k+m, d)
+        le = torch.cat([log_existence.new_zeros(s, self.k), log_existence], dim=1)  # (s, k+m)
+        h = self.encoder(h, le)[:, : self.k]  # (s, k, d)
+        return to_sphere(rearrange(self.out(h), "s k d -> s (k d)"))  # (s, k·d)
+
+
+@register("compressor", "cls")
+class ClsCompressorConfig(ComponentConfig):
+    """k learned CLS vectors + probabilistic-attention encoder (§5)."""
+
+    name: Literal["cls"] = "cls"
+    layers: int = Field(2, ge=1, description="encoder layers")
+
+    def build(self, ctx: LevelContext, **_: Any) -> ClsCompressor:
+        return ClsCompressor(ctx, self.layers)

@@ -1,0 +1,45 @@
+"""``mean``: pooling ablation of the Compressor. The segment is encoded, then split into ``k``
+equal chunks of slots whose existence-weighted means become the ``k`` latents (no CLS vectors)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import torch
+from einops import rearrange
+from pydantic import Field
+from torch import Tensor, nn
+
+from zonkey.core.registry import ComponentConfig, register
+from zonkey.core.shapes import LevelContext
+from zonkey.core.sphere import to_sphere
+from zonkey.core.transformer import Encoder
+
+
+class MeanCompressor(nn.Module):
+    def __init__(self, ctx: LevelContext, layers: int) -> None:
+        super().__init__()
+        d, self.k, self.m = ctx.d_model, ctx.n_compress, ctx.max_segment
+        self.pos = nn.Parameter(torch.randn(self.m, d) * 0.02)
+        self.encoder = Encoder(d, ctx.heads, layers, ctx.attention, ctx.ffn_mult, ctx.dropout)
+        # slot j contributes to latent floor(j·k/m)
+        self.register_buffer("assign", nn.functional.one_hot(torch.arange(self.m) * self.k // self.m, self.k).float(), persistent=False)
+        self.latent_pos = nn.Parameter(torch.randn(self.k, d) * 0.02)
+
+    def forward(self, x: Tensor, log_existence: Tensor) -> Tensor:
+        """x (s, m, d), log_existence (s, m) -> (s, k·d) on the sphere."""
+        h = self.encoder(x + self.pos, log_existence)  # (s, m, d)
+        w = log_existence.exp()[..., None] * self.assign  # (s, m, k)
+        pooled = torch.einsum("smk,smd->skd", w, h) / w.sum(1)[..., None].clamp_min(1e-6)  # (s, k, d)
+        return to_sphere(rearrange(pooled + self.latent_pos, "s k d -> s (k d)"))
+
+
+@register("compressor", "mean")
+class MeanCompressorConfig(ComponentConfig):
+    """Pooling ablation: existence-weighted means of k chunks of slots."""
+
+    name: Literal["mean"] = "mean"
+    layers: int = Field(2, ge=1)
+
+    def build(self, ctx: LevelContext, **_: Any) -> MeanCompressor:
+        return MeanCompressor(ctx, self.layers)

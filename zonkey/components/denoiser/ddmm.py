@@ -1,0 +1,100 @@
+"""``ddmm``: the decompress-and-denoise stack of §6.
+
+The prompt is [noise-conditioning vector v_σ, the k latent vectors], all with existence 1, where
+v_σ = (1 − σ)·v_clean + σ·v_noisy. A light decoder expands the prompt to ``max_segment`` slots:
+``autoregressive`` (as in the paper: a causal decoder unrolled one slot at a time, each new slot
+reading the previous outputs) or ``parallel`` (learned query slots read the prompt in one pass:
+much faster on CPU). A BOS head on this rough expansion gives a first existence; a multi-layer
+probabilistic-attention encoder refines the slots under that existence; a final BOS head gives the
+existence of the output.
+
+Noise level convention (all of zonkey): σ ∈ [0, 1], σ = 0 is clean, z_σ = sqrt(1 − σ)·z + sqrt(σ)·ε.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import torch
+from einops import rearrange, repeat
+from pydantic import Field
+from torch import Tensor, nn
+
+from zonkey.core.existence import log_existence_from_bos_logits
+from zonkey.core.registry import ComponentConfig, register
+from zonkey.core.shapes import DenoiseOutput, LevelContext
+from zonkey.core.transformer import Encoder
+
+
+class DdmmDenoiser(nn.Module):
+    def __init__(self, ctx: LevelContext, cfg: "DdmmDenoiserConfig") -> None:
+        super().__init__()
+        d, self.k, self.m = ctx.d_model, ctx.n_compress, ctx.max_segment
+        self.mode = cfg.decoder
+        self.v_clean = nn.Parameter(torch.randn(d) * 0.02)
+        self.v_noisy = nn.Parameter(torch.randn(d) * 0.02)
+        self.prompt_pos = nn.Parameter(torch.randn(self.k + 1, d) * 0.02)
+        self.slot_pos = nn.Parameter(torch.randn(self.m, d) * 0.02)
+        self.latent_in = nn.Linear(d, d)
+        self.decoder = Encoder(d, ctx.heads, cfg.decoder_layers, ctx.attention, ctx.ffn_mult, ctx.dropout)
+        if self.mode == "autoregressive":
+            self.start = nn.Parameter(torch.randn(d) * 0.02)
+            self.feedback = nn.Linear(d, d)
+        self.rough_bos = nn.Linear(d, 1)
+        self.encoder = Encoder(d, ctx.heads, cfg.layers, ctx.attention, ctx.ffn_mult, ctx.dropout)
+        self.bos = nn.Linear(d, 1)
+        self.out = nn.Linear(d, d)
+
+    def prompt(self, z: Tensor, sigma: Tensor) -> Tensor:
+        """z (s, k·d), sigma (s,) -> prompt (s, k+1, d)."""
+        v = (1 - sigma)[:, None] * self.v_clean + sigma[:, None] * self.v_noisy  # (s, d)
+        lat = self.latent_in(rearrange(z, "s (k d) -> s k d", k=self.k))  # (s, k, d)
+        return torch.cat([v[:, None], lat], dim=1) + self.prompt_pos  # (s, k+1, d)
+
+    def expand(self, prompt: Tensor) -> Tensor:
+        """prompt (s, k+1, d) -> rough slots (s, m, d)."""
+        s, p = prompt.shape[0], prompt.shape[1]
+        if self.mode == "parallel":
+            h = torch.cat([prompt, repeat(self.slot_pos, "m d -> s m d", s=s)], dim=1)  # (s, k+1+m, d)
+            le = prompt.new_zeros(s, p + self.m)
+            return self.decoder(h, le)[:, p:]  # (s, m, d)
+        # autoregressive: slot j reads the prompt and the outputs of slots < j (causal)
+        inp = [self.start.expand(s, -1)[:, None] + self.slot_pos[:1]]
+        outs = []
+        for j in range(self.m):
+            h = torch.cat([prompt] + inp, dim=1)  # (s, k+1+j+1, d)
+            y = self.decoder(h, prompt.new_zeros(s, h.shape[1]), causal=True)[:, -1]  # (s, d)
+            outs.append(y)
+            if j + 1 < self.m:
+                inp.append((self.feedback(y) + self.slot_pos[j + 1])[:, None])
+        return torch.stack(outs, dim=1)  # (s, m, d)
+
+    def forward(self, z: Tensor, sigma: Tensor) -> DenoiseOutput:
+        """z (s, k·d) noisy latents, sigma (s,) noise levels -> DenoiseOutput."""
+        prompt = self.prompt(z, sigma)
+        p = prompt.shape[1]
+        rough = self.expand(prompt)  # (s, m, d)
+        rough_logits = self.rough_bos(rough).squeeze(-1)  # (s, m)
+        rough_le = log_existence_from_bos_logits(rough_logits)  # (s, m)
+        le = torch.cat([rough_le.new_zeros(z.shape[0], p), rough_le], dim=1)  # (s, k+1+m)
+        h = self.encoder(torch.cat([prompt, rough + self.slot_pos], dim=1), le)[:, p:]  # (s, m, d)
+        logits = self.bos(h).squeeze(-1)  # (s, m)
+        return DenoiseOutput(
+            x_hat=self.out(h),
+            bos_logits=logits,
+            log_existence=log_existence_from_bos_logits(logits),
+            rough_bos_logits=rough_logits,
+        )
+
+
+@register("denoiser", "ddmm")
+class DdmmDenoiserConfig(ComponentConfig):
+    """Prompt [v_σ, k latents] -> light decoder -> BOS head -> probabilistic-attention encoder (§6)."""
+
+    name: Literal["ddmm"] = "ddmm"
+    decoder: Literal["parallel", "autoregressive"] = Field("parallel", description="how the prompt is expanded to m slots")
+    decoder_layers: int = Field(1, ge=1)
+    layers: int = Field(2, ge=1, description="denoiser encoder layers")
+
+    def build(self, ctx: LevelContext, **_: Any) -> DdmmDenoiser:
+        return DdmmDenoiser(ctx, self)

@@ -1,0 +1,89 @@
+"""The contract every objective fulfils, and the pieces they share."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Callable, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from zonkey.core.shapes import DenoiseOutput
+from zonkey.core.sphere import atanh_cos_logits, to_sphere
+
+DenoiseFn = Callable[[Tensor, Tensor], DenoiseOutput]  # (z (s, k·d), sigma (s,)) -> DenoiseOutput
+CompressFn = Callable[[Tensor, Tensor], Tensor]  # (x (s, m, d), log_existence (s, m)) -> z (s, k·d)
+
+
+@dataclass
+class ObjectiveOutput:
+    """The objective's own loss and the denoiser outputs the level's reconstruction losses read."""
+
+    loss: Tensor  # () the objective's diffusion loss (weighted by `losses.diffusion`)
+    clean: DenoiseOutput  # denoised from light noise ("clean" reconstruction, §8)
+    dirty: Optional[DenoiseOutput] = None  # denoised from heavy noise ("dirty" reconstruction, §8)
+    extra_latents: list[Tensor] = field(default_factory=list)  # (s, k·d) re-compressed latents (collapse loss)
+
+
+def add_noise(z: Tensor, sigma: Tensor, noise: Optional[Tensor] = None, generator: torch.Generator | None = None) -> Tensor:
+    """Variance-preserving noise on the sphere: sqrt(1 − σ)·z + sqrt(σ)·ε, σ (s,) in [0, 1]."""
+    if noise is None:
+        noise = torch.randn(z.shape, device=z.device, dtype=z.dtype, generator=generator)
+    s = sigma.to(z.dtype)[:, None]
+    return torch.sqrt(1 - s) * z + torch.sqrt(s) * noise
+
+
+def uniform(s: int, lo: float, hi: float, like: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    return lo + (hi - lo) * torch.rand(s, device=like.device, generator=generator)
+
+
+def contrastive_atanh(pred: Tensor, target: Tensor, weight: Optional[Tensor] = None, same: Optional[Tensor] = None) -> Tensor:
+    """Cross-entropy of 2·atanh(cos) logits: each prediction must pick its own target among the
+    targets of the batch (in-batch negatives). ``same`` (s, s) bool marks pairs that must not be
+    used as negatives (false negatives); the diagonal is always the positive.
+
+    Args:
+        pred: (s, D), target: (s, D), weight: optional (s,) per-row weights.
+    """
+    logits = atanh_cos_logits(pred, target)  # (s, s)
+    s = logits.shape[0]
+    eye = torch.eye(s, dtype=torch.bool, device=logits.device)
+    if same is not None:
+        logits = logits.masked_fill(same & ~eye, float("-inf"))
+    ce = F.cross_entropy(logits, torch.arange(s, device=logits.device), reduction="none")  # (s,)
+    if weight is None:
+        return ce.mean()
+    return (ce * weight).sum() / weight.sum().clamp_min(1e-8)
+
+
+def recompress(compress: CompressFn, out: DenoiseOutput) -> Tensor:
+    """Re-compress denoised slots weighted by their own predicted existence (§9.1 step 4)."""
+    return compress(to_sphere(out.x_hat), out.log_existence)
+
+
+class Objective(nn.Module):
+    """Base class. Subclasses implement :meth:`forward` (training) and :meth:`step` (sampling)."""
+
+    def forward(self, z0: Tensor, denoise: DenoiseFn, compress: CompressFn, *, generator: torch.Generator | None = None) -> ObjectiveOutput:  # pragma: no cover
+        raise NotImplementedError
+
+    def noise(self, z0: Tensor, sigma: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        return add_noise(z0, sigma, generator=generator)
+
+    def prior(self, s: int, dim: int, device: torch.device | str = "cpu", generator: torch.Generator | None = None) -> Tensor:
+        """Pure noise at σ = 1: N(0, I) scaled to the sphere (§9.1)."""
+        return to_sphere(torch.randn(s, dim, device=device, generator=generator))
+
+    def step(self, z: Tensor, sigma: float, sigma_next: float, denoise: DenoiseFn, compress: CompressFn) -> tuple[Tensor, DenoiseOutput]:
+        """One deterministic (DDIM-like) sampler step from σ to σ_next: denoise, re-compress with
+        existence weighting to an estimate of the clean latent, and move to σ_next along the
+        implied noise direction. Returns (z at σ_next, the denoiser output at σ)."""
+        s = z.shape[0]
+        out = denoise(z, z.new_full((s,), sigma))
+        z0_hat = recompress(compress, out)
+        if sigma_next <= 0:
+            return z0_hat, out
+        eps = (z - math.sqrt(1 - sigma) * z0_hat) / math.sqrt(max(sigma, 1e-6))
+        return math.sqrt(1 - sigma_next) * z0_hat + math.sqrt(sigma_next) * eps, out

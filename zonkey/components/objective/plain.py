@@ -1,0 +1,39 @@
+"""``plain``: single-step x0 denoising, the simplest objective (an ablation). The latent is noised
+once and the denoiser's output, re-compressed, must pick its own clean latent among the batch's
+(2·atanh(cos) logits). A second, heavier draw gives the "dirty" output."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field
+
+from zonkey.components.objective.base import Objective, ObjectiveOutput, contrastive_atanh, recompress, uniform
+from zonkey.core.registry import ComponentConfig, register
+from zonkey.core.shapes import LevelContext
+
+
+class PlainObjective(Objective):
+    def __init__(self, cfg: "PlainObjectiveConfig") -> None:
+        super().__init__()
+        self.cfg = cfg
+
+    def forward(self, z0, denoise, compress, *, generator=None) -> ObjectiveOutput:
+        s = z0.shape[0]
+        sig = uniform(s, 0.0, self.cfg.clean_max, z0, generator)
+        clean = denoise(self.noise(z0, sig, generator), sig)
+        sig_d = uniform(s, self.cfg.clean_max, 1.0, z0, generator)
+        dirty = denoise(self.noise(z0, sig_d, generator), sig_d)
+        z_hat = recompress(compress, dirty)
+        return ObjectiveOutput(loss=contrastive_atanh(z_hat, z0.detach()), clean=clean, dirty=dirty, extra_latents=[z_hat])
+
+
+@register("objective", "plain")
+class PlainObjectiveConfig(ComponentConfig):
+    """Single-step x0 prediction (ablation)."""
+
+    name: Literal["plain"] = "plain"
+    clean_max: float = Field(0.35, ge=0, lt=1)
+
+    def build(self, ctx: LevelContext | None = None, **_: Any) -> PlainObjective:
+        return PlainObjective(self)

@@ -1,0 +1,36 @@
+"""``fixed``: baseline splitter with a BOS every ``every`` positions (no learning)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import torch
+from pydantic import Field
+from torch import Tensor
+
+from zonkey.components.splitter.learned import SplitterBase
+from zonkey.core.existence import P_EPS
+from zonkey.core.registry import ComponentConfig, register
+from zonkey.core.shapes import LevelContext
+
+
+class FixedSplitter(SplitterBase):
+    def __init__(self, ctx: LevelContext, every: int) -> None:
+        super().__init__(ctx, float(every))
+        self.every = min(every, ctx.max_segment)
+
+    def bos_probabilities(self, x: Tensor, valid: Tensor, tokens: Tensor | None = None) -> Tensor:
+        idx = torch.arange(x.shape[1], device=x.device)
+        p = torch.where(idx % self.every == 0, 1 - P_EPS, P_EPS).to(torch.float32)
+        return p[None].expand(valid.shape).masked_fill(~valid, 0.0)
+
+
+@register("splitter", "fixed")
+class FixedSplitterConfig(ComponentConfig):
+    """Baseline: a BOS every `every` positions."""
+
+    name: Literal["fixed"] = "fixed"
+    every: int = Field(6, ge=1)
+
+    def build(self, ctx: LevelContext, **_: Any) -> FixedSplitter:
+        return FixedSplitter(ctx, self.every)

@@ -1,0 +1,88 @@
+"""``learned``: the Segment Splitter of §4, the differentiable tokenizer.
+
+BOS probabilities come from a light local encoder over the level's own vectors (at level 0: the
+learned byte embeddings) and nothing else: no whitespace rule, character class or boundary label
+reaches it. Depthwise convolutions give n-gram context and one probabilistic-attention layer
+(padding masked) gives wider context; a linear head whose bias starts at logit(1 / target length)
+gives the logit. Position 0 is always a BOS; in training BOS positions are sampled (u < p), at
+inference thresholded at 0.5, and a BOS is forced inside any gap of ``max_segment`` positions.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Literal
+
+import torch
+from einops import rearrange
+from pydantic import Field
+from torch import Tensor, nn
+
+from zonkey.core.existence import P_EPS
+from zonkey.core.registry import ComponentConfig, register
+from zonkey.core.segments import decide_bos, make_split
+from zonkey.core.shapes import LevelContext, SplitOutput
+from zonkey.core.transformer import Encoder
+
+
+class SplitterBase(nn.Module):
+    """Shared forward: BOS probabilities -> decisions -> segments."""
+
+    def __init__(self, ctx: LevelContext, target_segment: float) -> None:
+        super().__init__()
+        self.m = ctx.max_segment
+        self.k = ctx.n_compress
+        self.target_segment = target_segment
+
+    @property
+    def target_rate(self) -> float:
+        return 1.0 / self.target_segment
+
+    def bos_probabilities(self, x: Tensor, valid: Tensor) -> Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def forward(self, x: Tensor, valid: Tensor, *, sample: bool | None = None, tokens: Tensor | None = None,
+                generator: torch.Generator | None = None) -> SplitOutput:
+        """x (b, n, d), valid (b, n) -> SplitOutput. ``sample`` defaults to ``self.training``."""
+        p = self.bos_probabilities(x, valid, tokens=tokens)  # (b, n)
+        sample = self.training if sample is None else sample
+        bos = decide_bos(p, valid, self.m, sample=sample, generator=generator)
+        return make_split(x, valid, p, bos, self.m, self.k)
+
+
+class LearnedSplitter(SplitterBase):
+    def __init__(self, ctx: LevelContext, cfg: "LearnedSplitterConfig") -> None:
+        super().__init__(ctx, cfg.target_segment)
+        d = ctx.d_model
+        self.convs = nn.ModuleList(
+            nn.Conv1d(d, d, kernel_size=w, padding=w // 2, groups=d) for w in cfg.kernels
+        )
+        self.mix = nn.Linear(d * (len(cfg.kernels) + 1), d)
+        self.encoder = Encoder(d, ctx.heads, cfg.layers, ctx.attention, ctx.ffn_mult, ctx.dropout) if cfg.layers else None
+        self.head = nn.Linear(d, 1)
+        nn.init.zeros_(self.head.weight)
+        nn.init.constant_(self.head.bias, math.log(self.target_rate / (1 - self.target_rate)))
+
+    def bos_probabilities(self, x: Tensor, valid: Tensor, tokens: Tensor | None = None) -> Tensor:
+        x = x.masked_fill(~valid[..., None], 0.0)
+        xc = rearrange(x, "b n d -> b d n")
+        feats = [x] + [rearrange(c(xc)[..., : x.shape[1]], "b d n -> b n d") for c in self.convs]
+        h = self.mix(torch.cat(feats, dim=-1))  # (b, n, d)
+        if self.encoder is not None:
+            log_e = torch.zeros(valid.shape, device=x.device).masked_fill(~valid, float("-inf"))
+            h = self.encoder(h, log_e)
+        logit = self.head(h).squeeze(-1)  # (b, n)
+        return torch.sigmoid(logit).clamp(P_EPS, 1 - P_EPS).masked_fill(~valid, 0.0)
+
+
+@register("splitter", "learned")
+class LearnedSplitterConfig(ComponentConfig):
+    """Learned BOS probabilities from a light local encoder (§4)."""
+
+    name: Literal["learned"] = "learned"
+    target_segment: float = Field(6.0, gt=1, description="target mean segment length (positions); sets the BOS-rate target")
+    kernels: tuple[int, ...] = Field((3, 5), description="depthwise convolution widths (local n-gram context)")
+    layers: int = Field(1, ge=0, description="probabilistic-attention layers of the splitter encoder")
+
+    def build(self, ctx: LevelContext, **_: Any) -> LearnedSplitter:
+        return LearnedSplitter(ctx, self)

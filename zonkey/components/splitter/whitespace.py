@@ -1,0 +1,42 @@
+"""``whitespace``: rule-based baseline (level 0 only) with a BOS at every word start: a
+non-whitespace byte after a whitespace byte. It reads the raw bytes, which is exactly what the
+learned splitter is never allowed to do; it exists to compare against."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import torch
+from torch import Tensor
+
+from zonkey.components.splitter.learned import SplitterBase
+from zonkey.core.existence import P_EPS
+from zonkey.core.registry import ComponentConfig, register
+from zonkey.core.shapes import LevelContext
+
+_WS = torch.tensor([9, 10, 11, 12, 13, 32])
+
+
+class WhitespaceSplitter(SplitterBase):
+    def __init__(self, ctx: LevelContext) -> None:
+        if ctx.level != 0:
+            raise ValueError("the whitespace splitter reads bytes and only works at level 0")
+        super().__init__(ctx, 6.0)
+
+    def bos_probabilities(self, x: Tensor, valid: Tensor, tokens: Tensor | None = None) -> Tensor:
+        if tokens is None:
+            raise ValueError("the whitespace splitter needs the byte tokens")
+        ws = torch.isin(tokens, _WS.to(tokens.device))
+        prev_ws = torch.cat([torch.ones_like(ws[:, :1]), ws[:, :-1]], dim=1)
+        start = ~ws & prev_ws
+        return torch.where(start, 1 - P_EPS, P_EPS).to(torch.float32).masked_fill(~valid, 0.0)
+
+
+@register("splitter", "whitespace")
+class WhitespaceSplitterConfig(ComponentConfig):
+    """Baseline (level 0): a BOS at every word start."""
+
+    name: Literal["whitespace"] = "whitespace"
+
+    def build(self, ctx: LevelContext, **_: Any) -> WhitespaceSplitter:
+        return WhitespaceSplitter(ctx)

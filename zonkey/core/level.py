@@ -1,0 +1,110 @@
+"""One level of the hierarchy: Splitter -> Compressor -> Objective/Denoiser (§4-§8).
+
+A level receives its sequence (b, n, d) with a validity mask and returns the split, the clean
+latents (its output to the level above) and its weighted loss terms.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+import torch
+from torch import Tensor, nn
+
+from zonkey.core.losses import collapse_loss, existence_bce, token_loss
+from zonkey.core.shapes import DenoiseOutput, LevelContext, SplitOutput
+
+
+@dataclass
+class LevelOutput:
+    split: SplitOutput
+    latents: Tensor  # (s, k·d) clean latents on the sphere
+    terms: dict[str, Tensor] = field(default_factory=dict)  # unweighted loss terms
+    loss: Optional[Tensor] = None  # weighted sum
+    stats: dict[str, float] = field(default_factory=dict)
+
+
+class Level(nn.Module):
+    """Components of one level, built from its recipe block."""
+
+    def __init__(self, cfg: Any, index: int, attention: nn.Module) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.index = index
+        self.ctx = LevelContext(
+            level=index,
+            d_model=cfg.d_model,
+            max_segment=cfg.max_segment,
+            n_compress=cfg.n_compress,
+            heads=cfg.heads,
+            ffn_mult=cfg.ffn_mult,
+            dropout=cfg.dropout,
+            attention=attention,
+        )
+        for kind in ("splitter", "compressor", "denoiser", "objective"):
+            if getattr(cfg, kind) is None:
+                raise ValueError(f"model.levels.{index}.{kind} is not set and no default is registered")
+        self.splitter = cfg.splitter.build(self.ctx)
+        self.compressor = cfg.compressor.build(self.ctx)
+        self.denoiser = cfg.denoiser.build(self.ctx)
+        self.objective = cfg.objective.build(self.ctx)
+
+    @property
+    def latent_dim(self) -> int:
+        return self.cfg.n_compress * self.cfg.d_model
+
+    def split(self, x: Tensor, valid: Tensor, *, sample: bool | None = None, tokens: Tensor | None = None,
+              generator: torch.Generator | None = None) -> SplitOutput:
+        return self.splitter(x, valid, sample=sample, tokens=tokens, generator=generator)
+
+    def compress(self, x: Tensor, log_existence: Tensor) -> Tensor:
+        """x (s, m, d), log_existence (s, m) -> (s, k·d)."""
+        return self.compressor(x, log_existence)
+
+    def denoise(self, z: Tensor, sigma: Tensor) -> DenoiseOutput:
+        """z (s, k·d), sigma (s,) -> DenoiseOutput."""
+        return self.denoiser(z, sigma)
+
+    def forward(self, x: Tensor, valid: Tensor, *, tokens: Tensor | None = None, table: Tensor | None = None,
+                generator: torch.Generator | None = None) -> LevelOutput:
+        """Training pass of the level.
+
+        Args:
+            x: (b, n, d) the level's sequence; valid: (b, n) bool.
+            tokens: (b, n) byte values (level 0 only: targets of the token loss; baselines may read them).
+            table: (256, d) tied byte embedding table on the sphere (level 0 only).
+        """
+        split = self.split(x, valid, tokens=tokens, generator=generator)
+        seg = split.segments
+        z0 = self.compress(seg.vectors, seg.log_existence)  # (s, k·d)
+        obj = self.objective(z0, self.denoise, self.compress, generator=generator)
+        w = self.cfg.losses
+        terms: dict[str, Tensor] = {"diffusion": obj.loss}
+        stats: dict[str, float] = {}
+        if self.index == 0:
+            assert tokens is not None and table is not None
+            targets = tokens[seg.doc[:, None], seg.positions]  # (s, m)
+            terms["token"], correct = token_loss(obj.clean.x_hat, targets, table, seg.shares)
+            if obj.dirty is not None:
+                terms["recon_dirty"], _ = token_loss(obj.dirty.x_hat, targets, table, seg.shares)
+            own = seg.own_span
+            stats["train_byte_acc"] = float((correct & own).sum()) / max(int(own.sum()), 1)
+        terms["bos"] = existence_bce(obj.clean.log_existence, seg.log_existence)
+        if obj.clean.rough_bos_logits is not None:
+            from zonkey.core.existence import log_existence_from_bos_logits
+
+            terms["bos"] = terms["bos"] + existence_bce(log_existence_from_bos_logits(obj.clean.rough_bos_logits), seg.log_existence)
+        rate = getattr(self.splitter, "target_rate", None)
+        if rate is not None:
+            # two-sided: the splitter is held near its target rate; reconstruction decides where
+            terms["avg_bos"] = ((split.avg_bos - rate) / rate).pow(2)
+        terms["long"] = split.p_long
+        terms["short"] = split.p_short
+        terms["collapse"] = sum((collapse_loss(z, seg.doc) for z in [z0, *obj.extra_latents]), z0.new_zeros(()))
+        weights = {k: getattr(w, k) for k in terms}
+        loss = sum((weights[k] * v for k, v in terms.items() if weights[k] != 0), z0.new_zeros(()))
+        stats["segments"] = float(seg.num)
+        stats["avg_bos"] = float(split.avg_bos.detach())
+        stats["mean_segment"] = float(valid.sum()) / max(seg.num, 1)
+        return LevelOutput(split=split, latents=z0, terms=terms, loss=loss, stats=stats)

@@ -1,0 +1,64 @@
+"""Loss terms of one level (§8). Each returns an unweighted scalar; the level multiplies by the
+recipe's weight and sums (never averages over however many terms exist)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from zonkey.core.sphere import atanh_cos_logits
+
+
+def weighted_mean(values: Tensor, weights: Tensor) -> Tensor:
+    """Σ w·v / Σ w (0 when all weights are 0)."""
+    return (values * weights).sum() / weights.sum().clamp_min(1e-8)
+
+
+def token_loss(x_hat: Tensor, targets: Tensor, table: Tensor, weights: Tensor) -> tuple[Tensor, Tensor]:
+    """Level-0 byte cross-entropy with tied logits 2·atanh(cos(x̂, E_v)) (§8 "Token Loss").
+
+    Args:
+        x_hat: (s, m, d) denoised slots. targets: (s, m) byte values. table: (v, d) embedding table.
+        weights: (s, m) existence shares (0 on padding).
+
+    Returns:
+        (loss, per-slot correctness (s, m) bool from the argmax).
+    """
+    logits = atanh_cos_logits(x_hat, table)  # (s, m, v)
+    ce = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), reduction="none").view_as(targets)
+    return weighted_mean(ce, weights), logits.argmax(-1) == targets
+
+
+def log1mexp(x: Tensor) -> Tensor:
+    """log(1 − exp(x)) for x <= 0, stable on both ends."""
+    x = x.clamp(max=-1e-7)
+    return torch.where(x > -0.6931, torch.log(-torch.expm1(x)), torch.log1p(-torch.exp(x)))
+
+
+def existence_bce(pred_log_e: Tensor, target_log_e: Tensor) -> Tensor:
+    """BCE of predicted existence against the splitter's existence profile, minus the target's own
+    entropy so the minimum is 0. Both (s, m) in log space; the target is not differentiated."""
+    t = target_log_e.detach().exp()
+    p_log, q_log = pred_log_e.clamp_min(-30.0), log1mexp(pred_log_e.clamp_min(-30.0))
+    bce = -(t * p_log + (1 - t) * q_log)
+    tl, tq = target_log_e.detach().clamp_min(-30.0), log1mexp(target_log_e.detach().clamp_min(-30.0))
+    ent = -(t * tl + (1 - t) * tq)
+    return (bce - ent).mean()
+
+
+def collapse_loss(z: Tensor, doc: Tensor, max_rows: int = 256) -> Tensor:
+    """Mean squared cosine between latents of different documents (§8 "Collapse Prevention").
+
+    Args:
+        z: (s, D) latents. doc: (s,) document index.
+    """
+    if z.shape[0] > max_rows:
+        idx = torch.linspace(0, z.shape[0] - 1, max_rows, device=z.device).long()
+        z, doc = z[idx], doc[idx]
+    zn = F.normalize(z, dim=-1)
+    cos = zn @ zn.T
+    other = doc[:, None] != doc[None, :]
+    if not other.any():
+        return z.new_zeros(())
+    return cos.pow(2)[other].mean()

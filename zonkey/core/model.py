@@ -1,0 +1,71 @@
+"""The whole model: byte embedding (tied with the level-0 output head) and the stack of levels.
+
+``build_model(recipe)`` is the only constructor; ``zonkey.load(run_dir)`` calls it on the saved
+``recipe.json`` and loads the weights strictly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+import torch
+from torch import Tensor, nn
+
+from zonkey.core.level import Level, LevelOutput
+from zonkey.core.shapes import BYTE_VOCAB
+from zonkey.core.sphere import to_sphere
+
+
+@dataclass
+class ModelOutput:
+    loss: Tensor
+    terms: dict[str, Tensor] = field(default_factory=dict)  # "l0.token" -> unweighted value
+    stats: dict[str, float] = field(default_factory=dict)
+    levels: list[LevelOutput] = field(default_factory=list)
+
+
+class ZonkeyModel(nn.Module):
+    """Byte embedding + levels. Level 0 reads UTF-8 bytes; level l+1 reads level l's latents."""
+
+    def __init__(self, recipe: Any) -> None:
+        super().__init__()
+        self.recipe = recipe
+        mcfg = recipe.model
+        self.attention = mcfg.attention.build()
+        self.embed = nn.Parameter(torch.randn(BYTE_VOCAB, mcfg.levels[0].d_model))
+        self.levels = nn.ModuleList(Level(lc, i, self.attention) for i, lc in enumerate(mcfg.levels))
+
+    @property
+    def table(self) -> Tensor:
+        """(256, d0) byte embedding table on the sphere (input embedding and tied output head)."""
+        return to_sphere(self.embed)
+
+    def embed_bytes(self, tokens: Tensor, valid: Tensor) -> Tensor:
+        """tokens (b, n) -> (b, n, d0), zero on padding."""
+        return self.table[tokens].masked_fill(~valid[..., None], 0.0)
+
+    def forward(self, tokens: Tensor, valid: Tensor, *, generator: Optional[torch.Generator] = None,
+                level_weights: Optional[list[float]] = None) -> ModelOutput:
+        """Training pass over a batch of byte sequences (b, n)."""
+        table = self.table
+        x = table[tokens].masked_fill(~valid[..., None], 0.0)
+        total = x.new_zeros(())
+        terms: dict[str, Tensor] = {}
+        stats: dict[str, float] = {}
+        outs = []
+        for i, level in enumerate(self.levels):
+            if i > 0:
+                break  # levels >= 1 are wired in by the hierarchy (zonkey.core.hierarchy)
+            out = level(x, valid, tokens=tokens, table=table, generator=generator)
+            wl = 1.0 if level_weights is None else level_weights[i]
+            total = total + wl * out.loss
+            terms.update({f"l{i}.{k}": v for k, v in out.terms.items()})
+            stats.update({f"l{i}.{k}": v for k, v in out.stats.items()})
+            outs.append(out)
+        return ModelOutput(loss=total, terms=terms, stats=stats, levels=outs)
+
+
+def build_model(recipe: Any) -> ZonkeyModel:
+    """Build the model a validated recipe describes (no weights loaded)."""
+    return ZonkeyModel(recipe)

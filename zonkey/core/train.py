@@ -1,0 +1,285 @@
+"""The training loop: AdamW with warm-up and cosine decay, gradient clipping, EMA weights, atomic
+safetensors checkpoints, exact resume, and a progress bar.
+
+Determinism: the batch of step ``i`` is a pure function of (data config, seed, i); all other
+randomness (BOS sampling, noise, dropout) draws from torch's global generator, whose state is saved
+in every checkpoint. So on CPU, N steps straight and N/2 + resume + N/2 give identical weights.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import torch
+from torch import nn
+
+from zonkey.core import checkpoint as ckpt
+from zonkey.core.data import ByteBatches, load_corpus
+from zonkey.core.model import ZonkeyModel, build_model
+from zonkey.core.recipe import recipe_to_dict
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on (e.g. too many non-finite losses in a row)."""
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    step: int
+    last_loss: float
+    skipped_steps: int
+    bytes_seen: int
+    seconds: float
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+def lr_at(step: int, cfg: Any) -> float:
+    """Linear warm-up to ``lr`` then cosine decay to ``lr · min_lr_ratio`` at ``steps``."""
+    if cfg.warmup_steps and step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    span = max(cfg.steps - cfg.warmup_steps, 1)
+    frac = min(max(step - cfg.warmup_steps, 0) / span, 1.0)
+    return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * frac)))
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise TrainingError(f"train.device is {name!r} but CUDA is not available here; use 'cpu' or 'auto'")
+    return dev
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """No weight decay on biases, norms, embeddings and learned vectors (anything 1-D or the byte table)."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        (decay if p.ndim >= 2 and name != "embed" else no_decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+class EMA:
+    """Exponential moving average of the parameters (kept in float32, used for eval and sampling)."""
+
+    def __init__(self, model: nn.Module, decay: float) -> None:
+        self.decay = decay
+        self.shadow = {k: v.detach().float().clone() for k, v in model.state_dict().items()}
+
+    @torch.no_grad()
+    def update(self, model: nn.Module, step: int) -> None:
+        d = min(self.decay, (1 + step) / (10 + step))
+        for k, v in model.state_dict().items():
+            if v.dtype.is_floating_point:
+                self.shadow[k].mul_(d).add_(v.detach().float(), alpha=1 - d)
+            else:
+                self.shadow[k].copy_(v)
+
+    def state(self) -> dict[str, torch.Tensor]:
+        return self.shadow
+
+    def load(self, tensors: dict[str, torch.Tensor]) -> None:
+        missing = set(self.shadow) - set(tensors)
+        if missing:
+            raise ckpt.CheckpointError(f"EMA state is missing keys {sorted(missing)[:5]}")
+        self.shadow = {k: tensors[k].float().clone() for k in self.shadow}
+
+
+class Trainer:
+    """Trains a recipe into a run directory.
+
+    Args:
+        recipe: a validated recipe.
+        run_dir: where checkpoints, ``recipe.json`` and ``metrics.jsonl`` go.
+        resume: continue from the newest checkpoint in ``run_dir`` (the recipe must match).
+        progress: show a progress bar (default: when stderr is a terminal; else log lines).
+        log: where log lines go (default: stderr).
+    """
+
+    def __init__(self, recipe: Any, run_dir: str | Path, *, resume: bool = False, progress: Optional[bool] = None,
+                 log: Optional[Callable[[str], None]] = None) -> None:
+        self.recipe = recipe
+        self.cfg = recipe.train
+        self.run_dir = Path(run_dir)
+        self.log = log or (lambda s: print(s, file=sys.stderr, flush=True))
+        self.progress = sys.stderr.isatty() if progress is None else progress
+        self.device = resolve_device(self.cfg.device)
+        if self.cfg.threads:
+            torch.set_num_threads(self.cfg.threads)
+        torch.manual_seed(self.cfg.seed)
+        self.model: ZonkeyModel = build_model(recipe).to(self.device)
+        self.optimizer = torch.optim.AdamW(
+            param_groups(self.model, self.cfg.weight_decay), lr=self.cfg.lr, betas=tuple(self.cfg.betas)
+        )
+        self.ema = EMA(self.model, self.cfg.ema_decay)
+        self.corpus = load_corpus(recipe.data)
+        self.batches: ByteBatches = self.corpus.batches("train", seed=self.cfg.seed, batch_bytes=recipe.data.batch_bytes)
+        self.step = 0
+        self.skipped = 0
+        self.nonfinite_run = 0
+        self.bytes_seen = 0
+        if resume:
+            self._resume()
+        else:
+            self._start_fresh()
+
+    # -- run directory ------------------------------------------------------------------------
+    def _start_fresh(self) -> None:
+        if (self.run_dir / "LATEST").exists() or (self.run_dir / "model.safetensors").exists():
+            raise TrainingError(
+                f"{self.run_dir} already holds a run; pass --resume to continue it or choose another --out"
+            )
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        ckpt.write_recipe_json(self.run_dir, recipe_to_dict(self.recipe))
+        (self.run_dir / "metrics.jsonl").touch()
+
+    def _resume(self) -> None:
+        saved = ckpt.read_recipe_json(self.run_dir)
+        mine = recipe_to_dict(self.recipe)
+        strip = lambda d: {k: v for k, v in d.items() if k not in ("zonkey_version", "schema_version", "train")}  # noqa: E731
+        if strip(saved) != strip(mine):
+            raise TrainingError(f"{self.run_dir}/recipe.json differs from the recipe given (outside `train`); "
+                                "resume with the same recipe")
+        c = ckpt.load_checkpoint(self.run_dir)
+        ckpt.load_state_strict(self.model, c.model, str(c.dir))
+        if c.ema is not None:
+            self.ema.load(c.ema)
+        if c.optimizer is not None:
+            ckpt.optimizer_from_tensors(self.optimizer, *c.optimizer)
+        if c.rng:
+            ckpt.set_rng_state(c.rng)
+        st = c.state
+        self.step = int(st["step"])
+        self.skipped = int(st.get("skipped", 0))
+        self.nonfinite_run = int(st.get("nonfinite_run", 0))
+        self.bytes_seen = int(st.get("bytes_seen", 0))
+        self.log(f"resumed {self.run_dir} at step {self.step}")
+
+    def save(self) -> Path:
+        state = {"step": self.step, "skipped": self.skipped, "nonfinite_run": self.nonfinite_run,
+                 "bytes_seen": self.bytes_seen}
+        return ckpt.save_checkpoint(self.run_dir, step=self.step, model=self.model, ema=self.ema.state(),
+                                    optimizer=self.optimizer, state=state, recipe=recipe_to_dict(self.recipe))
+
+    def _write_metrics(self, row: dict[str, Any]) -> None:
+        with open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8") as f:
+            f.write(json.dumps(row) + "\n")
+
+    # -- one step -----------------------------------------------------------------------------
+    def train_step(self) -> tuple[Optional[float], dict[str, float], int]:
+        """One optimisation step. Returns (loss or None if skipped, logged values, bytes in batch)."""
+        self.model.train()
+        batch = self.batches.batch(self.step).to(self.device)
+        lr = lr_at(self.step, self.cfg)
+        for g in self.optimizer.param_groups:
+            g["lr"] = lr
+        out = self.model(batch.tokens, batch.valid)
+        loss = out.loss
+        self.optimizer.zero_grad(set_to_none=True)
+        values = {k: float(v.detach()) for k, v in out.terms.items()}
+        values.update(out.stats)
+        values["lr"] = lr
+        if not torch.isfinite(loss):
+            self.nonfinite_run += 1
+            self.skipped += 1
+            bad = [k for k, v in values.items() if not math.isfinite(v)]
+            self.log(f"step {self.step}: non-finite loss ({', '.join(bad) or 'total'}); step skipped "
+                     f"({self.nonfinite_run} in a row)")
+            if self.nonfinite_run >= self.cfg.max_nonfinite:
+                raise TrainingError(
+                    f"{self.nonfinite_run} non-finite losses in a row at step {self.step} (terms: {', '.join(bad)}); "
+                    f"stopping. Lower train.lr or check the data; the last good checkpoint is in {self.run_dir}"
+                )
+            return None, values, batch.num_bytes
+        loss.backward()
+        gn = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
+        values["grad_norm"] = float(gn)
+        self.optimizer.step()
+        self.ema.update(self.model, self.step)
+        self.nonfinite_run = 0
+        return float(loss.detach()), values, batch.num_bytes
+
+    # -- loop ---------------------------------------------------------------------------------
+    def fit(self, stop_at: Optional[int] = None) -> TrainResult:
+        """Train until ``train.steps`` (or ``stop_at``, for tests of resume)."""
+        end = min(self.cfg.steps, stop_at) if stop_at is not None else self.cfg.steps
+        t0 = time.perf_counter()
+        start_step, start_bytes = self.step, self.bytes_seen
+        last = float("nan")
+        window: list[float] = []
+        bar = _Progress(end, self.step, enabled=self.progress)
+        try:
+            while self.step < end:
+                loss, values, nbytes = self.train_step()
+                self.bytes_seen += nbytes
+                self.step += 1
+                if loss is not None:
+                    last = loss
+                    window.append(loss)
+                elapsed = time.perf_counter() - t0
+                bps = (self.bytes_seen - start_bytes) / max(elapsed, 1e-9)
+                bar.update(self.step, loss=last, bps=bps, acc=values.get("l0.train_byte_acc"))
+                if self.step % self.cfg.log_every == 0 or self.step == end:
+                    row = {"step": self.step, "loss": (sum(window) / len(window)) if window else None,
+                           "bytes_per_s": bps, "elapsed_s": elapsed, **values}
+                    self._write_metrics(row)
+                    if not self.progress:
+                        self.log(_format_row(row, end))
+                    window = []
+                if self.cfg.save_every and self.step % self.cfg.save_every == 0 and self.step < end:
+                    self.save()
+        finally:
+            bar.close()
+        self.save()
+        seconds = time.perf_counter() - t0
+        return TrainResult(self.run_dir, self.step, last, self.skipped, self.bytes_seen - start_bytes, seconds,
+                           {"bytes_per_s": (self.bytes_seen - start_bytes) / max(seconds, 1e-9)})
+
+
+def _format_row(row: dict[str, Any], end: int) -> str:
+    keys = ["l0.token", "l0.diffusion", "l0.train_byte_acc", "l0.mean_segment"]
+    extra = " ".join(f"{k.split('.', 1)[1]}={row[k]:.3f}" for k in keys if isinstance(row.get(k), float))
+    loss = row["loss"]
+    return (f"step {row['step']}/{end} loss={loss:.4f} " if loss is not None else f"step {row['step']}/{end} loss=nan ") + \
+        f"{extra} {row['bytes_per_s']:.0f} B/s"
+
+
+class _Progress:
+    """A rich progress bar (loss, bytes/s, ETA), or nothing when disabled."""
+
+    def __init__(self, total: int, done: int, enabled: bool) -> None:
+        self.bar = None
+        if not enabled:
+            return
+        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+        self.bar = Progress(TextColumn("[bold]train"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                            TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TextColumn("ETA"),
+                            TimeRemainingColumn(), transient=False)
+        self.bar.start()
+        self.task = self.bar.add_task("train", total=total, completed=done, info="")
+
+    def update(self, step: int, *, loss: float, bps: float, acc: Optional[float]) -> None:
+        if self.bar is None:
+            return
+        info = f"loss {loss:.3f} · {bps:,.0f} B/s" + (f" · acc {acc:.3f}" if acc is not None else "")
+        self.bar.update(self.task, completed=step, info=info)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+
+def train(recipe: Any, run_dir: str | Path, *, resume: bool = False, progress: Optional[bool] = None,
+          stop_at: Optional[int] = None) -> TrainResult:
+    """Train ``recipe`` into ``run_dir`` (library entry point of ``zonkey train``)."""
+    return Trainer(recipe, run_dir, resume=resume, progress=progress).fit(stop_at=stop_at)

@@ -1,0 +1,18 @@
+"""Errors a user can cause (bad data, a corrupt checkpoint, a failed run): the CLI prints their
+message without a traceback. Imported lazily so that ``zonkey --version`` does not load torch."""
+
+from __future__ import annotations
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    from zonkey.core.checkpoint import CheckpointError
+    from zonkey.core.data import DataError
+    from zonkey.core.train import TrainingError
+
+    return (CheckpointError, DataError, TrainingError)
+
+
+def __getattr__(name: str):  # noqa: ANN202 - lazy module attribute
+    if name == "USER_ERRORS":
+        return _user_errors()
+    raise AttributeError(name)
