@@ -173,7 +173,12 @@ def validate(
 
 from zonkey.cli.train import train as _train  # noqa: E402
 
+from zonkey.cli.evaluate import eval_cmd as _eval, reconstruct_cmd as _reconstruct, split_cmd as _split  # noqa: E402
+
 app.command("train")(_train)
+app.command("eval")(_eval)
+app.command("split")(_split)
+app.command("reconstruct")(_reconstruct)
 
 
 def main() -> None:

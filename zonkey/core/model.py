@@ -7,7 +7,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -64,6 +64,22 @@ class ZonkeyModel(nn.Module):
             stats.update({f"l{i}.{k}": v for k, v in out.stats.items()})
             outs.append(out)
         return ModelOutput(loss=total, terms=terms, stats=stats, levels=outs)
+
+
+    # -- public inference API (ARCHITECTURE.md §4) ----------------------------------------------
+    def split(self, texts: Sequence[str] | str) -> list[dict[str, Any]]:
+        """Deterministic level-0 segmentation of each text: ``{text, segments, p_bos, starts}``."""
+        from zonkey.core.inference import split_texts
+
+        texts = [texts] if isinstance(texts, str) else list(texts)
+        return [t.as_dict() for t in split_texts(self, texts)]
+
+    def reconstruct(self, texts: Sequence[str] | str, *, sigma: float = 0.0, steps: int = 4, seed: int = 0) -> list[str]:
+        """text -> level-0 latents (optionally noised to ``sigma`` and denoised back) -> text."""
+        from zonkey.core.inference import reconstruct_texts
+
+        texts = [texts] if isinstance(texts, str) else list(texts)
+        return reconstruct_texts(self, texts, sigma=sigma, steps=steps, seed=seed)
 
 
 def build_model(recipe: Any) -> ZonkeyModel:

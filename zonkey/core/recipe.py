@@ -85,6 +85,10 @@ def _component_type(kind: str) -> Any:
     return Annotated[Union[classes], Field(discriminator="name")]
 
 
+DEFAULT_COMPONENTS = {"attention": "sdpa", "splitter": "learned", "compressor": "cls", "denoiser": "ddmm",
+                      "objective": "ddmm", "stitcher": "learned"}
+
+
 def _default_component(kind: str, name: str) -> Any:
     reg = registry(kind)
     if name in reg:
@@ -339,7 +343,8 @@ def apply_override(data: dict[str, Any], text: str, *, source: str = "<dict>") -
             node = node[int(elem)]
         elif isinstance(node, dict):
             if elem not in node or node[elem] is None:
-                node[elem] = {}
+                # a component left at its default: start from that default's name
+                node[elem] = {"name": DEFAULT_COMPONENTS[elem]} if elem in DEFAULT_COMPONENTS else {}
             node = node[elem]
         else:
             raise RecipeError(f"override {text!r}: {where}: cannot descend into a {type(node).__name__}")

@@ -22,7 +22,7 @@ class ClsCompressor(nn.Module):
         super().__init__()
         d, self.k, self.m = ctx.d_model, ctx.n_compress, ctx.max_segment
         self.cls = nn.Parameter(torch.randn(self.k, d) * 0.02)
-        self.pos = nn.Parameter(torch.randn(self.k + self.m, d) * 0.02)
+        self.pos = nn.Parameter(torch.randn(self.k + self.m, d))  # same scale as the content (norm ~ sqrt(d))
         self.encoder = Encoder(d, ctx.heads, layers, ctx.attention, ctx.ffn_mult, ctx.dropout)
         self.out = nn.Linear(d, d)
 

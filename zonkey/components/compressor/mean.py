@@ -20,7 +20,7 @@ class MeanCompressor(nn.Module):
     def __init__(self, ctx: LevelContext, layers: int) -> None:
         super().__init__()
         d, self.k, self.m = ctx.d_model, ctx.n_compress, ctx.max_segment
-        self.pos = nn.Parameter(torch.randn(self.m, d) * 0.02)
+        self.pos = nn.Parameter(torch.randn(self.m, d))
         self.encoder = Encoder(d, ctx.heads, layers, ctx.attention, ctx.ffn_mult, ctx.dropout)
         # slot j contributes to latent floor(j·k/m)
         self.register_buffer("assign", nn.functional.one_hot(torch.arange(self.m) * self.k // self.m, self.k).float(), persistent=False)

@@ -4,7 +4,8 @@ The prompt is [noise-conditioning vector v_σ, the k latent vectors], all with e
 v_σ = (1 − σ)·v_clean + σ·v_noisy. A light decoder expands the prompt to ``max_segment`` slots:
 ``autoregressive`` (as in the paper: a causal decoder unrolled one slot at a time, each new slot
 reading the previous outputs) or ``parallel`` (learned query slots read the prompt in one pass:
-much faster on CPU). A BOS head on this rough expansion gives a first existence; a multi-layer
+much faster on CPU) or ``linear`` (a linear map from the k latents to m slot vectors, then the
+decoder layers over [prompt, slots]: the easiest for a small model to learn position binding). A BOS head on this rough expansion gives a first existence; a multi-layer
 probabilistic-attention encoder refines the slots under that existence; a final BOS head gives the
 existence of the output.
 
@@ -33,10 +34,12 @@ class DdmmDenoiser(nn.Module):
         self.mode = cfg.decoder
         self.v_clean = nn.Parameter(torch.randn(d) * 0.02)
         self.v_noisy = nn.Parameter(torch.randn(d) * 0.02)
-        self.prompt_pos = nn.Parameter(torch.randn(self.k + 1, d) * 0.02)
-        self.slot_pos = nn.Parameter(torch.randn(self.m, d) * 0.02)
+        self.prompt_pos = nn.Parameter(torch.randn(self.k + 1, d))
+        self.slot_pos = nn.Parameter(torch.randn(self.m, d))
         self.latent_in = nn.Linear(d, d)
         self.decoder = Encoder(d, ctx.heads, cfg.decoder_layers, ctx.attention, ctx.ffn_mult, ctx.dropout)
+        if self.mode == "linear":
+            self.expand_linear = nn.Linear(self.k * d, self.m * d)
         if self.mode == "autoregressive":
             self.start = nn.Parameter(torch.randn(d) * 0.02)
             self.feedback = nn.Linear(d, d)
@@ -54,6 +57,10 @@ class DdmmDenoiser(nn.Module):
     def expand(self, prompt: Tensor) -> Tensor:
         """prompt (s, k+1, d) -> rough slots (s, m, d)."""
         s, p = prompt.shape[0], prompt.shape[1]
+        if self.mode == "linear":
+            lat = rearrange(prompt[:, 1:], "s k d -> s (k d)")
+            h = torch.cat([prompt, rearrange(self.expand_linear(lat), "s (m d) -> s m d", m=self.m) + self.slot_pos], dim=1)
+            return self.decoder(h, prompt.new_zeros(s, p + self.m))[:, p:]  # (s, m, d)
         if self.mode == "parallel":
             h = torch.cat([prompt, repeat(self.slot_pos, "m d -> s m d", s=s)], dim=1)  # (s, k+1+m, d)
             le = prompt.new_zeros(s, p + self.m)
@@ -92,7 +99,9 @@ class DdmmDenoiserConfig(ComponentConfig):
     """Prompt [v_σ, k latents] -> light decoder -> BOS head -> probabilistic-attention encoder (§6)."""
 
     name: Literal["ddmm"] = "ddmm"
-    decoder: Literal["parallel", "autoregressive"] = Field("parallel", description="how the prompt is expanded to m slots")
+    decoder: Literal["parallel", "linear", "autoregressive"] = Field(
+        "parallel", description="how the prompt is expanded to m slots: learned queries (parallel), a linear map of "
+        "the latents to m slots refined by the decoder layers (linear), or one slot at a time (autoregressive)")
     decoder_layers: int = Field(1, ge=1)
     layers: int = Field(2, ge=1, description="denoiser encoder layers")
 

@@ -1,0 +1,41 @@
+# Quick start:  make demo  (set up, train recipes/tiny.yaml on the bundled Wikipedia sample, show results)
+#               make test  (set up, run the default test suite)
+# Everything installs into .venv. TORCH_SPEC pins the CPU build of torch found on this kind of
+# machine; on a GPU machine use e.g. `make setup TORCH_SPEC=torch`.
+
+VENV ?= .venv
+PY := $(VENV)/bin/python
+ZONKEY := $(VENV)/bin/zonkey
+TORCH_SPEC ?= torch==2.13.0
+DEMO_RUN ?= runs/demo-tiny
+PYTEST_ARGS ?=
+
+.PHONY: setup demo test test-slow bench clean-demo
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check "$(TORCH_SPEC)"
+	$(PY) -m pip install -q --disable-pip-version-check -e ".[dev]"
+	touch $@
+
+demo: setup
+	rm -rf $(DEMO_RUN)
+	$(ZONKEY) train recipes/tiny.yaml --out $(DEMO_RUN)
+	$(ZONKEY) eval $(DEMO_RUN)
+	$(ZONKEY) split $(DEMO_RUN) "The river flows through the old city." "Photosynthesis converts light into chemical energy."
+	$(ZONKEY) reconstruct $(DEMO_RUN) "The river flows through the old city." "Photosynthesis converts light into chemical energy."
+
+test: setup
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+test-slow: setup
+	$(PY) -m pytest -q -m slow $(PYTEST_ARGS)
+
+bench: setup
+	$(PY) benchmarks/attention.py
+	$(PY) benchmarks/train.py
+
+clean-demo:
+	rm -rf $(DEMO_RUN)

@@ -1,0 +1,92 @@
+"""Inference helpers shared by evaluation, the Python API and the CLI: deterministic splits of raw
+text, and decoding level-0 latents back to bytes through the tied embedding table."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import torch
+from torch import Tensor
+
+from zonkey.core.data import Batch, encode_texts
+from zonkey.core.shapes import SplitOutput
+from zonkey.core.sphere import atanh_cos_logits
+
+
+@dataclass
+class TextSplit:
+    """The level-0 segmentation of one text."""
+
+    text: str
+    segments: list[str]  # own spans (start to next BOS), decoded with errors="replace"
+    p_bos: list[float]  # one value per UTF-8 byte
+    starts: list[int]  # byte offsets of the BOS positions
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"text": self.text, "segments": self.segments, "p_bos": self.p_bos, "starts": self.starts}
+
+
+@torch.no_grad()
+def split_batch(model: Any, batch: Batch) -> SplitOutput:
+    """Deterministic (p > 0.5) level-0 split of a batch."""
+    x = model.embed_bytes(batch.tokens, batch.valid)
+    return model.levels[0].split(x, batch.valid, sample=False, tokens=batch.tokens)
+
+
+@torch.no_grad()
+def split_texts(model: Any, texts: Sequence[str]) -> list[TextSplit]:
+    """Split raw texts at level 0 (deterministic)."""
+    model.eval()
+    batch = encode_texts(list(texts)).to(next(model.parameters()).device)
+    out = split_batch(model, batch)
+    res = []
+    for i, text in enumerate(texts):
+        raw = text.encode("utf-8")
+        n = len(raw)
+        starts = out.bos[i, :n].nonzero().flatten().tolist()
+        bounds = starts + [n]
+        segs = [raw[a:b].decode("utf-8", errors="replace") for a, b in zip(bounds[:-1], bounds[1:])]
+        res.append(TextSplit(text, segs, [round(float(p), 6) for p in out.p_bos[i, :n]], starts))
+    return res
+
+
+def decode_bytes_from_slots(x_hat: Tensor, table: Tensor) -> Tensor:
+    """(s, m, d) denoised slots -> (s, m) byte values: argmax of 2·atanh(cos) against the table."""
+    return atanh_cos_logits(x_hat, table).argmax(-1)
+
+
+@torch.no_grad()
+def denoise_from(level: Any, z0: Tensor, sigma: float, steps: int, generator: torch.Generator | None = None) -> Any:
+    """Noise clean latents to ``sigma`` and run the level's objective sampler back to 0 in ``steps``
+    linearly spaced steps; returns the final denoiser output (decoded at σ = 0)."""
+    s = z0.shape[0]
+    z = z0
+    if sigma > 0:
+        noise = torch.randn(z0.shape, generator=generator, device=z0.device)
+        z = math.sqrt(1 - sigma) * z0 + math.sqrt(sigma) * noise
+        sigmas = torch.linspace(sigma, 0.0, steps + 1).tolist()
+        for a, b in zip(sigmas[:-1], sigmas[1:]):
+            z, _ = level.objective.step(z, a, b, level.denoise, level.compress)
+    return level.denoise(z, z.new_zeros(s))
+
+
+@torch.no_grad()
+def reconstruct_texts(model: Any, texts: Sequence[str], *, sigma: float = 0.0, steps: int = 4, seed: int = 0) -> list[str]:
+    """Round trip through level 0: split, compress, (noise to σ and denoise back,) decode each
+    segment's own span and concatenate in document order."""
+    model.eval()
+    device = next(model.parameters()).device
+    batch = encode_texts(list(texts)).to(device)
+    split = split_batch(model, batch)
+    seg = split.segments
+    level = model.levels[0]
+    z0 = level.compress(seg.vectors, seg.log_existence)
+    gen = torch.Generator(device=device).manual_seed(seed)
+    out = denoise_from(level, z0, sigma, steps, gen)
+    pred = decode_bytes_from_slots(out.x_hat, model.table)  # (s, m)
+    buf = torch.zeros_like(batch.tokens)
+    own = seg.own_span
+    buf[seg.doc[:, None].expand_as(own)[own], seg.positions[own]] = pred[own]
+    return [bytes(buf[i, : len(t.encode("utf-8"))].tolist()).decode("utf-8", errors="replace") for i, t in enumerate(texts)]
