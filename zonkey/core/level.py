@@ -67,13 +67,14 @@ class Level(nn.Module):
         return self.denoiser(z, sigma)
 
     def forward(self, x: Tensor, valid: Tensor, *, tokens: Tensor | None = None, table: Tensor | None = None,
-                generator: torch.Generator | None = None) -> LevelOutput:
+                generator: torch.Generator | None = None, scales: dict[str, float] | None = None) -> LevelOutput:
         """Training pass of the level.
 
         Args:
             x: (b, n, d) the level's sequence; valid: (b, n) bool.
             tokens: (b, n) byte values (level 0 only: targets of the token loss; baselines may read them).
             table: (256, d) tied byte embedding table on the sphere (level 0 only).
+            scales: curriculum multipliers of this level's terms (``{"diffusion": 0.5}``).
         """
         split = self.split(x, valid, tokens=tokens, generator=generator)
         seg = split.segments
@@ -102,7 +103,8 @@ class Level(nn.Module):
         terms["long"] = split.p_long
         terms["short"] = split.p_short
         terms["collapse"] = sum((collapse_loss(z, seg.doc) for z in [z0, *obj.extra_latents]), z0.new_zeros(()))
-        weights = {k: getattr(w, k) for k in terms}
+        scales = scales or {}
+        weights = {k: getattr(w, k) * scales.get(k, 1.0) for k in terms}
         loss = sum((weights[k] * v for k, v in terms.items() if weights[k] != 0), z0.new_zeros(()))
         stats["segments"] = float(seg.num)
         stats["avg_bos"] = float(split.avg_bos.detach())

@@ -46,8 +46,13 @@ class ZonkeyModel(nn.Module):
         return self.table[tokens].masked_fill(~valid[..., None], 0.0)
 
     def forward(self, tokens: Tensor, valid: Tensor, *, generator: Optional[torch.Generator] = None,
-                level_weights: Optional[list[float]] = None) -> ModelOutput:
-        """Training pass over a batch of byte sequences (b, n)."""
+                scales: Optional[dict[str, float]] = None) -> ModelOutput:
+        """Training pass over a batch of byte sequences (b, n).
+
+        Args:
+            scales: curriculum multipliers (``{"l1": 0.3, "l0.diffusion": 1.0}``), see ``train.curriculum``.
+        """
+        scales = scales or {}
         table = self.table
         x = table[tokens].masked_fill(~valid[..., None], 0.0)
         total = x.new_zeros(())
@@ -57,8 +62,10 @@ class ZonkeyModel(nn.Module):
         for i, level in enumerate(self.levels):
             if i > 0:
                 break  # levels >= 1 are wired in by the hierarchy (zonkey.core.hierarchy)
-            out = level(x, valid, tokens=tokens, table=table, generator=generator)
-            wl = 1.0 if level_weights is None else level_weights[i]
+            pre = f"l{i}."
+            term_scales = {k[len(pre):]: v for k, v in scales.items() if k.startswith(pre)}
+            out = level(x, valid, tokens=tokens, table=table, generator=generator, scales=term_scales)
+            wl = scales.get(f"l{i}", 1.0)
             total = total + wl * out.loss
             terms.update({f"l{i}.{k}": v for k, v in out.terms.items()})
             stats.update({f"l{i}.{k}": v for k, v in out.stats.items()})

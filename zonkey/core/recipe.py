@@ -96,6 +96,31 @@ def _default_component(kind: str, name: str) -> Any:
     return Field(None)
 
 
+class Ramp(_Strict):
+    """One curriculum entry (§8): the weight multiplier of ``term`` is 0 before ``start``, rises
+    linearly to 1 at ``end`` and stays 1. ``term`` is a level (``l1``: that level's whole loss) or
+    one loss term of a level (``l0.diffusion``, any field of ``losses``)."""
+
+    term: str = Field(..., pattern=r"^l\d+(\.[a-z_]+)?$")
+    start: int = Field(0, ge=0)
+    end: int = Field(0, ge=0)
+
+    @model_validator(mode="after")
+    def _order(self) -> "Ramp":
+        if self.end < self.start:
+            raise ValueError(f"end ({self.end}) must be >= start ({self.start})")
+        if "." in self.term and self.term.split(".", 1)[1] not in LossWeights.model_fields:
+            raise ValueError(f"unknown loss term {self.term.split('.', 1)[1]!r}; terms: {', '.join(LossWeights.model_fields)}")
+        return self
+
+    def factor(self, step: int) -> float:
+        if step < self.start:
+            return 0.0
+        if step >= self.end:
+            return 1.0
+        return (step - self.start) / max(self.end - self.start, 1)
+
+
 class TrainConfig(_Strict):
     """Optimisation and bookkeeping."""
 
@@ -114,6 +139,14 @@ class TrainConfig(_Strict):
     max_nonfinite: int = Field(5, ge=1, description="stop after this many non-finite losses in a row")
     device: str = Field("auto", description="'auto', 'cpu' or 'cuda[:i]'")
     threads: int = Field(0, ge=0, description="torch CPU threads, 0 = torch's default")
+    curriculum: list[Ramp] = Field(default_factory=list, description="per-level / per-term weight ramps (§8)")
+
+    def scales(self, step: int) -> dict[str, float]:
+        """Curriculum multipliers at ``step``: ``{"l1": 0.5, "l0.diffusion": 1.0, ...}``."""
+        out: dict[str, float] = {}
+        for r in self.curriculum:
+            out[r.term] = out.get(r.term, 1.0) * r.factor(step)
+        return out
 
 
 class SampleConfig(_Strict):
@@ -187,9 +220,18 @@ def _model_model(level_cls: type[BaseModel]) -> type[BaseModel]:
 def _recipe_model(_version: tuple[tuple[tuple[str, type], ...], ...]) -> type[BaseModel]:
     level_cls = _level_model()
     model_cls = _model_model(level_cls)
+    def _check(self: Any) -> Any:
+        n = len(self.model.levels)
+        for i, r in enumerate(self.train.curriculum):
+            lvl = int(r.term[1:].split(".", 1)[0])
+            if lvl >= n:
+                raise ValueError(f"train.curriculum.{i}.term {r.term!r} names level {lvl}, but the model has {n} level(s)")
+        return self
+
     return create_model(
         "Recipe",
         __config__=ConfigDict(extra="forbid", frozen=True, protected_namespaces=()),
+        __validators__={"_check": model_validator(mode="after")(_check)},
         __doc__="A whole recipe: data, model (a list of per-level blocks), train and sample sections.",
         name=(str, "recipe"),
         description=(str, ""),

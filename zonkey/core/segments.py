@@ -35,13 +35,18 @@ def decide_bos(p_bos: Tensor, valid: Tensor, m: int, *, sample: bool, generator:
     return force_bos_in_gaps(bos & valid, valid, m)
 
 
-def make_split(x: Tensor, valid: Tensor, p_bos: Tensor, bos: Tensor, m: int, k: int) -> SplitOutput:
+def make_split(x: Tensor, valid: Tensor, p_bos: Tensor, bos: Tensor, m: int, k: int, *,
+               existence: str = "soft") -> SplitOutput:
     """Cut segments at ``bos`` and attach existence, shares and the regularisation statistics.
 
     Args:
         x: (b, n, d) the level's sequence. valid: (b, n) bool.
         p_bos: (b, n) BOS probabilities (differentiable). bos: (b, n) bool decisions.
         m: segment length. k: compression vectors (defines "short").
+        existence: ``soft`` (§4: e_j = Π(1 − p_bos)) or ``straight_through``: the forward pass uses
+            the hard existence of the chosen BOS decisions (1 on each segment's own span, 0 after
+            the next BOS, so every position is covered by exactly one segment with share 1) while
+            gradients flow through the soft existence and shares.
     """
     b, n = valid.shape
     p_full = bos_probability_with_start(p_bos, valid)  # (b, n)
@@ -50,7 +55,13 @@ def make_split(x: Tensor, valid: Tensor, p_bos: Tensor, bos: Tensor, m: int, k: 
     lnb = log_not_bos(p_full)[doc[:, None], positions]  # (s, m)
     log_e = log_existence_from_log_not_bos(lnb, seg_valid)  # (s, m)
     shares = existence_shares(log_e, doc, positions, seg_valid, b, n)  # (s, m)
-    spans = segment_lengths(bos, valid)[doc, start]  # (s,)
+    spans = segment_lengths(bos, valid)[doc, start].clamp(max=m)  # (s,)
+    if existence == "straight_through":
+        own = (torch.arange(m, device=x.device)[None, :] < spans[:, None]) & seg_valid  # (s, m)
+        log_e = torch.where(own, log_e - log_e.detach(), torch.full_like(log_e, float("-inf")))
+        shares = own.to(shares.dtype) + shares - shares.detach()
+    elif existence != "soft":
+        raise ValueError(f"unknown existence mode {existence!r}; use 'soft' or 'straight_through'")
     segments = Segments(
         vectors=seg_x,
         valid=seg_valid,
@@ -59,7 +70,7 @@ def make_split(x: Tensor, valid: Tensor, p_bos: Tensor, bos: Tensor, m: int, k: 
         doc=doc,
         start=start,
         positions=positions,
-        span=spans.clamp(max=m),
+        span=spans,
         n_docs=b,
         seq_len=n,
     )

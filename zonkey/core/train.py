@@ -182,12 +182,14 @@ class Trainer:
         lr = lr_at(self.step, self.cfg)
         for g in self.optimizer.param_groups:
             g["lr"] = lr
-        out = self.model(batch.tokens, batch.valid)
+        scales = self.cfg.scales(self.step)
+        out = self.model(batch.tokens, batch.valid, scales=scales)
         loss = out.loss
         self.optimizer.zero_grad(set_to_none=True)
         values = {k: float(v.detach()) for k, v in out.terms.items()}
         values.update(out.stats)
         values["lr"] = lr
+        values.update({f"w.{k}": v for k, v in scales.items()})
         if not torch.isfinite(loss):
             self.nonfinite_run += 1
             self.skipped += 1

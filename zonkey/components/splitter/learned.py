@@ -28,8 +28,9 @@ from zonkey.core.transformer import Encoder
 class SplitterBase(nn.Module):
     """Shared forward: BOS probabilities -> decisions -> segments."""
 
-    def __init__(self, ctx: LevelContext, target_segment: float) -> None:
+    def __init__(self, ctx: LevelContext, target_segment: float, existence: str = "soft") -> None:
         super().__init__()
+        self.existence = existence
         self.m = ctx.max_segment
         self.k = ctx.n_compress
         self.target_segment = target_segment
@@ -47,12 +48,12 @@ class SplitterBase(nn.Module):
         p = self.bos_probabilities(x, valid, tokens=tokens)  # (b, n)
         sample = self.training if sample is None else sample
         bos = decide_bos(p, valid, self.m, sample=sample, generator=generator)
-        return make_split(x, valid, p, bos, self.m, self.k)
+        return make_split(x, valid, p, bos, self.m, self.k, existence=self.existence)
 
 
 class LearnedSplitter(SplitterBase):
     def __init__(self, ctx: LevelContext, cfg: "LearnedSplitterConfig") -> None:
-        super().__init__(ctx, cfg.target_segment)
+        super().__init__(ctx, cfg.target_segment, cfg.existence)
         d = ctx.d_model
         self.convs = nn.ModuleList(
             nn.Conv1d(d, d, kernel_size=w, padding=w // 2, groups=d) for w in cfg.kernels
@@ -83,6 +84,9 @@ class LearnedSplitterConfig(ComponentConfig):
     target_segment: float = Field(6.0, gt=1, description="target mean segment length (positions); sets the BOS-rate target")
     kernels: tuple[int, ...] = Field((3, 5), description="depthwise convolution widths (local n-gram context)")
     layers: int = Field(1, ge=0, description="probabilistic-attention layers of the splitter encoder")
+    existence: Literal["soft", "straight_through"] = Field(
+        "soft", description="soft: existence = Π(1 − p_bos) as in §4; straight_through: hard existence of the "
+        "chosen BOS in the forward pass, soft gradients (an ablation lever)")
 
     def build(self, ctx: LevelContext, **_: Any) -> LearnedSplitter:
         return LearnedSplitter(ctx, self)

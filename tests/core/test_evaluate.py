@@ -1,0 +1,76 @@
+"""Boundary metrics, gold word starts, and the level-0 evaluation on a micro model."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from tests.helpers import micro_recipe
+from zonkey.core.data import encode_texts, load_corpus
+from zonkey.core.evaluate import BoundaryCounter, bos_entropy, evaluate, gold_boundaries
+from zonkey.core.model import build_model
+
+
+def test_gold_boundaries_word_and_space():
+    b = encode_texts(["ab cd  e"])
+    g = gold_boundaries(b.tokens, b.valid)
+    assert g["word"][0].nonzero().flatten().tolist() == [3, 7]
+    assert g["space"][0].nonzero().flatten().tolist() == [2, 5]
+
+
+def test_boundary_counter_strict_and_tolerant():
+    gold = torch.tensor([[False, False, True, False, False, True, False]])
+    pred = torch.tensor([[False, False, True, True, False, False, False]])
+    bc = BoundaryCounter()
+    bc.add("strict", pred, gold, 0)
+    bc.add("tol", pred, gold, 1)
+    r = bc.result()
+    assert r["strict"] == {"p": 0.5, "r": 0.5, "f1": 0.5}
+    assert r["tol"]["p"] == 1.0 and r["tol"]["r"] == 0.5
+
+
+def test_perfect_prediction_scores_one():
+    b = encode_texts(["the cat sat on the mat"])
+    g = gold_boundaries(b.tokens, b.valid)["word"]
+    bc = BoundaryCounter()
+    bc.add("word", g.clone(), g, 0)
+    assert bc.result()["word"]["f1"] == 1.0
+
+
+def test_bos_entropy_excludes_first_and_padding():
+    p = torch.tensor([[1.0, 0.5, 0.5, 0.0]])
+    valid = torch.tensor([[True, True, True, False]])
+    s, n = bos_entropy(p, valid)
+    assert int(n) == 2 and math.isclose(float(s) / 2, math.log(2), rel_tol=1e-5)
+
+
+def test_evaluate_returns_documented_keys_in_range():
+    torch.manual_seed(0)
+    rec = micro_recipe()
+    model = build_model(rec)
+    corpus = load_corpus(rec.data)
+    res = evaluate(model, corpus, batch_bytes=rec.data.batch_bytes, max_batches=2)
+    for key in ("recon_acc", "recon_acc_noise", "mean_segment_bytes", "segment_cv", "bos_entropy", "boundary", "boundary_f1"):
+        assert key in res
+    assert 0.0 <= res["recon_acc"] <= 1.0
+    assert set(res["recon_acc_noise"]) == {"0.1", "0.3", "0.5"}
+    assert set(res["boundary"]) == {"word", "space", "word_tol1", "space_tol1"}
+    assert res["boundary_f1"] == max(res["boundary"]["word"]["f1"], res["boundary"]["space"]["f1"])
+    assert 1.0 <= res["mean_segment_bytes"] <= rec.model.levels[0].max_segment
+    assert res["eval_bytes"] > 0
+
+
+def test_whitespace_baseline_reaches_perfect_word_f1():
+    """The rule-based baseline puts a BOS exactly at word starts (inside a segment window)."""
+    rec = micro_recipe()
+    data = rec.model_dump()
+    data["model"]["levels"][0]["splitter"] = {"name": "whitespace"}
+    data["model"]["levels"][0]["max_segment"] = 16
+    from zonkey.core.recipe import validate_recipe
+
+    model = build_model(validate_recipe(data))
+    corpus = load_corpus(rec.data)
+    res = evaluate(model, corpus, batch_bytes=rec.data.batch_bytes, max_batches=2)
+    assert res["boundary"]["word"]["r"] > 0.97
+    assert res["boundary"]["word"]["p"] > 0.9  # forced BOS inside words longer than m cost a little
