@@ -88,7 +88,9 @@ class Level(nn.Module):
             targets = tokens[seg.doc[:, None], seg.positions]  # (s, m)
             terms["token"], correct = token_loss(obj.clean.x_hat, targets, table, seg.shares)
             if obj.dirty is not None:
-                terms["recon_dirty"], _ = token_loss(obj.dirty.x_hat, targets, table, seg.shares)
+                r = obj.dirty_rows
+                terms["recon_dirty"], _ = token_loss(obj.dirty.x_hat, targets if r is None else targets[r], table,
+                                                     seg.shares if r is None else seg.shares[r])
             own = seg.own_span
             stats["train_byte_acc"] = float((correct & own).sum()) / max(int(own.sum()), 1)
         terms["bos"] = existence_bce(obj.clean.log_existence, seg.log_existence)
@@ -102,7 +104,8 @@ class Level(nn.Module):
             terms["avg_bos"] = ((split.avg_bos - rate) / rate).pow(2)
         terms["long"] = split.p_long
         terms["short"] = split.p_short
-        terms["collapse"] = sum((collapse_loss(z, seg.doc) for z in [z0, *obj.extra_latents]), z0.new_zeros(()))
+        docs = seg.doc if obj.dirty_rows is None else seg.doc[obj.dirty_rows]
+        terms["collapse"] = collapse_loss(z0, seg.doc) + sum((collapse_loss(z, docs) for z in obj.extra_latents), z0.new_zeros(()))
         scales = scales or {}
         weights = {k: getattr(w, k) * scales.get(k, 1.0) for k in terms}
         loss = sum((weights[k] * v for k, v in terms.items() if weights[k] != 0), z0.new_zeros(()))

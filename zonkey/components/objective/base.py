@@ -24,6 +24,7 @@ class ObjectiveOutput:
     loss: Tensor  # () the objective's diffusion loss (weighted by `losses.diffusion`)
     clean: DenoiseOutput  # denoised from light noise ("clean" reconstruction, §8)
     dirty: Optional[DenoiseOutput] = None  # denoised from heavy noise ("dirty" reconstruction, §8)
+    dirty_rows: Optional[Tensor] = None  # (s',) rows of the batch the dirty output belongs to (None: all)
     extra_latents: list[Tensor] = field(default_factory=list)  # (s, k·d) re-compressed latents (collapse loss)
 
 
@@ -33,6 +34,14 @@ def add_noise(z: Tensor, sigma: Tensor, noise: Optional[Tensor] = None, generato
         noise = torch.randn(z.shape, device=z.device, dtype=z.dtype, generator=generator)
     s = sigma.to(z.dtype)[:, None]
     return torch.sqrt(1 - s) * z + torch.sqrt(s) * noise
+
+
+def subsample_rows(s: int, fraction: float, like: Tensor, generator: torch.Generator | None = None) -> Optional[Tensor]:
+    """A random subset of ``ceil(fraction · s)`` rows (at least 2), or None for all rows."""
+    if fraction >= 1.0 or s <= 2:
+        return None
+    keep = max(2, math.ceil(fraction * s))
+    return torch.randperm(s, device=like.device, generator=generator)[:keep].sort().values
 
 
 def uniform(s: int, lo: float, hi: float, like: Tensor, generator: torch.Generator | None = None) -> Tensor:

@@ -1,0 +1,89 @@
+"""train / eval / split / reconstruct through the CLI on a micro recipe (seconds)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from tests.helpers import micro_recipe
+from zonkey.cli.app import app
+from zonkey.core.recipe import recipe_to_dict
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    d = tmp_path_factory.mktemp("cli")
+    recipe = d / "micro.yaml"
+    recipe.write_text(yaml.safe_dump(recipe_to_dict(micro_recipe(steps=4))))
+    res = runner.invoke(app, ["train", str(recipe), "--out", str(d / "run"), "--no-progress", "--json"])
+    assert res.exit_code == 0, res.output
+    return d / "run"
+
+
+def test_train_json_summary(run_dir):
+    assert (run_dir / "model.safetensors").is_file() and (run_dir / "recipe.json").is_file()
+
+
+def test_train_refuses_existing_run(run_dir):
+    res = runner.invoke(app, ["train", str(run_dir.parent / "micro.yaml"), "--out", str(run_dir), "--no-progress"])
+    assert res.exit_code == 1
+    assert "--resume" in res.output
+
+
+def test_eval_json(run_dir):
+    res = runner.invoke(app, ["eval", str(run_dir), "--json", "--max-batches", "1"])
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.stdout)
+    assert {"recon_acc", "recon_acc_noise", "boundary", "boundary_f1", "mean_segment_bytes"} <= set(out)
+
+
+def test_split_json_one_object_per_input_in_order(run_dir):
+    texts = ["Hello world.", "naïve café 日本"]
+    res = runner.invoke(app, ["split", str(run_dir), *texts, "--json"])
+    assert res.exit_code == 0, res.output
+    rows = [json.loads(line) for line in res.stdout.splitlines()]
+    assert [r["text"] for r in rows] == texts
+    for r, t in zip(rows, texts):
+        assert "".join(r["segments"]) == t
+        assert len(r["p_bos"]) == len(t.encode("utf-8"))
+
+
+def test_split_input_file_and_bad_utf8(run_dir, tmp_path):
+    f = tmp_path / "in.txt"
+    f.write_text("first line\n\nsecond line\n")
+    res = runner.invoke(app, ["split", str(run_dir), "--input", str(f), "--json"])
+    assert res.exit_code == 0
+    assert [json.loads(x)["text"] for x in res.stdout.splitlines()] == ["first line", "second line"]
+    bad = tmp_path / "bad.txt"
+    bad.write_bytes(b"ok\n\xff\xfe broken\n")
+    res = runner.invoke(app, ["split", str(run_dir), "--input", str(bad)])
+    assert res.exit_code == 1 and "not valid UTF-8" in res.output and "line 2" in res.output
+
+
+def test_reconstruct_json(run_dir):
+    res = runner.invoke(app, ["reconstruct", str(run_dir), "abc def", "--json"])
+    assert res.exit_code == 0, res.output
+    row = json.loads(res.stdout)
+    assert row["text"] == "abc def" and isinstance(row["reconstruction"], str)
+
+
+def test_corrupt_checkpoint_is_a_one_line_error(run_dir, tmp_path):
+    import shutil
+
+    broken = tmp_path / "broken"
+    shutil.copytree(run_dir, broken)
+    for f in broken.rglob("model.safetensors"):
+        f.write_bytes(b"garbage")
+    res = runner.invoke(app, ["eval", str(broken), "--max-batches", "1"])
+    assert res.exit_code == 1
+    assert "Traceback" not in res.output and "safetensors" in res.output
+
+
+def test_empty_text_is_rejected(run_dir):
+    res = runner.invoke(app, ["split", str(run_dir), ""])
+    assert res.exit_code == 1 and "empty" in res.output
