@@ -87,3 +87,15 @@ def test_corrupt_checkpoint_is_a_one_line_error(run_dir, tmp_path):
 def test_empty_text_is_rejected(run_dir):
     res = runner.invoke(app, ["split", str(run_dir), ""])
     assert res.exit_code == 1 and "empty" in res.output
+
+
+def test_sample_json_and_trace(run_dir, tmp_path):
+    trace = tmp_path / "trace.jsonl"
+    res = runner.invoke(app, ["sample", str(run_dir), "-n", "2", "--steps", "3", "--json", "--trace", str(trace)])
+    assert res.exit_code == 0, res.output
+    rows = [json.loads(x) for x in res.stdout.splitlines()]
+    assert len(rows) == 2 and all(isinstance(r["text"], str) for r in rows)
+    steps = [json.loads(x) for x in trace.read_text().splitlines()]
+    assert [s["step"] for s in steps] == [1, 2, 3]
+    again = runner.invoke(app, ["sample", str(run_dir), "-n", "2", "--steps", "3", "--json"])
+    assert again.stdout == res.stdout  # seeded and reproducible

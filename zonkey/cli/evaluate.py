@@ -111,3 +111,35 @@ def reconstruct_cmd(
             print(json.dumps({"text": t, "reconstruction": o, "sigma": sigma}, ensure_ascii=False))
         else:
             common.print_text(f"in : {t}\nout: {o}")
+
+
+def sample_cmd(
+    ckpt: Annotated[Path, typer.Argument(help="Run directory (or checkpoint directory).")],
+    n: Annotated[int, typer.Option("-n", help="Number of samples.")] = 4,
+    steps: Annotated[Optional[int], typer.Option("--steps", help="Denoising steps at the top level (default: recipe).")] = None,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    level: Annotated[Optional[int], typer.Option("--level", help="Start from this level (default: the top).")] = None,
+    trace: Annotated[Optional[Path], typer.Option("--trace", help="Write the decoded text at every step to this JSONL file.")] = None,
+    ema: Annotated[bool, typer.Option("--ema/--no-ema")] = True,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Generate texts from noise (one level's sampler, decoded down to bytes)."""
+    if n < 1:
+        common.fail("-n must be at least 1", common.EXIT_USAGE)
+    with common.user_errors():
+        model = _load(ckpt, ema)
+        from zonkey.core.sample import sample
+
+        try:
+            res = sample(model, n, steps=steps, seed=seed, level=level, trace=trace is not None)
+        except ValueError as exc:
+            common.fail(str(exc))
+    if trace is not None:
+        with open(trace, "w", encoding="utf-8") as f:
+            for i, texts in enumerate(res.trace):
+                f.write(json.dumps({"step": i + 1, "texts": texts}, ensure_ascii=False) + "\n")
+    for t in res.texts:
+        if as_json:
+            print(json.dumps({"text": t, "bytes": len(t.encode("utf-8"))}, ensure_ascii=False))
+        else:
+            common.print_text(repr(t))

@@ -62,9 +62,9 @@ class Level(nn.Module):
         """x (s, m, d), log_existence (s, m) -> (s, k·d)."""
         return self.compressor(x, log_existence)
 
-    def denoise(self, z: Tensor, sigma: Tensor) -> DenoiseOutput:
-        """z (s, k·d), sigma (s,) -> DenoiseOutput."""
-        return self.denoiser(z, sigma)
+    def denoise(self, z: Tensor, sigma: Tensor, cond: Tensor | None = None) -> DenoiseOutput:
+        """z (s, k·d), sigma (s,), optional self-conditioning cond (s, k·d) -> DenoiseOutput."""
+        return self.denoiser(z, sigma) if cond is None else self.denoiser(z, sigma, cond)
 
     def forward(self, x: Tensor, valid: Tensor, *, tokens: Tensor | None = None, table: Tensor | None = None,
                 generator: torch.Generator | None = None, scales: dict[str, float] | None = None) -> LevelOutput:

@@ -89,6 +89,15 @@ class ZonkeyModel(nn.Module):
         return reconstruct_texts(self, texts, sigma=sigma, steps=steps, seed=seed)
 
 
+    def sample(self, n: int = 4, *, steps: Optional[int] = None, seed: int = 0, level: Optional[int] = None,
+               return_details: bool = False) -> Any:
+        """Generate ``n`` texts from noise (§9.1); ``return_details`` gives the SampleResult."""
+        from zonkey.core.sample import sample as _sample
+
+        res = _sample(self, n, steps=steps, seed=seed, level=level)
+        return res if return_details else res.texts
+
+
 def build_model(recipe: Any) -> ZonkeyModel:
     """Build the model a validated recipe describes (no weights loaded)."""
     return ZonkeyModel(recipe)

@@ -1,6 +1,7 @@
 """``flex``: probabilistic attention as a FlexAttention ``score_mod`` (§3): the fused path. On CUDA
-it is compiled into one kernel that never materialises the (n, n) bias; on CPU it runs eagerly
-(correct, differentiable, not fast)."""
+it is compiled into one kernel that never materialises the (n, n) bias. On CPU it runs eagerly and
+forward-only: PyTorch's FlexAttention has no CPU backward, so training on CPU with ``flex`` raises
+an error that names ``sdpa`` and ``reference`` (use those for CPU training)."""
 
 from __future__ import annotations
 

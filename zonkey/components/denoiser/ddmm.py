@@ -37,6 +37,11 @@ class DdmmDenoiser(nn.Module):
         self.prompt_pos = nn.Parameter(torch.randn(self.k + 1, d))
         self.slot_pos = nn.Parameter(torch.randn(self.m, d))
         self.latent_in = nn.Linear(d, d)
+        # self-conditioning (used by the `flow` objective): a previous clean estimate, added to the
+        # latent prompt through a zero-initialised projection so it starts as a no-op
+        self.self_cond = nn.Linear(d, d)
+        nn.init.zeros_(self.self_cond.weight)
+        nn.init.zeros_(self.self_cond.bias)
         self.decoder = Encoder(d, ctx.heads, cfg.decoder_layers, ctx.attention, ctx.ffn_mult, ctx.dropout)
         if self.mode == "linear":
             self.expand_linear = nn.Linear(self.k * d, self.m * d)
@@ -48,10 +53,12 @@ class DdmmDenoiser(nn.Module):
         self.bos = nn.Linear(d, 1)
         self.out = nn.Linear(d, d)
 
-    def prompt(self, z: Tensor, sigma: Tensor) -> Tensor:
-        """z (s, k·d), sigma (s,) -> prompt (s, k+1, d)."""
+    def prompt(self, z: Tensor, sigma: Tensor, cond: Tensor | None = None) -> Tensor:
+        """z (s, k·d), sigma (s,), optional self-conditioning cond (s, k·d) -> prompt (s, k+1, d)."""
         v = (1 - sigma)[:, None] * self.v_clean + sigma[:, None] * self.v_noisy  # (s, d)
         lat = self.latent_in(rearrange(z, "s (k d) -> s k d", k=self.k))  # (s, k, d)
+        if cond is not None:
+            lat = lat + self.self_cond(rearrange(cond, "s (k d) -> s k d", k=self.k))
         return torch.cat([v[:, None], lat], dim=1) + self.prompt_pos  # (s, k+1, d)
 
     def expand(self, prompt: Tensor) -> Tensor:
@@ -76,9 +83,10 @@ class DdmmDenoiser(nn.Module):
                 inp.append((self.feedback(y) + self.slot_pos[j + 1])[:, None])
         return torch.stack(outs, dim=1)  # (s, m, d)
 
-    def forward(self, z: Tensor, sigma: Tensor) -> DenoiseOutput:
-        """z (s, k·d) noisy latents, sigma (s,) noise levels -> DenoiseOutput."""
-        prompt = self.prompt(z, sigma)
+    def forward(self, z: Tensor, sigma: Tensor, cond: Tensor | None = None) -> DenoiseOutput:
+        """z (s, k·d) noisy latents, sigma (s,) noise levels, optional self-conditioning estimate
+        cond (s, k·d) -> DenoiseOutput."""
+        prompt = self.prompt(z, sigma, cond)
         p = prompt.shape[1]
         rough = self.expand(prompt)  # (s, m, d)
         rough_logits = self.rough_bos(rough).squeeze(-1)  # (s, m)

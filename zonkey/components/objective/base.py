@@ -67,6 +67,13 @@ def contrastive_atanh(pred: Tensor, target: Tensor, weight: Optional[Tensor] = N
     return (ce * weight).sum() / weight.sum().clamp_min(1e-8)
 
 
+def false_negatives(targets: Tensor, tol: float = 1e-6) -> Tensor:
+    """(s, s) bool: pairs of rows whose targets coincide (cosine > 1 − tol), e.g. two segments with
+    the same bytes. They must not serve as each other's negatives."""
+    t = F.normalize(targets.detach(), dim=-1)
+    return (t @ t.T) > 1 - tol
+
+
 def recompress(compress: CompressFn, out: DenoiseOutput) -> Tensor:
     """Re-compress denoised slots weighted by their own predicted existence (§9.1 step 4)."""
     return compress(to_sphere(out.x_hat), out.log_existence)

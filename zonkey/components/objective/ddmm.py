@@ -22,6 +22,7 @@ from zonkey.components.objective.base import (
     Objective,
     ObjectiveOutput,
     contrastive_atanh,
+    false_negatives,
     recompress,
     subsample_rows,
     uniform,
@@ -58,7 +59,8 @@ class DdmmObjective(Objective):
         p3 = self.noise(z_mid, sig_l, generator)
         p4 = recompress(compress, denoise(p3, sig_l))
         target = nearest_on_segment(p4.detach(), p1.detach(), p2.detach())
-        loss = contrastive_atanh(p4, target)
+        # segments whose clean latents coincide (same bytes) are not negatives of each other
+        loss = contrastive_atanh(p4, target, same=false_negatives(p1))
         return ObjectiveOutput(loss=loss, clean=clean, dirty=dirty, dirty_rows=rows, extra_latents=[z_mid, p4])
 
 

@@ -8,7 +8,14 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from zonkey.components.objective.base import Objective, ObjectiveOutput, contrastive_atanh, recompress, uniform
+from zonkey.components.objective.base import (
+    Objective,
+    ObjectiveOutput,
+    contrastive_atanh,
+    false_negatives,
+    recompress,
+    uniform,
+)
 from zonkey.core.registry import ComponentConfig, register
 from zonkey.core.shapes import LevelContext
 
@@ -25,7 +32,7 @@ class PlainObjective(Objective):
         sig_d = uniform(s, self.cfg.clean_max, 1.0, z0, generator)
         dirty = denoise(self.noise(z0, sig_d, generator), sig_d)
         z_hat = recompress(compress, dirty)
-        return ObjectiveOutput(loss=contrastive_atanh(z_hat, z0.detach()), clean=clean, dirty=dirty, extra_latents=[z_hat])
+        return ObjectiveOutput(loss=contrastive_atanh(z_hat, z0.detach(), same=false_negatives(z0)), clean=clean, dirty=dirty, extra_latents=[z_hat])
 
 
 @register("objective", "plain")

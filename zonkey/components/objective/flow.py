@@ -1,0 +1,86 @@
+"""``flow``: spherical flow matching with data prediction and self-conditioning, the objective the
+paper's prototype ended up using (REFERENCE-NOTES.md), registered as an alternative to DDMM.
+
+Path: z_t = cos(θ)·z0 + sin(θ)·ε with θ = t·π/2 and ε a Gaussian vector on the same sphere (in
+high dimension ε ⟂ z0, so this is the slerp between them). t is skewed toward high noise
+(t = u^skew). The denoiser predicts the clean segment; re-compressed, it must pick its own clean
+latent among the batch's (2·atanh(cos) logits). With probability ``self_cond`` the denoiser first
+makes a detached estimate and then sees it as a conditioning input (self-conditioning). Sampling
+moves deterministically along the implied noise direction.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Literal
+
+import torch
+from pydantic import Field
+
+from zonkey.components.objective.base import (
+    Objective,
+    ObjectiveOutput,
+    contrastive_atanh,
+    false_negatives,
+    recompress,
+    uniform,
+)
+from zonkey.core.registry import ComponentConfig, register
+from zonkey.core.shapes import LevelContext
+from zonkey.core.sphere import to_sphere
+
+
+class FlowObjective(Objective):
+    def __init__(self, cfg: "FlowObjectiveConfig") -> None:
+        super().__init__()
+        self.cfg = cfg
+
+    def noise(self, z0, sigma, generator=None):  # noqa: ANN001
+        eps = to_sphere(torch.randn(z0.shape, device=z0.device, generator=generator))
+        th = (sigma.to(z0.dtype) * math.pi / 2)[:, None]
+        return torch.cos(th) * z0 + torch.sin(th) * eps
+
+    def forward(self, z0, denoise, compress, *, generator=None) -> ObjectiveOutput:  # noqa: ANN001
+        c = self.cfg
+        s = z0.shape[0]
+        sig_c = uniform(s, 0.0, c.clean_max, z0, generator)
+        clean = denoise(self.noise(z0, sig_c, generator), sig_c)
+        t = torch.rand(s, device=z0.device, generator=generator).pow(c.skew)
+        zt = self.noise(z0, t, generator)
+        use_sc = torch.rand((), generator=generator).item() < c.self_cond
+        cond = None
+        if use_sc:
+            with torch.no_grad():
+                cond = recompress(compress, denoise(zt, t))
+        out = denoise(zt, t) if cond is None else denoise(zt, t, cond)
+        z_hat = recompress(compress, out)
+        target = z0.detach()
+        loss = contrastive_atanh(z_hat, target, same=false_negatives(target))
+        return ObjectiveOutput(loss=loss, clean=clean, dirty=out, extra_latents=[z_hat])
+
+    def step(self, z, sigma, sigma_next, denoise, compress, cond=None):  # noqa: ANN001
+        s = z.shape[0]
+        sig = z.new_full((s,), sigma)
+        out = denoise(z, sig) if cond is None else denoise(z, sig, cond)
+        z0_hat = recompress(compress, out)
+        if sigma_next <= 0:
+            return z0_hat, out
+        th, thn = sigma * math.pi / 2, sigma_next * math.pi / 2
+        eps = (z - math.cos(th) * z0_hat) / max(math.sin(th), 1e-6)
+        return math.cos(thn) * z0_hat + math.sin(thn) * eps, out
+
+    def prior(self, s, dim, device="cpu", generator=None):  # noqa: ANN001
+        return to_sphere(torch.randn(s, dim, device=device, generator=generator))
+
+
+@register("objective", "flow")
+class FlowObjectiveConfig(ComponentConfig):
+    """Spherical flow matching with data prediction and self-conditioning (the prototype's HEAD)."""
+
+    name: Literal["flow"] = "flow"
+    clean_max: float = Field(0.35, ge=0, lt=1, description="clean pass: t ~ U(0, clean_max)")
+    skew: float = Field(0.5, gt=0, le=1, description="t = u^skew (< 1 skews toward high noise)")
+    self_cond: float = Field(0.5, ge=0, le=1, description="probability of a self-conditioned training pass")
+
+    def build(self, ctx: LevelContext | None = None, **_: Any) -> FlowObjective:
+        return FlowObjective(self)
