@@ -32,6 +32,11 @@ class ZonkeyModel(nn.Module):
         super().__init__()
         self.recipe = recipe
         mcfg = recipe.model
+        if len(mcfg.levels) > 1:
+            raise ValueError(
+                f"this version of zonkey trains one level; the recipe has {len(mcfg.levels)} (model.levels). "
+                "Levels >= 1 (level l+1 reading level l's latents, the stitcher, MLM) are not built yet"
+            )
         self.attention = mcfg.attention.build()
         self.embed = nn.Parameter(torch.randn(BYTE_VOCAB, mcfg.levels[0].d_model))
         self.levels = nn.ModuleList(Level(lc, i, self.attention) for i, lc in enumerate(mcfg.levels))
@@ -60,8 +65,6 @@ class ZonkeyModel(nn.Module):
         stats: dict[str, float] = {}
         outs = []
         for i, level in enumerate(self.levels):
-            if i > 0:
-                break  # levels >= 1 are wired in by the hierarchy (zonkey.core.hierarchy)
             pre = f"l{i}."
             term_scales = {k[len(pre):]: v for k, v in scales.items() if k.startswith(pre)}
             out = level(x, valid, tokens=tokens, table=table, generator=generator, scales=term_scales)
