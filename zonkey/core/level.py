@@ -12,7 +12,7 @@ from typing import Any, Optional
 import torch
 from torch import Tensor, nn
 
-from zonkey.core.losses import collapse_loss, existence_bce, token_loss
+from zonkey.core.losses import collapse_loss, contrastive_recon_loss, existence_bce, token_loss
 from zonkey.core.shapes import DenoiseOutput, LevelContext, SplitOutput
 
 
@@ -93,6 +93,15 @@ class Level(nn.Module):
                                                      seg.shares if r is None else seg.shares[r])
             own = seg.own_span
             stats["train_byte_acc"] = float((correct & own).sum()) / max(int(own.sum()), 1)
+        else:
+            terms["recon_clean"], correct = contrastive_recon_loss(obj.clean.x_hat, seg.doc, seg.positions, seg.shares, x, valid)
+            if obj.dirty is not None:
+                r = obj.dirty_rows
+                sel = (lambda t: t) if r is None else (lambda t: t[r])  # noqa: E731
+                terms["recon_dirty"], _ = contrastive_recon_loss(obj.dirty.x_hat, sel(seg.doc), sel(seg.positions),
+                                                                 sel(seg.shares), x, valid)
+            own = seg.own_span
+            stats["train_recon_acc"] = float((correct & own).sum()) / max(int(own.sum()), 1)
         terms["bos"] = existence_bce(obj.clean.log_existence, seg.log_existence)
         if obj.clean.rough_bos_logits is not None:
             from zonkey.core.existence import log_existence_from_bos_logits

@@ -62,3 +62,40 @@ def collapse_loss(z: Tensor, doc: Tensor, max_rows: int = 256) -> Tensor:
     if not other.any():
         return z.new_zeros(())
     return cos.pow(2)[other].mean()
+
+
+def contrastive_recon_loss(x_hat: Tensor, seg_doc: Tensor, positions: Tensor, weights: Tensor,
+                           candidates: Tensor, cand_valid: Tensor, same_tol: float = 1e-6) -> tuple[Tensor, Tensor]:
+    """Level >= 1 reconstruction (§8): every decoded slot must pick its own target vector among all
+    the level's input vectors of the batch, with 2·atanh(cos) logits.
+
+    No false negatives: each document position appears once among the candidates (overlapping
+    windows share their targets instead of duplicating them), and a candidate whose vector
+    coincides with the target (the same lower-level unit elsewhere) is never a negative.
+
+    Args:
+        x_hat: (s, m, D) decoded slots. seg_doc: (s,) document of each segment.
+        positions: (s, m) document position of each slot. weights: (s, m) existence shares (0 on padding).
+        candidates: (b, n, D) the level's input sequence (targets, not differentiated here).
+        cand_valid: (b, n) bool.
+
+    Returns:
+        (weighted loss, (s, m) bool top-1 correctness).
+    """
+    b, n, dim = candidates.shape
+    flat_index = torch.full((b * n,), -1, dtype=torch.long, device=x_hat.device)
+    cv = cand_valid.flatten()
+    flat_index[cv] = torch.arange(int(cv.sum()), device=x_hat.device)
+    cands = candidates.flatten(0, 1)[cv].detach()  # (c, D)
+    slot = weights > 0
+    tgt = flat_index[(seg_doc[:, None] * n + positions)[slot]]  # (N,)
+    pred = x_hat[slot]  # (N, D)
+    logits = atanh_cos_logits(pred, cands)  # (N, c)
+    cn = F.normalize(cands, dim=-1)
+    same = (cn[tgt] @ cn.T) > 1 - same_tol  # (N, c)
+    same[torch.arange(tgt.shape[0], device=tgt.device), tgt] = False
+    logits = logits.masked_fill(same, float("-inf"))
+    ce = F.cross_entropy(logits, tgt, reduction="none")  # (N,)
+    correct = torch.zeros_like(slot)
+    correct[slot] = logits.argmax(-1) == tgt
+    return weighted_mean(ce, weights[slot]), correct

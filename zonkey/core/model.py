@@ -12,6 +12,7 @@ from typing import Any, Optional, Sequence
 import torch
 from torch import Tensor, nn
 
+from zonkey.core.hierarchy import latents_to_sequence
 from zonkey.core.level import Level, LevelOutput
 from zonkey.core.shapes import BYTE_VOCAB
 from zonkey.core.sphere import to_sphere
@@ -26,17 +27,16 @@ class ModelOutput:
 
 
 class ZonkeyModel(nn.Module):
-    """Byte embedding + levels. Level 0 reads UTF-8 bytes; level l+1 reads level l's latents."""
+    """Byte embedding + levels. Level 0 reads UTF-8 bytes; level l+1 reads level l's latents.
+
+    Levels >= 1 train with their splitter, compressor, objective and contrastive reconstruction;
+    the stitcher and MLM are not built yet (their loss weights are ignored).
+    """
 
     def __init__(self, recipe: Any) -> None:
         super().__init__()
         self.recipe = recipe
         mcfg = recipe.model
-        if len(mcfg.levels) > 1:
-            raise ValueError(
-                f"this version of zonkey trains one level; the recipe has {len(mcfg.levels)} (model.levels). "
-                "Levels >= 1 (level l+1 reading level l's latents, the stitcher, MLM) are not built yet"
-            )
         self.attention = mcfg.attention.build()
         self.embed = nn.Parameter(torch.randn(BYTE_VOCAB, mcfg.levels[0].d_model))
         self.levels = nn.ModuleList(Level(lc, i, self.attention) for i, lc in enumerate(mcfg.levels))
@@ -64,7 +64,10 @@ class ZonkeyModel(nn.Module):
         terms: dict[str, Tensor] = {}
         stats: dict[str, float] = {}
         outs = []
+        n_levels = len(self.levels)
         for i, level in enumerate(self.levels):
+            if all(scales.get(f"l{j}", 1.0) == 0.0 for j in range(i, n_levels)):
+                break  # this level and all above are switched off by the curriculum: skip their compute
             pre = f"l{i}."
             term_scales = {k[len(pre):]: v for k, v in scales.items() if k.startswith(pre)}
             out = level(x, valid, tokens=tokens, table=table, generator=generator, scales=term_scales)
@@ -73,6 +76,11 @@ class ZonkeyModel(nn.Module):
             terms.update({f"l{i}.{k}": v for k, v in out.terms.items()})
             stats.update({f"l{i}.{k}": v for k, v in out.stats.items()})
             outs.append(out)
+            if i + 1 < len(self.levels):
+                # level i+1 reads level i's clean latents in BOS order (gradients flow down)
+                seq = latents_to_sequence(out.latents, out.split.segments.doc, tokens.shape[0])
+                x, valid = seq.x, seq.valid
+                stats[f"l{i + 1}.seq_len"] = float(x.shape[1])
         return ModelOutput(loss=total, terms=terms, stats=stats, levels=outs)
 
 

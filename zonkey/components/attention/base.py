@@ -29,7 +29,4 @@ class AttentionBackend(nn.Module):
 
 
 class AttentionConfig(ComponentConfig):
-    """Base config of attention backends."""
-
-    def build(self, *args: Any, **kwargs: Any) -> AttentionBackend:  # pragma: no cover - overridden
-        raise NotImplementedError
+    """Base config of attention backends (each entry's ``build()`` returns an AttentionBackend)."""

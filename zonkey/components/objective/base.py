@@ -83,7 +83,8 @@ class Objective(nn.Module):
     """Base class. Subclasses implement :meth:`forward` (training) and :meth:`step` (sampling)."""
 
     def forward(self, z0: Tensor, denoise: DenoiseFn, compress: CompressFn, *, generator: torch.Generator | None = None) -> ObjectiveOutput:  # pragma: no cover
-        raise NotImplementedError
+        """Training pass: z0 (s, k·d) clean latents -> ObjectiveOutput. Every objective defines it."""
+        raise TypeError(f"{type(self).__name__} must define forward()")
 
     def noise(self, z0: Tensor, sigma: Tensor, generator: torch.Generator | None = None) -> Tensor:
         return add_noise(z0, sigma, generator=generator)

@@ -39,8 +39,9 @@ class SplitterBase(nn.Module):
     def target_rate(self) -> float:
         return 1.0 / self.target_segment
 
-    def bos_probabilities(self, x: Tensor, valid: Tensor) -> Tensor:  # pragma: no cover - abstract
-        raise NotImplementedError
+    def bos_probabilities(self, x: Tensor, valid: Tensor, tokens: Tensor | None = None) -> Tensor:  # pragma: no cover
+        """(b, n) BOS probabilities in (ε, 1 − ε), 0 on padding. Every splitter defines it."""
+        raise TypeError(f"{type(self).__name__} must define bos_probabilities()")
 
     def forward(self, x: Tensor, valid: Tensor, *, sample: bool | None = None, tokens: Tensor | None = None,
                 generator: torch.Generator | None = None) -> SplitOutput:

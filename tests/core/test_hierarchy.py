@@ -1,0 +1,66 @@
+"""Level l+1 reads level l's latents in BOS order, and its losses train level l."""
+
+from __future__ import annotations
+
+import torch
+
+from zonkey.core.hierarchy import latents_to_sequence
+from zonkey.core.model import build_model
+from zonkey.core.recipe import validate_recipe
+
+
+def test_latents_to_sequence_orders_by_document_and_start():
+    lat = torch.arange(12, dtype=torch.float32).view(6, 2).requires_grad_()
+    doc = torch.tensor([0, 0, 0, 2, 2, 2])
+    seq = latents_to_sequence(lat, doc, b=3)
+    assert seq.x.shape == (3, 3, 2)
+    assert seq.valid.tolist() == [[True] * 3, [False] * 3, [True] * 3]
+    assert torch.equal(seq.x[0], lat[:3].detach()) and torch.equal(seq.x[2], lat[3:].detach())
+    assert seq.position.tolist() == [0, 1, 2, 0, 1, 2]
+    seq.x.sum().backward()
+    assert torch.equal(lat.grad, torch.ones_like(lat))
+
+
+def _two_level():
+    return validate_recipe({"model": {"levels": [
+        {"d_model": 16, "max_segment": 8, "n_compress": 2, "heads": 2,
+         "splitter": {"name": "learned", "existence": "straight_through", "target_segment": 4.0}},
+        {"d_model": 32, "max_segment": 8, "n_compress": 2, "heads": 2},
+    ]}})
+
+
+def test_level1_losses_reach_level0_compressor_and_splitter():
+    torch.manual_seed(0)
+    model = build_model(_two_level())
+    tokens = torch.randint(97, 123, (3, 80))
+    valid = torch.ones(3, 80, dtype=torch.bool)
+    out = model(tokens, valid, scales={"l0": 0.0})  # only level 1's loss
+    assert "l1.recon_clean" in out.terms and torch.isfinite(out.loss)
+    out.loss.backward()
+    comp0 = [p.grad for p in model.levels[0].compressor.parameters()]
+    assert any(g is not None and float(g.abs().sum()) > 0 for g in comp0), "level-1 loss must train level 0"
+    split0 = [p.grad for p in model.levels[0].splitter.parameters()]
+    assert any(g is not None and float(g.abs().sum()) > 0 for g in split0)
+
+
+def test_level_weight_scales_its_loss():
+    torch.manual_seed(0)
+    model = build_model(_two_level())
+    tokens = torch.randint(97, 123, (2, 60))
+    valid = torch.ones(2, 60, dtype=torch.bool)
+    torch.manual_seed(1)
+    half = model(tokens, valid, scales={"l1": 0.5})
+    torch.manual_seed(1)
+    full = model(tokens, valid)
+    w = model.levels[1].cfg.losses
+    l1 = sum(getattr(w, k.split(".", 1)[1]) * v for k, v in full.terms.items() if k.startswith("l1."))
+    assert torch.allclose(full.loss - half.loss, 0.5 * l1, rtol=1e-4, atol=1e-5)
+
+
+def test_switched_off_top_levels_are_skipped():
+    torch.manual_seed(0)
+    model = build_model(_two_level())
+    tokens = torch.randint(97, 123, (2, 60))
+    valid = torch.ones(2, 60, dtype=torch.bool)
+    out = model(tokens, valid, scales={"l1": 0.0})
+    assert not any(k.startswith("l1.") for k in out.terms) and len(out.levels) == 1
