@@ -49,6 +49,7 @@ class Level(nn.Module):
         self.compressor = cfg.compressor.build(self.ctx)
         self.denoiser = cfg.denoiser.build(self.ctx)
         self.objective = cfg.objective.build(self.ctx)
+        self.stitcher = cfg.stitcher.build(self.ctx) if cfg.stitcher is not None else None
 
     @property
     def latent_dim(self) -> int:
@@ -102,6 +103,10 @@ class Level(nn.Module):
                                                                  sel(seg.shares), x, valid)
             own = seg.own_span
             stats["train_recon_acc"] = float((correct & own).sum()) / max(int(own.sum()), 1)
+        if self.stitcher is not None and (w.stitch_offset or w.stitch_overlap):
+            # stitcher losses with the true offsets (§7.1), on the clean decoded segments
+            st = self.stitcher(obj.clean.x_hat, obj.clean.log_existence, seg.doc, seg.n_docs, true_starts=seg.start)
+            terms.update(st.losses)
         terms["bos"] = existence_bce(obj.clean.log_existence, seg.log_existence)
         if obj.clean.rough_bos_logits is not None:
             from zonkey.core.existence import log_existence_from_bos_logits
