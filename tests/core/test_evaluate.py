@@ -74,3 +74,25 @@ def test_whitespace_baseline_reaches_perfect_word_f1():
     res = evaluate(model, corpus, batch_bytes=rec.data.batch_bytes, max_batches=2)
     assert res["boundary"]["word"]["r"] > 0.97
     assert res["boundary"]["word"]["p"] > 0.9  # forced BOS inside words longer than m cost a little
+
+
+def test_sentence_starts_gold():
+    from zonkey.core.evaluate import sentence_starts
+
+    b = encode_texts(["It rains. We stay! Why? no.x Ok"])
+    got = sentence_starts(b.tokens, b.valid)[0].nonzero().flatten().tolist()
+    text = "It rains. We stay! Why? no.x Ok"
+    assert [text[i] for i in got] == ["W", "W", "n"]
+
+
+def test_two_level_evaluation_keys():
+    from zonkey.core.recipe import validate_recipe
+
+    torch.manual_seed(0)
+    rec = micro_recipe().model_dump()
+    rec["model"]["levels"].append({"d_model": 32, "max_segment": 8, "n_compress": 2, "heads": 2})
+    rec = validate_recipe(rec)
+    model = build_model(rec)
+    res = evaluate(model, load_corpus(rec.data), batch_bytes=rec.data.batch_bytes, max_batches=1)
+    for key in ("l1_sentence_f1", "l1_recon_acc", "roundtrip_acc"):
+        assert 0.0 <= res[key] <= 1.0

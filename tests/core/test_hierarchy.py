@@ -64,3 +64,17 @@ def test_switched_off_top_levels_are_skipped():
     valid = torch.ones(2, 60, dtype=torch.bool)
     out = model(tokens, valid, scales={"l1": 0.0})
     assert not any(k.startswith("l1.") for k in out.terms) and len(out.levels) == 1
+
+
+def test_mlm_term_at_level1_is_finite_and_trains_the_compressor():
+    torch.manual_seed(0)
+    rec = _two_level().model_dump()
+    rec["model"]["levels"][1]["losses"] = {"mlm": 1.0}
+    model = build_model(validate_recipe(rec))
+    tokens = torch.randint(97, 123, (3, 80))
+    valid = torch.ones(3, 80, dtype=torch.bool)
+    out = model(tokens, valid)
+    assert "l1.mlm" in out.terms and torch.isfinite(out.terms["l1.mlm"]) and float(out.terms["l1.mlm"]) > 0
+    out.terms["l1.mlm"].backward()
+    assert model.levels[1].mask_vector.grad is not None
+    assert float(model.levels[1].compressor.cls.grad.abs().sum() + model.levels[1].mlm_head.weight.grad.abs().sum()) > 0

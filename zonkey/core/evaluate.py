@@ -1,6 +1,6 @@
 """Evaluation that turns the paper's qualitative claims into numbers, on the held-out split.
 
-Level 0 (this module's first version):
+Level 0:
  * ``recon_acc``: byte reconstruction accuracy at t = 0 — every byte of each segment's own span
    (start to next BOS) decoded from its clean latent and compared with the input;
  * ``recon_acc_noise``: the same after noising the latents to σ ∈ {0.1, 0.3, 0.5} and running the
@@ -11,6 +11,11 @@ Level 0 (this module's first version):
    excluded) against word starts. Gold ``word``: a byte that is not whitespace after one that is;
    gold ``space``: a whitespace byte after one that is not (the whitespace starts the segment).
    ``*_tol1`` count a boundary within ±1 byte as a match. ``boundary_f1`` is the better strict F1.
+
+Level 1 (two or more levels): ``l1_sentence_boundary`` / ``l1_sentence_f1`` (level-1 BOS over the
+level-0 segments against the segments holding a sentence's first byte), ``l1_recon_acc`` (top-1
+retrieval of each level-0 latent from the decoded level-1 slots among the batch's) and
+``roundtrip_acc`` (text → level-1 latents → level-0 latents → bytes, byte by byte).
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from torch import Tensor
 
 from zonkey.core.data import Batch, ByteBatches
 from zonkey.core.inference import decode_bytes_from_slots, denoise_from, split_batch
+from zonkey.core.sphere import to_sphere
 
 WHITESPACE = (9, 10, 11, 12, 13, 32)
 NOISE_LEVELS = (0.1, 0.3, 0.5)
@@ -141,5 +147,85 @@ def evaluate(model: Any, corpus: Any, *, batch_bytes: int, seed: int = 0, max_ba
     """All metrics on the held-out split of ``corpus``."""
     batches = corpus.batches("heldout", seed=seed, batch_bytes=batch_bytes)
     res = evaluate_level0(model, batches, steps=steps, seed=seed, max_batches=max_batches, progress=progress)
+    if len(model.levels) > 1:
+        res.update(evaluate_level1(model, batches, seed=seed, max_batches=max_batches))
     res["heldout_chunks"] = batches.num_chunks
     return res
+
+
+# --- level 1 (the hierarchy) ----------------------------------------------------------------
+
+SENTENCE_END = (46, 33, 63)  # . ! ?
+
+
+def sentence_starts(tokens: Tensor, valid: Tensor) -> Tensor:
+    """(b, n) bool: first byte of every word that follows ``.``, ``!`` or ``?`` and whitespace."""
+    ws = torch.isin(tokens, torch.tensor(WHITESPACE, device=tokens.device))
+    end = torch.isin(tokens, torch.tensor(SENTENCE_END, device=tokens.device))
+    word = gold_boundaries(tokens, valid)["word"]
+    b, n = tokens.shape
+    idx = torch.arange(n, device=tokens.device).expand(b, n)
+    last_non_ws = torch.where(~ws & valid, idx, torch.full_like(idx, -1)).cummax(1).values  # last non-ws at <= i
+    prev = torch.cat([torch.full_like(last_non_ws[:, :1], -1), last_non_ws[:, :-1]], dim=1)  # before i
+    prev_is_end = torch.gather(end, 1, prev.clamp_min(0)) & (prev >= 0)
+    return word & prev_is_end
+
+
+@torch.no_grad()
+def evaluate_level1(model: Any, batches: Any, *, seed: int = 0, max_batches: Optional[int] = None) -> dict[str, Any]:
+    """Level-1 metrics: sentence-start boundary P/R/F1 over level-0 segments, level-1 reconstruction
+    (top-1 retrieval of each level-0 latent among the batch's), and the full round trip
+    text → level-1 latents → level-0 latents → bytes, compared byte by byte."""
+    from zonkey.core.hierarchy import latents_to_sequence
+    from zonkey.core.losses import contrastive_recon_loss
+
+    model.eval()
+    device = next(model.parameters()).device
+    l0, l1 = model.levels[0], model.levels[1]
+    n_batches = len(batches) if max_batches is None else min(len(batches), max_batches)
+    bc = BoundaryCounter()
+    hit = tot = 0
+    same = total_bytes = 0
+    for i in range(n_batches):
+        batch = (batches.batch(i) if isinstance(batches, ByteBatches) else batches[i]).to(device)
+        s0 = split_batch(model, batch)
+        seg0 = s0.segments
+        z0 = l0.compress(seg0.vectors, seg0.log_existence)
+        seq = latents_to_sequence(z0, seg0.doc, batch.tokens.shape[0])
+        s1 = l1.split(seq.x, seq.valid, sample=False)
+        seg1 = s1.segments
+        # gold: a level-0 segment whose own span holds a sentence's first byte
+        starts_b = sentence_starts(batch.tokens, batch.valid)
+        span_pos = seg0.start[:, None] + torch.arange(seg0.valid.shape[1], device=device)[None, :]
+        holds = (starts_b[seg0.doc[:, None], span_pos.clamp(max=batch.tokens.shape[1] - 1)] & seg0.own_span).any(1)
+        gold = torch.zeros_like(seq.valid)
+        gold[seg0.doc, seq.position] = holds
+        gold[:, 0] = False
+        pred = s1.bos.clone()
+        pred[:, 0] = False
+        bc.add("sentence", pred & seq.valid, gold & seq.valid, 0)
+        z1 = l1.compress(seg1.vectors, seg1.log_existence)
+        out1 = l1.denoise(z1, z1.new_zeros(z1.shape[0]))
+        _, correct = contrastive_recon_loss(out1.x_hat, seg1.doc, seg1.positions, seg1.own_span.float(), seq.x, seq.valid)
+        hit += int((correct & seg1.own_span).sum())
+        tot += int(seg1.own_span.sum())
+        # round trip: each own-span slot of level 1 -> a level-0 latent -> bytes of its own span
+        own1 = seg1.own_span
+        lat0 = to_sphere(out1.x_hat[own1])
+        docs = seg1.doc[:, None].expand_as(own1)[own1]
+        dec0 = l0.denoise(lat0, lat0.new_zeros(lat0.shape[0]))
+        bytes0 = decode_bytes_from_slots(dec0.x_hat, model.table)  # (s', m0)
+        keep = torch.cumprod((dec0.log_existence >= math.log(0.5)).int(), 1).bool()
+        for d in range(batch.tokens.shape[0]):
+            rows = (docs == d).nonzero().flatten()
+            out = b"".join(bytes(bytes0[r][keep[r]].tolist()) for r in rows.tolist())
+            ref = bytes(batch.tokens[d][batch.valid[d]].tolist())
+            same += sum(1 for a, c in zip(out, ref) if a == c)
+            total_bytes += max(len(out), len(ref))
+    sent = bc.result().get("sentence", {"p": 0.0, "r": 0.0, "f1": 0.0})
+    return {
+        "l1_sentence_boundary": sent,
+        "l1_sentence_f1": sent["f1"],
+        "l1_recon_acc": hit / max(tot, 1),
+        "roundtrip_acc": same / max(total_bytes, 1),
+    }

@@ -50,6 +50,11 @@ class Level(nn.Module):
         self.denoiser = cfg.denoiser.build(self.ctx)
         self.objective = cfg.objective.build(self.ctx)
         self.stitcher = cfg.stitcher.build(self.ctx) if cfg.stitcher is not None else None
+        if cfg.losses.mlm > 0:
+            if not hasattr(self.compressor, "encode"):
+                raise ValueError(f"model.levels.{index}.losses.mlm needs a compressor with per-slot states (e.g. cls)")
+            self.mask_vector = nn.Parameter(torch.randn(cfg.d_model))
+            self.mlm_head = nn.Linear(cfg.d_model, cfg.d_model)
 
     @property
     def latent_dim(self) -> int:
@@ -66,6 +71,23 @@ class Level(nn.Module):
     def denoise(self, z: Tensor, sigma: Tensor, cond: Tensor | None = None) -> DenoiseOutput:
         """z (s, k·d), sigma (s,), optional self-conditioning cond (s, k·d) -> DenoiseOutput."""
         return self.denoiser(z, sigma) if cond is None else self.denoiser(z, sigma, cond)
+
+    def mlm_loss(self, seg: Any, x: Tensor, valid: Tensor, generator: torch.Generator | None = None,
+                 rate: float = 0.15) -> Tensor:
+        """Masked prediction (§5.2): ~15% of real slots, biased toward high existence, are replaced by
+        a learned mask vector; the compressor's state there must pick the original vector among all
+        the level's input vectors of the batch (2·atanh(cos), no false negatives), weighted by the
+        existence shares of the targets."""
+        e = seg.log_existence.detach().exp() * seg.valid  # (s, m)
+        prob = (rate * e / e.sum().clamp_min(1e-8) * seg.valid.sum()).clamp(max=1.0)
+        masked = (torch.rand(prob.shape, device=prob.device, generator=generator) < prob) & seg.valid
+        if not bool(masked.any()):
+            return x.new_zeros(())
+        inp = torch.where(masked[..., None], self.mask_vector.expand_as(seg.vectors), seg.vectors)
+        _, states = self.compressor.encode(inp, seg.log_existence)  # (s, m, d)
+        pred = self.mlm_head(states)
+        loss, _ = contrastive_recon_loss(pred, seg.doc, seg.positions, seg.shares * masked, x, valid)
+        return loss
 
     def forward(self, x: Tensor, valid: Tensor, *, tokens: Tensor | None = None, table: Tensor | None = None,
                 generator: torch.Generator | None = None, scales: dict[str, float] | None = None) -> LevelOutput:
@@ -103,6 +125,8 @@ class Level(nn.Module):
                                                                  sel(seg.shares), x, valid)
             own = seg.own_span
             stats["train_recon_acc"] = float((correct & own).sum()) / max(int(own.sum()), 1)
+        if w.mlm > 0:
+            terms["mlm"] = self.mlm_loss(seg, x, valid, generator)
         if self.stitcher is not None and (w.stitch_offset or w.stitch_overlap):
             # stitcher losses with the true offsets (§7.1), on the clean decoded segments
             st = self.stitcher(obj.clean.x_hat, obj.clean.log_existence, seg.doc, seg.n_docs, true_starts=seg.start)

@@ -26,13 +26,17 @@ class ClsCompressor(nn.Module):
         self.encoder = Encoder(d, ctx.heads, layers, ctx.attention, ctx.ffn_mult, ctx.dropout)
         self.out = nn.Linear(d, d)
 
-    def forward(self, x: Tensor, log_existence: Tensor) -> Tensor:
-        """x (s, m, d) segment vectors, log_existence (s, m) -> latents (s, k·d) on the sphere."""
+    def encode(self, x: Tensor, log_existence: Tensor) -> tuple[Tensor, Tensor]:
+        """x (s, m, d), log_existence (s, m) -> (latents (s, k·d) on the sphere, slot states (s, m, d))."""
         s = x.shape[0]
         h = torch.cat([repeat(self.cls, "k d -> s k d", s=s), x], dim=1) + self.pos  # (s, k+m, d)
         le = torch.cat([log_existence.new_zeros(s, self.k), log_existence], dim=1)  # (s, k+m)
-        h = self.encoder(h, le)[:, : self.k]  # (s, k, d)
-        return to_sphere(rearrange(self.out(h), "s k d -> s (k d)"))  # (s, k·d)
+        h = self.encoder(h, le)  # (s, k+m, d)
+        return to_sphere(rearrange(self.out(h[:, : self.k]), "s k d -> s (k d)")), h[:, self.k:]
+
+    def forward(self, x: Tensor, log_existence: Tensor) -> Tensor:
+        """x (s, m, d) segment vectors, log_existence (s, m) -> latents (s, k·d) on the sphere."""
+        return self.encode(x, log_existence)[0]
 
 
 @register("compressor", "cls")
