@@ -78,3 +78,13 @@ def test_mlm_term_at_level1_is_finite_and_trains_the_compressor():
     out.terms["l1.mlm"].backward()
     assert model.levels[1].mask_vector.grad is not None
     assert float(model.levels[1].compressor.cls.grad.abs().sum() + model.levels[1].mlm_head.weight.grad.abs().sum()) > 0
+
+
+def test_split_shows_every_level():
+    torch.manual_seed(0)
+    model = build_model(_two_level())
+    res = model.split(["The cat sat on the mat. It purred."])
+    levels = res[0]["levels"]
+    assert len(levels) == 2
+    assert "".join(levels[0]["segments"]) == "".join(levels[1]["segments"]) == "The cat sat on the mat. It purred."
+    assert len(levels[1]["p_bos"]) == len(levels[0]["segments"])

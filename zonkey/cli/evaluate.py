@@ -89,9 +89,13 @@ def split_cmd(
         results = model.split(texts)
     for r in results:
         if as_json:
-            print(json.dumps({"text": r["text"], "segments": r["segments"], "p_bos": r["p_bos"]}, ensure_ascii=False))
+            row = {"text": r["text"], "segments": r["segments"], "p_bos": r["p_bos"]}
+            if "levels" in r:
+                row["levels"] = r["levels"]
+            print(json.dumps(row, ensure_ascii=False))
         else:
-            common.print_text(" | ".join(r["segments"]))
+            for lvl, groups in enumerate([lv["segments"] for lv in r.get("levels", [{"segments": r["segments"]}])]):
+                common.print_text(f"L{lvl}: " + " | ".join(groups))
 
 
 def reconstruct_cmd(

@@ -23,9 +23,13 @@ class TextSplit:
     segments: list[str]  # own spans (start to next BOS), decoded with errors="replace"
     p_bos: list[float]  # one value per UTF-8 byte
     starts: list[int]  # byte offsets of the BOS positions
+    levels: list[dict[str, Any]] | None = None  # per level: {segments, p_bos} (level l >= 1 groups level l−1 units)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"text": self.text, "segments": self.segments, "p_bos": self.p_bos, "starts": self.starts}
+        d = {"text": self.text, "segments": self.segments, "p_bos": self.p_bos, "starts": self.starts}
+        if self.levels is not None:
+            d["levels"] = self.levels
+        return d
 
 
 @torch.no_grad()
@@ -48,8 +52,33 @@ def split_texts(model: Any, texts: Sequence[str]) -> list[TextSplit]:
         starts = out.bos[i, :n].nonzero().flatten().tolist()
         bounds = starts + [n]
         segs = [raw[a:b].decode("utf-8", errors="replace") for a, b in zip(bounds[:-1], bounds[1:])]
-        res.append(TextSplit(text, segs, [round(float(p), 6) for p in out.p_bos[i, :n]], starts))
+        pb = [round(float(p), 6) for p in out.p_bos[i, :n]]
+        res.append(TextSplit(text, segs, pb, starts, levels=[{"segments": segs, "p_bos": pb}] if len(model.levels) > 1 else None))
+    if len(model.levels) > 1:
+        _add_upper_levels(model, batch, out, res)
     return res
+
+
+@torch.no_grad()
+def _add_upper_levels(model: Any, batch: Batch, split0: SplitOutput, res: list[TextSplit]) -> None:
+    """Deterministic splits of levels >= 1: each level groups the units of the level below."""
+    from zonkey.core.hierarchy import latents_to_sequence
+
+    seg = split0.segments
+    units = [list(r.segments) for r in res]  # per text: the strings of the current level's units
+    z = model.levels[0].compress(seg.vectors, seg.log_existence)
+    doc = seg.doc
+    for level in model.levels[1:]:
+        seq = latents_to_sequence(z, doc, batch.tokens.shape[0])
+        sp = level.split(seq.x, seq.valid, sample=False)
+        for i, r in enumerate(res):
+            k = len(units[i])
+            starts = sp.bos[i, :k].nonzero().flatten().tolist() + [k]
+            groups = ["".join(units[i][a:b]) for a, b in zip(starts[:-1], starts[1:])]
+            r.levels.append({"segments": groups, "p_bos": [round(float(p), 6) for p in sp.p_bos[i, :k]]})
+            units[i] = groups
+        z = level.compress(sp.segments.vectors, sp.segments.log_existence)
+        doc = sp.segments.doc
 
 
 def decode_bytes_from_slots(x_hat: Tensor, table: Tensor) -> Tensor:
