@@ -175,7 +175,8 @@ def _level_model() -> type[BaseModel]:
         "compressor": (_component_type("compressor"), _default_component("compressor", "cls")),
         "denoiser": (_component_type("denoiser"), _default_component("denoiser", "ddmm")),
         "objective": (_component_type("objective"), _default_component("objective", "ddmm")),
-        "stitcher": (_component_type("stitcher"), _default_component("stitcher", "learned")),
+        # a level may have no stitcher (null): nothing is stitched and no stitcher loss is computed
+        "stitcher": (Optional[_component_type("stitcher")], _default_component("stitcher", "learned")),
     }
 
     def _check(self: Any) -> Any:
