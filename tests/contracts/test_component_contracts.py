@@ -50,7 +50,7 @@ def test_splitter_contract(name):
     # every real position is covered and the own spans partition each document
     assert int(seg.span.sum()) == int(valid.sum())
     for v in (out.avg_bos, out.p_long, out.p_short):
-        assert 0.0 <= float(v) <= 1.0
+        assert 0.0 <= float(v.detach()) <= 1.0
     # deterministic at inference
     out2 = sp(x, valid, sample=False, tokens=tokens)
     assert torch.equal(out.bos, out2.bos)

@@ -26,7 +26,7 @@ from typing import Annotated, Any, Literal, Optional, Union
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, model_validator
 
-from zonkey.core.registry import KINDS, ComponentConfig, ensure_builtin_components, registry
+from zonkey.core.registry import KINDS, ensure_builtin_components, registry
 
 SCHEMA_VERSION = 1
 LEVEL_COMPONENT_KINDS = ("splitter", "compressor", "denoiser", "objective", "stitcher")

@@ -215,7 +215,7 @@ class Trainer:
         """Train until ``train.steps`` (or ``stop_at``, for tests of resume)."""
         end = min(self.cfg.steps, stop_at) if stop_at is not None else self.cfg.steps
         t0 = time.perf_counter()
-        start_step, start_bytes = self.step, self.bytes_seen
+        start_bytes = self.bytes_seen
         last = float("nan")
         window: list[float] = []
         bar = _Progress(end, self.step, enabled=self.progress)

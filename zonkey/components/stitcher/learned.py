@@ -22,7 +22,6 @@ from typing import Any, Literal, Optional
 import torch
 import torch.nn.functional as F
 from einops import rearrange
-from pydantic import Field
 from torch import Tensor, nn
 
 from zonkey.components.stitcher.base import StitchOutput, chain_starts
