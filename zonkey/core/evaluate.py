@@ -20,13 +20,13 @@ retrieval of each level-0 latent from the decoded level-1 slots among the batch'
 
 from __future__ import annotations
 
-import math
 from typing import Any, Optional, Sequence
 
 import torch
 from torch import Tensor
 
 from zonkey.core.data import Batch, ByteBatches
+from zonkey.core.existence import kept_mask
 from zonkey.core.inference import decode_bytes_from_slots, denoise_from, split_batch
 from zonkey.core.sphere import to_sphere
 
@@ -215,7 +215,7 @@ def evaluate_level1(model: Any, batches: Any, *, seed: int = 0, max_batches: Opt
         docs = seg1.doc[:, None].expand_as(own1)[own1]
         dec0 = l0.denoise(lat0, lat0.new_zeros(lat0.shape[0]))
         bytes0 = decode_bytes_from_slots(dec0.x_hat, model.table)  # (s', m0)
-        keep = torch.cumprod((dec0.log_existence >= math.log(0.5)).int(), 1).bool()
+        keep = kept_mask(dec0.log_existence, 0.5)
         for d in range(batch.tokens.shape[0]):
             rows = (docs == d).nonzero().flatten()
             out = b"".join(bytes(bytes0[r][keep[r]].tolist()) for r in rows.tolist())

@@ -225,3 +225,10 @@ def segment_lengths(bos: Tensor, valid: Tensor) -> Tensor:
     nxt_after = torch.cat([nxt[:, 1:], torch.full_like(nxt[:, :1], n)], dim=1)
     span = torch.minimum(nxt_after, length.expand(b, n)) - idx
     return torch.where(bos & valid, span, torch.zeros_like(span))
+
+
+def kept_mask(log_existence: Tensor, threshold: float) -> Tensor:
+    """(s, m) bool: the leading slots whose existence stays at or above ``threshold`` (the cut used
+    to truncate decoded segments, §9.1)."""
+    alive = log_existence >= math.log(threshold)
+    return torch.cumprod(alive.int(), dim=1).bool()

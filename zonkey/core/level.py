@@ -12,6 +12,7 @@ from typing import Any, Optional
 import torch
 from torch import Tensor, nn
 
+from zonkey.core.existence import log_existence_from_bos_logits
 from zonkey.core.losses import collapse_loss, contrastive_recon_loss, existence_bce, token_loss
 from zonkey.core.shapes import DenoiseOutput, LevelContext, SplitOutput
 
@@ -133,8 +134,6 @@ class Level(nn.Module):
             terms.update(st.losses)
         terms["bos"] = existence_bce(obj.clean.log_existence, seg.log_existence)
         if obj.clean.rough_bos_logits is not None:
-            from zonkey.core.existence import log_existence_from_bos_logits
-
             terms["bos"] = terms["bos"] + existence_bce(log_existence_from_bos_logits(obj.clean.rough_bos_logits), seg.log_existence)
         rate = getattr(self.splitter, "target_rate", None)
         if rate is not None:

@@ -19,6 +19,7 @@ from typing import Any, Optional
 import torch
 from torch import Tensor
 
+from zonkey.core.existence import kept_mask
 from zonkey.core.inference import decode_bytes_from_slots
 from zonkey.core.sphere import to_sphere
 
@@ -28,12 +29,6 @@ class SampleResult:
     texts: list[str]
     lengths: list[int] = field(default_factory=list)  # bytes per sample
     trace: list[list[str]] = field(default_factory=list)  # per top-level step: decoded texts (if traced)
-
-
-def _kept(log_existence: Tensor, epsilon: float) -> Tensor:
-    """(s, m) bool: slots before the first slot whose existence falls below ε."""
-    alive = log_existence >= math.log(epsilon)
-    return torch.cumprod(alive.int(), dim=1).bool()
 
 
 @torch.no_grad()
@@ -52,7 +47,7 @@ def _decode_down(model: Any, level_idx: int, x: Tensor, keep: Tensor, steps: int
         for a, b in zip(sig[:-1], sig[1:]):
             z, _ = below.objective.step(z, a, b, below.denoise, below.compress)
     out = below.denoise(z, z.new_zeros(z.shape[0]))
-    pieces = _decode_down(model, level_idx - 1, out.x_hat, _kept(out.log_existence, epsilon), steps, epsilon, start_sigma, gen)
+    pieces = _decode_down(model, level_idx - 1, out.x_hat, kept_mask(out.log_existence, epsilon), steps, epsilon, start_sigma, gen)
     res: list[bytes] = [b"" for _ in range(x.shape[0])]
     for r, piece in zip(rows.tolist(), pieces):
         res[r] += piece
@@ -79,9 +74,9 @@ def sample(model: Any, n: int = 4, *, steps: Optional[int] = None, seed: int = 0
     for a, b in zip(sigmas[:-1], sigmas[1:]):
         z, out = lvl.objective.step(z, a, b, lvl.denoise, lvl.compress)
         if trace:
-            pieces = _decode_down(model, top, out.x_hat, _kept(out.log_existence, epsilon), cfg.level_steps, epsilon, 0.0, gen)
+            pieces = _decode_down(model, top, out.x_hat, kept_mask(out.log_existence, epsilon), cfg.level_steps, epsilon, 0.0, gen)
             traces.append([p.decode("utf-8", errors="replace") for p in pieces])
     out = lvl.denoise(z, z.new_zeros(n))
-    pieces = _decode_down(model, top, out.x_hat, _kept(out.log_existence, epsilon), cfg.level_steps, epsilon, 0.1, gen)
+    pieces = _decode_down(model, top, out.x_hat, kept_mask(out.log_existence, epsilon), cfg.level_steps, epsilon, 0.1, gen)
     texts = [p.decode("utf-8", errors="replace") for p in pieces]
     return SampleResult(texts=texts, lengths=[len(p) for p in pieces], trace=traces)

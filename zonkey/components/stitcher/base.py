@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Optional
 
 import torch
 from torch import Tensor
+
+from zonkey.core.existence import kept_mask
 
 
 @dataclass
@@ -21,8 +22,7 @@ class StitchOutput:
 
 def kept_lengths(log_existence: Tensor, threshold: float = 0.5) -> Tensor:
     """(s,) number of leading slots whose existence is at least ``threshold`` (>= 1)."""
-    alive = log_existence >= math.log(threshold)
-    return torch.cumprod(alive.int(), dim=1).sum(1).clamp_min(1)
+    return kept_mask(log_existence, threshold).sum(1).clamp_min(1)
 
 
 def chain_starts(lengths: Tensor, doc: Tensor) -> Tensor:

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
-from zonkey.components.stitcher.base import StitchOutput, chain_starts
+from zonkey.components.stitcher.base import StitchOutput, chain_starts, kept_lengths
 from zonkey.core.losses import log1mexp
 from zonkey.core.registry import ComponentConfig, register
 from zonkey.core.shapes import LevelContext
@@ -102,7 +102,7 @@ class LearnedStitcher(nn.Module):
             # the last segment of each document keeps its slots up to its existence cut
             last = torch.ones(s, dtype=torch.bool, device=segments.device)
             last[idx_a] = False
-            alive = torch.cumprod((log_existence >= math.log(0.5)).int(), 1).sum(1).clamp_min(1)
+            alive = kept_lengths(log_existence, 0.5)
             lengths[last] = alive[last]
             starts = chain_starts(lengths, doc)
         # weighted accumulation of every covering slot by its existence
