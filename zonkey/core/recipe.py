@@ -29,7 +29,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 from zonkey.core.registry import KINDS, ensure_builtin_components, registry
 
 SCHEMA_VERSION = 1
-LEVEL_COMPONENT_KINDS = ("splitter", "compressor", "denoiser", "objective", "stitcher")
 
 
 class RecipeError(ValueError):
