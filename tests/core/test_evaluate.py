@@ -96,3 +96,20 @@ def test_two_level_evaluation_keys():
     res = evaluate(model, load_corpus(rec.data), batch_bytes=rec.data.batch_bytes, max_batches=1)
     for key in ("l1_sentence_f1", "l1_recon_acc", "roundtrip_acc"):
         assert 0.0 <= res[key] <= 1.0
+
+
+def test_boundary_stats_measures_both_conventions():
+    from zonkey.core.evaluate import boundary_stats
+
+    text = b"ab cd ef"
+    tokens = torch.tensor([list(text)])
+    valid = torch.ones_like(tokens, dtype=torch.bool)
+    p = torch.zeros(1, len(text))
+    p[0, 0] = 1.0
+    p[0, [2, 5]] = 0.9  # on the spaces: the space-led convention
+    p[0, 1] = 0.3  # below threshold: not a boundary, but counts in p_bos_other
+    st = boundary_stats(p, tokens, valid)
+    assert st["space_f1"] == 1.0 and st["word_f1"] == 0.0
+    assert abs(st["p_bos_edge"] - 0.9) < 1e-6
+    # other positions: 1, 4, 7 (word starts 3 and 6 are gold too, excluded)
+    assert abs(st["p_bos_other"] - 0.1) < 1e-6

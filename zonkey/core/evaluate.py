@@ -80,6 +80,30 @@ class BoundaryCounter:
         return out
 
 
+def boundary_stats(p_bos: Tensor, tokens: Tensor, valid: Tensor) -> dict[str, float]:
+    """Cheap boundary statistics of one batch (logged by the trainer; measurement only, nothing
+    here reaches the model): strict F1 of ``p_bos > 0.5`` against both gold variants, and the mean
+    BOS probability at gold word edges (the better-aligned variant) versus at all other positions
+    after the first."""
+    gold = gold_boundaries(tokens, valid)
+    pred = (p_bos > 0.5) & valid
+    pred[:, 0] = False
+    out: dict[str, float] = {}
+    for name, g in gold.items():
+        bc = BoundaryCounter()
+        bc.add(name, pred, g)
+        out[f"{name}_f1"] = bc.result()[name]["f1"]
+    rest = valid.clone()
+    rest[:, 0] = False
+    edge_means = []
+    for g in gold.values():
+        edge_means.append(float(p_bos[g].mean()) if bool(g.any()) else 0.0)
+        rest &= ~g
+    out["p_bos_edge"] = max(edge_means)
+    out["p_bos_other"] = float(p_bos[rest].mean()) if bool(rest.any()) else 0.0
+    return out
+
+
 def bos_entropy(p_bos: Tensor, valid: Tensor) -> Tensor:
     """Sum of binary entropies (nats) over real positions after the first, and their count."""
     mask = valid.clone()

@@ -185,6 +185,7 @@ class Trainer:
         scales = self.cfg.scales(self.step)
         out = self.model(batch.tokens, batch.valid, scales=scales)
         loss = out.loss
+        self._last_split = (batch.tokens, batch.valid, out.levels[0].split.p_bos.detach()) if out.levels else None
         self.optimizer.zero_grad(set_to_none=True)
         values = {k: float(v.detach()) for k, v in out.terms.items()}
         values.update(out.stats)
@@ -210,6 +211,18 @@ class Trainer:
         self.nonfinite_run = 0
         return float(loss.detach()), values, batch.num_bytes
 
+    def _boundary_values(self) -> dict[str, float]:
+        """Level-0 boundary statistics of the last training batch against word edges, logged as
+        ``l0.space_f1``, ``l0.word_f1``, ``l0.p_bos_edge`` and ``l0.p_bos_other`` (measurement only:
+        the model never sees them)."""
+        last = getattr(self, "_last_split", None)
+        if last is None:
+            return {}
+        from zonkey.core.evaluate import boundary_stats
+
+        tokens, valid, p_bos = last
+        return {f"l0.{k}": v for k, v in boundary_stats(p_bos, tokens, valid).items()}
+
     # -- loop ---------------------------------------------------------------------------------
     def fit(self, stop_at: Optional[int] = None) -> TrainResult:
         """Train until ``train.steps`` (or ``stop_at``, for tests of resume)."""
@@ -231,6 +244,7 @@ class Trainer:
                 bps = (self.bytes_seen - start_bytes) / max(elapsed, 1e-9)
                 bar.update(self.step, loss=last, bps=bps, acc=values.get("l0.train_byte_acc"))
                 if self.step % self.cfg.log_every == 0 or self.step == end:
+                    values.update(self._boundary_values())
                     row = {"step": self.step, "loss": (sum(window) / len(window)) if window else None,
                            "bytes_per_s": bps, "elapsed_s": elapsed, **values}
                     self._write_metrics(row)
@@ -248,7 +262,7 @@ class Trainer:
 
 
 def _format_row(row: dict[str, Any], end: int) -> str:
-    keys = ["l0.token", "l0.diffusion", "l0.train_byte_acc", "l0.mean_segment"]
+    keys = ["l0.token", "l0.diffusion", "l0.train_byte_acc", "l0.mean_segment", "l0.space_f1", "l0.word_f1"]
     extra = " ".join(f"{k.split('.', 1)[1]}={row[k]:.3f}" for k in keys if isinstance(row.get(k), float))
     loss = row["loss"]
     return (f"step {row['step']}/{end} loss={loss:.4f} " if loss is not None else f"step {row['step']}/{end} loss=nan ") + \

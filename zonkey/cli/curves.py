@@ -1,0 +1,92 @@
+"""``zonkey curves RUN``: training curves from a run's ``metrics.jsonl`` as a table or JSON.
+
+Every logged row holds the loss terms, the training statistics (``l0.train_byte_acc``,
+``l0.mean_segment``, ``l0.space_f1`` ...) and the curriculum weights (``w.l1``) of its step. The
+command picks columns and thins the rows so a curve fits on a screen.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+from zonkey.cli import common
+
+DEFAULT_KEYS = ("loss", "l0.train_byte_acc", "l0.mean_segment", "l0.space_f1", "l0.word_f1", "l1.train_recon_acc",
+                "w.l1", "bytes_per_s")
+
+
+def read_metrics(run: Path) -> list[dict[str, Any]]:
+    """The rows of ``RUN/metrics.jsonl`` (a run directory or the file itself).
+
+    Raises:
+        FileNotFoundError: no metrics file there.
+        ValueError: a line that is not JSON (its number is given).
+    """
+    path = run / "metrics.jsonl" if run.is_dir() else run
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no metrics.jsonl (is {run} a run directory written by `zonkey train`?)")
+    rows = []
+    for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{path}:{i}: not a JSON line ({exc.msg})") from None
+    return rows
+
+
+def thin(rows: list[dict[str, Any]], every: int) -> list[dict[str, Any]]:
+    """Rows whose step is a multiple of ``every``, plus the last row."""
+    if every <= 1 or not rows:
+        return rows
+    out = [r for r in rows if int(r.get("step", 0)) % every == 0]
+    if out[-1:] != rows[-1:]:
+        out.append(rows[-1])
+    return out
+
+
+def _fmt(v: Any) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.0f}" if abs(v) >= 1000 else f"{v:.4f}"
+    return str(v)
+
+
+def curves_cmd(
+    run: Annotated[Path, typer.Argument(help="Run directory (or a metrics.jsonl file).")],
+    keys: Annotated[Optional[str], typer.Option("--keys", "-k", help="Comma-separated columns (default: loss, "
+                                                 "byte accuracy, segment length, boundary F1, level-1 recon, w.l1, B/s).")] = None,
+    every: Annotated[int, typer.Option("--every", help="Show steps that are multiples of this (and the last).")] = 1,
+    list_keys: Annotated[bool, typer.Option("--list", help="List the logged columns and exit.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per row.")] = False,
+) -> None:
+    """Print a run's training curves (from metrics.jsonl) as a table."""
+    try:
+        rows = read_metrics(run)
+    except (FileNotFoundError, ValueError) as exc:
+        common.fail(str(exc), common.EXIT_USAGE if isinstance(exc, FileNotFoundError) else common.EXIT_INVALID)
+    if not rows:
+        common.fail(f"{run}: metrics.jsonl is empty (no step has been logged yet)")
+    present = sorted({k for r in rows for k in r})
+    if list_keys:
+        common.print_text("\n".join(present))
+        return
+    cols = [k.strip() for k in keys.split(",") if k.strip()] if keys else [k for k in DEFAULT_KEYS if k in present]
+    unknown = [k for k in cols if k not in present]
+    if unknown:
+        common.fail(f"{run}: no logged column {', '.join(map(repr, unknown))} (see `zonkey curves {run} --list`)")
+    rows = thin(rows, every)
+    if as_json:
+        for r in rows:
+            common.print_json({"step": r.get("step"), **{k: r.get(k) for k in cols}})
+        return
+    header = ["step", *cols]
+    table = [header] + [[_fmt(r.get("step")), *(_fmt(r.get(k)) for k in cols)] for r in rows]
+    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
+    common.print_text("\n".join("  ".join(c.rjust(w) for c, w in zip(row, widths)) for row in table))
