@@ -134,11 +134,11 @@ def test_show_bundled_name_prints_the_resolved_recipe():
 
 
 def test_show_path_json_with_overrides():
-    result = invoke("show", str(TINY), "--json", "--set", "model.attention=hard", "-s", "model.levels.0.d_model=128")
+    result = invoke("show", str(TINY), "--json", "--set", "model.attention=hard", "-s", "model.levels.0.heads=8")
     assert result.exit_code == 0
     shown = json.loads(result.stdout)
     assert shown["model"]["attention"] == {"name": "hard", "threshold": 0.5}
-    assert shown["model"]["levels"][0]["d_model"] == 128
+    assert shown["model"]["levels"][0]["heads"] == 8
 
 
 def test_show_missing_recipe():

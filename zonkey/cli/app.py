@@ -173,13 +173,15 @@ def validate(
 
 from zonkey.cli.train import train as _train  # noqa: E402
 
-from zonkey.cli.evaluate import eval_cmd as _eval, reconstruct_cmd as _reconstruct, sample_cmd as _sample, split_cmd as _split  # noqa: E402,E501
+from zonkey.cli.evaluate import eval_cmd as _eval, reconstruct_cmd as _reconstruct, split_cmd as _split  # noqa: E402
+from zonkey.cli.generate import infill_cmd as _infill, sample_cmd as _sample  # noqa: E402
 
 app.command("train")(_train)
 app.command("eval")(_eval)
 app.command("split")(_split)
 app.command("reconstruct")(_reconstruct)
 app.command("sample")(_sample)
+app.command("infill")(_infill)
 
 from zonkey.cli.curves import curves_cmd as _curves  # noqa: E402
 

@@ -26,9 +26,14 @@ def eval_cmd(
     steps: Annotated[int, typer.Option("--steps", help="Sampler steps when denoising from noise.")] = 4,
     seed: Annotated[int, typer.Option("--seed")] = 0,
     ema: Annotated[bool, typer.Option("--ema/--no-ema", help="Use the EMA weights.")] = True,
+    samples: Annotated[int, typer.Option("--samples", min=0, help="Generate this many texts for the sample metrics "
+                                         "(valid-word rate, length, distinct-n); 0 disables.")] = 200,
+    infill: Annotated[int, typer.Option("--infill", min=0, help="Infill this many held-out sentences with one word "
+                                        "removed (exact match, byte accuracy vs a baseline); 0 disables.")] = 500,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
-    """Held-out metrics: reconstruction (t=0 and from noise), segment statistics, boundary F1."""
+    """Held-out metrics: reconstruction (t=0 and from noise), segment statistics, boundary F1, and
+    generation: samples (valid words, length, distinct-n) and infilling (exact match, byte accuracy)."""
     with common.user_errors():
         model = _load(ckpt, ema)
         from zonkey.core.data import load_corpus
@@ -39,6 +44,13 @@ def eval_cmd(
             dcfg = dcfg.model_copy(update={"source": data})
         corpus = load_corpus(dcfg)
         res = evaluate(model, corpus, batch_bytes=dcfg.batch_bytes, seed=seed, max_batches=max_batches, steps=steps)
+        if samples or infill:
+            from zonkey.core.gen_eval import evaluate_generation
+
+            # the vocabulary and the baseline word come from the model's own training split
+            train_docs = (corpus if data is None else load_corpus(model.recipe.data)).documents("train")
+            res.update(evaluate_generation(model, train_docs, corpus.documents("heldout"), samples=samples,
+                                           infill=infill, seed=seed))
     res["checkpoint"] = str(ckpt)
     if as_json:
         common.print_json(res)
@@ -56,7 +68,29 @@ def eval_cmd(
         lines += [f"level-1 sentence F1        {res['l1_sentence_f1']:.4f}",
                   f"level-1 recon (top-1)      {res['l1_recon_acc']:.4f}",
                   f"round trip byte accuracy   {res['roundtrip_acc']:.4f}"]
+    lines += _generation_lines(res)
     common.print_text("\n".join(lines))
+
+
+def _generation_lines(res: dict) -> list[str]:
+    """Text rows of the sample and infill metrics, each next to its reference row."""
+    def row(label: str, a: str, b: str) -> str:
+        return f"{label:<27}{a:<12}{b}"
+
+    lines = []
+    if "samples" in res:
+        s = res["samples"]
+        lines += [row(f"samples (n={s['n']})", "generated", "real held-out"),
+                  row("  valid-word rate", f"{s['valid_word_rate']:.4f}", f"{s['real_valid_word_rate']:.4f}"),
+                  row("  mean bytes", f"{s['mean_bytes']:.1f}", f"{s['real_mean_bytes']:.1f}"),
+                  row("  distinct-1", f"{s['distinct_1']:.4f}", f"{s['real_distinct_1']:.4f}"),
+                  row("  distinct-2", f"{s['distinct_2']:.4f}", f"{s['real_distinct_2']:.4f}")]
+    if "infill" in res:
+        f = res["infill"]
+        lines += [row(f"infill (n={f['n']})", "model", f"baseline ({f['baseline_word']!r})"),
+                  row("  exact match", f"{f['exact_match']:.4f}", f"{f['baseline_exact_match']:.4f}"),
+                  row("  byte accuracy", f"{f['byte_acc']:.4f}", f"{f['baseline_byte_acc']:.4f}")]
+    return lines
 
 
 def split_cmd(
@@ -120,34 +154,3 @@ def reconstruct_cmd(
         else:
             common.print_text(f"in : {t}\nout: {o}")
 
-
-def sample_cmd(
-    ckpt: Annotated[Path, typer.Argument(help="Run directory (or checkpoint directory).")],
-    n: Annotated[int, typer.Option("-n", help="Number of samples.")] = 4,
-    steps: Annotated[Optional[int], typer.Option("--steps", help="Denoising steps at the top level (default: recipe).")] = None,
-    seed: Annotated[int, typer.Option("--seed")] = 0,
-    level: Annotated[Optional[int], typer.Option("--level", help="Start from this level (default: the top).")] = None,
-    trace: Annotated[Optional[Path], typer.Option("--trace", help="Write the decoded text at every step to this JSONL file.")] = None,
-    ema: Annotated[bool, typer.Option("--ema/--no-ema")] = True,
-    as_json: Annotated[bool, typer.Option("--json")] = False,
-) -> None:
-    """Generate texts from noise (one level's sampler, decoded down to bytes)."""
-    if n < 1:
-        common.fail("-n must be at least 1", common.EXIT_USAGE)
-    with common.user_errors():
-        model = _load(ckpt, ema)
-        from zonkey.core.sample import sample
-
-        try:
-            res = sample(model, n, steps=steps, seed=seed, level=level, trace=trace is not None)
-        except ValueError as exc:
-            common.fail(str(exc))
-    if trace is not None:
-        with open(trace, "w", encoding="utf-8") as f:
-            for i, texts in enumerate(res.trace):
-                f.write(json.dumps({"step": i + 1, "texts": texts}, ensure_ascii=False) + "\n")
-    for t in res.texts:
-        if as_json:
-            print(json.dumps({"text": t, "bytes": len(t.encode("utf-8"))}, ensure_ascii=False))
-        else:
-            common.print_text(repr(t))

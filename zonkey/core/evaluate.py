@@ -15,11 +15,14 @@ Level 0:
 Level 1 (two or more levels): ``l1_sentence_boundary`` / ``l1_sentence_f1`` (level-1 BOS over the
 level-0 segments against the segments holding a sentence's first byte), ``l1_recon_acc`` (top-1
 retrieval of each level-0 latent from the decoded level-1 slots among the batch's) and
-``roundtrip_acc`` (text → level-1 latents → level-0 latents → bytes, byte by byte).
+``roundtrip_acc`` (text → level-1 latents → level-0 latents → bytes, byte by byte at the same
+offset, so one dropped byte costs everything after it) with ``roundtrip_acc_aligned`` beside it
+(matching bytes of the best alignment, difflib, over the longer of the two).
 """
 
 from __future__ import annotations
 
+from difflib import SequenceMatcher
 from typing import Any, Optional, Sequence
 
 import torch
@@ -209,7 +212,7 @@ def evaluate_level1(model: Any, batches: Any, *, seed: int = 0, max_batches: Opt
     n_batches = len(batches) if max_batches is None else min(len(batches), max_batches)
     bc = BoundaryCounter()
     hit = tot = 0
-    same = total_bytes = 0
+    same = aligned = total_bytes = 0
     for i in range(n_batches):
         batch = (batches.batch(i) if isinstance(batches, ByteBatches) else batches[i]).to(device)
         s0 = split_batch(model, batch)
@@ -245,6 +248,7 @@ def evaluate_level1(model: Any, batches: Any, *, seed: int = 0, max_batches: Opt
             out = b"".join(bytes(bytes0[r][keep[r]].tolist()) for r in rows.tolist())
             ref = bytes(batch.tokens[d][batch.valid[d]].tolist())
             same += sum(1 for a, c in zip(out, ref) if a == c)
+            aligned += sum(blk.size for blk in SequenceMatcher(None, out, ref, autojunk=False).get_matching_blocks())
             total_bytes += max(len(out), len(ref))
     sent = bc.result().get("sentence", {"p": 0.0, "r": 0.0, "f1": 0.0})
     return {
@@ -252,4 +256,5 @@ def evaluate_level1(model: Any, batches: Any, *, seed: int = 0, max_batches: Opt
         "l1_sentence_f1": sent["f1"],
         "l1_recon_acc": hit / max(tot, 1),
         "roundtrip_acc": same / max(total_bytes, 1),
+        "roundtrip_acc_aligned": aligned / max(total_bytes, 1),
     }

@@ -108,6 +108,16 @@ class ZonkeyModel(nn.Module):
         res = _sample(self, n, steps=steps, seed=seed, level=level)
         return res if return_details else res.texts
 
+    def infill(self, prefix: str, suffix: str, *, level: Optional[int] = None, gap: Optional[tuple[int, int] | int] = None,
+               steps: Optional[int] = None, seed: int = 0, return_details: bool = False) -> Any:
+        """Fill the gap between ``prefix`` and ``suffix`` (§9.2; either may be empty) and return
+        prefix + gap + suffix; ``return_details`` gives ``{text, gap, score, gap_len, level,
+        candidates}`` (see ``zonkey.core.infill``)."""
+        from zonkey.core.infill import infill as _infill
+
+        res = _infill(self, prefix, suffix, level=level, gap=gap, steps=steps, seed=seed)
+        return res.as_dict() if return_details else res.text
+
 
 def build_model(recipe: Any) -> ZonkeyModel:
     """Build the model a validated recipe describes (no weights loaded)."""

@@ -158,6 +158,11 @@ class SampleConfig(_Strict):
     epsilon: float = Field(0.1, gt=0, lt=1, description="truncate where existence < epsilon")
     top_segments: int = Field(8, ge=1, description="top-level sequence length generated from noise")
     infill_gap: tuple[int, int] = Field((1, 4), description="range of gap lengths searched when infilling")
+    level_sigma: float = Field(0.1, ge=0, lt=1, description="noise level each lower level's decoding starts from "
+                               "(a short denoising loop of level_steps steps back to 0)")
+    infill_gap_bytes: tuple[int, int] = Field((1, 12), description="range of gap lengths (bytes) searched when "
+                                              "infilling at level 0 (infill_gap counts positions of levels >= 1)")
+    infill_steps: int = Field(10, ge=1, description="denoising steps of an infill (all gap lengths in one batch)")
     use_ema: bool = True
 
 

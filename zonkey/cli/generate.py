@@ -1,0 +1,172 @@
+"""``zonkey sample`` and ``zonkey infill``: text from noise, and gaps filled between known text
+(thin wrappers of zonkey.core.sample and zonkey.core.infill)."""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any, Iterator, Optional
+
+import typer
+from rich.markup import escape
+
+from zonkey.cli import common
+
+GAP_MARK = re.compile(r"_{3,}")  # a run of three or more underscores marks the gap
+
+
+def _load(ckpt: Path, use_ema: bool):  # noqa: ANN202
+    from zonkey.core.checkpoint import load_model
+
+    return load_model(ckpt, use_ema=use_ema)
+
+
+@contextmanager
+def _progress(label: str, enabled: Optional[bool]) -> Iterator[Any]:
+    """A transient rich progress bar on stderr (default: when stderr is a terminal); yields the
+    ``progress(done, total)`` callback the library calls, or None."""
+    if not (sys.stderr.isatty() if enabled is None else enabled):
+        yield None
+        return
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    bar = Progress(TextColumn(f"[bold]{label}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                   TimeElapsedColumn(), console=common.stderr(), transient=True)
+    task = bar.add_task(label, total=None)
+    with bar:
+        yield lambda done, total: bar.update(task, completed=done, total=total)
+
+
+def _write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
+    try:
+        with open(path, "w", encoding="utf-8") as f:
+            for row in rows:
+                f.write(json.dumps(row, ensure_ascii=False) + "\n")
+    except OSError as exc:
+        common.fail(f"{path}: cannot write the trace: {exc.strerror or exc}", common.EXIT_USAGE)
+
+
+Progress = Annotated[Optional[bool], typer.Option("--progress/--no-progress",
+                                                  help="Progress bar on stderr (default: when stderr is a terminal).")]
+
+
+def sample_cmd(
+    ckpt: Annotated[Path, typer.Argument(help="Run directory (or checkpoint directory).")],
+    n: Annotated[int, typer.Option("-n", help="Number of samples.")] = 4,
+    steps: Annotated[Optional[int], typer.Option("--steps", help="Denoising steps at the top level (default: recipe).")] = None,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    level: Annotated[Optional[int], typer.Option("--level", help="Start from this level (default: the top).")] = None,
+    segments: Annotated[Optional[int], typer.Option("--segments", help="Latents per sample at the starting level, "
+                                                     "stitched in order (default: recipe sample.top_segments).")] = None,
+    trace: Annotated[Optional[Path], typer.Option("--trace", help="Write the decoded text at every step to this JSONL file.")] = None,
+    ema: Annotated[bool, typer.Option("--ema/--no-ema")] = True,
+    progress: Progress = None,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per sample: {text, bytes}.")] = False,
+) -> None:
+    """Generate texts from noise: the top level's sampler, decoded and stitched down to bytes."""
+    if n < 1:
+        common.fail("-n must be at least 1", common.EXIT_USAGE)
+    with common.user_errors():
+        model = _load(ckpt, ema)
+        from zonkey.core.sample import sample
+
+        with _progress("sample", progress) as cb:
+            try:
+                res = sample(model, n, steps=steps, seed=seed, level=level, segments=segments,
+                             trace=trace is not None, progress=cb)
+            except ValueError as exc:
+                common.fail(str(exc))
+    if trace is not None:
+        _write_jsonl(trace, [{"step": i + 1, "sigma": round(s, 6), "texts": t}
+                             for i, (s, t) in enumerate(zip(res.sigmas, res.trace))])
+    for t in res.texts:
+        if as_json:
+            common.print_json({"text": t, "bytes": len(t.encode("utf-8"))})
+        else:
+            common.print_text(repr(t))
+
+
+def parse_gap_text(text: Optional[str], prefix: Optional[str], suffix: Optional[str]) -> tuple[str, str]:
+    """(prefix, suffix) from ``TEXT`` with one ``___`` or from ``--prefix``/``--suffix``.
+
+    Raises:
+        typer.Exit: (after a one-line error) no input, both forms, no marker, several markers, an
+            empty text, or nothing around the gap.
+    """
+    if text is not None and (prefix is not None or suffix is not None):
+        common.fail("give TEXT with ___ or --prefix/--suffix, not both", common.EXIT_USAGE)
+    if text is None:
+        if prefix is None and suffix is None:
+            common.fail('nothing to infill: give TEXT with ___ marking the gap (e.g. "Bob is a ___ player") '
+                        "or --prefix/--suffix", common.EXIT_USAGE)
+        prefix, suffix = prefix or "", suffix or ""
+    else:
+        if not text.strip():
+            common.fail("the text is empty")
+        marks = GAP_MARK.findall(text)
+        if not marks:
+            common.fail("the text has no ___ marking the gap (or use --prefix/--suffix)", common.EXIT_USAGE)
+        if len(marks) > 1:
+            common.fail(f"the text has {len(marks)} gaps (___); exactly one is supported", common.EXIT_USAGE)
+        prefix, suffix = GAP_MARK.split(text)
+    if not prefix and not suffix:
+        common.fail("nothing around the gap: the prefix and the suffix are both empty")
+    return prefix, suffix
+
+
+def parse_gap_range(gap: Optional[str]) -> Optional[tuple[int, int]]:
+    """``"3"`` -> (3, 3); ``"1-4"`` or ``"1:4"`` -> (1, 4); None stays None (the recipe's range)."""
+    if gap is None:
+        return None
+    m = re.fullmatch(r"\s*(\d+)\s*(?:[-:]\s*(\d+)\s*)?", gap)
+    if m is None:
+        common.fail(f"--gap {gap!r}: expected N or LO-HI (e.g. 2 or 1-6)", common.EXIT_USAGE)
+    lo = int(m.group(1))
+    hi = int(m.group(2)) if m.group(2) is not None else lo
+    if lo < 1 or hi < lo:
+        common.fail(f"--gap {gap!r}: need 1 <= LO <= HI", common.EXIT_USAGE)
+    return lo, hi
+
+
+def infill_cmd(
+    ckpt: Annotated[Path, typer.Argument(help="Run directory (or checkpoint directory).")],
+    text: Annotated[Optional[str], typer.Argument(help='Text with one ___ marking the gap, e.g. "Bob is a ___ player in the NBA".')] = None,
+    prefix: Annotated[Optional[str], typer.Option("--prefix", help="Text before the gap (instead of TEXT).")] = None,
+    suffix: Annotated[Optional[str], typer.Option("--suffix", help="Text after the gap (instead of TEXT).")] = None,
+    level: Annotated[Optional[int], typer.Option("--level", help="Level whose sequence holds the gap (default: 1 if the "
+                                                  "model has it, else 0).")] = None,
+    gap: Annotated[Optional[str], typer.Option("--gap", help="Gap lengths to search, N or LO-HI, in positions of that "
+                                                "level (bytes at level 0; default: recipe).")] = None,
+    steps: Annotated[Optional[int], typer.Option("--steps", help="Denoising steps (default: recipe sample.infill_steps).")] = None,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    trace: Annotated[Optional[Path], typer.Option("--trace", help="Write every candidate's gap at every step to this JSONL file.")] = None,
+    ema: Annotated[bool, typer.Option("--ema/--no-ema")] = True,
+    progress: Progress = None,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object: {text, gap, score, gap_len, level, candidates}.")] = False,
+) -> None:
+    """Fill a gap between a prefix and a suffix (either may be empty: a continuation or a beginning)."""
+    prefix, suffix = parse_gap_text(text, prefix, suffix)
+    gap_range = parse_gap_range(gap)
+    with common.user_errors():
+        model = _load(ckpt, ema)
+        from zonkey.core.infill import infill
+
+        with _progress("infill", progress) as cb:
+            try:
+                res = infill(model, prefix, suffix, level=level, gap=gap_range, steps=steps, seed=seed,
+                             trace=trace is not None, progress=cb)
+            except ValueError as exc:
+                common.fail(str(exc))
+    if trace is not None:
+        lens = [c["gap_len"] for c in res.candidates]
+        _write_jsonl(trace, [{"step": i + 1, "sigma": round(s, 6), "gaps": dict(zip(map(str, lens), gaps))}
+                             for i, (s, gaps) in enumerate(zip(res.sigmas, res.trace))])
+    if as_json:
+        common.print_json(res.as_dict())
+    else:
+        common.print_text(res.text)
+        info = f"gap {res.gap!r}: {res.gap_len} position(s) at level {res.level}, score {res.score:.3f}"
+        common.stderr().print(f"[dim]{escape(info)}[/dim]")
