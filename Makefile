@@ -1,4 +1,4 @@
-# Quick start:  make demo  (set up, train recipes/tiny.yaml on the bundled Wikipedia sample, evaluate, split, reconstruct, sample)
+# Quick start:  make demo  (set up, train recipes/tiny.yaml on the bundled Wikipedia sample, evaluate, split, reconstruct, sample, infill)
 #               make test  (set up, run the default test suite)
 # Everything installs into .venv. TORCH_SPEC pins the CPU build of torch found on this kind of
 # machine; on a GPU machine use e.g. `make setup TORCH_SPEC=torch`.
@@ -27,6 +27,7 @@ demo: setup
 	$(ZONKEY) split $(DEMO_RUN) "The river flows through the old city." "Photosynthesis converts light into chemical energy."
 	$(ZONKEY) reconstruct $(DEMO_RUN) "The river flows through the old city." "Photosynthesis converts light into chemical energy."
 	$(ZONKEY) sample $(DEMO_RUN) -n 8
+	$(ZONKEY) infill $(DEMO_RUN) "The river flows through the ___ city."
 
 test: setup
 	$(PY) -m pytest -q $(PYTEST_ARGS)

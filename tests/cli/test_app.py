@@ -247,3 +247,15 @@ def test_python_dash_m_zonkey():
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == f"ok {TINY}"
+
+
+def test_threads_option_sets_torch_threads():
+    import torch
+
+    before = torch.get_num_threads()
+    try:
+        result = invoke("--threads", "1", "components", "--kind", "splitter")
+        assert result.exit_code == 0, result.output
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
