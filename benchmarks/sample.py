@@ -16,30 +16,22 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import statistics
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
+
+from _common import peak_rss_mib  # noqa: E402
 
 from zonkey.core.infill import infill  # noqa: E402
 from zonkey.core.model import build_model  # noqa: E402
 from zonkey.core.recipe import load_recipe, resolve_recipe_path  # noqa: E402
 from zonkey.core.sample import sample  # noqa: E402
-
-
-def peak_rss_mib() -> float:
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def _sync(device: torch.device) -> None:

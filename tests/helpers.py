@@ -23,3 +23,19 @@ def micro_recipe(**train: Any) -> Any:
         "train": {"steps": 6, "lr": 0.003, "warmup_steps": 2, "log_every": 2, "seed": 3, "threads": 1, **train},
     }
     return validate_recipe(data, source="<micro>")
+
+
+def train_micro_run(directory: Any, steps: int) -> Any:
+    """Write the micro recipe to ``directory/micro.yaml`` and train it through the CLI into
+    ``directory/run`` (returned)."""
+    import yaml
+    from typer.testing import CliRunner
+
+    from zonkey.cli.app import app
+    from zonkey.core.recipe import recipe_to_dict
+
+    recipe = directory / "micro.yaml"
+    recipe.write_text(yaml.safe_dump(recipe_to_dict(micro_recipe(steps=steps))))
+    res = CliRunner().invoke(app, ["train", str(recipe), "--out", str(directory / "run"), "--no-progress", "--json"])
+    assert res.exit_code == 0, res.output
+    return directory / "run"

@@ -26,16 +26,20 @@ LINES = [
 ]
 
 
+def _level(d: int, m: int, target: float, losses: dict) -> dict:
+    """A small level: learned straight-through splitter, one-layer cls compressor and ddmm denoiser."""
+    return {"d_model": d, "max_segment": m, "n_compress": 2, "heads": 2, "ffn_mult": 2,
+            "splitter": {"name": "learned", "existence": "straight_through", "target_segment": target, "kernels": [3]},
+            "compressor": {"name": "cls", "layers": 1},
+            "denoiser": {"name": "ddmm", "decoder": "linear", "layers": 1},
+            "objective": {"name": "ddmm", "fraction": 0.25},
+            "losses": losses}
+
+
 def _recipe(tmp_path, **level):
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("\n".join(LINES * 4) + "\n")
-    lvl = {"d_model": 32, "max_segment": 8, "n_compress": 2, "heads": 2, "ffn_mult": 2,
-           "splitter": {"name": "learned", "existence": "straight_through", "target_segment": 4.0, "kernels": [3]},
-           "compressor": {"name": "cls", "layers": 1},
-           "denoiser": {"name": "ddmm", "decoder": "linear", "layers": 1},
-           "objective": {"name": "ddmm", "fraction": 0.25},
-           "losses": {"diffusion": 0.1, "recon_dirty": 0.1}}
-    lvl.update(level)
+    lvl = {**_level(32, 8, 4.0, {"diffusion": 0.1, "recon_dirty": 0.1}), **level}
     return validate_recipe({
         "data": {"source": str(corpus), "max_doc_bytes": 64, "batch_bytes": 512, "heldout_fraction": 0.01},
         "model": {"levels": [lvl]},
@@ -76,18 +80,8 @@ def test_tiny_recipe_reaches_reconstruction_targets(tmp_path):
 def _two_level_recipe(tmp_path, steps: int) -> object:
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("\n".join(LINES * 4) + "\n")
-    lvl0 = {"d_model": 32, "max_segment": 12, "n_compress": 2, "heads": 2, "ffn_mult": 2,
-            "splitter": {"name": "learned", "existence": "straight_through", "target_segment": 6.0, "kernels": [3]},
-            "compressor": {"name": "cls", "layers": 1},
-            "denoiser": {"name": "ddmm", "decoder": "linear", "layers": 1},
-            "objective": {"name": "ddmm", "fraction": 0.25},
-            "losses": {"diffusion": 0.1, "recon_dirty": 0.1, "avg_bos": 2.0}}
-    lvl1 = {"d_model": 64, "max_segment": 8, "n_compress": 2, "heads": 2, "ffn_mult": 2,
-            "splitter": {"name": "learned", "existence": "straight_through", "target_segment": 4.0, "kernels": [3]},
-            "compressor": {"name": "cls", "layers": 1},
-            "denoiser": {"name": "ddmm", "decoder": "linear", "layers": 1},
-            "objective": {"name": "ddmm", "fraction": 0.25},
-            "losses": {"recon_clean": 1.0, "diffusion": 0.1, "recon_dirty": 0.1, "mlm": 0.3}}
+    lvl0 = _level(32, 12, 6.0, {"diffusion": 0.1, "recon_dirty": 0.1, "avg_bos": 2.0})
+    lvl1 = _level(64, 8, 4.0, {"recon_clean": 1.0, "diffusion": 0.1, "recon_dirty": 0.1, "mlm": 0.3})
     return validate_recipe({
         "data": {"source": str(corpus), "max_doc_bytes": 64, "batch_bytes": 512, "heldout_fraction": 0.01},
         "model": {"attention": {"name": "sdpa"}, "levels": [lvl0, lvl1]},

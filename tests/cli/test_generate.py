@@ -5,12 +5,10 @@ from __future__ import annotations
 import json
 
 import pytest
-import yaml
 from typer.testing import CliRunner
 
-from tests.helpers import micro_recipe
+from tests.helpers import train_micro_run
 from zonkey.cli.app import app
-from zonkey.core.recipe import recipe_to_dict
 
 runner = CliRunner()
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -18,12 +16,7 @@ pytestmark = pytest.mark.usefixtures("single_thread")
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
-    d = tmp_path_factory.mktemp("gen")
-    recipe = d / "micro.yaml"
-    recipe.write_text(yaml.safe_dump(recipe_to_dict(micro_recipe(steps=2))))
-    res = runner.invoke(app, ["train", str(recipe), "--out", str(d / "run"), "--no-progress", "--json"])
-    assert res.exit_code == 0, res.output
-    return d / "run"
+    return train_micro_run(tmp_path_factory.mktemp("gen"), steps=2)
 
 
 def test_sample_json_trace_and_seed(run_dir, tmp_path):

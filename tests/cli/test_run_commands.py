@@ -5,24 +5,17 @@ from __future__ import annotations
 import json
 
 import pytest
-import yaml
 from typer.testing import CliRunner
 
-from tests.helpers import micro_recipe
+from tests.helpers import train_micro_run
 from zonkey.cli.app import app
-from zonkey.core.recipe import recipe_to_dict
 
 runner = CliRunner()
 
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
-    d = tmp_path_factory.mktemp("cli")
-    recipe = d / "micro.yaml"
-    recipe.write_text(yaml.safe_dump(recipe_to_dict(micro_recipe(steps=4))))
-    res = runner.invoke(app, ["train", str(recipe), "--out", str(d / "run"), "--no-progress", "--json"])
-    assert res.exit_code == 0, res.output
-    return d / "run"
+    return train_micro_run(tmp_path_factory.mktemp("cli"), steps=4)
 
 
 def test_train_json_summary(run_dir):
