@@ -2,7 +2,7 @@
 level-0 latents of a trained run, or on random unit vectors, and print its contrastive
 reconstruction loss and top-1 accuracy every 50 steps.
 
-    python tools/probe_level1.py runs/demo-tiny --steps 400 [--random] [--same-cos 0.95] [--threads 2]
+    python tools/probe_level1.py runs/demo-tiny --steps 400 [--random] [--same-cos 0.95] [--set n_compress=4]
 
 ``--random`` replaces the level-0 latents with vectors drawn from 500 random unit vectors (a
 control: how fast level 1 learns when its inputs are well spread). ``--same-cos C`` treats every
@@ -38,6 +38,10 @@ def main() -> None:
     ap.add_argument("--same-cos", type=float, default=None)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                    help="override a field of the level-1 block, e.g. n_compress=4 (YAML value)")
+    ap.add_argument("--only", default=None, metavar="TERMS",
+                    help="comma-separated loss terms to keep (the others get weight 0), e.g. recon_clean,avg_bos")
     args = ap.parse_args()
     torch.manual_seed(args.seed)
     torch.set_num_threads(args.threads)
@@ -48,7 +52,17 @@ def main() -> None:
     if len(model.recipe.model.levels) < 2:
         sys.exit(f"{args.run}: the recipe has one level; the probe needs a level-1 block")
     batches = load_corpus(model.recipe.data).batches("train", seed=0, batch_bytes=model.recipe.data.batch_bytes)
-    l1 = level_mod.Level(model.recipe.model.levels[1], 1, model.attention)
+    block = model.recipe.model.levels[1]
+    if args.set:
+        import yaml
+
+        changes = {k: yaml.safe_load(v) for k, v in (item.split("=", 1) for item in args.set)}
+        block = block.model_copy(update=changes)
+    if args.only:
+        keep = set(args.only.split(","))
+        weights = {k: (v if k in keep else 0.0) for k, v in block.losses.model_dump().items()}
+        block = block.model_copy(update={"losses": block.losses.model_copy(update=weights)})
+    l1 = level_mod.Level(block, 1, model.attention)
     opt = torch.optim.AdamW(l1.parameters(), args.lr)
     vocab = to_sphere(torch.randn(500, l1.cfg.d_model))
     print("step  recon_clean  top1  mean_segment")
