@@ -91,11 +91,10 @@ def boundary_stats(p_bos: Tensor, tokens: Tensor, valid: Tensor) -> dict[str, fl
     gold = gold_boundaries(tokens, valid)
     pred = (p_bos > 0.5) & valid
     pred[:, 0] = False
-    out: dict[str, float] = {}
+    bc = BoundaryCounter()
     for name, g in gold.items():
-        bc = BoundaryCounter()
         bc.add(name, pred, g)
-        out[f"{name}_f1"] = bc.result()[name]["f1"]
+    out: dict[str, float] = {f"{name}_f1": v["f1"] for name, v in bc.result().items()}
     rest = valid.clone()
     rest[:, 0] = False
     edge_means = []
