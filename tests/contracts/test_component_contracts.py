@@ -68,6 +68,25 @@ def test_learned_splitter_reads_only_its_vectors():
     assert torch.equal(a, b) and torch.equal(a, c)
 
 
+@pytest.mark.parametrize("kernels", [(3, 5), (2, 4)])
+def test_learned_splitter_context(kernels):
+    """``context: causal``: the BOS probability at i does not change when anything after i does;
+    ``both`` (the default) does read the right-hand neighbours."""
+    torch.manual_seed(0)
+    causal = registry("splitter").config("learned", context="causal", kernels=kernels).build(ctx()).eval()
+    both = registry("splitter").config("learned", kernels=kernels).build(ctx()).eval()
+    for sp in (causal, both):  # untrained heads are flat: give them weights that read the features
+        torch.nn.init.normal_(sp.head.weight)
+    x, valid, _ = _batch()
+    x2 = x.clone()
+    x2[:, 10:] = torch.randn_like(x2[:, 10:])
+    pc, pc2 = causal(x, valid, sample=False).p_bos, causal(x2, valid, sample=False).p_bos
+    assert torch.allclose(pc[:, :10], pc2[:, :10], atol=1e-6)
+    assert not torch.allclose(pc[:, 10:], pc2[:, 10:])
+    pb, pb2 = both(x, valid, sample=False).p_bos, both(x2, valid, sample=False).p_bos
+    assert not torch.allclose(pb[:, 9], pb2[:, 9]), "the bidirectional splitter should see position 10 from 9"
+
+
 def test_learned_splitter_gets_gradient_through_existence():
     torch.manual_seed(0)
     sp = registry("splitter").config("learned").build(ctx())
@@ -80,10 +99,14 @@ def test_learned_splitter_gets_gradient_through_existence():
     assert any(float(g.abs().sum()) > 0 for g in grads)
 
 
-@pytest.mark.parametrize("name", registry("compressor").names())
+@pytest.mark.parametrize("name", registry("compressor").names() + ["cls+skip"])
 def test_compressor_contract(name):
     torch.manual_seed(0)
-    comp = registry("compressor").config(name).build(ctx())
+    if name == "cls+skip":
+        comp = registry("compressor").config("cls", skip=True).build(ctx())
+        assert comp.skip is not None
+    else:
+        comp = registry("compressor").config(name).build(ctx())
     x = torch.randn(5, M, D, requires_grad=True)
     le = torch.zeros(5, M)
     le[2, 4:] = float("-inf")

@@ -88,3 +88,30 @@ def test_split_shows_every_level():
     assert len(levels) == 2
     assert "".join(levels[0]["segments"]) == "".join(levels[1]["segments"]) == "The cat sat on the mat. It purred."
     assert len(levels[1]["p_bos"]) == len(levels[0]["segments"])
+
+
+def test_decode_term_scores_level1_slots_through_level0():
+    """``losses.decode`` at level 1: its own-span slots stand for level-0 segments in order, are
+    decoded by level 0's denoiser and scored against the bytes; gradients reach both levels."""
+    from zonkey.core.model import own_slot_rows
+
+    torch.manual_seed(0)
+    rec = _two_level().model_dump()
+    rec["model"]["levels"][1]["losses"] = {"decode": 1.0}
+    model = build_model(validate_recipe(rec))
+    tokens = torch.randint(97, 123, (3, 80))
+    valid = torch.ones(3, 80, dtype=torch.bool)
+    valid[2, 50:] = False
+    out = model(tokens, valid)
+    seg0, seg1 = out.levels[0].split.segments, out.levels[1].split.segments
+    # level 1's own spans tile each document's level-0 segments: the rows are exactly 0..s0-1
+    assert torch.equal(own_slot_rows(seg1, seg0), torch.arange(seg0.num))
+    dec = out.terms["l1.decode"]
+    assert torch.isfinite(dec) and float(dec) > 0 and 0.0 <= out.stats["l1.decode_acc"] <= 1.0
+    dec.backward()
+    assert float(model.levels[1].denoiser.out.weight.grad.abs().sum()) > 0
+    assert float(model.levels[0].denoiser.out.weight.grad.abs().sum()) > 0
+    # with the weight at 0 the term is not computed at all
+    rec["model"]["levels"][1]["losses"] = {"decode": 0.0}
+    out0 = build_model(validate_recipe(rec))(tokens, valid)
+    assert "l1.decode" not in out0.terms

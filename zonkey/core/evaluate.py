@@ -11,6 +11,11 @@ Level 0:
    excluded) against word starts. Gold ``word``: a byte that is not whitespace after one that is;
    gold ``space``: a whitespace byte after one that is not (the whitespace starts the segment).
    ``*_tol1`` count a boundary within ±1 byte as a match. ``boundary_f1`` is the better strict F1.
+ * ``length_acc``: share of segments whose decoded length (leading slots with existence >= 0.5
+   from the denoiser's own BOS head, t = 0) equals the true span; ``roundtrip0_acc`` (strict, same
+   offset) and ``roundtrip0_acc_aligned``: the text rebuilt from level-0 latents alone, every
+   segment cut at its decoded length and concatenated. These separate level 0's own length errors
+   from level 1's in ``roundtrip_acc``.
 
 Level 1 (two or more levels): ``l1_sentence_boundary`` / ``l1_sentence_f1`` (level-1 BOS over the
 level-0 segments against the segments holding a sentence's first byte), ``l1_recon_acc`` (top-1
@@ -130,6 +135,8 @@ def evaluate_level0(model: Any, batches: Sequence[Batch] | ByteBatches, *, noise
     spans: list[Tensor] = []
     ent_sum, ent_n = 0.0, 0
     bc = BoundaryCounter()
+    rt = RoundTrip()
+    len_ok = n_segs = 0
     for i in range(n_batches):
         batch = (batches.batch(i) if isinstance(batches, ByteBatches) else batches[i]).to(device)
         split = split_batch(model, batch)
@@ -142,6 +149,12 @@ def evaluate_level0(model: Any, batches: Sequence[Batch] | ByteBatches, *, noise
             out = denoise_from(level, z0, sigma, steps, gen)
             pred = decode_bytes_from_slots(out.x_hat, table)
             correct[sigma] += int(((pred == targets) & own).sum())
+            if sigma == 0.0:
+                # lengths come from the decoder's own existence here, as when decoding from latents alone
+                keep = kept_mask(out.log_existence, 0.5)
+                len_ok += int((keep.sum(1) == seg.span).sum())
+                n_segs += seg.num
+                rt.add(batch, pred, keep, seg.doc)
         spans.append(seg.span.float())
         e, n = bos_entropy(split.p_bos, batch.valid)
         ent_sum += float(e)
@@ -165,7 +178,39 @@ def evaluate_level0(model: Any, batches: Sequence[Batch] | ByteBatches, *, noise
         "boundary": boundary,
         "boundary_f1": max(boundary.get("word", {}).get("f1", 0.0), boundary.get("space", {}).get("f1", 0.0)),
         "eval_bytes": total,
+        "length_acc": len_ok / max(n_segs, 1),
+        "roundtrip0_acc": rt.strict,
+        "roundtrip0_acc_aligned": rt.aligned,
     }
+
+
+class RoundTrip:
+    """Byte accuracy of texts rebuilt from decoded segments: each document's kept bytes are
+    concatenated in segment order (hard stitching) and compared with the input, both at the same
+    offset (``strict``: one wrong length shifts everything after it) and after a difflib alignment
+    (``aligned``). Both are over max(len(output), len(input)) bytes per document."""
+
+    def __init__(self) -> None:
+        self.same = self.matched = self.total = 0
+
+    def add(self, batch: Batch, pred: Tensor, keep: Tensor, doc: Tensor) -> None:
+        """pred (r, m) decoded bytes, keep (r, m) bool kept slots, doc (r,) document of each row
+        (rows in document order)."""
+        for d in range(batch.tokens.shape[0]):
+            rows = (doc == d).nonzero().flatten().tolist()
+            out = b"".join(bytes(pred[r][keep[r]].tolist()) for r in rows)
+            ref = bytes(batch.tokens[d][batch.valid[d]].tolist())
+            self.same += sum(1 for a, c in zip(out, ref) if a == c)
+            self.matched += sum(blk.size for blk in SequenceMatcher(None, out, ref, autojunk=False).get_matching_blocks())
+            self.total += max(len(out), len(ref))
+
+    @property
+    def strict(self) -> float:
+        return self.same / max(self.total, 1)
+
+    @property
+    def aligned(self) -> float:
+        return self.matched / max(self.total, 1)
 
 
 def evaluate(model: Any, corpus: Any, *, batch_bytes: int, seed: int = 0, max_batches: Optional[int] = None,
@@ -211,7 +256,7 @@ def evaluate_level1(model: Any, batches: Any, *, seed: int = 0, max_batches: Opt
     n_batches = len(batches) if max_batches is None else min(len(batches), max_batches)
     bc = BoundaryCounter()
     hit = tot = 0
-    same = aligned = total_bytes = 0
+    rt = RoundTrip()
     for i in range(n_batches):
         batch = (batches.batch(i) if isinstance(batches, ByteBatches) else batches[i]).to(device)
         s0 = split_batch(model, batch)
@@ -241,19 +286,12 @@ def evaluate_level1(model: Any, batches: Any, *, seed: int = 0, max_batches: Opt
         docs = seg1.doc[:, None].expand_as(own1)[own1]
         dec0 = l0.denoise(lat0, lat0.new_zeros(lat0.shape[0]))
         bytes0 = decode_bytes_from_slots(dec0.x_hat, model.table)  # (s', m0)
-        keep = kept_mask(dec0.log_existence, 0.5)
-        for d in range(batch.tokens.shape[0]):
-            rows = (docs == d).nonzero().flatten()
-            out = b"".join(bytes(bytes0[r][keep[r]].tolist()) for r in rows.tolist())
-            ref = bytes(batch.tokens[d][batch.valid[d]].tolist())
-            same += sum(1 for a, c in zip(out, ref) if a == c)
-            aligned += sum(blk.size for blk in SequenceMatcher(None, out, ref, autojunk=False).get_matching_blocks())
-            total_bytes += max(len(out), len(ref))
+        rt.add(batch, bytes0, kept_mask(dec0.log_existence, 0.5), docs)
     sent = bc.result().get("sentence", {"p": 0.0, "r": 0.0, "f1": 0.0})
     return {
         "l1_sentence_boundary": sent,
         "l1_sentence_f1": sent["f1"],
         "l1_recon_acc": hit / max(tot, 1),
-        "roundtrip_acc": same / max(total_bytes, 1),
-        "roundtrip_acc_aligned": aligned / max(total_bytes, 1),
+        "roundtrip_acc": rt.strict,
+        "roundtrip_acc_aligned": rt.aligned,
     }

@@ -24,6 +24,10 @@ class LevelOutput:
     terms: dict[str, Tensor] = field(default_factory=dict)  # unweighted loss terms
     loss: Optional[Tensor] = None  # weighted sum
     stats: dict[str, float] = field(default_factory=dict)
+    decoded: Optional[Tensor] = None  # (s, m, D) the clean latents decoded back to slots (σ = 0)
+    # decode_loss(z, rows): this level's reconstruction loss when its segments ``rows`` are decoded
+    # from the latents z (s', k·d) instead of their own (used by the level above's ``decode`` term)
+    decode_loss: Optional[Any] = None
 
 
 class Level(nn.Module):
@@ -149,4 +153,25 @@ class Level(nn.Module):
         stats["segments"] = float(seg.num)
         stats["avg_bos"] = float(split.avg_bos.detach())
         stats["mean_segment"] = float(valid.sum()) / max(seg.num, 1)
-        return LevelOutput(split=split, latents=z0, terms=terms, loss=loss, stats=stats)
+        return LevelOutput(split=split, latents=z0, terms=terms, loss=loss, stats=stats, decoded=obj.clean.x_hat,
+                           decode_loss=self._decode_loss_fn(seg, x, valid, tokens, table))
+
+    def _decode_loss_fn(self, seg: Any, x: Tensor, valid: Tensor, tokens: Tensor | None, table: Tensor | None) -> Any:
+        """A closure: (z (r, k·d) latents standing for segments ``rows`` (r,)) -> (loss, top-1 accuracy
+        on the own spans). The loss is this level's clean reconstruction of those segments' targets
+        plus the existence BCE against their true lengths; targets and weights are not differentiated."""
+
+        def loss_fn(z: Tensor, rows: Tensor) -> tuple[Tensor, Tensor]:
+            out = self.denoise(z, z.new_zeros(z.shape[0]))
+            own = seg.own_span[rows]
+            w = seg.shares[rows].detach()
+            if self.index == 0:
+                targets = tokens[seg.doc[rows][:, None], seg.positions[rows]]
+                loss, correct = token_loss(out.x_hat, targets, table, w)
+            else:
+                loss, correct = contrastive_recon_loss(out.x_hat, seg.doc[rows], seg.positions[rows], w, x, valid)
+            loss = loss + existence_bce(out.log_existence, seg.log_existence[rows].detach())
+            acc = (correct & own).sum() / own.sum().clamp_min(1)
+            return loss, acc.detach()
+
+        return loss_fn

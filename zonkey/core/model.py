@@ -72,6 +72,11 @@ class ZonkeyModel(nn.Module):
             term_scales = {k[len(pre):]: v for k, v in scales.items() if k.startswith(pre)}
             out = level(x, valid, tokens=tokens, table=table, generator=generator, scales=term_scales)
             wl = scales.get(f"l{i}", 1.0)
+            w_dec = level.cfg.losses.decode * term_scales.get("decode", 1.0)
+            if i >= 1 and w_dec > 0:
+                out.terms["decode"], acc = self._decode_term(out, outs[i - 1])
+                out.stats["decode_acc"] = float(acc)
+                out.loss = out.loss + w_dec * out.terms["decode"]
             total = total + wl * out.loss
             terms.update({f"l{i}.{k}": v for k, v in out.terms.items()})
             stats.update({f"l{i}.{k}": v for k, v in out.stats.items()})
@@ -83,6 +88,15 @@ class ZonkeyModel(nn.Module):
                 stats[f"l{i + 1}.seq_len"] = float(x.shape[1])
         return ModelOutput(loss=total, terms=terms, stats=stats, levels=outs)
 
+
+    @staticmethod
+    def _decode_term(upper: LevelOutput, below: LevelOutput) -> tuple[Tensor, Tensor]:
+        """The ``decode`` term of level l >= 1: each own-span slot of its clean decoding is the
+        latent of one level-(l−1) segment (its document position is that segment's rank in the
+        document); level l−1 decodes it and scores it against that segment's own targets."""
+        seg = upper.split.segments
+        rows = own_slot_rows(seg, below.split.segments)
+        return below.decode_loss(to_sphere(upper.decoded[seg.own_span]), rows)
 
     # -- public inference API (ARCHITECTURE.md §4) ----------------------------------------------
     def split(self, texts: Sequence[str] | str) -> list[dict[str, Any]]:
@@ -117,6 +131,17 @@ class ZonkeyModel(nn.Module):
 
         res = _infill(self, prefix, suffix, level=level, gap=gap, steps=steps, seed=seed)
         return res.as_dict() if return_details else res.text
+
+
+def own_slot_rows(seg: Any, seg_below: Any) -> Tensor:
+    """For every own-span slot of level l's segments (in ``own_span`` order), the index of the
+    level-(l−1) segment it stands for. Level l's positions are ranks of level-(l−1) segments in
+    their document, and both are sorted by (document, start), so the result is a permutation of
+    ``arange(seg_below.num)`` (the identity when the own spans tile every document)."""
+    own = seg.own_span  # (s, m)
+    counts = torch.bincount(seg_below.doc, minlength=seg.n_docs)
+    offsets = torch.cumsum(counts, 0) - counts
+    return offsets[seg.doc[:, None].expand_as(own)[own]] + seg.positions[own]
 
 
 def build_model(recipe: Any) -> ZonkeyModel:

@@ -71,6 +71,9 @@ class LossWeights(_Strict):
     short: float = Field(10.0, ge=0, description="short-segment probability penalty")
     collapse: float = Field(0.1, ge=0, description="cosine penalty between latents of different documents")
     mlm: float = Field(0.0, ge=0, description="masked prediction (off at level 0 by default)")
+    decode: float = Field(0.0, ge=0, description="level >= 1: its decoded slots, read as latents of the level "
+                          "below and decoded by that level's denoiser, must give back the level below's own targets "
+                          "(bytes at level 0) and lengths; trains the round trip directly (not in the paper)")
     stitch_offset: float = Field(0.1, ge=0, description="stitcher offset regression")
     stitch_overlap: float = Field(0.1, ge=0, description="stitcher overlap reconstruction")
 

@@ -1,6 +1,12 @@
 """``cls``: the Compressor of §5. ``k`` learned CLS vectors (existence 1) are prepended to the
 segment, a probabilistic-attention encoder reads the whole (CLS + segment), and the first ``k``
-outputs, flattened to ``k·d``, are scaled to the sphere of the expected Gaussian norm."""
+outputs, flattened to ``k·d``, are scaled to the sphere of the expected Gaussian norm.
+
+``skip: true`` adds a linear path from the existence-weighted, flattened segment (m·d) straight to
+the k·d latent, summed with the CLS outputs before the sphere projection. With the ``linear``
+decoder of ``ddmm`` this gives the autoencoder a direct linear route (bytes -> latent -> slots)
+that small models find at once, while attention learns the rest; an ablation lever for how fast
+reconstruction takes off (docs/experiments.md)."""
 
 from __future__ import annotations
 
@@ -18,13 +24,14 @@ from zonkey.core.transformer import Encoder
 
 
 class ClsCompressor(nn.Module):
-    def __init__(self, ctx: LevelContext, layers: int) -> None:
+    def __init__(self, ctx: LevelContext, layers: int, skip: bool = False) -> None:
         super().__init__()
         d, self.k, self.m = ctx.d_model, ctx.n_compress, ctx.max_segment
         self.cls = nn.Parameter(torch.randn(self.k, d) * 0.02)
         self.pos = nn.Parameter(torch.randn(self.k + self.m, d))  # same scale as the content (norm ~ sqrt(d))
         self.encoder = Encoder(d, ctx.heads, layers, ctx.attention, ctx.ffn_mult, ctx.dropout)
         self.out = nn.Linear(d, d)
+        self.skip = nn.Linear(self.m * d, self.k * d) if skip else None
 
     def encode(self, x: Tensor, log_existence: Tensor) -> tuple[Tensor, Tensor]:
         """x (s, m, d), log_existence (s, m) -> (latents (s, k·d) on the sphere, slot states (s, m, d))."""
@@ -32,7 +39,11 @@ class ClsCompressor(nn.Module):
         h = torch.cat([repeat(self.cls, "k d -> s k d", s=s), x], dim=1) + self.pos  # (s, k+m, d)
         le = torch.cat([log_existence.new_zeros(s, self.k), log_existence], dim=1)  # (s, k+m)
         h = self.encoder(h, le)  # (s, k+m, d)
-        return to_sphere(rearrange(self.out(h[:, : self.k]), "s k d -> s (k d)")), h[:, self.k:]
+        z = rearrange(self.out(h[:, : self.k]), "s k d -> s (k d)")
+        if self.skip is not None:
+            # existence-weighted so that bytes past the segment's end (existence 0) add nothing
+            z = z + self.skip(rearrange(x * log_existence.exp()[..., None], "s m d -> s (m d)"))
+        return to_sphere(z), h[:, self.k:]
 
     def forward(self, x: Tensor, log_existence: Tensor) -> Tensor:
         """x (s, m, d) segment vectors, log_existence (s, m) -> latents (s, k·d) on the sphere."""
@@ -45,6 +56,7 @@ class ClsCompressorConfig(ComponentConfig):
 
     name: Literal["cls"] = "cls"
     layers: int = Field(2, ge=1, description="encoder layers")
+    skip: bool = Field(False, description="add a linear path from the existence-weighted flattened segment to the latent")
 
     def build(self, ctx: LevelContext, **_: Any) -> ClsCompressor:
-        return ClsCompressor(ctx, self.layers)
+        return ClsCompressor(ctx, self.layers, self.skip)
