@@ -35,7 +35,7 @@ from torch import Tensor
 
 from zonkey.core.data import Batch, ByteBatches
 from zonkey.core.existence import kept_mask
-from zonkey.core.inference import decode_bytes_from_slots, denoise_from, split_batch
+from zonkey.core.inference import climb, decode_bytes_from_slots, denoise_from, split_batch
 from zonkey.core.sphere import to_sphere
 
 WHITESPACE = (9, 10, 11, 12, 13, 32)
@@ -247,7 +247,6 @@ def evaluate_level1(model: Any, batches: Any, *, seed: int = 0, max_batches: Opt
     """Level-1 metrics: sentence-start boundary P/R/F1 over level-0 segments, level-1 reconstruction
     (top-1 retrieval of each level-0 latent among the batch's), and the full round trip
     text → level-1 latents → level-0 latents → bytes, compared byte by byte."""
-    from zonkey.core.hierarchy import latents_to_sequence
     from zonkey.core.losses import contrastive_recon_loss
 
     model.eval()
@@ -259,12 +258,9 @@ def evaluate_level1(model: Any, batches: Any, *, seed: int = 0, max_batches: Opt
     rt = RoundTrip()
     for i in range(n_batches):
         batch = (batches.batch(i) if isinstance(batches, ByteBatches) else batches[i]).to(device)
-        s0 = split_batch(model, batch)
-        seg0 = s0.segments
-        z0 = l0.compress(seg0.vectors, seg0.log_existence)
-        seq = latents_to_sequence(z0, seg0.doc, batch.tokens.shape[0])
-        s1 = l1.split(seq.x, seq.valid, sample=False)
-        seg1 = s1.segments
+        p0, p1 = climb(model, batch, upto=2)
+        seg0, seq = p0.split.segments, p0.above
+        s1, seg1 = p1.split, p1.split.segments
         # gold: a level-0 segment whose own span holds a sentence's first byte
         starts_b = sentence_starts(batch.tokens, batch.valid)
         span_pos = seg0.start[:, None] + torch.arange(seg0.valid.shape[1], device=device)[None, :]
@@ -275,7 +271,7 @@ def evaluate_level1(model: Any, batches: Any, *, seed: int = 0, max_batches: Opt
         pred = s1.bos.clone()
         pred[:, 0] = False
         bc.add("sentence", pred & seq.valid, gold & seq.valid, 0)
-        z1 = l1.compress(seg1.vectors, seg1.log_existence)
+        z1 = p1.latents
         out1 = l1.denoise(z1, z1.new_zeros(z1.shape[0]))
         _, correct = contrastive_recon_loss(out1.x_hat, seg1.doc, seg1.positions, seg1.own_span.float(), seq.x, seq.valid)
         hit += int((correct & seg1.own_span).sum())

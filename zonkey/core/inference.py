@@ -55,30 +55,50 @@ def split_texts(model: Any, texts: Sequence[str]) -> list[TextSplit]:
         pb = [round(float(p), 6) for p in out.p_bos[i, :n]]
         res.append(TextSplit(text, segs, pb, starts, levels=[{"segments": segs, "p_bos": pb}] if len(model.levels) > 1 else None))
     if len(model.levels) > 1:
-        _add_upper_levels(model, batch, out, res)
+        _add_upper_levels(model, batch, res)
     return res
 
 
 @torch.no_grad()
-def _add_upper_levels(model: Any, batch: Batch, split0: SplitOutput, res: list[TextSplit]) -> None:
+def _add_upper_levels(model: Any, batch: Batch, res: list[TextSplit]) -> None:
     """Deterministic splits of levels >= 1: each level groups the units of the level below."""
-    from zonkey.core.hierarchy import latents_to_sequence
-
-    seg = split0.segments
     units = [list(r.segments) for r in res]  # per text: the strings of the current level's units
-    z = model.levels[0].compress(seg.vectors, seg.log_existence)
-    doc = seg.doc
-    for level in model.levels[1:]:
-        seq = latents_to_sequence(z, doc, batch.tokens.shape[0])
-        sp = level.split(seq.x, seq.valid, sample=False)
+    for p in climb(model, batch):
+        if p.index == 0:
+            continue
         for i, r in enumerate(res):
             k = len(units[i])
-            starts = sp.bos[i, :k].nonzero().flatten().tolist() + [k]
+            starts = p.split.bos[i, :k].nonzero().flatten().tolist() + [k]
             groups = ["".join(units[i][a:b]) for a, b in zip(starts[:-1], starts[1:])]
-            r.levels.append({"segments": groups, "p_bos": [round(float(p), 6) for p in sp.p_bos[i, :k]]})
+            r.levels.append({"segments": groups, "p_bos": [round(float(q), 6) for q in p.split.p_bos[i, :k]]})
             units[i] = groups
+
+
+@dataclass
+class LevelPass:
+    """One level of a deterministic inference pass up the hierarchy (see ``climb``)."""
+
+    index: int
+    x: Tensor  # (b, n, d) the level's input sequence
+    valid: Tensor  # (b, n) bool
+    split: SplitOutput  # deterministic split (p > 0.5)
+    latents: Tensor  # (s, k·d) clean latents of its segments
+    above: Any  # LevelSequence: the latents in BOS order, the next level's input (with .position)
+
+
+def climb(model: Any, batch: Batch, upto: int | None = None) -> Any:
+    """Yield a ``LevelPass`` for levels 0 .. upto−1 (default: all): split deterministically,
+    compress, arrange the latents as the next level's sequence. The inference path of
+    ``model.forward``; callers wrap it in ``torch.no_grad()`` where they need to."""
+    from zonkey.core.hierarchy import latents_to_sequence
+
+    x, valid = model.embed_bytes(batch.tokens, batch.valid), batch.valid
+    for i, level in enumerate(model.levels[:upto]):
+        sp = level.split(x, valid, sample=False, tokens=batch.tokens if i == 0 else None)
         z = level.compress(sp.segments.vectors, sp.segments.log_existence)
-        doc = sp.segments.doc
+        above = latents_to_sequence(z, sp.segments.doc, batch.tokens.shape[0])
+        yield LevelPass(i, x, valid, sp, z, above)
+        x, valid = above.x, above.valid
 
 
 def decode_bytes_from_slots(x_hat: Tensor, table: Tensor) -> Tensor:

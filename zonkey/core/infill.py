@@ -54,6 +54,7 @@ from torch import Tensor
 from zonkey.core.data import encode_texts
 from zonkey.core.existence import NEG_INF
 from zonkey.core.hierarchy import latents_to_sequence
+from zonkey.core.inference import climb
 from zonkey.core.sample import ProgressFn, descend
 from zonkey.core.shapes import DenoiseOutput
 from zonkey.core.sphere import to_sphere
@@ -117,11 +118,8 @@ def encode_to_level(model: Any, texts: Sequence[str], level: int) -> list[Tensor
         return out
     batch = encode_texts([texts[i] for i in idx]).to(device)
     x, valid = model.embed_bytes(batch.tokens, batch.valid), batch.valid
-    for lvl in range(level):
-        sp = model.levels[lvl].split(x, valid, sample=False, tokens=batch.tokens if lvl == 0 else None)
-        z = model.levels[lvl].compress(sp.segments.vectors, sp.segments.log_existence)  # (s, k·d)
-        seq = latents_to_sequence(z, sp.segments.doc, len(idx))
-        x, valid = seq.x, seq.valid
+    for p in climb(model, batch, upto=level):
+        x, valid = p.above.x, p.above.valid
     for j, i in enumerate(idx):
         out[i] = x[j][valid[j]]
     return out
