@@ -66,14 +66,21 @@ def test_switched_off_top_levels_are_skipped():
     assert not any(k.startswith("l1.") for k in out.terms) and len(out.levels) == 1
 
 
-def test_mlm_term_at_level1_is_finite_and_trains_the_compressor():
+def _with_level1_losses(losses: dict, short_last: bool = False):
+    """A seeded two-level model whose level 1 has ``losses``, run once on random lowercase text."""
     torch.manual_seed(0)
     rec = _two_level().model_dump()
-    rec["model"]["levels"][1]["losses"] = {"mlm": 1.0}
+    rec["model"]["levels"][1]["losses"] = losses
     model = build_model(validate_recipe(rec))
     tokens = torch.randint(97, 123, (3, 80))
     valid = torch.ones(3, 80, dtype=torch.bool)
-    out = model(tokens, valid)
+    if short_last:
+        valid[2, 50:] = False
+    return model, tokens, valid, model(tokens, valid)
+
+
+def test_mlm_term_at_level1_is_finite_and_trains_the_compressor():
+    model, _, _, out = _with_level1_losses({"mlm": 1.0})
     assert "l1.mlm" in out.terms and torch.isfinite(out.terms["l1.mlm"]) and float(out.terms["l1.mlm"]) > 0
     out.terms["l1.mlm"].backward()
     assert model.levels[1].mask_vector.grad is not None
@@ -95,14 +102,7 @@ def test_decode_term_scores_level1_slots_through_level0():
     decoded by level 0's denoiser and scored against the bytes; gradients reach both levels."""
     from zonkey.core.model import own_slot_rows
 
-    torch.manual_seed(0)
-    rec = _two_level().model_dump()
-    rec["model"]["levels"][1]["losses"] = {"decode": 1.0}
-    model = build_model(validate_recipe(rec))
-    tokens = torch.randint(97, 123, (3, 80))
-    valid = torch.ones(3, 80, dtype=torch.bool)
-    valid[2, 50:] = False
-    out = model(tokens, valid)
+    model, tokens, valid, out = _with_level1_losses({"decode": 1.0}, short_last=True)
     seg0, seg1 = out.levels[0].split.segments, out.levels[1].split.segments
     # level 1's own spans tile each document's level-0 segments: the rows are exactly 0..s0-1
     assert torch.equal(own_slot_rows(seg1, seg0), torch.arange(seg0.num))
@@ -112,6 +112,4 @@ def test_decode_term_scores_level1_slots_through_level0():
     assert float(model.levels[1].denoiser.out.weight.grad.abs().sum()) > 0
     assert float(model.levels[0].denoiser.out.weight.grad.abs().sum()) > 0
     # with the weight at 0 the term is not computed at all
-    rec["model"]["levels"][1]["losses"] = {"decode": 0.0}
-    out0 = build_model(validate_recipe(rec))(tokens, valid)
-    assert "l1.decode" not in out0.terms
+    assert "l1.decode" not in _with_level1_losses({"decode": 0.0}, short_last=True)[3].terms
