@@ -44,7 +44,9 @@ def split_texts(model: Any, texts: Sequence[str]) -> list[TextSplit]:
     """Split raw texts at level 0 (deterministic)."""
     model.eval()
     batch = encode_texts(list(texts)).to(next(model.parameters()).device)
-    out = split_batch(model, batch)
+    # one pass up the hierarchy when there are levels above; level 0's split is its first step
+    passes = list(climb(model, batch)) if len(model.levels) > 1 else []
+    out = passes[0].split if passes else split_batch(model, batch)
     res = []
     for i, text in enumerate(texts):
         raw = text.encode("utf-8")
@@ -54,18 +56,16 @@ def split_texts(model: Any, texts: Sequence[str]) -> list[TextSplit]:
         segs = [raw[a:b].decode("utf-8", errors="replace") for a, b in zip(bounds[:-1], bounds[1:])]
         pb = [round(float(p), 6) for p in out.p_bos[i, :n]]
         res.append(TextSplit(text, segs, pb, starts, levels=[{"segments": segs, "p_bos": pb}] if len(model.levels) > 1 else None))
-    if len(model.levels) > 1:
-        _add_upper_levels(model, batch, res)
+    if passes:
+        _add_upper_levels(passes[1:], res)
     return res
 
 
-@torch.no_grad()
-def _add_upper_levels(model: Any, batch: Batch, res: list[TextSplit]) -> None:
-    """Deterministic splits of levels >= 1: each level groups the units of the level below."""
+def _add_upper_levels(passes: list["LevelPass"], res: list[TextSplit]) -> None:
+    """Deterministic splits of levels >= 1 (their ``climb`` passes): each level groups the units
+    of the level below."""
     units = [list(r.segments) for r in res]  # per text: the strings of the current level's units
-    for p in climb(model, batch):
-        if p.index == 0:
-            continue
+    for p in passes:
         for i, r in enumerate(res):
             k = len(units[i])
             starts = p.split.bos[i, :k].nonzero().flatten().tolist() + [k]
@@ -79,8 +79,6 @@ class LevelPass:
     """One level of a deterministic inference pass up the hierarchy (see ``climb``)."""
 
     index: int
-    x: Tensor  # (b, n, d) the level's input sequence
-    valid: Tensor  # (b, n) bool
     split: SplitOutput  # deterministic split (p > 0.5)
     latents: Tensor  # (s, k·d) clean latents of its segments
     above: Any  # LevelSequence: the latents in BOS order, the next level's input (with .position)
@@ -97,7 +95,7 @@ def climb(model: Any, batch: Batch, upto: int | None = None) -> Any:
         sp = level.split(x, valid, sample=False, tokens=batch.tokens if i == 0 else None)
         z = level.compress(sp.segments.vectors, sp.segments.log_existence)
         above = latents_to_sequence(z, sp.segments.doc, batch.tokens.shape[0])
-        yield LevelPass(i, x, valid, sp, z, above)
+        yield LevelPass(i, sp, z, above)
         x, valid = above.x, above.valid
 
 

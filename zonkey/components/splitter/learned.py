@@ -20,9 +20,9 @@ import math
 from typing import Any, Literal
 
 import torch
+import torch.nn.functional as F
 from einops import rearrange
 from pydantic import Field
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from zonkey.core.existence import P_EPS
