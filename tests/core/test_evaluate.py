@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 
 from tests.helpers import micro_recipe
@@ -94,7 +95,7 @@ def test_two_level_evaluation_keys():
     rec = validate_recipe(rec)
     model = build_model(rec)
     res = evaluate(model, load_corpus(rec.data), batch_bytes=rec.data.batch_bytes, max_batches=1)
-    for key in ("l1_sentence_f1", "l1_recon_acc", "roundtrip_acc", "roundtrip_acc_aligned"):
+    for key in ("l1_sentence_f1", "l1_recon_acc", "l1_length_acc", "roundtrip_acc", "roundtrip_acc_aligned"):
         assert 0.0 <= res[key] <= 1.0
 
 
@@ -113,3 +114,37 @@ def test_boundary_stats_measures_both_conventions():
     assert abs(st["p_bos_edge"] - 0.9) < 1e-6
     # other positions: 1, 4, 7 (word starts 3 and 6 are gold too, excluded)
     assert abs(st["p_bos_other"] - 0.1) < 1e-6
+
+
+def test_round_trip_takes_level_1_counts_from_its_decoded_existence(monkeypatch):
+    """Force level 1's decoder to keep every slot: the decoded counts then equal m, the length
+    accuracy is the share of level-1 segments that really hold m level-0 segments (the counts are
+    not read from the input's own spans)."""
+    import dataclasses
+
+    from zonkey.core.evaluate import evaluate_level1
+    from zonkey.core.inference import climb
+    from zonkey.core.recipe import validate_recipe
+
+    torch.manual_seed(0)
+    rec = micro_recipe().model_dump()
+    rec["model"]["levels"].append({"d_model": 32, "max_segment": 4, "n_compress": 2, "heads": 2})
+    rec = validate_recipe(rec)
+    model = build_model(rec).eval()
+    batches = load_corpus(rec.data).batches("heldout", seed=0, batch_bytes=rec.data.batch_bytes)
+    batch = batches.batch(0)
+    _, p1 = climb(model, batch, upto=2)
+    own = p1.split.segments.own_span.sum(1)
+    expected = float((own == 4).float().mean())
+
+    l1 = model.levels[1]
+    real = l1.denoise
+
+    def keep_all(z, sigma, cond=None):
+        out = real(z, sigma, cond)
+        return dataclasses.replace(out, log_existence=torch.zeros_like(out.log_existence))
+
+    monkeypatch.setattr(l1, "denoise", keep_all)
+    res = evaluate_level1(model, [batch])
+    assert res["l1_length_acc"] == pytest.approx(expected)
+    assert expected < 1.0  # some level-1 segments hold fewer than m: their counts are now wrong

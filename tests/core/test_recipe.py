@@ -424,3 +424,37 @@ def test_resolve_recipe_path(tmp_path):
 def test_from_dict():
     recipe = Recipe.from_dict(base(), overrides=["train.seed=3"])
     assert recipe.train.seed == 3 and recipe.name == "t"
+
+
+# --- curriculum --------------------------------------------------------------------------------
+
+def _train_with(curriculum):
+    from zonkey.core.recipe import TrainConfig
+
+    return TrainConfig(curriculum=curriculum)
+
+
+def test_curriculum_ramps_from_zero_to_one_by_default():
+    cfg = _train_with([{"term": "l1", "start": 100, "end": 200}])
+    assert [cfg.scales(s)["l1"] for s in (0, 99, 100, 150, 200, 5000)] == [0.0, 0.0, 0.0, 0.5, 1.0, 1.0]
+
+
+def test_curriculum_low_and_high_reweight_a_term():
+    cfg = _train_with([{"term": "l0.avg_bos", "start": 600, "end": 900, "low": 1.0, "high": 2.5}])
+    got = [cfg.scales(s)["l0.avg_bos"] for s in (0, 600, 750, 900, 2000)]
+    assert got == pytest.approx([1.0, 1.0, 1.75, 2.5, 2.5])
+
+
+def test_curriculum_entries_of_one_term_multiply():
+    cfg = _train_with([{"term": "l1", "start": 0, "end": 10}, {"term": "l1", "start": 0, "end": 0, "low": 3.0, "high": 0.5}])
+    assert cfg.scales(5)["l1"] == pytest.approx(0.25)
+
+
+@pytest.mark.parametrize("bad, where", [
+    ({"term": "l1", "start": 10, "end": 5}, "end (5) must be >= start (10)"),
+    ({"term": "l0.nonsense", "start": 0, "end": 5}, "unknown loss term 'nonsense'"),
+    ({"term": "l0", "start": 0, "end": 5, "high": -1.0}, "high"),
+])
+def test_curriculum_rejects_bad_entries(bad, where):
+    with pytest.raises(ValueError, match=re.escape(where)):
+        _train_with([bad])

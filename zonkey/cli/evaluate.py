@@ -69,6 +69,7 @@ def eval_cmd(
     if "l1_sentence_f1" in res:
         lines += [f"level-1 sentence F1        {res['l1_sentence_f1']:.4f}",
                   f"level-1 recon (top-1)      {res['l1_recon_acc']:.4f}",
+                  f"level-1 length accuracy    {res['l1_length_acc']:.4f}",
                   f"round trip byte accuracy   {res['roundtrip_acc']:.4f} (aligned {res['roundtrip_acc_aligned']:.4f})"]
     lines += _generation_lines(res)
     common.print_text("\n".join(lines))

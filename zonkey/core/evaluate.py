@@ -19,10 +19,13 @@ Level 0:
 
 Level 1 (two or more levels): ``l1_sentence_boundary`` / ``l1_sentence_f1`` (level-1 BOS over the
 level-0 segments against the segments holding a sentence's first byte), ``l1_recon_acc`` (top-1
-retrieval of each level-0 latent from the decoded level-1 slots among the batch's) and
-``roundtrip_acc`` (text → level-1 latents → level-0 latents → bytes, byte by byte at the same
-offset, so one dropped byte costs everything after it) with ``roundtrip_acc_aligned`` beside it
-(matching bytes of the best alignment, difflib, over the longer of the two).
+retrieval of each level-0 latent from the decoded level-1 slots among the batch's),
+``l1_length_acc`` (share of level-1 segments whose decoded count of level-0 latents, leading slots
+with existence >= 0.5, equals the true one) and ``roundtrip_acc`` (text → level-1 latents → as many
+level-0 latents as level 1's existence keeps → bytes, byte by byte at the same offset, so one
+dropped byte or latent costs everything after it) with ``roundtrip_acc_aligned`` beside it
+(matching bytes of the best alignment, difflib, over the longer of the two). Nothing in the round
+trip is read from the input but the text itself: every count and length is decoded.
 """
 
 from __future__ import annotations
@@ -254,7 +257,7 @@ def evaluate_level1(model: Any, batches: Any, *, seed: int = 0, max_batches: Opt
     l0, l1 = model.levels[0], model.levels[1]
     n_batches = len(batches) if max_batches is None else min(len(batches), max_batches)
     bc = BoundaryCounter()
-    hit = tot = 0
+    hit = tot = len_hit = len_tot = 0
     rt = RoundTrip()
     for i in range(n_batches):
         batch = (batches.batch(i) if isinstance(batches, ByteBatches) else batches[i]).to(device)
@@ -276,10 +279,14 @@ def evaluate_level1(model: Any, batches: Any, *, seed: int = 0, max_batches: Opt
         _, correct = contrastive_recon_loss(out1.x_hat, seg1.doc, seg1.positions, seg1.own_span.float(), seq.x, seq.valid)
         hit += int((correct & seg1.own_span).sum())
         tot += int(seg1.own_span.sum())
-        # round trip: each own-span slot of level 1 -> a level-0 latent -> bytes of its own span
+        # round trip: level 1's decoded existence says how many level-0 latents each of its
+        # segments holds (hard stitching); each of them -> bytes of its decoded length
         own1 = seg1.own_span
-        lat0 = to_sphere(out1.x_hat[own1])
-        docs = seg1.doc[:, None].expand_as(own1)[own1]
+        kept1 = kept_mask(out1.log_existence, 0.5) & seg1.valid[:, :1]
+        len_hit += int((kept1.sum(1) == own1.sum(1))[seg1.valid[:, 0]].sum())
+        len_tot += int(seg1.valid[:, 0].sum())
+        lat0 = to_sphere(out1.x_hat[kept1])
+        docs = seg1.doc[:, None].expand_as(kept1)[kept1]
         dec0 = l0.denoise(lat0, lat0.new_zeros(lat0.shape[0]))
         bytes0 = decode_bytes_from_slots(dec0.x_hat, model.table)  # (s', m0)
         rt.add(batch, bytes0, kept_mask(dec0.log_existence, 0.5), docs)
@@ -288,6 +295,7 @@ def evaluate_level1(model: Any, batches: Any, *, seed: int = 0, max_batches: Opt
         "l1_sentence_boundary": sent,
         "l1_sentence_f1": sent["f1"],
         "l1_recon_acc": hit / max(tot, 1),
+        "l1_length_acc": len_hit / max(len_tot, 1),
         "roundtrip_acc": rt.strict,
         "roundtrip_acc_aligned": rt.aligned,
     }

@@ -99,13 +99,17 @@ def _default_component(kind: str, name: str) -> Any:
 
 
 class Ramp(_Strict):
-    """One curriculum entry (§8): the weight multiplier of ``term`` is 0 before ``start``, rises
-    linearly to 1 at ``end`` and stays 1. ``term`` is a level (``l1``: that level's whole loss) or
-    one loss term of a level (``l0.diffusion``, any field of ``losses``)."""
+    """One curriculum entry (§8): the weight multiplier of ``term`` is ``low`` (default 0) before
+    ``start``, moves linearly to ``high`` (default 1) at ``end`` and stays there. ``term`` is a
+    level (``l1``: that level's whole loss) or one loss term of a level (``l0.diffusion``, any
+    field of ``losses``). ``low``/``high`` other than 0/1 re-weight a term that is on throughout,
+    e.g. ``{term: l0.avg_bos, start: 600, end: 900, low: 1, high: 2.5}``."""
 
     term: str = Field(..., pattern=r"^l\d+(\.[a-z_]+)?$")
     start: int = Field(0, ge=0)
     end: int = Field(0, ge=0)
+    low: float = Field(0.0, ge=0, description="multiplier before start")
+    high: float = Field(1.0, ge=0, description="multiplier from end on")
 
     @model_validator(mode="after")
     def _order(self) -> "Ramp":
@@ -117,10 +121,10 @@ class Ramp(_Strict):
 
     def factor(self, step: int) -> float:
         if step < self.start:
-            return 0.0
+            return self.low
         if step >= self.end:
-            return 1.0
-        return (step - self.start) / max(self.end - self.start, 1)
+            return self.high
+        return self.low + (self.high - self.low) * (step - self.start) / max(self.end - self.start, 1)
 
 
 class TrainConfig(_Strict):
