@@ -281,10 +281,9 @@ def evaluate_level1(model: Any, batches: Any, *, seed: int = 0, max_batches: Opt
         tot += int(seg1.own_span.sum())
         # round trip: level 1's decoded existence says how many level-0 latents each of its
         # segments holds (hard stitching); each of them -> bytes of its decoded length
-        own1 = seg1.own_span
-        kept1 = kept_mask(out1.log_existence, 0.5) & seg1.valid[:, :1]
-        len_hit += int((kept1.sum(1) == own1.sum(1))[seg1.valid[:, 0]].sum())
-        len_tot += int(seg1.valid[:, 0].sum())
+        kept1 = kept_mask(out1.log_existence, 0.5)
+        len_hit += int((kept1.sum(1) == seg1.span).sum())
+        len_tot += seg1.num
         lat0 = to_sphere(out1.x_hat[kept1])
         docs = seg1.doc[:, None].expand_as(kept1)[kept1]
         dec0 = l0.denoise(lat0, lat0.new_zeros(lat0.shape[0]))
