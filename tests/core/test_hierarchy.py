@@ -43,6 +43,53 @@ def test_level1_losses_reach_level0_compressor_and_splitter():
     assert any(g is not None and float(g.abs().sum()) > 0 for g in split0)
 
 
+def _level1_grads(alpha: float, beta: float = 1.0) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    data = _two_level().model_dump(mode="json")
+    data["model"]["levels"][0]["split_grad_from_above"] = alpha
+    data["model"]["levels"][0]["grad_from_above"] = beta
+    torch.manual_seed(0)
+    model = build_model(validate_recipe(data))
+    tokens = torch.randint(97, 123, (3, 80))
+    valid = torch.ones(3, 80, dtype=torch.bool)
+    torch.manual_seed(1)
+    out = model(tokens, valid, scales={"l0": 0.0})  # only level 1's loss
+    out.loss.backward()
+    grads = {f"splitter.{n}": p.grad.clone() if p.grad is not None else torch.zeros_like(p)
+             for n, p in model.levels[0].splitter.named_parameters()}
+    grads.update({f"compressor.{n}": p.grad.clone() if p.grad is not None else torch.zeros_like(p)
+                  for n, p in model.levels[0].compressor.named_parameters()})
+    return out.loss.detach(), grads
+
+
+def test_split_grad_from_above_scales_only_the_split_gradient():
+    loss1, g1 = _level1_grads(1.0)
+    loss0, g0 = _level1_grads(0.0)
+    lossh, gh = _level1_grads(0.5)
+    assert torch.allclose(loss1, loss0, rtol=1e-5) and torch.allclose(loss1, lossh, rtol=1e-5), "the forward pass must not change"
+    split1 = sum(float(g.abs().sum()) for k, g in g1.items() if k.startswith("splitter."))
+    assert split1 > 0
+    assert all(float(g.abs().sum()) == 0 for k, g in g0.items() if k.startswith("splitter."))
+    for k, g in gh.items():
+        if k.startswith("splitter."):
+            assert torch.allclose(g, 0.5 * g1[k], rtol=1e-4, atol=1e-7), k
+    # the compressor still learns from the level above, by the same amount
+    for k, g in g0.items():
+        if k.startswith("compressor."):
+            assert torch.allclose(g, g1[k], rtol=1e-4, atol=1e-7), k
+
+
+def test_grad_from_above_scales_everything_level1_sends_down():
+    loss1, g1 = _level1_grads(1.0)
+    loss0, g0 = _level1_grads(1.0, beta=0.0)
+    lossq, gq = _level1_grads(0.0, beta=0.25)
+    assert torch.allclose(loss1, loss0, rtol=1e-5) and torch.allclose(loss1, lossq, rtol=1e-5)
+    assert all(float(g.abs().sum()) == 0 for g in g0.values()), "beta 0: level 1 must not change level 0"
+    for k, g in gq.items():
+        # compressor: beta; split: beta × alpha = 0
+        want = torch.zeros_like(g) if k.startswith("splitter.") else 0.25 * g1[k]
+        assert torch.allclose(g, want, rtol=1e-4, atol=1e-7), k
+
+
 def test_level_weight_scales_its_loss():
     torch.manual_seed(0)
     model = build_model(_two_level())

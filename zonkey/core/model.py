@@ -83,7 +83,14 @@ class ZonkeyModel(nn.Module):
             outs.append(out)
             if i + 1 < len(self.levels):
                 # level i+1 reads level i's clean latents in BOS order (gradients flow down)
-                seq = latents_to_sequence(out.latents, out.split.segments.doc, tokens.shape[0])
+                up = out.latents
+                alpha = level.cfg.split_grad_from_above
+                if alpha != 1.0 and level.cfg.grad_from_above != 0.0:
+                    # the same values; the level above's gradient reaches this level's split scaled by alpha
+                    seg = out.split.segments
+                    up = level.compress(seg.vectors, scale_grad(seg.log_existence, alpha))
+                up = scale_grad(up, level.cfg.grad_from_above) if level.cfg.grad_from_above != 1.0 else up
+                seq = latents_to_sequence(up, out.split.segments.doc, tokens.shape[0])
                 x, valid = seq.x, seq.valid
                 stats[f"l{i + 1}.seq_len"] = float(x.shape[1])
         return ModelOutput(loss=total, terms=terms, stats=stats, levels=outs)
@@ -142,6 +149,25 @@ def own_slot_rows(seg: Any, seg_below: Any) -> Tensor:
     counts = torch.bincount(seg_below.doc, minlength=seg.n_docs)
     offsets = torch.cumsum(counts, 0) - counts
     return offsets[seg.doc[:, None].expand_as(own)[own]] + seg.positions[own]
+
+
+class _ScaleGrad(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, alpha: float) -> Tensor:  # noqa: D102
+        ctx.alpha = alpha
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:  # noqa: D102
+        return grad * ctx.alpha, None
+
+
+def scale_grad(x: Tensor, alpha: float) -> Tensor:
+    """x in the forward pass (it may hold -inf, e.g. log existence on padding); its gradient
+    multiplied by ``alpha`` in the backward pass."""
+    if alpha == 0.0:
+        return x.detach()
+    return _ScaleGrad.apply(x, alpha)
 
 
 def build_model(recipe: Any) -> ZonkeyModel:

@@ -181,6 +181,13 @@ def _level_model() -> type[BaseModel]:
         "heads": (int, Field(4, ge=1)),
         "ffn_mult": (int, Field(4, ge=1)),
         "dropout": (float, Field(0.0, ge=0, lt=1)),
+        "grad_from_above": (float, Field(1.0, ge=0, le=1, description=(
+            "scale of the level above's gradient into this level (through the latents it reads): 1 as in the "
+            "paper (§5.1, §8), 0 trains the level above on this level's latents without changing them"))),
+        "split_grad_from_above": (float, Field(1.0, ge=0, le=1, description=(
+            "a further scale on the part of that gradient that reaches this level's split (its BOS probabilities, "
+            "through the existence its latents are compressed under): 0 lets only this level's own losses place "
+            "its boundaries while its compressor still learns from above (one more compressor pass when < 1)"))),
         "losses": (LossWeights, Field(default_factory=LossWeights)),
         "splitter": (_component_type("splitter"), _default_component("splitter", "learned")),
         "compressor": (_component_type("compressor"), _default_component("compressor", "cls")),

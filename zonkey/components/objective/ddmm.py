@@ -46,7 +46,9 @@ class DdmmObjective(Objective):
     def forward(self, z0, denoise: DenoiseFn, compress: CompressFn, *, generator=None) -> ObjectiveOutput:
         c = self.cfg
         s = z0.shape[0]
-        sig_c = uniform(s, 0.0, c.clean_max, z0, generator)
+        # σ = clean_max · u^power: power 1 is uniform; a larger power puts more of the clean pass
+        # near σ = 0 (what t = 0 reconstruction measures) while still covering the whole range
+        sig_c = c.clean_max * uniform(s, 0.0, 1.0, z0, generator).pow(c.clean_power)
         clean = denoise(self.noise(z0, sig_c, generator), sig_c)
         rows = subsample_rows(s, c.fraction, z0, generator)
         p1 = z0 if rows is None else z0[rows]
@@ -69,7 +71,9 @@ class DdmmObjectiveConfig(ComponentConfig):
     """DDMM mixed-step objective (§6), computed in the compressed space."""
 
     name: Literal["ddmm"] = "ddmm"
-    clean_max: float = Field(0.35, ge=0, lt=1, description="clean pass: σ ~ U(0, clean_max)")
+    clean_max: float = Field(0.35, ge=0, lt=1, description="clean pass: σ = clean_max · u^clean_power, u ~ U(0, 1)")
+    clean_power: float = Field(1.0, ge=1, description="1: σ uniform on [0, clean_max]; larger: more of the clean pass "
+                               "near σ = 0 (mean clean_max / (1 + power))")
     heavy_min: float = Field(0.3, ge=0, lt=1, description="p2: σ ~ U(heavy_min, heavy_max)")
     heavy_max: float = Field(1.0, gt=0, le=1)
     light_max: float = Field(0.2, ge=0, lt=1, description="p3: σ ~ U(0, light_max)")
