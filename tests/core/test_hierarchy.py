@@ -160,3 +160,53 @@ def test_decode_term_scores_level1_slots_through_level0():
     assert float(model.levels[0].denoiser.out.weight.grad.abs().sum()) > 0
     # with the weight at 0 the term is not computed at all
     assert "l1.decode" not in _with_level1_losses({"decode": 0.0}, short_last=True)[3].terms
+
+
+def test_unweighted_mixed_step_is_not_run():
+    """While the curriculum weighs a level's diffusion and dirty terms at 0, the objective's extra
+    denoiser passes are skipped (and their terms are not reported)."""
+    torch.manual_seed(0)
+    model = build_model(_two_level())
+    level = model.levels[0]
+    calls = []
+    inner = level.denoiser.forward
+
+    def counting(*a, **k):
+        calls.append(a[0].shape[0])
+        return inner(*a, **k)
+
+    level.denoiser.forward = counting
+    tokens = torch.randint(97, 123, (2, 60))
+    valid = torch.ones(2, 60, dtype=torch.bool)
+    off = {"l1": 0.0, "l0.diffusion": 0.0, "l0.recon_dirty": 0.0}
+    out = model(tokens, valid, scales=off)
+    assert len(calls) == 1, "the clean pass alone"
+    assert "l0.diffusion" not in out.terms and "l0.recon_dirty" not in out.terms and torch.isfinite(out.loss)
+    out.loss.backward()
+    calls.clear()
+    out = model(tokens, valid, scales={"l1": 0.0, "l0.recon_dirty": 0.0})
+    assert len(calls) == 3, "clean pass + the mixed step's two denoiser passes"
+    assert "l0.diffusion" in out.terms
+
+
+def test_decode_fraction_decodes_a_subset_of_level1_slots():
+    rec = _two_level().model_dump()
+    rec["model"]["levels"][1]["losses"] = {"decode": 1.0}
+    seen = {}
+    for frac in (1.0, 0.5):
+        rec["model"]["levels"][1]["decode_fraction"] = frac
+        torch.manual_seed(0)
+        model = build_model(validate_recipe(rec))
+        level0 = model.levels[0]
+        calls = []
+        inner = level0.denoiser.forward
+        level0.denoiser.forward = lambda *a, **k: (calls.append(a[0].shape[0]), inner(*a, **k))[1]
+        tokens = torch.randint(97, 123, (3, 80))
+        valid = torch.ones(3, 80, dtype=torch.bool)
+        out = model(tokens, valid)
+        assert torch.isfinite(out.terms["l1.decode"])
+        seen[frac] = (calls[-1], out.levels[0].split.segments.num)  # the decode pass is level 0's last call
+    rows_all, s0 = seen[1.0]
+    assert rows_all == s0, "every level-0 segment is decoded from level 1 at fraction 1"
+    rows_half, s0h = seen[0.5]
+    assert rows_half == round(0.5 * s0h)

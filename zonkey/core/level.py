@@ -107,9 +107,13 @@ class Level(nn.Module):
         split = self.split(x, valid, tokens=tokens, generator=generator)
         seg = split.segments
         z0 = self.compress(seg.vectors, seg.log_existence)  # (s, k·d)
-        obj = self.objective(z0, self.denoise, self.compress, generator=generator)
         w = self.cfg.losses
-        terms: dict[str, Tensor] = {"diffusion": obj.loss}
+        scales = scales or {}
+        # while the curriculum weighs the objective's loss and the dirty reconstruction at 0, their
+        # extra denoiser passes are not run (the collapse term then covers the clean latents only)
+        mixed = any(getattr(w, k) * scales.get(k, 1.0) != 0 for k in ("diffusion", "recon_dirty"))
+        obj = self.objective(z0, self.denoise, self.compress, generator=generator, clean_only=not mixed)
+        terms: dict[str, Tensor] = {"diffusion": obj.loss} if mixed else {}
         stats: dict[str, float] = {}
         if self.index == 0:
             assert tokens is not None and table is not None
@@ -147,7 +151,6 @@ class Level(nn.Module):
         terms["short"] = split.p_short
         docs = seg.doc if obj.dirty_rows is None else seg.doc[obj.dirty_rows]
         terms["collapse"] = collapse_loss(z0, seg.doc) + sum((collapse_loss(z, docs) for z in obj.extra_latents), z0.new_zeros(()))
-        scales = scales or {}
         weights = {k: getattr(w, k) * scales.get(k, 1.0) for k in terms}
         loss = sum((weights[k] * v for k, v in terms.items() if weights[k] != 0), z0.new_zeros(()))
         stats["segments"] = float(seg.num)

@@ -74,7 +74,7 @@ class ZonkeyModel(nn.Module):
             wl = scales.get(f"l{i}", 1.0)
             w_dec = level.cfg.losses.decode * term_scales.get("decode", 1.0)
             if i >= 1 and w_dec > 0:
-                out.terms["decode"], acc = self._decode_term(out, outs[i - 1])
+                out.terms["decode"], acc = self._decode_term(out, outs[i - 1], level.cfg.decode_fraction, generator)
                 out.stats["decode_acc"] = float(acc)
                 out.loss = out.loss + w_dec * out.terms["decode"]
             total = total + wl * out.loss
@@ -97,13 +97,20 @@ class ZonkeyModel(nn.Module):
 
 
     @staticmethod
-    def _decode_term(upper: LevelOutput, below: LevelOutput) -> tuple[Tensor, Tensor]:
+    def _decode_term(upper: LevelOutput, below: LevelOutput, fraction: float = 1.0,
+                     generator: Optional[torch.Generator] = None) -> tuple[Tensor, Tensor]:
         """The ``decode`` term of level l >= 1: each own-span slot of its clean decoding is the
         latent of one level-(l−1) segment (its document position is that segment's rank in the
-        document); level l−1 decodes it and scores it against that segment's own targets."""
+        document); level l−1 decodes it and scores it against that segment's own targets. With
+        ``fraction`` < 1 a random subset of those slots (at least one) is decoded."""
         seg = upper.split.segments
         rows = own_slot_rows(seg, below.split.segments)
-        return below.decode_loss(to_sphere(upper.decoded[seg.own_span]), rows)
+        z = upper.decoded[seg.own_span]
+        if fraction < 1.0 and rows.shape[0] > 1:
+            keep = max(1, round(fraction * rows.shape[0]))
+            pick = torch.randperm(rows.shape[0], device=rows.device, generator=generator)[:keep]
+            z, rows = z[pick], rows[pick]
+        return below.decode_loss(to_sphere(z), rows)
 
     # -- public inference API (ARCHITECTURE.md §4) ----------------------------------------------
     def split(self, texts: Sequence[str] | str) -> list[dict[str, Any]]:

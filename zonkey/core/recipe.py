@@ -181,6 +181,9 @@ def _level_model() -> type[BaseModel]:
         "heads": (int, Field(4, ge=1)),
         "ffn_mult": (int, Field(4, ge=1)),
         "dropout": (float, Field(0.0, ge=0, lt=1)),
+        "decode_fraction": (float, Field(1.0, gt=0, le=1, description=(
+            "level >= 1: the share of its decoded own-span slots that the `decode` term sends through the level "
+            "below each step (a fresh random subset; a compute saver, the term's expectation is unchanged)"))),
         "grad_from_above": (float, Field(1.0, ge=0, le=1, description=(
             "scale of the level above's gradient into this level (through the latents it reads): 1 as in the "
             "paper (§5.1, §8), 0 trains the level above on this level's latents without changing them"))),

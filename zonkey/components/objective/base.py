@@ -82,8 +82,12 @@ def recompress(compress: CompressFn, out: DenoiseOutput) -> Tensor:
 class Objective(nn.Module):
     """Base class. Subclasses implement :meth:`forward` (training) and :meth:`step` (sampling)."""
 
-    def forward(self, z0: Tensor, denoise: DenoiseFn, compress: CompressFn, *, generator: torch.Generator | None = None) -> ObjectiveOutput:  # pragma: no cover
-        """Training pass: z0 (s, k·d) clean latents -> ObjectiveOutput. Every objective defines it."""
+    def forward(self, z0: Tensor, denoise: DenoiseFn, compress: CompressFn, *, generator: torch.Generator | None = None,
+                clean_only: bool = False) -> ObjectiveOutput:  # pragma: no cover
+        """Training pass: z0 (s, k·d) clean latents -> ObjectiveOutput. Every objective defines it.
+
+        ``clean_only``: run the clean pass alone (loss 0, no dirty output, no extra latents); the
+        level asks for it while the objective's own loss and the dirty reconstruction weigh 0."""
         raise TypeError(f"{type(self).__name__} must define forward()")
 
     def noise(self, z0: Tensor, sigma: Tensor, generator: torch.Generator | None = None) -> Tensor:

@@ -43,13 +43,15 @@ class DdmmObjective(Objective):
         super().__init__()
         self.cfg = cfg
 
-    def forward(self, z0, denoise: DenoiseFn, compress: CompressFn, *, generator=None) -> ObjectiveOutput:
+    def forward(self, z0, denoise: DenoiseFn, compress: CompressFn, *, generator=None, clean_only: bool = False) -> ObjectiveOutput:
         c = self.cfg
         s = z0.shape[0]
         # σ = clean_max · u^power: power 1 is uniform; a larger power puts more of the clean pass
         # near σ = 0 (what t = 0 reconstruction measures) while still covering the whole range
         sig_c = c.clean_max * uniform(s, 0.0, 1.0, z0, generator).pow(c.clean_power)
         clean = denoise(self.noise(z0, sig_c, generator), sig_c)
+        if clean_only:
+            return ObjectiveOutput(loss=z0.new_zeros(()), clean=clean)
         rows = subsample_rows(s, c.fraction, z0, generator)
         p1 = z0 if rows is None else z0[rows]
         s = p1.shape[0]

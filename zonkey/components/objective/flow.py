@@ -40,11 +40,13 @@ class FlowObjective(Objective):
         th = (sigma.to(z0.dtype) * math.pi / 2)[:, None]
         return torch.cos(th) * z0 + torch.sin(th) * eps
 
-    def forward(self, z0, denoise, compress, *, generator=None) -> ObjectiveOutput:  # noqa: ANN001
+    def forward(self, z0, denoise, compress, *, generator=None, clean_only=False) -> ObjectiveOutput:  # noqa: ANN001
         c = self.cfg
         s = z0.shape[0]
         sig_c = uniform(s, 0.0, c.clean_max, z0, generator)
         clean = denoise(self.noise(z0, sig_c, generator), sig_c)
+        if clean_only:
+            return ObjectiveOutput(loss=z0.new_zeros(()), clean=clean)
         t = torch.rand(s, device=z0.device, generator=generator).pow(c.skew)
         zt = self.noise(z0, t, generator)
         use_sc = torch.rand((), generator=generator).item() < c.self_cond

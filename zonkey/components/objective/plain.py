@@ -25,10 +25,12 @@ class PlainObjective(Objective):
         super().__init__()
         self.cfg = cfg
 
-    def forward(self, z0, denoise, compress, *, generator=None) -> ObjectiveOutput:
+    def forward(self, z0, denoise, compress, *, generator=None, clean_only: bool = False) -> ObjectiveOutput:
         s = z0.shape[0]
         sig = uniform(s, 0.0, self.cfg.clean_max, z0, generator)
         clean = denoise(self.noise(z0, sig, generator), sig)
+        if clean_only:
+            return ObjectiveOutput(loss=z0.new_zeros(()), clean=clean)
         sig_d = uniform(s, self.cfg.clean_max, 1.0, z0, generator)
         dirty = denoise(self.noise(z0, sig_d, generator), sig_d)
         z_hat = recompress(compress, dirty)
