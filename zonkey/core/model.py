@@ -82,15 +82,8 @@ class ZonkeyModel(nn.Module):
             stats.update({f"l{i}.{k}": v for k, v in out.stats.items()})
             outs.append(out)
             if i + 1 < len(self.levels):
-                # level i+1 reads level i's clean latents in BOS order (gradients flow down)
-                up = out.latents
-                alpha = level.cfg.split_grad_from_above
-                if alpha != 1.0 and level.cfg.grad_from_above != 0.0:
-                    # the same values; the level above's gradient reaches this level's split scaled by alpha
-                    seg = out.split.segments
-                    up = level.compress(seg.vectors, scale_grad(seg.log_existence, alpha))
-                up = scale_grad(up, level.cfg.grad_from_above) if level.cfg.grad_from_above != 1.0 else up
-                seq = latents_to_sequence(up, out.split.segments.doc, tokens.shape[0])
+                # level i+1 reads level i's clean latents in BOS order (gradients flow down, scaled)
+                seq = latents_to_sequence(_latents_for_above(level, out), out.split.segments.doc, tokens.shape[0])
                 x, valid = seq.x, seq.valid
                 stats[f"l{i + 1}.seq_len"] = float(x.shape[1])
         return ModelOutput(loss=total, terms=terms, stats=stats, levels=outs)
@@ -172,9 +165,25 @@ class _ScaleGrad(torch.autograd.Function):
 def scale_grad(x: Tensor, alpha: float) -> Tensor:
     """x in the forward pass (it may hold -inf, e.g. log existence on padding); its gradient
     multiplied by ``alpha`` in the backward pass."""
+    if alpha == 1.0:
+        return x
     if alpha == 0.0:
         return x.detach()
     return _ScaleGrad.apply(x, alpha)
+
+
+def _latents_for_above(level: Level, out: LevelOutput) -> Tensor:
+    """Level ``level``'s clean latents as the level above reads them: the same values, with the
+    gradient that comes back scaled by ``grad_from_above`` (all of it) and ``split_grad_from_above``
+    (the part reaching the split, through a second compressor pass under scaled existence)."""
+    cfg = level.cfg
+    if cfg.grad_from_above == 0.0:
+        return out.latents.detach()
+    up = out.latents
+    if cfg.split_grad_from_above != 1.0:
+        seg = out.split.segments
+        up = level.compress(seg.vectors, scale_grad(seg.log_existence, cfg.split_grad_from_above))
+    return scale_grad(up, cfg.grad_from_above)
 
 
 def build_model(recipe: Any) -> ZonkeyModel:
