@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 import math
 
 import pytest
@@ -17,9 +18,10 @@ def _weights(run_dir):
     return ckpt.load_checkpoint(run_dir).model
 
 
-def test_resume_is_exact(tmp_path):
+@pytest.mark.parametrize("kind", ["one level", "two levels, level 1 on its own schedule"])
+def test_resume_is_exact(tmp_path, kind):
     """N steps straight == N/2 steps, a new process-like Trainer with --resume, N/2 steps."""
-    rec = micro_recipe(steps=6)
+    rec = micro_recipe(steps=6) if kind == "one level" else _two_level_micro(lr_start=2, lr_scale=1.5, steps=6)
     Trainer(rec, tmp_path / "straight", progress=False, log=lambda s: None).fit()
     Trainer(rec, tmp_path / "split", progress=False, log=lambda s: None).fit(stop_at=3)
     torch.manual_seed(12345)  # disturb the global generator: resume must restore it
@@ -109,3 +111,67 @@ def test_lr_schedule_warmup_and_cosine():
     assert lr_at(9, cfg) == pytest.approx(cfg.lr)
     assert lr_at(100, cfg) == pytest.approx(cfg.lr * cfg.min_lr_ratio)
     assert lr_at(55, cfg) < lr_at(20, cfg)
+
+
+def test_level_lr_start_and_scale_shift_and_scale_the_schedule():
+    cfg = micro_recipe(steps=100, warmup_steps=10).train
+    assert lr_at(29, cfg, start=30) == 0.0
+    assert lr_at(30, cfg, start=30, scale=2.0) == pytest.approx(2.0 * cfg.lr / 10)
+    assert lr_at(39, cfg, start=30, scale=2.0) == pytest.approx(2.0 * cfg.lr)
+    assert lr_at(100, cfg, start=30, scale=2.0) == pytest.approx(2.0 * cfg.lr * cfg.min_lr_ratio)
+    # the same cosine, squeezed into the steps left
+    short = micro_recipe(steps=70, warmup_steps=10).train
+    for s in (40, 55, 80):
+        assert lr_at(s, cfg, start=30) == pytest.approx(lr_at(s - 30, short))
+
+
+def _two_level_micro(steps: int = 5, **level1: Any) -> Any:
+    from zonkey.core.recipe import recipe_to_dict, validate_recipe
+
+    data = recipe_to_dict(micro_recipe(steps=steps, log_every=1))
+    lv0 = data["model"]["levels"][0]
+    lv0["splitter"]["target_segment"] = 3.0
+    lv1 = {"d_model": lv0["n_compress"] * lv0["d_model"], "max_segment": 4, "n_compress": 2, "heads": 2,
+           "ffn_mult": 1, "compressor": {"name": "cls", "layers": 1},
+           "denoiser": {"name": "ddmm", "decoder_layers": 1, "layers": 1}, **level1}
+    data["model"]["levels"].append(lv1)
+    return validate_recipe(data, source="<two-level micro>")
+
+
+def test_param_groups_keep_their_layout_unless_a_level_has_its_own_schedule():
+    from zonkey.core.model import build_model
+    from zonkey.core.train import param_groups
+
+    plain = _two_level_micro()
+    groups = param_groups(build_model(plain), 0.01, plain.model.levels)
+    assert len(groups) == 2 and not any("level" in g for g in groups)
+    own = _two_level_micro(lr_start=2)
+    model = build_model(own)
+    groups = param_groups(model, 0.01, own.model.levels)
+    assert [g.get("level") for g in groups] == [None, None, 1, 1]
+    l1 = {id(p) for p in model.levels[1].parameters()}
+    assert {id(p) for g in groups[2:] for p in g["params"]} == l1
+    assert all(id(p) not in l1 for g in groups[:2] for p in g["params"])
+    assert sum(len(g["params"]) for g in groups) == len(list(model.parameters()))
+
+
+def test_a_level_does_not_move_before_its_lr_start(tmp_path):
+    rec = _two_level_micro(lr_start=3, lr_scale=2.0)
+    t = Trainer(rec, tmp_path / "run", progress=False, log=lambda s: None)
+    before = {k: v.clone() for k, v in t.model.levels[1].state_dict().items()}
+    t.fit(stop_at=3)
+    mid = t.model.levels[1].state_dict()
+    assert all(torch.equal(before[k], mid[k]) for k in before), "level 1 trained before its lr_start"
+    t.fit()
+    after = t.model.levels[1].state_dict()
+    assert any(not torch.equal(before[k], after[k]) for k in before), "level 1 never trained"
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    by_step = {r["step"]: r for r in rows}
+    assert by_step[3]["lr.l1"] == 0.0 and by_step[4]["lr.l1"] > 0
+
+
+def test_level_lr_start_must_leave_steps_to_train():
+    from zonkey.core.recipe import RecipeError
+
+    with pytest.raises(RecipeError, match=r"levels\.1\.lr_start \(5\) must be < train\.steps \(5\)"):
+        _two_level_micro(lr_start=5)

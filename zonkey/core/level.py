@@ -118,11 +118,12 @@ class Level(nn.Module):
         if self.index == 0:
             assert tokens is not None and table is not None
             targets = tokens[seg.doc[:, None], seg.positions]  # (s, m)
-            terms["token"], correct = token_loss(obj.clean.x_hat, targets, table, seg.shares)
+            focal = self.cfg.token_focal
+            terms["token"], correct = token_loss(obj.clean.x_hat, targets, table, seg.shares, focal)
             if obj.dirty is not None:
                 r = obj.dirty_rows
                 terms["recon_dirty"], _ = token_loss(obj.dirty.x_hat, targets if r is None else targets[r], table,
-                                                     seg.shares if r is None else seg.shares[r])
+                                                     seg.shares if r is None else seg.shares[r], focal)
             own = seg.own_span
             stats["train_byte_acc"] = float((correct & own).sum()) / max(int(own.sum()), 1)
         else:
@@ -170,7 +171,7 @@ class Level(nn.Module):
             w = seg.shares[rows].detach()
             if self.index == 0:
                 targets = tokens[seg.doc[rows][:, None], seg.positions[rows]]
-                loss, correct = token_loss(out.x_hat, targets, table, w)
+                loss, correct = token_loss(out.x_hat, targets, table, w, self.cfg.token_focal)
             else:
                 loss, correct = contrastive_recon_loss(out.x_hat, seg.doc[rows], seg.positions[rows], w, x, valid)
             loss = loss + existence_bce(out.log_existence, seg.log_existence[rows].detach())

@@ -15,18 +15,24 @@ def weighted_mean(values: Tensor, weights: Tensor) -> Tensor:
     return (values * weights).sum() / weights.sum().clamp_min(1e-8)
 
 
-def token_loss(x_hat: Tensor, targets: Tensor, table: Tensor, weights: Tensor) -> tuple[Tensor, Tensor]:
+def token_loss(x_hat: Tensor, targets: Tensor, table: Tensor, weights: Tensor,
+               focal: float = 0.0) -> tuple[Tensor, Tensor]:
     """Level-0 byte cross-entropy with tied logits 2·atanh(cos(x̂, E_v)) (§8 "Token Loss").
 
     Args:
         x_hat: (s, m, d) denoised slots. targets: (s, m) byte values. table: (v, d) embedding table.
         weights: (s, m) existence shares (0 on padding).
+        focal: γ of a focal loss (Lin et al. 2017): each byte's cross-entropy is scaled by
+            (1 − p_target)^γ, so bytes already decoded with confidence weigh less and the rare ones
+            (capitals, digits, punctuation: most of the errors) weigh more. 0 is the plain loss.
 
     Returns:
         (loss, per-slot correctness (s, m) bool from the argmax).
     """
     logits = atanh_cos_logits(x_hat, table)  # (s, m, v)
     ce = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), reduction="none").view_as(targets)
+    if focal > 0:
+        ce = ce * (1.0 - torch.exp(-ce)).clamp_min(1e-6).pow(focal)
     return weighted_mean(ce, weights), logits.argmax(-1) == targets
 
 

@@ -184,6 +184,14 @@ def _level_model() -> type[BaseModel]:
         "decode_fraction": (float, Field(1.0, gt=0, le=1, description=(
             "level >= 1: the share of its decoded own-span slots that the `decode` term sends through the level "
             "below each step (a fresh random subset; a compute saver, the term's expectation is unchanged)"))),
+        "token_focal": (float, Field(0.0, ge=0, le=5, description=(
+            "level 0: γ of a focal byte loss, (1 − p)^γ · cross-entropy, in every byte loss of the level (clean, "
+            "dirty, and the `decode` term of the level above); 0 is the paper's plain cross-entropy"))),
+        "lr_start": (int, Field(0, ge=0, description=(
+            "step at which this level's parameters start their own warm-up and cosine decay (over the steps left); "
+            "before it their lr is 0. Set it to the step the level's curriculum ramp starts, so that a level "
+            "brought in late does not train only on the tail of the global schedule"))),
+        "lr_scale": (float, Field(1.0, gt=0, description="multiplies train.lr for this level's parameters")),
         "grad_from_above": (float, Field(1.0, ge=0, le=1, description=(
             "scale of the level above's gradient into this level (through the latents it reads): 1 as in the "
             "paper (§5.1, §8), 0 trains the level above on this level's latents without changing them"))),
@@ -248,6 +256,10 @@ def _recipe_model(_version: tuple[tuple[tuple[str, type], ...], ...]) -> type[Ba
             lvl = int(r.term[1:].split(".", 1)[0])
             if lvl >= n:
                 raise ValueError(f"train.curriculum.{i}.term {r.term!r} names level {lvl}, but the model has {n} level(s)")
+        for i, lv in enumerate(self.model.levels):
+            if lv.lr_start >= self.train.steps:
+                raise ValueError(f"model.levels.{i}.lr_start ({lv.lr_start}) must be < train.steps "
+                                 f"({self.train.steps}): the level would never train")
         return self
 
     return create_model(

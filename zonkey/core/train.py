@@ -14,7 +14,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Sequence
 
 import torch
 from torch import nn
@@ -40,13 +40,19 @@ class TrainResult:
     metrics: dict[str, float] = field(default_factory=dict)
 
 
-def lr_at(step: int, cfg: Any) -> float:
-    """Linear warm-up to ``lr`` then cosine decay to ``lr · min_lr_ratio`` at ``steps``."""
+def lr_at(step: int, cfg: Any, start: int = 0, scale: float = 1.0) -> float:
+    """Linear warm-up to ``lr`` then cosine decay to ``lr · min_lr_ratio`` at ``steps``.
+
+    ``start``/``scale`` (a level's ``lr_start``/``lr_scale``): the same shape over steps
+    ``start … steps`` (0 before ``start``), times ``scale``."""
+    if step < start:
+        return 0.0
+    step, steps = step - start, cfg.steps - start
     if cfg.warmup_steps and step < cfg.warmup_steps:
-        return cfg.lr * (step + 1) / cfg.warmup_steps
-    span = max(cfg.steps - cfg.warmup_steps, 1)
+        return scale * cfg.lr * (step + 1) / cfg.warmup_steps
+    span = max(steps - cfg.warmup_steps, 1)
     frac = min(max(step - cfg.warmup_steps, 0) / span, 1.0)
-    return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * frac)))
+    return scale * cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * frac)))
 
 
 def resolve_device(name: str) -> torch.device:
@@ -58,14 +64,30 @@ def resolve_device(name: str) -> torch.device:
     return dev
 
 
-def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    """No weight decay on biases, norms, embeddings and learned vectors (anything 1-D or the byte table)."""
-    decay, no_decay = [], []
+def param_groups(model: nn.Module, weight_decay: float, levels: Sequence[Any] = ()) -> list[dict[str, Any]]:
+    """No weight decay on biases, norms, embeddings and learned vectors (anything 1-D or the byte table).
+
+    ``levels`` (the recipe's level configs): a level with its own schedule (``lr_start`` or
+    ``lr_scale`` set) gets its own pair of groups, tagged ``level``; every other parameter (the
+    byte table included) is in the first pair, as when no level sets one, so checkpoints of such
+    recipes keep their optimizer layout."""
+    own = {i for i, lv in enumerate(levels) if lv.lr_start or lv.lr_scale != 1.0}
+    buckets: dict[Optional[int], tuple[list[nn.Parameter], list[nn.Parameter]]] = {None: ([], [])}
+    for i in sorted(own):
+        buckets[i] = ([], [])
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
+        parts = name.split(".")
+        lvl = int(parts[1]) if parts[0] == "levels" and int(parts[1]) in own else None
+        decay, no_decay = buckets[lvl]
         (decay if p.ndim >= 2 and name != "embed" else no_decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    groups = []
+    for lvl, (decay, no_decay) in buckets.items():
+        tag = {} if lvl is None else {"level": lvl}
+        groups += [{"params": decay, "weight_decay": weight_decay, **tag},
+                   {"params": no_decay, "weight_decay": 0.0, **tag}]
+    return groups
 
 
 class EMA:
@@ -118,7 +140,8 @@ class Trainer:
         torch.manual_seed(self.cfg.seed)
         self.model: ZonkeyModel = build_model(recipe).to(self.device)
         self.optimizer = torch.optim.AdamW(
-            param_groups(self.model, self.cfg.weight_decay), lr=self.cfg.lr, betas=tuple(self.cfg.betas)
+            param_groups(self.model, self.cfg.weight_decay, recipe.model.levels), lr=self.cfg.lr,
+            betas=tuple(self.cfg.betas)
         )
         self.ema = EMA(self.model, self.cfg.ema_decay)
         self.corpus = load_corpus(recipe.data)
@@ -180,8 +203,14 @@ class Trainer:
         self.model.train()
         batch = self.batches.batch(self.step).to(self.device)
         lr = lr_at(self.step, self.cfg)
+        level_lr: dict[int, float] = {}
         for g in self.optimizer.param_groups:
-            g["lr"] = lr
+            lvl = g.get("level")
+            if lvl is None:
+                g["lr"] = lr
+            else:
+                lv = self.recipe.model.levels[lvl]
+                g["lr"] = level_lr[lvl] = lr_at(self.step, self.cfg, lv.lr_start, lv.lr_scale)
         scales = self.cfg.scales(self.step)
         out = self.model(batch.tokens, batch.valid, scales=scales)
         loss = out.loss
@@ -190,6 +219,7 @@ class Trainer:
         values = {k: float(v.detach()) for k, v in out.terms.items()}
         values.update(out.stats)
         values["lr"] = lr
+        values.update({f"lr.l{i}": v for i, v in level_lr.items()})
         values.update({f"w.{k}": v for k, v in scales.items()})
         if not torch.isfinite(loss):
             self.nonfinite_run += 1

@@ -1,0 +1,82 @@
+"""The level-0 byte loss: the paper's tied-logit cross-entropy, and its focal variant."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from zonkey.core.losses import token_loss
+from zonkey.core.model import build_model
+from zonkey.core.recipe import validate_recipe
+from zonkey.core.sphere import atanh_cos_logits
+
+
+def _inputs(seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    table = torch.randn(256, 16, generator=g)
+    targets = torch.randint(0, 256, (5, 6), generator=g)
+    # slots near their targets' embeddings, some much nearer than others
+    x_hat = table[targets] + torch.randn(5, 6, 16, generator=g) * torch.linspace(0.1, 3.0, 6)[:, None]
+    weights = torch.rand(5, 6, generator=g)
+    return x_hat, targets, table, weights
+
+
+def test_plain_token_loss_is_the_share_weighted_cross_entropy():
+    x_hat, targets, table, weights = _inputs()
+    loss, correct = token_loss(x_hat, targets, table, weights)
+    logits = atanh_cos_logits(x_hat, table)
+    ce = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), reduction="none").view_as(targets)
+    assert torch.allclose(loss, (ce * weights).sum() / weights.sum(), rtol=1e-5)
+    assert torch.equal(correct, logits.argmax(-1) == targets)
+
+
+def test_focal_scales_each_byte_by_one_minus_its_probability():
+    x_hat, targets, table, weights = _inputs(1)
+    logits = atanh_cos_logits(x_hat, table)
+    p = logits.softmax(-1).gather(-1, targets[..., None])[..., 0]
+    ce = -p.log()
+    for gamma in (1.0, 2.0):
+        loss, _ = token_loss(x_hat, targets, table, weights, focal=gamma)
+        want = (ce * (1 - p) ** gamma * weights).sum() / weights.sum()
+        assert torch.allclose(loss, want, rtol=1e-4), gamma
+    # confident bytes lose more of their weight than hard ones: the loss falls, and the hardest
+    # byte's share of it rises
+    plain, _ = token_loss(x_hat, targets, table, weights)
+    focal, _ = token_loss(x_hat, targets, table, weights, focal=2.0)
+    assert focal < plain
+    hard = ce.argmax()
+    share_plain = (ce * weights).flatten()[hard] / (ce * weights).sum()
+    fw = ce * (1 - p) ** 2 * weights
+    assert fw.flatten()[hard] / fw.sum() > share_plain
+
+
+def test_focal_gradient_is_finite_on_a_perfect_prediction():
+    table = torch.randn(256, 4)
+    targets = torch.tensor([[3, 7]])
+    x_hat = table[targets].clone().requires_grad_()
+    loss, _ = token_loss(x_hat, targets, table, torch.ones(1, 2), focal=0.5)
+    loss.backward()
+    assert torch.isfinite(loss) and torch.isfinite(x_hat.grad).all()
+
+
+def _level0(focal: float):
+    return validate_recipe({"model": {"levels": [
+        {"d_model": 16, "max_segment": 8, "n_compress": 2, "heads": 2, "token_focal": focal,
+         "splitter": {"name": "learned", "existence": "straight_through", "target_segment": 4.0}},
+    ]}})
+
+
+def test_token_focal_reaches_the_level_zero_byte_loss():
+    tokens = torch.randint(97, 123, (2, 60))
+    valid = torch.ones(2, 60, dtype=torch.bool)
+    out = {}
+    for focal in (0.0, 2.0):
+        torch.manual_seed(0)
+        model = build_model(_level0(focal))
+        torch.manual_seed(1)
+        out[focal] = model(tokens, valid).terms
+    # same weights, same draws: only the byte terms differ, and focal makes them smaller
+    assert out[2.0]["l0.token"] < out[0.0]["l0.token"]
+    for k, v in out[0.0].items():
+        if k not in ("l0.token", "l0.recon_dirty"):
+            assert torch.allclose(v, out[2.0][k], rtol=1e-5, atol=1e-7), k
