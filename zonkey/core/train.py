@@ -91,29 +91,51 @@ def param_groups(model: nn.Module, weight_decay: float, levels: Sequence[Any] = 
 
 
 class EMA:
-    """Exponential moving average of the parameters (kept in float32, used for eval and sampling)."""
+    """Exponential moving average of the parameters (kept in float32, used for eval and sampling).
+
+    Each parameter's average warms up from the first step it is trained, not from step 0: its decay
+    is min(decay, (1 + n) / (10 + n)) with n the steps it has had a gradient so far. A level that a
+    curriculum (or its ``lr_start``) brings in at step 600 would otherwise keep 0.999^600 ≈ 55% of
+    its random initial weights in the average after 600 steps of training. Buffers follow the
+    global step."""
 
     def __init__(self, model: nn.Module, decay: float) -> None:
         self.decay = decay
         self.shadow = {k: v.detach().float().clone() for k, v in model.state_dict().items()}
+        self.counts: dict[str, int] = {k: 0 for k, _ in model.named_parameters()}
 
     @torch.no_grad()
     def update(self, model: nn.Module, step: int) -> None:
-        d = min(self.decay, (1 + step) / (10 + step))
+        params = dict(model.named_parameters())
         for k, v in model.state_dict().items():
-            if v.dtype.is_floating_point:
-                self.shadow[k].mul_(d).add_(v.detach().float(), alpha=1 - d)
-            else:
+            if not v.dtype.is_floating_point:
                 self.shadow[k].copy_(v)
+                continue
+            p = params.get(k)
+            if p is None:
+                n = step
+            else:
+                if p.grad is not None:
+                    self.counts[k] += 1
+                n = self.counts[k] - 1
+                if n < 0:  # never trained yet: the average is the weights themselves
+                    self.shadow[k].copy_(v)
+                    continue
+            d = min(self.decay, (1 + n) / (10 + n))
+            self.shadow[k].mul_(d).add_(v.detach().float(), alpha=1 - d)
 
     def state(self) -> dict[str, torch.Tensor]:
         return self.shadow
 
-    def load(self, tensors: dict[str, torch.Tensor]) -> None:
+    def load(self, tensors: dict[str, torch.Tensor], counts: Optional[dict[str, int]] = None) -> None:
+        """``counts``: the per-parameter trained-step counts saved with the trainer state (older
+        checkpoints have none: every parameter is then taken as trained since step 0)."""
         missing = set(self.shadow) - set(tensors)
         if missing:
             raise ckpt.CheckpointError(f"EMA state is missing keys {sorted(missing)[:5]}")
         self.shadow = {k: tensors[k].float().clone() for k in self.shadow}
+        if counts is not None:
+            self.counts.update({k: int(v) for k, v in counts.items() if k in self.counts})
 
 
 class Trainer:
@@ -175,7 +197,10 @@ class Trainer:
         c = ckpt.load_checkpoint(self.run_dir)
         ckpt.load_state_strict(self.model, c.model, str(c.dir))
         if c.ema is not None:
-            self.ema.load(c.ema)
+            counts = c.state.get("ema_counts")
+            if counts is None:  # a checkpoint from before per-parameter counts: trained since step 0
+                counts = {k: int(c.state["step"]) for k in self.ema.counts}
+            self.ema.load(c.ema, counts)
         if c.optimizer is not None:
             ckpt.optimizer_from_tensors(self.optimizer, *c.optimizer)
         if c.rng:
@@ -189,7 +214,7 @@ class Trainer:
 
     def save(self) -> Path:
         state = {"step": self.step, "skipped": self.skipped, "nonfinite_run": self.nonfinite_run,
-                 "bytes_seen": self.bytes_seen}
+                 "bytes_seen": self.bytes_seen, "ema_counts": dict(self.ema.counts)}
         return ckpt.save_checkpoint(self.run_dir, step=self.step, model=self.model, ema=self.ema.state(),
                                     optimizer=self.optimizer, state=state, recipe=recipe_to_dict(self.recipe))
 
