@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -80,3 +81,12 @@ def test_token_focal_reaches_the_level_zero_byte_loss():
     for k, v in out[0.0].items():
         if k not in ("l0.token", "l0.recon_dirty"):
             assert torch.allclose(v, out[2.0][k], rtol=1e-5, atol=1e-7), k
+
+
+def test_token_focal_above_level_zero_is_an_error():
+    from zonkey.core.recipe import RecipeError
+
+    data = _level0(0.0).model_dump(mode="json")
+    data["model"]["levels"].append({"d_model": 32, "max_segment": 4, "n_compress": 2, "heads": 2, "token_focal": 1.0})
+    with pytest.raises(RecipeError, match=r"levels\.1\.token_focal is 1\.0, but only level 0 has a byte loss"):
+        validate_recipe(data)

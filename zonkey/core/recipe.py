@@ -227,6 +227,9 @@ def _level_model() -> type[BaseModel]:
 def _model_model(level_cls: type[BaseModel]) -> type[BaseModel]:
     def _check(self: Any) -> Any:
         for i in range(1, len(self.levels)):
+            if self.levels[i].token_focal:
+                raise ValueError(f"levels.{i}.token_focal is {self.levels[i].token_focal}, but only level 0 has a byte "
+                                 "loss; levels >= 1 reconstruct latents contrastively (set it on levels.0)")
             below, here = self.levels[i - 1], self.levels[i]
             want = below.n_compress * below.d_model
             if here.d_model != want:
