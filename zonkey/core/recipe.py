@@ -259,10 +259,6 @@ def _recipe_model(_version: tuple[tuple[tuple[str, type], ...], ...]) -> type[Ba
             lvl = int(r.term[1:].split(".", 1)[0])
             if lvl >= n:
                 raise ValueError(f"train.curriculum.{i}.term {r.term!r} names level {lvl}, but the model has {n} level(s)")
-        for i, lv in enumerate(self.model.levels):
-            if lv.lr_start >= self.train.steps:
-                raise ValueError(f"model.levels.{i}.lr_start ({lv.lr_start}) must be < train.steps "
-                                 f"({self.train.steps}): the level would never train")
         return self
 
     return create_model(

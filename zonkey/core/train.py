@@ -176,6 +176,11 @@ class Trainer:
             self._resume()
         else:
             self._start_fresh()
+        for i, lv in enumerate(recipe.model.levels):
+            if lv.lr_start >= self.cfg.steps:
+                # allowed (a short smoke run of a long recipe), but never silent
+                self.log(f"note: model.levels.{i}.lr_start is {lv.lr_start} >= train.steps {self.cfg.steps}: "
+                         f"level {i}'s parameters will not train in this run")
 
     # -- run directory ------------------------------------------------------------------------
     def _start_fresh(self) -> None:
