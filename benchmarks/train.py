@@ -46,7 +46,7 @@ def main() -> None:
     device = resolve_device(recipe.train.device)
     torch.manual_seed(0)
     model = build_model(recipe).to(device)
-    opt = torch.optim.AdamW(param_groups(model, 0.01), lr=recipe.train.lr)
+    opt = torch.optim.AdamW(param_groups(model, 0.01, recipe.model.levels), lr=recipe.train.lr)
     batches = load_corpus(recipe.data).batches("train", seed=0, batch_bytes=recipe.data.batch_bytes)
     times, nbytes = [], []
     for i in range(args.warmup + args.steps):
