@@ -233,14 +233,12 @@ class Trainer:
         self.model.train()
         batch = self.batches.batch(self.step).to(self.device)
         lr = lr_at(self.step, self.cfg)
-        level_lr: dict[int, float] = {}
+        # levels on their own schedule (their groups are tagged by param_groups): one value each
+        levels = self.recipe.model.levels
+        level_lr = {i: lr_at(self.step, self.cfg, levels[i].lr_start, levels[i].lr_scale)
+                    for i in {g["level"] for g in self.optimizer.param_groups if "level" in g}}
         for g in self.optimizer.param_groups:
-            lvl = g.get("level")
-            if lvl is None:
-                g["lr"] = lr
-            else:
-                lv = self.recipe.model.levels[lvl]
-                g["lr"] = level_lr[lvl] = lr_at(self.step, self.cfg, lv.lr_start, lv.lr_scale)
+            g["lr"] = level_lr[g["level"]] if "level" in g else lr
         scales = self.cfg.scales(self.step)
         out = self.model(batch.tokens, batch.valid, scales=scales)
         loss = out.loss
