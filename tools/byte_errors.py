@@ -48,9 +48,10 @@ def main() -> None:
     ap.add_argument("run")
     ap.add_argument("--batches", type=int, default=8)
     ap.add_argument("--raw", action="store_true", help="raw weights instead of the EMA")
+    ap.add_argument("--split", default="heldout", choices=["heldout", "train"], help="which split to count on")
     args = ap.parse_args()
     model = zonkey.load(args.run, use_ema=not args.raw)
-    batches = load_corpus(model.recipe.data).batches("heldout", seed=0, batch_bytes=model.recipe.data.batch_bytes)
+    batches = load_corpus(model.recipe.data).batches(args.split, seed=0, batch_bytes=model.recipe.data.batch_bytes)
     level, table = model.levels[0], model.table
     err = collections.Counter()
     tot = collections.Counter()

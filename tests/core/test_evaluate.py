@@ -95,7 +95,8 @@ def test_two_level_evaluation_keys():
     rec = validate_recipe(rec)
     model = build_model(rec)
     res = evaluate(model, load_corpus(rec.data), batch_bytes=rec.data.batch_bytes, max_batches=1)
-    for key in ("l1_sentence_f1", "l1_recon_acc", "l1_length_acc", "roundtrip_acc", "roundtrip_acc_aligned"):
+    for key in ("l1_sentence_f1", "l1_recon_acc", "l1_length_acc", "roundtrip_acc", "roundtrip_acc_aligned",
+                "roundtrip_char_acc", "roundtrip0_char_acc"):
         assert 0.0 <= res[key] <= 1.0
 
 

@@ -1,4 +1,4 @@
-"""The level-0 byte loss: the paper's tied-logit cross-entropy, and its focal variant."""
+"""The level-0 byte loss: the paper's tied-logit cross-entropy, its focal and class-balanced variants."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from zonkey.core.losses import token_loss
+from zonkey.core.losses import byte_balance_weights, token_loss
 from zonkey.core.model import build_model
 from zonkey.core.recipe import validate_recipe
 from zonkey.core.sphere import atanh_cos_logits
@@ -60,9 +60,9 @@ def test_focal_gradient_is_finite_on_a_perfect_prediction():
     assert torch.isfinite(loss) and torch.isfinite(x_hat.grad).all()
 
 
-def _level0(focal: float):
+def _level0(focal: float, balance: float = 0.0):
     return validate_recipe({"model": {"levels": [
-        {"d_model": 16, "max_segment": 8, "n_compress": 2, "heads": 2, "token_focal": focal,
+        {"d_model": 16, "max_segment": 8, "n_compress": 2, "heads": 2, "token_focal": focal, "token_balance": balance,
          "splitter": {"name": "learned", "existence": "straight_through", "target_segment": 4.0}},
     ]}})
 
@@ -89,4 +89,67 @@ def test_token_focal_above_level_zero_is_an_error():
     data = _level0(0.0).model_dump(mode="json")
     data["model"]["levels"].append({"d_model": 32, "max_segment": 4, "n_compress": 2, "heads": 2, "token_focal": 1.0})
     with pytest.raises(RecipeError, match=r"levels\.1\.token_focal is 1\.0, but only level 0 has a byte loss"):
+        validate_recipe(data)
+
+
+def test_balance_weights_favour_rare_bytes_and_keep_the_mean():
+    counts = torch.zeros(256, dtype=torch.long)
+    counts[32], counts[101], counts[74], counts[195] = 10_000, 5_000, 40, 3
+    assert torch.equal(byte_balance_weights(counts, 0.0, 30.0), torch.ones(256))
+    for alpha in (0.3, 0.5, 1.0):
+        w = byte_balance_weights(counts, alpha, 1e9)  # uncapped
+        f = (counts + 1).double() / (counts + 1).sum()
+        assert abs(float((f * w.double()).sum()) - 1.0) < 1e-6, alpha  # mean 1 over the bytes
+        assert w[195] > w[74] > w[101] > w[32], alpha  # rarer weighs more
+        ratio = float(w[74] / w[101])
+        assert abs(ratio - (5001 / 41) ** alpha) < 1e-3 * ratio
+    capped = byte_balance_weights(counts, 1.0, 30.0)
+    assert float(capped.max()) == 30.0 and float(capped[32]) < 1.0
+
+
+def test_token_balance_weights_the_level_zero_byte_loss():
+    """With byte weights set, a rare byte's share of the token loss rises; all ones change nothing."""
+    tokens = torch.full((2, 60), 101)
+    tokens[:, 7] = 74  # one rare byte per document
+    valid = torch.ones(2, 60, dtype=torch.bool)
+    out = {}
+    for name, w_rare in (("ones", 1.0), ("rare", 20.0)):
+        torch.manual_seed(0)
+        model = build_model(_level0(0.0, balance=0.5))
+        model.levels[0].byte_weights[74] = w_rare
+        torch.manual_seed(1)
+        out[name] = model(tokens, valid).terms
+    torch.manual_seed(0)
+    plain = build_model(_level0(0.0))
+    assert "byte_weights" not in plain.state_dict()  # never saved: old checkpoints load as before
+    torch.manual_seed(1)
+    base = plain(tokens, valid).terms
+    assert torch.allclose(base["l0.token"], out["ones"]["l0.token"])
+    assert not torch.allclose(out["rare"]["l0.token"], out["ones"]["l0.token"])
+    for k, v in base.items():
+        if k not in ("l0.token", "l0.recon_dirty"):
+            assert torch.allclose(v, out["rare"][k], rtol=1e-5, atol=1e-7), k
+
+
+def test_trainer_sets_balance_weights_from_the_training_bytes(tmp_path):
+    from zonkey.core.train import Trainer
+
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("\n".join(["aaaa aaaa aaaa Zq"] * 40) + "\n")
+    rec = _level0(0.0, balance=0.5).model_dump(mode="json")
+    rec["data"] = {"source": str(corpus), "max_doc_bytes": 64, "batch_bytes": 256, "heldout_fraction": 0.01}
+    rec["train"] = {"steps": 1, "threads": 1}
+    logs = []
+    tr = Trainer(validate_recipe(rec), tmp_path / "run", progress=False, log=logs.append)
+    w = tr.model.levels[0].byte_weights
+    assert w[ord("Z")] > w[ord(" ")] > w[ord("a")]
+    assert any("token_balance 0.5" in line for line in logs)
+
+
+def test_token_balance_above_level_zero_is_an_error():
+    from zonkey.core.recipe import RecipeError
+
+    data = _level0(0.0).model_dump(mode="json")
+    data["model"]["levels"].append({"d_model": 32, "max_segment": 4, "n_compress": 2, "heads": 2, "token_balance": 0.5})
+    with pytest.raises(RecipeError, match=r"levels\.1\.token_balance is 0\.5, but only level 0"):
         validate_recipe(data)

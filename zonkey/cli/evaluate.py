@@ -65,12 +65,14 @@ def eval_cmd(
     ] + [f"boundary {k:<10}        P={v['p']:.3f} R={v['r']:.3f} F1={v['f1']:.3f}" for k, v in b.items()] + [
         f"boundary_f1                {res['boundary_f1']:.4f}",
         f"decoded length accuracy    {res['length_acc']:.4f}",
-        f"level-0 round trip         {res['roundtrip0_acc']:.4f} (aligned {res['roundtrip0_acc_aligned']:.4f})"]
+        f"level-0 round trip         char {res['roundtrip0_char_acc']:.4f}  strict {res['roundtrip0_acc']:.4f}  "
+        f"aligned {res['roundtrip0_acc_aligned']:.4f}"]
     if "l1_sentence_f1" in res:
         lines += [f"level-1 sentence F1        {res['l1_sentence_f1']:.4f}",
                   f"level-1 recon (top-1)      {res['l1_recon_acc']:.4f}",
                   f"level-1 length accuracy    {res['l1_length_acc']:.4f}",
-                  f"round trip byte accuracy   {res['roundtrip_acc']:.4f} (aligned {res['roundtrip_acc_aligned']:.4f})"]
+                  f"round trip byte accuracy   char {res['roundtrip_char_acc']:.4f}  strict {res['roundtrip_acc']:.4f}  "
+                  f"aligned {res['roundtrip_acc_aligned']:.4f}"]
     lines += _generation_lines(res)
     common.print_text("\n".join(lines))
 

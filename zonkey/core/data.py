@@ -114,6 +114,7 @@ __all__ = [
     "chunk_bytes",
     "clear_corpus_cache",
     "decode_bytes",
+    "byte_counts",
     "encode_texts",
     "heldout_score",
     "is_heldout",
@@ -293,6 +294,14 @@ def _make_batch(chunks: Sequence[bytes], width: int, doc_index: Sequence[int],
         doc_index=torch.as_tensor(np.asarray(doc_index, dtype=np.int64)),
         chunk_index=torch.as_tensor(np.asarray(chunk_index, dtype=np.int64)),
     )
+
+
+def byte_counts(docs: Sequence[bytes]) -> Tensor:
+    """(256,) int64 count of every byte value over ``docs``."""
+    counts = np.zeros(256, dtype=np.int64)
+    for d in docs:
+        counts += np.bincount(np.frombuffer(d, dtype=np.uint8), minlength=256)
+    return torch.from_numpy(counts)
 
 
 def encode_texts(texts: Sequence[str], max_len: Optional[int] = None) -> Batch:

@@ -55,6 +55,10 @@ class Level(nn.Module):
         self.denoiser = cfg.denoiser.build(self.ctx)
         self.objective = cfg.objective.build(self.ctx)
         self.stitcher = cfg.stitcher.build(self.ctx) if cfg.stitcher is not None else None
+        if index == 0:
+            # per-byte weights of the token loss (``token_balance``); set by the trainer from the training
+            # split's byte counts, ones otherwise. Not saved: only training reads them.
+            self.register_buffer("byte_weights", torch.ones(256), persistent=False)
         if cfg.losses.mlm > 0:
             if not hasattr(self.compressor, "encode"):
                 raise ValueError(f"model.levels.{index}.losses.mlm needs a compressor with per-slot states (e.g. cls)")
@@ -119,11 +123,12 @@ class Level(nn.Module):
             assert tokens is not None and table is not None
             targets = tokens[seg.doc[:, None], seg.positions]  # (s, m)
             focal = self.cfg.token_focal
-            terms["token"], correct = token_loss(obj.clean.x_hat, targets, table, seg.shares, focal)
+            shares = self._byte_weighted(seg.shares, targets)
+            terms["token"], correct = token_loss(obj.clean.x_hat, targets, table, shares, focal)
             if obj.dirty is not None:
                 r = obj.dirty_rows
                 terms["recon_dirty"], _ = token_loss(obj.dirty.x_hat, targets if r is None else targets[r], table,
-                                                     seg.shares if r is None else seg.shares[r], focal)
+                                                     shares if r is None else shares[r], focal)
             own = seg.own_span
             stats["train_byte_acc"] = float((correct & own).sum()) / max(int(own.sum()), 1)
         else:
@@ -160,6 +165,12 @@ class Level(nn.Module):
         return LevelOutput(split=split, latents=z0, terms=terms, loss=loss, stats=stats, decoded=obj.clean.x_hat,
                            decode_loss=self._decode_loss_fn(seg, x, valid, tokens, table))
 
+    def _byte_weighted(self, weights: Tensor, targets: Tensor) -> Tensor:
+        """Level 0's token-loss weights (existence shares) × each target byte's ``token_balance`` weight."""
+        if not self.cfg.token_balance:
+            return weights
+        return weights * self.byte_weights[targets]
+
     def _decode_loss_fn(self, seg: Any, x: Tensor, valid: Tensor, tokens: Tensor | None, table: Tensor | None) -> Any:
         """A closure: (z (r, k·d) latents standing for segments ``rows`` (r,)) -> (loss, top-1 accuracy
         on the own spans). The loss is this level's clean reconstruction of those segments' targets
@@ -171,7 +182,8 @@ class Level(nn.Module):
             w = seg.shares[rows].detach()
             if self.index == 0:
                 targets = tokens[seg.doc[rows][:, None], seg.positions[rows]]
-                loss, correct = token_loss(out.x_hat, targets, table, w, self.cfg.token_focal)
+                loss, correct = token_loss(out.x_hat, targets, table, self._byte_weighted(w, targets),
+                                           self.cfg.token_focal)
             else:
                 loss, correct = contrastive_recon_loss(out.x_hat, seg.doc[rows], seg.positions[rows], w, x, valid)
             loss = loss + existence_bce(out.log_existence, seg.log_existence[rows].detach())

@@ -36,6 +36,23 @@ def token_loss(x_hat: Tensor, targets: Tensor, table: Tensor, weights: Tensor,
     return weighted_mean(ce, weights), logits.argmax(-1) == targets
 
 
+def byte_balance_weights(counts: Tensor, alpha: float, cap: float) -> Tensor:
+    """Class-balanced byte weights (Cui et al. 2019 use the same idea with an effective number):
+    w_v ∝ f_v^(−α) with f_v the frequency of byte v (add-one smoothed), normalised so that the mean
+    weight over the counted bytes is 1, then capped at ``cap``.
+
+    Args:
+        counts: (256,) byte counts of the training split. alpha: 0 gives all ones.
+    """
+    c = counts.double()
+    if alpha == 0 or c.sum() == 0:
+        return torch.ones_like(c, dtype=torch.float32)
+    f = (c + 1) / (c + 1).sum()
+    w = f.pow(-alpha)
+    w = w / (f * w).sum()  # the frequency-weighted mean is 1: the loss keeps its scale
+    return w.clamp(max=cap).float()
+
+
 def log1mexp(x: Tensor) -> Tensor:
     """log(1 − exp(x)) for x <= 0, stable on both ends."""
     x = x.clamp(max=-1e-7)

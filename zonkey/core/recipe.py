@@ -29,6 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 from zonkey.core.registry import KINDS, ensure_builtin_components, registry
 
 SCHEMA_VERSION = 1
+BALANCE_CAP = 30.0  # the largest byte weight `token_balance` gives (relative to a mean of 1)
 
 
 class RecipeError(ValueError):
@@ -187,6 +188,11 @@ def _level_model() -> type[BaseModel]:
         "token_focal": (float, Field(0.0, ge=0, le=5, description=(
             "level 0: γ of a focal byte loss, (1 − p)^γ · cross-entropy, in every byte loss of the level (clean, "
             "dirty, and the `decode` term of the level above); 0 is the paper's plain cross-entropy"))),
+        "token_balance": (float, Field(0.0, ge=0, le=1, description=(
+            "level 0: α of a class-balanced byte loss: each byte's cross-entropy is weighted by its frequency in "
+            "the training split to the power −α (normalised to mean 1 over the training bytes, capped at "
+            f"{BALANCE_CAP:g}), so bytes too rare to be decoded at all (accents, rare capitals) are learned; "
+            "0 is the plain loss"))),
         "lr_start": (int, Field(0, ge=0, description=(
             "step at which this level's parameters start their own warm-up and cosine decay (over the steps left); "
             "before it their lr is 0. Set it to the step the level's curriculum ramp starts, so that a level "
@@ -227,9 +233,10 @@ def _level_model() -> type[BaseModel]:
 def _model_model(level_cls: type[BaseModel]) -> type[BaseModel]:
     def _check(self: Any) -> Any:
         for i in range(1, len(self.levels)):
-            if self.levels[i].token_focal:
-                raise ValueError(f"levels.{i}.token_focal is {self.levels[i].token_focal}, but only level 0 has a byte "
-                                 "loss; levels >= 1 reconstruct latents contrastively (set it on levels.0)")
+            for opt in ("token_focal", "token_balance"):
+                if getattr(self.levels[i], opt):
+                    raise ValueError(f"levels.{i}.{opt} is {getattr(self.levels[i], opt)}, but only level 0 has a "
+                                     "byte loss; levels >= 1 reconstruct latents contrastively (set it on levels.0)")
             below, here = self.levels[i - 1], self.levels[i]
             want = below.n_compress * below.d_model
             if here.d_model != want:

@@ -20,9 +20,10 @@ import torch
 from torch import nn
 
 from zonkey.core import checkpoint as ckpt
-from zonkey.core.data import ByteBatches, load_corpus
+from zonkey.core.data import ByteBatches, byte_counts, load_corpus
+from zonkey.core.losses import byte_balance_weights
 from zonkey.core.model import ZonkeyModel, build_model
-from zonkey.core.recipe import recipe_to_dict
+from zonkey.core.recipe import BALANCE_CAP, recipe_to_dict
 
 
 class TrainingError(RuntimeError):
@@ -176,6 +177,13 @@ class Trainer:
             self._resume()
         else:
             self._start_fresh()
+        alpha = recipe.model.levels[0].token_balance
+        if alpha:
+            counts = byte_counts(self.corpus.documents("train"))
+            w = byte_balance_weights(counts, alpha, BALANCE_CAP)
+            self.model.levels[0].byte_weights.copy_(w.to(self.device))
+            self.log(f"token_balance {alpha:g}: byte weights from {int(counts.sum()):,} training bytes "
+                     f"(space {float(w[32]):.2f}, 'e' {float(w[101]):.2f}, largest {float(w.max()):.1f})")
         for i, lv in enumerate(recipe.model.levels):
             if lv.lr_start >= self.cfg.steps:
                 # allowed (a short smoke run of a long recipe), but never silent
