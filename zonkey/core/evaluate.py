@@ -12,9 +12,10 @@ Level 0:
    gold ``space``: a whitespace byte after one that is not (the whitespace starts the segment).
    ``*_tol1`` count a boundary within ±1 byte as a match. ``boundary_f1`` is the better strict F1.
  * ``length_acc``: share of segments whose decoded length (leading slots with existence >= 0.5
-   from the denoiser's own BOS head, t = 0) equals the true span; ``roundtrip0_acc`` (strict, same
-   offset) and ``roundtrip0_acc_aligned``: the text rebuilt from level-0 latents alone, every
-   segment cut at its decoded length and concatenated. These separate level 0's own length errors
+   from the denoiser's own BOS head, t = 0) equals the true span; ``roundtrip0_char_acc``
+   (1 − edit distance / input bytes), ``roundtrip0_acc`` (strict, same offset) and
+   ``roundtrip0_acc_aligned``: the text rebuilt from level-0 latents alone, every segment cut at
+   its decoded length and concatenated. These separate level 0's own length errors
    from level 1's in ``roundtrip_acc``.
 
 Level 1 (two or more levels): ``l1_sentence_boundary`` / ``l1_sentence_f1`` (level-1 BOS over the
@@ -24,7 +25,9 @@ retrieval of each level-0 latent from the decoded level-1 slots among the batch'
 with existence >= 0.5, equals the true one) and ``roundtrip_acc`` (text → level-1 latents → as many
 level-0 latents as level 1's existence keeps → bytes, byte by byte at the same offset, so one
 dropped byte or latent costs everything after it) with ``roundtrip_acc_aligned`` beside it
-(matching bytes of the best alignment, difflib, over the longer of the two). Nothing in the round
+(matching bytes of the best alignment, difflib, over the longer of the two) and
+``roundtrip_char_acc``, the headline figure: 1 − edit distance / input bytes (1 − CER), which
+charges a dropped, added or wrong byte one byte wherever it falls (see :class:`RoundTrip`). Nothing in the round
 trip is read from the input but the text itself: every count and length is decoded.
 """
 
