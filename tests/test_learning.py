@@ -85,22 +85,17 @@ def _rare_byte_accuracy(run) -> tuple[float, float]:
 
     from zonkey.core.checkpoint import load_model
     from zonkey.core.data import load_corpus
-    from zonkey.core.inference import decode_bytes_from_slots, denoise_from, split_batch
+    from zonkey.core.inference import decode_own_spans
 
     model = load_model(run)
-    level = model.levels[0]
     batches = load_corpus(model.recipe.data).batches("train", seed=0, batch_bytes=model.recipe.data.batch_bytes)
     hit = {True: 0, False: 0}
     tot = {True: 0, False: 0}
     with torch.no_grad():
         for i in range(len(batches)):
-            b = batches.batch(i)
-            seg = split_batch(model, b).segments
-            targets = b.tokens[seg.doc[:, None], seg.positions]
-            pred = decode_bytes_from_slots(denoise_from(level, level.compress(seg.vectors, seg.log_existence), 0.0, 1).x_hat,
-                                           model.table)
+            pred, targets, own, _ = decode_own_spans(model, batches.batch(i))
             for rare in (True, False):
-                sel = seg.own_span & ((targets >= 128) == rare)
+                sel = own & ((targets >= 128) == rare)
                 hit[rare] += int(((pred == targets) & sel).sum())
                 tot[rare] += int(sel.sum())
     return hit[True] / max(tot[True], 1), hit[False] / max(tot[False], 1)

@@ -2,7 +2,7 @@
 and by segment length, plus the commonest confusions, on held-out batches (decoded as ``zonkey
 eval``'s ``recon_acc``: each segment's own span, from its clean latent).
 
-    python tools/byte_errors.py RUN [--batches 8] [--raw]
+    python tools/byte_errors.py RUN [--batches 8] [--raw] [--split train]
 
 ``--raw`` uses the raw weights instead of the EMA. Used for the diagnosis in docs/experiments.md
 (session 6).
@@ -21,7 +21,7 @@ import torch  # noqa: E402
 
 import zonkey  # noqa: E402
 from zonkey.core.data import load_corpus  # noqa: E402
-from zonkey.core.inference import decode_bytes_from_slots, denoise_from, split_batch  # noqa: E402
+from zonkey.core.inference import decode_own_spans  # noqa: E402
 
 
 def byte_class(b: int) -> str:
@@ -52,18 +52,12 @@ def main() -> None:
     args = ap.parse_args()
     model = zonkey.load(args.run, use_ema=not args.raw)
     batches = load_corpus(model.recipe.data).batches(args.split, seed=0, batch_bytes=model.recipe.data.batch_bytes)
-    level, table = model.levels[0], model.table
     err = collections.Counter()
     tot = collections.Counter()
     conf = collections.Counter()
     with torch.no_grad():
         for i in range(min(args.batches, len(batches))):
-            batch = batches.batch(i)
-            seg = split_batch(model, batch).segments
-            targets = batch.tokens[seg.doc[:, None], seg.positions]
-            own = seg.own_span
-            z0 = level.compress(seg.vectors, seg.log_existence)
-            pred = decode_bytes_from_slots(denoise_from(level, z0, 0.0, 1).x_hat, table)
+            pred, targets, own, seg = decode_own_spans(model, batches.batch(i))
             wrong = (pred != targets) & own
             slot = torch.arange(own.shape[1]).expand_as(own)
             length = seg.span[:, None].expand_as(own)

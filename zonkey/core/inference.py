@@ -120,6 +120,19 @@ def denoise_from(level: Any, z0: Tensor, sigma: float, steps: int, generator: to
 
 
 @torch.no_grad()
+def decode_own_spans(model: Any, batch: Batch) -> tuple[Tensor, Tensor, Tensor, Any]:
+    """Level 0 at t = 0 on a batch, as ``recon_acc`` scores it: split deterministically, compress,
+    decode each segment from its clean latent. Returns (pred (s, m) decoded bytes, targets (s, m)
+    input bytes, own (s, m) bool: the segment's own span, the segments)."""
+    seg = split_batch(model, batch).segments
+    level = model.levels[0]
+    z0 = level.compress(seg.vectors, seg.log_existence)
+    pred = decode_bytes_from_slots(denoise_from(level, z0, 0.0, 1).x_hat, model.table)
+    targets = batch.tokens[seg.doc[:, None], seg.positions]
+    return pred, targets, seg.own_span, seg
+
+
+@torch.no_grad()
 def reconstruct_texts(model: Any, texts: Sequence[str], *, sigma: float = 0.0, steps: int = 4, seed: int = 0) -> list[str]:
     """Round trip through level 0: split, compress, (noise to σ and denoise back,) decode each
     segment's own span and concatenate in document order."""
