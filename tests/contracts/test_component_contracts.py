@@ -9,8 +9,9 @@ import torch
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
+from zonkey.core.outputs import SplitOutput
 from zonkey.core.registry import registry
-from zonkey.core.shapes import LevelContext, SplitOutput
+from zonkey.core.shapes import LevelContext
 
 D, M, K, H = 16, 8, 2, 2
 

@@ -9,8 +9,8 @@ import torch
 from tests.helpers import micro_recipe
 from zonkey.core.infill import _Clamp, _scores, _windows, encode_to_level, infill, infill_many
 from zonkey.core.model import build_model
+from zonkey.core.outputs import DenoiseOutput
 from zonkey.core.recipe import validate_recipe
-from zonkey.core.shapes import DenoiseOutput
 from zonkey.core.sphere import to_sphere
 
 pytestmark = pytest.mark.usefixtures("single_thread")

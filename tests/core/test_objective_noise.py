@@ -3,8 +3,8 @@
 import pytest
 import torch
 
+from zonkey.core.outputs import DenoiseOutput
 from zonkey.core.registry import registry
-from zonkey.core.shapes import DenoiseOutput
 
 
 def _clean_sigmas(power: float, clean_max: float = 0.35, s: int = 4000) -> torch.Tensor:

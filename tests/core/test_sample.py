@@ -9,9 +9,9 @@ import torch
 from tests.helpers import micro_recipe
 from zonkey.core.inference import decode_bytes_from_slots
 from zonkey.core.model import build_model
+from zonkey.core.outputs import DenoiseOutput
 from zonkey.core.recipe import recipe_to_dict, validate_recipe
 from zonkey.core.sample import sample
-from zonkey.core.shapes import DenoiseOutput
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

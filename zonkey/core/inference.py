@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 
 from zonkey.core.data import Batch, encode_texts
-from zonkey.core.shapes import SplitOutput
+from zonkey.core.outputs import SplitOutput
 from zonkey.core.sphere import atanh_cos_logits
 
 

@@ -55,8 +55,8 @@ from zonkey.core.data import encode_texts
 from zonkey.core.existence import NEG_INF
 from zonkey.core.hierarchy import latents_to_sequence
 from zonkey.core.inference import climb
+from zonkey.core.outputs import DenoiseOutput
 from zonkey.core.sample import ProgressFn, descend
-from zonkey.core.shapes import DenoiseOutput
 from zonkey.core.sphere import to_sphere
 
 

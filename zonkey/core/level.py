@@ -14,7 +14,8 @@ from torch import Tensor, nn
 
 from zonkey.core.existence import log_existence_from_bos_logits
 from zonkey.core.losses import collapse_loss, contrastive_recon_loss, existence_bce, token_loss
-from zonkey.core.shapes import DenoiseOutput, LevelContext, SplitOutput
+from zonkey.core.outputs import DenoiseOutput, SplitOutput
+from zonkey.core.shapes import LevelContext
 
 
 @dataclass

@@ -24,10 +24,10 @@ from typing import Any, Callable, Optional
 import torch
 from torch import Tensor
 
-from zonkey.components.stitcher.base import StitchOutput, chain_starts, place
+from zonkey.components.stitcher.base import chain_starts, place
 from zonkey.core.existence import NEG_INF, kept_mask
 from zonkey.core.inference import decode_bytes_from_slots
-from zonkey.core.shapes import DenoiseOutput
+from zonkey.core.outputs import DenoiseOutput, StitchOutput
 from zonkey.core.sphere import to_sphere
 
 ProgressFn = Callable[[int, int], None]  # (done, total)

@@ -21,7 +21,7 @@ from zonkey.core.existence import (
     segment_lengths,
     short_segment_probability,
 )
-from zonkey.core.shapes import Segments, SplitOutput
+from zonkey.core.outputs import Segments, SplitOutput
 
 
 def decide_bos(p_bos: Tensor, valid: Tensor, m: int, *, sample: bool, generator: torch.Generator | None = None) -> Tensor:

@@ -22,8 +22,9 @@ from pydantic import Field
 from torch import Tensor, nn
 
 from zonkey.core.existence import log_existence_from_bos_logits
+from zonkey.core.outputs import DenoiseOutput
 from zonkey.core.registry import ComponentConfig, register
-from zonkey.core.shapes import DenoiseOutput, LevelContext
+from zonkey.core.shapes import LevelContext
 from zonkey.core.transformer import Encoder
 
 

@@ -3,29 +3,17 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
 from typing import Callable, Optional
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from zonkey.core.shapes import DenoiseOutput
+from zonkey.core.outputs import DenoiseOutput, ObjectiveOutput
 from zonkey.core.sphere import atanh_cos_logits, to_sphere
 
 DenoiseFn = Callable[[Tensor, Tensor], DenoiseOutput]  # (z (s, k·d), sigma (s,)) -> DenoiseOutput
 CompressFn = Callable[[Tensor, Tensor], Tensor]  # (x (s, m, d), log_existence (s, m)) -> z (s, k·d)
-
-
-@dataclass
-class ObjectiveOutput:
-    """The objective's own loss and the denoiser outputs the level's reconstruction losses read."""
-
-    loss: Tensor  # () the objective's diffusion loss (weighted by `losses.diffusion`)
-    clean: DenoiseOutput  # denoised from light noise ("clean" reconstruction, §8)
-    dirty: Optional[DenoiseOutput] = None  # denoised from heavy noise ("dirty" reconstruction, §8)
-    dirty_rows: Optional[Tensor] = None  # (s',) rows of the batch the dirty output belongs to (None: all)
-    extra_latents: list[Tensor] = field(default_factory=list)  # (s, k·d) re-compressed latents (collapse loss)
 
 
 def add_noise(z: Tensor, sigma: Tensor, noise: Optional[Tensor] = None, generator: torch.Generator | None = None) -> Tensor:

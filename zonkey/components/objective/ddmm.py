@@ -20,13 +20,13 @@ from zonkey.components.objective.base import (
     CompressFn,
     DenoiseFn,
     Objective,
-    ObjectiveOutput,
     contrastive_atanh,
     false_negatives,
     recompress,
     subsample_rows,
     uniform,
 )
+from zonkey.core.outputs import ObjectiveOutput
 from zonkey.core.registry import ComponentConfig, register
 from zonkey.core.shapes import LevelContext
 

@@ -10,12 +10,12 @@ from pydantic import Field
 
 from zonkey.components.objective.base import (
     Objective,
-    ObjectiveOutput,
     contrastive_atanh,
     false_negatives,
     recompress,
     uniform,
 )
+from zonkey.core.outputs import ObjectiveOutput
 from zonkey.core.registry import ComponentConfig, register
 from zonkey.core.shapes import LevelContext
 

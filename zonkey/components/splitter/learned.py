@@ -26,9 +26,10 @@ from pydantic import Field
 from torch import Tensor, nn
 
 from zonkey.core.existence import P_EPS
+from zonkey.core.outputs import SplitOutput
 from zonkey.core.registry import ComponentConfig, register
 from zonkey.core.segments import decide_bos, make_split
-from zonkey.core.shapes import LevelContext, SplitOutput
+from zonkey.core.shapes import LevelContext
 from zonkey.core.transformer import Encoder
 
 

@@ -1,23 +1,11 @@
-"""What every stitcher returns, and the placement shared by all of them."""
+"""The placement shared by all stitchers (what they return is :class:`zonkey.core.outputs.StitchOutput`)."""
 
 from __future__ import annotations
-
-from dataclasses import dataclass, field
-from typing import Optional
 
 import torch
 from torch import Tensor
 
 from zonkey.core.existence import kept_mask
-
-
-@dataclass
-class StitchOutput:
-    x: Tensor  # (b, n, d) stitched document sequence
-    valid: Tensor  # (b, n) bool
-    starts: Tensor  # (s,) long: document position of each segment's first slot (hard, used for placement)
-    offsets: Optional[Tensor] = None  # (s,) expected offset of each segment after its predecessor (learned)
-    losses: dict[str, Tensor] = field(default_factory=dict)  # training losses (given true starts)
 
 
 def kept_lengths(log_existence: Tensor, threshold: float = 0.5) -> Tensor:

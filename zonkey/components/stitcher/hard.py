@@ -9,7 +9,8 @@ from typing import Any, Literal, Optional
 from pydantic import Field
 from torch import Tensor, nn
 
-from zonkey.components.stitcher.base import StitchOutput, chain_starts, kept_lengths, place
+from zonkey.components.stitcher.base import chain_starts, kept_lengths, place
+from zonkey.core.outputs import StitchOutput
 from zonkey.core.registry import ComponentConfig, register
 from zonkey.core.shapes import LevelContext
 

@@ -24,8 +24,9 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
-from zonkey.components.stitcher.base import StitchOutput, chain_starts, kept_lengths
+from zonkey.components.stitcher.base import chain_starts, kept_lengths
 from zonkey.core.losses import log1mexp
+from zonkey.core.outputs import StitchOutput
 from zonkey.core.registry import ComponentConfig, register
 from zonkey.core.shapes import LevelContext
 from zonkey.core.sphere import to_sphere
