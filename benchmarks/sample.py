@@ -56,9 +56,9 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     if args.ckpt:
-        from zonkey.core.checkpoint import load_model
+        from zonkey.core.model import ZonkeyModel
 
-        model = load_model(args.ckpt, device=device)
+        model = ZonkeyModel.from_run(args.ckpt, device=device)
         name = args.ckpt
     else:
         recipe = load_recipe(resolve_recipe_path(args.recipe), args.overrides)

@@ -25,10 +25,10 @@ import torch  # noqa: E402
 
 from _common import peak_rss_mib  # noqa: E402
 
-from zonkey.core.data import load_corpus  # noqa: E402
 from zonkey.core.model import build_model  # noqa: E402
 from zonkey.core.recipe import load_recipe, resolve_recipe_path  # noqa: E402
 from zonkey.core.train import param_groups, resolve_device  # noqa: E402
+from zonkey.data import load_corpus  # noqa: E402
 
 
 def main() -> None:

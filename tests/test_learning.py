@@ -83,11 +83,11 @@ def _rare_byte_accuracy(run) -> tuple[float, float]:
     """t 0 byte accuracy of a trained run on its training text: (non-ASCII bytes, the rest)."""
     import torch
 
-    from zonkey.core.checkpoint import load_model
-    from zonkey.core.data import load_corpus
     from zonkey.core.inference import decode_own_spans
+    from zonkey.core.model import ZonkeyModel
+    from zonkey.data import load_corpus
 
-    model = load_model(run)
+    model = ZonkeyModel.from_run(run)
     batches = load_corpus(model.recipe.data).batches("train", seed=0, batch_bytes=model.recipe.data.batch_bytes)
     hit = {True: 0, False: 0}
     tot = {True: 0, False: 0}
@@ -124,15 +124,15 @@ def test_token_balance_lets_rare_bytes_be_decoded(tmp_path):
 
 def _train_and_evaluate(tmp_path_factory, name: str):
     """Train a bundled recipe with its defaults and evaluate it on 20 held-out batches."""
-    from zonkey.core.checkpoint import load_model
-    from zonkey.core.data import load_corpus
     from zonkey.core.evaluate import evaluate
+    from zonkey.core.model import ZonkeyModel
     from zonkey.core.recipe import load_recipe, resolve_recipe_path
+    from zonkey.data import load_corpus
 
     run = tmp_path_factory.mktemp(name) / "run"
     rec = load_recipe(resolve_recipe_path(name))
     Trainer(rec, run, progress=False, log=lambda s: None).fit()
-    model = load_model(run)
+    model = ZonkeyModel.from_run(run)
     return rec, evaluate(model, load_corpus(rec.data), batch_bytes=rec.data.batch_bytes, max_batches=20)
 
 

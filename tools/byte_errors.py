@@ -20,8 +20,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 
 import zonkey  # noqa: E402
-from zonkey.core.data import load_corpus  # noqa: E402
 from zonkey.core.inference import decode_own_spans  # noqa: E402
+from zonkey.data import load_corpus  # noqa: E402
 
 
 def byte_class(b: int) -> str:

@@ -21,12 +21,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 
 import zonkey.core.level as level_mod  # noqa: E402
-from zonkey.core.checkpoint import load_model  # noqa: E402
-from zonkey.core.data import load_corpus  # noqa: E402
 from zonkey.core.hierarchy import latents_to_sequence  # noqa: E402
 from zonkey.core.inference import split_batch  # noqa: E402
 from zonkey.core.losses import contrastive_recon_loss  # noqa: E402
+from zonkey.core.model import ZonkeyModel  # noqa: E402
 from zonkey.core.sphere import to_sphere  # noqa: E402
+from zonkey.data import load_corpus  # noqa: E402
 
 
 def main() -> None:
@@ -48,7 +48,7 @@ def main() -> None:
     if args.same_cos is not None:
         tol = 1.0 - args.same_cos
         level_mod.contrastive_recon_loss = lambda *a, **k: contrastive_recon_loss(*a, same_tol=tol, **k)
-    model = load_model(args.run)
+    model = ZonkeyModel.from_run(args.run)
     if len(model.recipe.model.levels) < 2:
         sys.exit(f"{args.run}: the recipe has one level; the probe needs a level-1 block")
     batches = load_corpus(model.recipe.data).batches("train", seed=0, batch_bytes=model.recipe.data.batch_bytes)

@@ -14,8 +14,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import zonkey  # noqa: E402
-from zonkey.core.data import load_corpus  # noqa: E402
 from zonkey.core.evaluate import evaluate_level1  # noqa: E402
+from zonkey.data import load_corpus  # noqa: E402
 
 
 def main() -> None:

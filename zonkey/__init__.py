@@ -17,7 +17,10 @@ __all__ = ["Recipe", "RecipeError", "load_recipe", "load", "__version__"]
 
 
 def load(run_dir: Any, **kwargs: Any) -> Any:
-    """Rebuild a trained model from a run directory (``model.safetensors`` + ``recipe.json``)."""
-    from zonkey.core.checkpoint import load_model
+    """Rebuild a trained model from a run directory (``model.safetensors`` + ``recipe.json``).
 
-    return load_model(run_dir, **kwargs)
+    Keyword arguments go to :meth:`zonkey.core.model.ZonkeyModel.from_run` (``use_ema``, ``device``).
+    """
+    from zonkey.core.model import ZonkeyModel
+
+    return ZonkeyModel.from_run(run_dir, **kwargs)

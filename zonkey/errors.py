@@ -6,8 +6,8 @@ from __future__ import annotations
 
 def _user_errors() -> tuple[type[BaseException], ...]:
     from zonkey.core.checkpoint import CheckpointError
-    from zonkey.core.data import DataError
     from zonkey.core.train import TrainingError
+    from zonkey.data import DataError
 
     return (CheckpointError, DataError, TrainingError)
 

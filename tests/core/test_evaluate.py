@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from tests.helpers import micro_recipe
-from zonkey.core.data import encode_texts, load_corpus
 from zonkey.core.evaluate import BoundaryCounter, bos_entropy, evaluate, gold_boundaries
 from zonkey.core.model import build_model
+from zonkey.data import encode_texts, load_corpus
 
 
 def test_gold_boundaries_word_and_space():

@@ -7,8 +7,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from zonkey.core.data import encode_texts
 from zonkey.core.evaluate import RoundTrip, levenshtein
+from zonkey.data import encode_texts
 
 LAWS = settings(max_examples=200, deadline=None)
 small_bytes = st.binary(max_size=24).map(lambda b: bytes(c % 4 + 97 for c in b))  # a 4-letter alphabet: many ties

@@ -13,9 +13,9 @@ from zonkey.cli import common
 
 
 def _load(ckpt: Path, use_ema: bool):  # noqa: ANN202
-    from zonkey.core.checkpoint import load_model
+    from zonkey.core.model import ZonkeyModel
 
-    return load_model(ckpt, use_ema=use_ema)
+    return ZonkeyModel.from_run(ckpt, use_ema=use_ema)
 
 
 def eval_cmd(
@@ -36,8 +36,8 @@ def eval_cmd(
     generation: samples (valid words, length, distinct-n) and infilling (exact match, byte accuracy)."""
     with common.user_errors():
         model = _load(ckpt, ema)
-        from zonkey.core.data import load_corpus
         from zonkey.core.evaluate import evaluate
+        from zonkey.data import load_corpus
 
         dcfg = model.recipe.data
         if data is not None:

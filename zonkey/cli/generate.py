@@ -19,9 +19,9 @@ GAP_MARK = re.compile(r"_{3,}")  # a run of three or more underscores marks the 
 
 
 def _load(ckpt: Path, use_ema: bool):  # noqa: ANN202
-    from zonkey.core.checkpoint import load_model
+    from zonkey.core.model import ZonkeyModel
 
-    return load_model(ckpt, use_ema=use_ema)
+    return ZonkeyModel.from_run(ckpt, use_ema=use_ema)
 
 
 @contextmanager

@@ -40,10 +40,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from zonkey.core.data import Batch, ByteBatches
 from zonkey.core.existence import kept_mask
 from zonkey.core.inference import climb, decode_bytes_from_slots, denoise_from, split_batch
 from zonkey.core.sphere import to_sphere
+from zonkey.data import Batch, ByteBatches
 
 WHITESPACE = (9, 10, 11, 12, 13, 32)
 NOISE_LEVELS = (0.1, 0.3, 0.5)

@@ -10,9 +10,9 @@ from typing import Any, Sequence
 import torch
 from torch import Tensor
 
-from zonkey.core.data import Batch, encode_texts
 from zonkey.core.outputs import SplitOutput
 from zonkey.core.sphere import atanh_cos_logits
+from zonkey.data import Batch, encode_texts
 
 
 @dataclass

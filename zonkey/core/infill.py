@@ -51,13 +51,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from zonkey.core.data import encode_texts
 from zonkey.core.existence import NEG_INF
 from zonkey.core.hierarchy import latents_to_sequence
 from zonkey.core.inference import climb
 from zonkey.core.outputs import DenoiseOutput
 from zonkey.core.sample import ProgressFn, descend
 from zonkey.core.sphere import to_sphere
+from zonkey.data import encode_texts
 
 
 @dataclass

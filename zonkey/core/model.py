@@ -1,17 +1,19 @@
 """The whole model: byte embedding (tied with the level-0 output head) and the stack of levels.
 
-``build_model(recipe)`` is the only constructor; ``zonkey.load(run_dir)`` calls it on the saved
-``recipe.json`` and loads the weights strictly.
+``build_model(recipe)`` is the only constructor; ``ZonkeyModel.from_run(run_dir)`` (behind
+``zonkey.load``) calls it on the saved ``recipe.json`` and loads the weights strictly.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Optional, Sequence
 
 import torch
 from torch import Tensor, nn
 
+from zonkey.core.checkpoint import load_weights, read_run_recipe
 from zonkey.core.hierarchy import latents_to_sequence
 from zonkey.core.level import Level, LevelOutput
 from zonkey.core.shapes import BYTE_VOCAB
@@ -40,6 +42,31 @@ class ZonkeyModel(nn.Module):
         self.attention = mcfg.attention.build()
         self.embed = nn.Parameter(torch.randn(BYTE_VOCAB, mcfg.levels[0].d_model))
         self.levels = nn.ModuleList(Level(lc, i, self.attention) for i, lc in enumerate(mcfg.levels))
+
+    @classmethod
+    def from_run(cls, run_dir: str | Path, *, use_ema: bool = True,
+                 device: str | torch.device = "cpu") -> ZonkeyModel:
+        """Rebuild a trained model from a run (or step) directory, in eval mode.
+
+        Reads and validates ``recipe.json``, builds the model with :func:`build_model` and loads
+        the newest checkpoint strictly. With ``use_ema`` the EMA weights replace the model weights
+        they cover (buffers an EMA does not track come from the model weights).
+
+        Args:
+            run_dir: ``RUN`` or ``RUN/checkpoints/step-N``.
+            use_ema: prefer the EMA weights when the checkpoint has them.
+            device: where the model is moved.
+
+        Returns:
+            The model, in eval mode.
+
+        Raises:
+            CheckpointError: missing/invalid recipe.json, an invalid recipe, no checkpoint, corrupt
+                files, or weights that don't match the model.
+        """
+        model = build_model(read_run_recipe(run_dir))
+        load_weights(model, run_dir, use_ema=use_ema)
+        return model.to(device).eval()
 
     @property
     def table(self) -> Tensor:

@@ -20,10 +20,10 @@ import torch
 from torch import nn
 
 from zonkey.core import checkpoint as ckpt
-from zonkey.core.data import ByteBatches, byte_counts, load_corpus
 from zonkey.core.losses import byte_balance_weights
 from zonkey.core.model import ZonkeyModel, build_model
 from zonkey.core.recipe import BALANCE_CAP, recipe_to_dict
+from zonkey.data import ByteBatches, byte_counts, load_corpus
 
 
 class TrainingError(RuntimeError):

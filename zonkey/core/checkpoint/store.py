@@ -1,0 +1,259 @@
+"""Saving checkpoints crash-safely, recovering from an interrupted save, pruning, finding the newest.
+
+Layout of a run directory::
+
+    RUN/recipe.json                 resolved recipe + zonkey_version, schema_version
+    RUN/checkpoints/step-00000100/  model.safetensors, [ema.safetensors], [optimizer.safetensors],
+                                    rng.safetensors, state.json (written last, lists the files)
+    RUN/LATEST                      JSON pointer to the newest complete checkpoint directory
+    RUN/model.safetensors           copy of the newest model weights (for ``zonkey.load(RUN)``)
+    RUN/ema.safetensors             copy of the newest EMA weights, when there are any
+
+A checkpoint is written into ``RUN/checkpoints/.tmp-*``, every file fsync'ed, renamed into place,
+then LATEST is replaced; older checkpoints beyond ``keep`` are removed only after that, so a kill
+at any moment leaves the previous checkpoint loadable. Re-saving a step moves the old folder aside
+to ``step-N.old`` for the instant between two renames. One writer per run directory is assumed
+(rank 0 under DDP).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from pydantic import BaseModel
+from torch import Tensor, nn
+
+from zonkey.core.checkpoint.layout import (
+    CHECKPOINTS_DIR,
+    EMA_FILE,
+    FORMAT_VERSION,
+    LATEST_FILE,
+    MODEL_FILE,
+    OPTIMIZER_FILE,
+    OPTIMIZER_META_KEY,
+    RNG_FILE,
+    STATE_FILE,
+    STEP_DIR,
+    TMP_PREFIX,
+    list_checkpoints,
+    step_name,
+)
+from zonkey.core.checkpoint.recipe_json import write_recipe_json, zonkey_version
+from zonkey.core.checkpoint.state import optimizer_to_tensors, rng_state
+from zonkey.core.recipe import SCHEMA_VERSION
+from zonkey.io import (
+    CheckpointError,
+    atomic_write,
+    atomic_write_json,
+    fsync_dir,
+    fsync_file,
+    json_bytes,
+    write_bytes,
+    write_safetensors,
+)
+
+__all__ = ["find_latest_checkpoint", "save_checkpoint"]
+
+logger = logging.getLogger(__name__)
+
+
+def _remove_dir(path: Path) -> None:
+    """Delete a directory so that a crash half-way leaves only a ``.tmp-*`` name behind."""
+    doomed = path.with_name(f"{TMP_PREFIX}delete-{path.name}-{uuid.uuid4().hex[:8]}")
+    os.rename(path, doomed)
+    shutil.rmtree(doomed, ignore_errors=True)
+
+
+def _recover(run: Path, ckdir: Path) -> None:
+    """Clean what a crashed save left behind (temp files and dirs, a moved-aside ``step-N.old``)."""
+    for parent in (run, ckdir):
+        for p in parent.iterdir() if parent.is_dir() else ():
+            if p.name.startswith(TMP_PREFIX):
+                logger.info("removing %s left by an interrupted save", p)
+                if p.is_dir() and not p.is_symlink():
+                    shutil.rmtree(p, ignore_errors=True)
+                else:
+                    p.unlink(missing_ok=True)
+    for p in list(ckdir.iterdir()):
+        m = STEP_DIR.match(p.name)
+        if m and m.group(2):
+            live = p.with_name(step_name(int(m.group(1))))
+            if live.exists():
+                _remove_dir(p)
+            else:
+                logger.warning("restoring %s from %s (a save was interrupted while replacing it)", live, p)
+                os.rename(p, live)
+    fsync_dir(ckdir)
+
+
+def _write_durable(path: Path, write: Callable[[Path], None]) -> dict[str, int]:
+    write(path)
+    fsync_file(path)
+    return {"bytes": path.stat().st_size}
+
+
+def _copy_to_run(src: Path, dst: Path) -> None:
+    atomic_write(dst, lambda tmp: shutil.copyfile(src, tmp))
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    while isinstance(getattr(model, "module", None), nn.Module) and type(model).__name__ in (
+        "DistributedDataParallel",
+        "DataParallel",
+    ):
+        model = model.module
+    return getattr(model, "_orig_mod", model)  # torch.compile wrapper
+
+
+def save_checkpoint(
+    run_dir: str | Path,
+    *,
+    step: int,
+    model: nn.Module,
+    ema: dict[str, Tensor] | None,
+    optimizer: torch.optim.Optimizer | None,
+    state: dict[str, Any],
+    recipe: dict[str, Any] | BaseModel | None = None,
+    keep: int = 2,
+) -> Path:
+    """Save a complete checkpoint of step ``step`` atomically and update LATEST and RUN's weights.
+
+    Args:
+        run_dir: the run directory (created if needed).
+        step: training step (names the directory ``checkpoints/step-%08d``).
+        model: the module (DDP / torch.compile wrappers are unwrapped); its state dict is saved.
+        ema: EMA weights by state-dict name (may cover only the parameters), or None.
+        optimizer: saved as tensors + JSON (see ``optimizer_to_tensors``), or None.
+        state: JSON-able trainer state (step, data position, scheduler, non-finite count, metrics).
+        recipe: written to ``RUN/recipe.json`` when given (see ``write_recipe_json``).
+        keep: how many checkpoints to keep, the new one included. Others are removed only after
+            LATEST points at the new one; checkpoints of a higher step (an abandoned continuation
+            of an earlier state) are removed too.
+
+    Returns:
+        The new checkpoint directory.
+
+    Raises:
+        CheckpointError: unserialisable state or optimizer state (nothing written), bad arguments.
+            Any error during the write itself leaves the previous checkpoint and LATEST as they
+            were, like a kill would; the partial ``.tmp-*`` directory is removed by the next save.
+    """
+    if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+        raise CheckpointError(f"step must be a non-negative integer, got {step!r}")
+    if keep < 1:
+        raise CheckpointError(f"keep must be >= 1, got {keep}")
+    run = Path(run_dir)
+    ckdir = run / CHECKPOINTS_DIR
+    name = step_name(step)
+    state_bytes = json_bytes(state, f"{run}: trainer state")  # fail before touching the disk
+    opt_parts = None
+    if optimizer is not None:
+        opt_tensors, opt_meta = optimizer_to_tensors(optimizer)
+        opt_parts = (opt_tensors, {OPTIMIZER_META_KEY: json.dumps(opt_meta, allow_nan=True)})
+
+    ckdir.mkdir(parents=True, exist_ok=True)
+    _recover(run, ckdir)
+    if recipe is not None:
+        write_recipe_json(run, recipe)
+
+    version = zonkey_version()
+    header = {"format": "pt", "step": str(step), "zonkey_version": version, "schema_version": str(SCHEMA_VERSION)}
+    tmp = ckdir / f"{TMP_PREFIX}{name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    files: dict[str, dict[str, int]] = {}
+    model_sd = _unwrap(model).state_dict()
+    files[MODEL_FILE] = _write_durable(tmp / MODEL_FILE, lambda p: write_safetensors(p, model_sd, header))
+    if ema is not None:
+        files[EMA_FILE] = _write_durable(tmp / EMA_FILE, lambda p: write_safetensors(p, ema, header))
+    if opt_parts is not None:
+        files[OPTIMIZER_FILE] = _write_durable(
+            tmp / OPTIMIZER_FILE, lambda p: write_safetensors(p, opt_parts[0], opt_parts[1])
+        )
+    files[RNG_FILE] = _write_durable(tmp / RNG_FILE, lambda p: write_safetensors(p, rng_state(), None))
+    info = {
+        "format": "zonkey-checkpoint",
+        "format_version": FORMAT_VERSION,
+        "step": step,
+        "zonkey_version": version,
+        "schema_version": SCHEMA_VERSION,
+        "files": files,
+        "trainer": json.loads(state_bytes),
+    }
+    _write_durable(tmp / STATE_FILE, lambda p: write_bytes(p, json_bytes(info, p)))
+    fsync_dir(tmp)
+
+    final = ckdir / name
+    old = None
+    if final.exists():
+        old = final.with_name(name + ".old")
+        os.rename(final, old)
+    os.rename(tmp, final)
+    fsync_dir(ckdir)
+    atomic_write_json(run / LATEST_FILE, {"checkpoint": f"{CHECKPOINTS_DIR}/{name}", "step": step})
+    if old is not None:
+        _remove_dir(old)
+
+    _copy_to_run(final / MODEL_FILE, run / MODEL_FILE)
+    if ema is not None:
+        _copy_to_run(final / EMA_FILE, run / EMA_FILE)
+    elif (run / EMA_FILE).exists():
+        (run / EMA_FILE).unlink()
+
+    _prune(ckdir, step, name, keep)
+    return final
+
+
+def _prune(ckdir: Path, step: int, name: str, keep: int) -> None:
+    """Remove checkpoints older than the ``keep - 1`` before ``step``, and every later one."""
+    older = [p for s, p in list_checkpoints(ckdir) if s < step]
+    doomed = older[: max(0, len(older) - (keep - 1))]
+    for s, p in list_checkpoints(ckdir):
+        if s > step:
+            logger.warning("removing %s: newer than the checkpoint just saved (%s)", p, name)
+            doomed.append(p)
+    for p in doomed:
+        _remove_dir(p)
+    if doomed:
+        fsync_dir(ckdir)
+
+
+def find_latest_checkpoint(run_dir: str | Path) -> Path | None:
+    """The newest complete checkpoint dir of a run: LATEST's target, else the highest ``step-*``.
+
+    A LATEST that is unreadable or points at a missing directory is reported and skipped; the
+    ``step-N.old`` left by a save interrupted while replacing step N stands in for it.
+
+    Args:
+        run_dir: the run directory.
+
+    Returns:
+        The step directory, or None when the run has no complete checkpoint.
+    """
+    run = Path(run_dir)
+    ckdir = run / CHECKPOINTS_DIR
+    latest = run / LATEST_FILE
+    if latest.is_file():
+        target = None
+        try:
+            text = latest.read_text(encoding="utf-8").strip()
+            target = json.loads(text)["checkpoint"] if text.startswith("{") else text
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as exc:
+            logger.warning("%s: unreadable (%s); using the newest checkpoint dir instead", latest, exc)
+        if isinstance(target, str) and target:
+            path = run / target
+            if path.is_dir():
+                return path
+            old = path.with_name(path.name + ".old")
+            if (old / STATE_FILE).is_file():
+                return old
+            logger.warning("%s points at missing %s; using the newest checkpoint dir instead", latest, path)
+    found = list_checkpoints(ckdir, include_old=True)
+    return found[-1][1] if found else None

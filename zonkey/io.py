@@ -1,0 +1,282 @@
+"""Durable file I/O: atomic writes of bytes, JSON and safetensors, and reads with clear errors.
+
+A write goes to a temporary sibling (``.tmp-<name>.<pid>.<random>``), is fsync'ed, then
+``os.replace``'d onto the destination and the folder is fsync'ed: a reader sees the old file or
+the new one, never a mix, and a kill at any moment leaves at worst a ``.tmp-*`` file behind. No
+Python object serialization is used: tensors go to safetensors, everything else to JSON.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+from torch import Tensor
+
+__all__ = [
+    "TMP_PREFIX",
+    "CheckpointError",
+    "atomic_save_safetensors",
+    "atomic_write",
+    "atomic_write_bytes",
+    "atomic_write_json",
+    "fsync_dir",
+    "fsync_file",
+    "json_bytes",
+    "read_json",
+    "read_safetensors",
+    "write_bytes",
+    "write_safetensors",
+]
+
+TMP_PREFIX = ".tmp-"  # names starting with it are unfinished writes: readers ignore them
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint, run directory or one of their files cannot be written or read.
+
+    The message names the path and fits on one line.
+    """
+
+
+def fsync_dir(path: Path) -> None:
+    """Make a rename or a new entry in ``path`` durable (POSIX; a no-op where dirs can't be opened).
+
+    Args:
+        path: the folder whose entries changed.
+    """
+    if os.name == "nt":
+        return
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:  # a filesystem that cannot open directories: durability of names is best effort
+        return
+    try:
+        os.fsync(fd)
+    except OSError as exc:
+        if exc.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EBADF):
+            raise
+    finally:
+        os.close(fd)
+
+
+def fsync_file(path: Path) -> None:
+    """Flush ``path``'s content to the disk.
+
+    Args:
+        path: an existing regular file.
+    """
+    fd = os.open(path, os.O_RDWR)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _tmp_sibling(path: Path) -> Path:
+    return path.with_name(f"{TMP_PREFIX}{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}")
+
+
+def atomic_write(path: Path, write: Callable[[Path], None]) -> Path:
+    """Write through ``write(tmp)`` into a sibling temp file, fsync, then replace ``path`` with it.
+
+    Args:
+        path: destination file; its folder is created if needed.
+        write: writes the whole content to the path it is given.
+
+    Returns:
+        The path written.
+
+    Raises:
+        BaseException: whatever ``write`` or the filesystem raise; the temp file is removed and
+            ``path`` keeps its old content.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _tmp_sibling(path)
+    try:
+        write(tmp)
+        fsync_file(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    fsync_dir(path.parent)
+    return path
+
+
+def write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` (not atomic on its own: see :func:`atomic_write_bytes`).
+
+    Args:
+        path: destination file.
+        data: the content.
+    """
+    with open(path, "wb") as f:
+        f.write(data)
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
+    """Replace ``path`` with ``data`` atomically: readers see the old or the new file, never a mix.
+
+    Args:
+        path: destination file; its folder is created if needed.
+        data: the new content.
+
+    Returns:
+        The path written.
+    """
+    return atomic_write(Path(path), lambda tmp: write_bytes(tmp, data))
+
+
+def json_bytes(obj: Any, where: str | Path) -> bytes:
+    """Indented UTF-8 JSON of ``obj`` with a final newline.
+
+    Args:
+        obj: JSON-able value; NaN and infinities are kept (metrics may hold a non-finite loss).
+        where: names the file or value in the error.
+
+    Returns:
+        The encoded text.
+
+    Raises:
+        CheckpointError: ``obj`` is not JSON-serializable.
+    """
+    try:
+        text = json.dumps(obj, indent=2, ensure_ascii=False, allow_nan=True)
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"{where}: not JSON-serializable ({exc})") from None
+    return (text + "\n").encode("utf-8")
+
+
+def atomic_write_json(path: str | Path, obj: Any) -> Path:
+    """Write ``obj`` as indented UTF-8 JSON, atomically (see :func:`atomic_write_bytes`).
+
+    Args:
+        path: destination file.
+        obj: JSON-able value.
+
+    Returns:
+        The path written.
+
+    Raises:
+        CheckpointError: ``obj`` is not JSON-serializable (nothing is written).
+    """
+    return atomic_write_bytes(path, json_bytes(obj, path))
+
+
+def _prepare_tensors(tensors: dict[str, Tensor], where: str | Path) -> dict[str, Tensor]:
+    """Detached, contiguous CPU tensors, no two sharing storage (tied weights are cloned)."""
+    out: dict[str, Tensor] = {}
+    seen: set[int] = set()
+    for name, t in tensors.items():
+        if not isinstance(name, str) or not isinstance(t, Tensor):
+            raise CheckpointError(f"{where}: expected str -> Tensor entries, got {name!r}: {type(t).__name__}")
+        if t.is_meta:
+            raise CheckpointError(f"{where}: tensor {name!r} is on the meta device (no data to save)")
+        t = t.detach().to("cpu").contiguous()
+        ptr = t.untyped_storage().data_ptr()
+        if t.numel() and ptr in seen:
+            t = t.clone()
+        seen.add(t.untyped_storage().data_ptr())
+        out[name] = t
+    return out
+
+
+def write_safetensors(path: Path, tensors: dict[str, Tensor], metadata: dict[str, str] | None) -> None:
+    """Write a safetensors file (not atomic on its own: see :func:`atomic_save_safetensors`).
+
+    Args:
+        path: destination file.
+        tensors: name -> tensor of any shape, device or layout (see :func:`atomic_save_safetensors`).
+        metadata: optional str -> str header metadata.
+
+    Raises:
+        CheckpointError: metadata that is not str -> str, a non-tensor entry or a meta tensor.
+    """
+    if metadata is not None and not all(isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()):
+        raise CheckpointError(f"{path}: safetensors metadata must map str to str")
+    save_file(_prepare_tensors(tensors, path), str(path), metadata=metadata)
+
+
+def atomic_save_safetensors(
+    path: str | Path, tensors: dict[str, Tensor], metadata: dict[str, str] | None = None
+) -> Path:
+    """Save tensors to a safetensors file atomically.
+
+    Tensors are detached, moved to CPU and made contiguous. safetensors refuses tensors that share
+    storage, so a tensor whose storage was already saved under another name (tied weights) is
+    cloned: every name gets its own copy, the file holds every state-dict key and strict loading
+    needs no alias table (at the cost of storing a tied matrix twice).
+
+    Args:
+        path: destination ``.safetensors`` file.
+        tensors: name -> tensor.
+        metadata: optional str -> str header metadata.
+
+    Returns:
+        The path written.
+
+    Raises:
+        CheckpointError: see :func:`write_safetensors`.
+    """
+    path = Path(path)
+    return atomic_write(path, lambda tmp: write_safetensors(tmp, tensors, metadata))
+
+
+def read_json(path: Path) -> Any:
+    """Parse a UTF-8 JSON file.
+
+    Args:
+        path: the file.
+
+    Returns:
+        The parsed value.
+
+    Raises:
+        CheckpointError: a missing or unreadable file, text that is not UTF-8, or invalid JSON
+            (with line and column).
+    """
+    if not path.is_file():
+        raise CheckpointError(f"{path}: missing file")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise CheckpointError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    except json.JSONDecodeError as exc:
+        raise CheckpointError(f"{path}: invalid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})") from None
+    except OSError as exc:
+        raise CheckpointError(f"{path}: cannot read ({exc.strerror})") from None
+
+
+def read_safetensors(path: Path, device: str | torch.device = "cpu") -> tuple[dict[str, Tensor], dict[str, str]]:
+    """Every tensor of a safetensors file and its header metadata.
+
+    Args:
+        path: the file.
+        device: where the tensors are loaded.
+
+    Returns:
+        ``(tensors, metadata)``: name -> tensor as saved, and the str -> str metadata (empty if none).
+
+    Raises:
+        CheckpointError: a missing file, or one safetensors cannot parse (truncated, garbage).
+    """
+    if not path.is_file():
+        raise CheckpointError(f"{path}: missing file")
+    try:
+        with safe_open(str(path), framework="pt", device=str(device)) as f:
+            metadata = dict(f.metadata() or {})
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as exc:  # safetensors raises its own error type, OSError, ValueError...
+        msg = " ".join(str(exc).split()) or type(exc).__name__
+        raise CheckpointError(f"{path}: corrupt safetensors file ({msg})") from None
+    return tensors, metadata
