@@ -52,6 +52,8 @@ def generation_lines(res: dict[str, Any]) -> list[str]:
         lines.append(f"samples (n={s['n']}, T={s['steps']}, snap: {s['snap']}; judge: byte {j['order']}-gram "
                      f"Kneser-Ney on {j['train_bytes']} training bytes{', cached' if j['cached'] else ''})")
         lines += _table(22, head, [(ROW_LABELS[k], _sample_cells(s["rows"][k])) for k in ROW_NAMES if k in s["rows"]])
+        lines.append("  valid: valid-word rate; bits/B: judge bits per byte; H(bytes): byte entropy (bits); "
+                     "memo-4: share of token 4-grams found in the training text")
         lines.append(f"  generated in {s['seconds']:.2f} s ({s['bytes_per_s']:.0f} bytes/s); "
                      f"whole held-out documents: {s['real_mean_bytes']:.1f} bytes, valid {s['real_valid_word_rate']:.4f}")
     if "steps_table" in res:
