@@ -27,9 +27,10 @@ def eval_cmd(
     seed: Annotated[int, typer.Option("--seed")] = 0,
     ema: Annotated[bool, typer.Option("--ema/--no-ema", help="Use the EMA weights.")] = True,
     samples: Annotated[int, typer.Option("--samples", min=0, help="Generate this many texts for the sample metrics "
-                                         "(valid-word rate, length, distinct-n); 0 disables.")] = 200,
+                                         "(valid-word rate, judge bits/byte, byte entropy, distinct-n, length, "
+                                         "memorisation); 0 disables.")] = 200,
     infill: Annotated[int, typer.Option("--infill", min=0, help="Infill this many held-out sentences with one word "
-                                        "removed (exact match, byte accuracy vs a baseline); 0 disables.")] = 500,
+                                        "removed (exact match, character accuracy, EM@k vs baselines); 0 disables.")] = 500,
     steps_table: Annotated[bool, typer.Option("--steps-table", help="Also score --samples texts at T = 5, 10, "
                                               "30 and 100 top-level steps (slow on CPU).")] = False,
     throughput_n: Annotated[int, typer.Option("--throughput", min=0, help="With --samples or --steps-table: time "

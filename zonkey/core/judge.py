@@ -238,7 +238,7 @@ def load_or_train(docs: Sequence[bytes | str], cache_dir: Optional[str | Path] =
     from safetensors import SafetensorError
     from safetensors.numpy import load, save
 
-    from zonkey.core.checkpoint import atomic_write_bytes, atomic_write_json
+    from zonkey.io import atomic_write_bytes, atomic_write_json
 
     fp = corpus_fingerprint(docs, order)
     if cache_dir is not None:
