@@ -108,10 +108,10 @@ def test_token_balance_lets_rare_bytes_be_decoded(tmp_path):
     corpus.write_text("\n".join(RARE_LINES * 4) + "\n")
     acc = {}
     for alpha in (0.0, 1.0):
-        lvl = {**_level(32, 8, 4.0, {"diffusion": 0.1, "recon_dirty": 0.1}), "token_balance": alpha}
+        lvl = _level(32, 8, 4.0, {"diffusion": 0.1, "recon_dirty": 0.1})
         rec = validate_recipe({
             "data": {"source": str(corpus), "max_doc_bytes": 64, "batch_bytes": 512, "heldout_fraction": 0.01},
-            "model": {"levels": [lvl]},
+            "model": {"byte_loss": {"balance": alpha}, "levels": [lvl]},
             "train": {"steps": 400, "lr": 0.003, "warmup_steps": 20, "log_every": 100, "seed": 0, "threads": 1},
         })
         run = tmp_path / f"run-{alpha}"

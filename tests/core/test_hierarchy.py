@@ -45,8 +45,7 @@ def test_level1_losses_reach_level0_compressor_and_splitter():
 
 def _level1_grads(alpha: float, beta: float = 1.0) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     data = _two_level().model_dump(mode="json")
-    data["model"]["levels"][0]["split_grad_from_above"] = alpha
-    data["model"]["levels"][0]["grad_from_above"] = beta
+    data["model"]["levels"][0]["grad_from_above"] = {"latents": beta, "split": alpha}
     torch.manual_seed(0)
     model = build_model(validate_recipe(data))
     tokens = torch.randint(97, 123, (3, 80))

@@ -61,8 +61,8 @@ def test_focal_gradient_is_finite_on_a_perfect_prediction():
 
 
 def _level0(focal: float, balance: float = 0.0):
-    return validate_recipe({"model": {"levels": [
-        {"d_model": 16, "max_segment": 8, "n_compress": 2, "heads": 2, "token_focal": focal, "token_balance": balance,
+    return validate_recipe({"model": {"byte_loss": {"focal": focal, "balance": balance}, "levels": [
+        {"d_model": 16, "max_segment": 8, "n_compress": 2, "heads": 2,
          "splitter": {"name": "learned", "existence": "straight_through", "target_segment": 4.0}},
     ]}})
 
@@ -83,12 +83,13 @@ def test_token_focal_reaches_the_level_zero_byte_loss():
             assert torch.allclose(v, out[2.0][k], rtol=1e-5, atol=1e-7), k
 
 
-def test_token_focal_above_level_zero_is_an_error():
+def test_token_focal_on_a_level_is_an_error():
     from zonkey.core.recipe import RecipeError
 
+    # the byte loss sits beside the byte table (model.byte_loss), so no level can set it
     data = _level0(0.0).model_dump(mode="json")
     data["model"]["levels"].append({"d_model": 32, "max_segment": 4, "n_compress": 2, "heads": 2, "token_focal": 1.0})
-    with pytest.raises(RecipeError, match=r"levels\.1\.token_focal is 1\.0, but only level 0 has a byte loss"):
+    with pytest.raises(RecipeError, match=r"levels\.1\.token_focal: unknown key .*model\.byte_loss\.focal \(only level 0 has a byte loss\)"):
         validate_recipe(data)
 
 
@@ -143,13 +144,13 @@ def test_trainer_sets_balance_weights_from_the_training_bytes(tmp_path):
     tr = Trainer(validate_recipe(rec), tmp_path / "run", progress=False, log=logs.append)
     w = tr.model.levels[0].byte_weights
     assert w[ord("Z")] > w[ord(" ")] > w[ord("a")]
-    assert any("token_balance 0.5" in line for line in logs)
+    assert any("byte_loss.balance 0.5" in line for line in logs)
 
 
-def test_token_balance_above_level_zero_is_an_error():
+def test_token_balance_on_a_level_is_an_error():
     from zonkey.core.recipe import RecipeError
 
     data = _level0(0.0).model_dump(mode="json")
     data["model"]["levels"].append({"d_model": 32, "max_segment": 4, "n_compress": 2, "heads": 2, "token_balance": 0.5})
-    with pytest.raises(RecipeError, match=r"levels\.1\.token_balance is 0\.5, but only level 0"):
+    with pytest.raises(RecipeError, match=r"levels\.1\.token_balance: unknown key .*model\.byte_loss\.balance \(only level 0"):
         validate_recipe(data)

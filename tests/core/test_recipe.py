@@ -8,6 +8,7 @@ from typing import Any, Literal
 
 import pytest
 import yaml
+from pydantic import ValidationError
 
 from zonkey.core.recipe import (
     Recipe,
@@ -64,7 +65,7 @@ def test_minimal_recipe_fills_defaults():
     level = recipe.model.levels[0]
     assert (level.d_model, level.max_segment, level.n_compress, level.heads) == (64, 16, 4, 4)
     assert level.losses.token == 1.0
-    assert recipe.schema_version == 1
+    assert recipe.schema_version == 2
 
 
 def test_model_section_is_required():
@@ -219,7 +220,7 @@ def test_resolved_recipe_round_trips_through_dict_and_yaml():
 
 def test_recipe_is_frozen():
     recipe = validate_recipe(base())
-    with pytest.raises(Exception):
+    with pytest.raises(ValidationError):
         recipe.train.steps = 3
 
 

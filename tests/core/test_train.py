@@ -125,7 +125,7 @@ def test_level_lr_start_and_scale_shift_and_scale_the_schedule():
         assert lr_at(s, cfg, start=30) == pytest.approx(lr_at(s - 30, short))
 
 
-def _two_level_micro(steps: int = 5, **level1: Any) -> Any:
+def _two_level_micro(steps: int = 5, **schedule: Any) -> Any:
     from zonkey.core.recipe import recipe_to_dict, validate_recipe
 
     data = recipe_to_dict(micro_recipe(steps=steps, log_every=1))
@@ -133,7 +133,7 @@ def _two_level_micro(steps: int = 5, **level1: Any) -> Any:
     lv0["splitter"]["target_segment"] = 3.0
     lv1 = {"d_model": lv0["n_compress"] * lv0["d_model"], "max_segment": 4, "n_compress": 2, "heads": 2,
            "ffn_mult": 1, "compressor": {"name": "cls", "layers": 1},
-           "denoiser": {"name": "ddmm", "decoder_layers": 1, "layers": 1}, **level1}
+           "denoiser": {"name": "ddmm", "decoder_layers": 1, "layers": 1}, "schedule": schedule}
     data["model"]["levels"].append(lv1)
     return validate_recipe(data, source="<two-level micro>")
 
@@ -173,4 +173,4 @@ def test_a_level_does_not_move_before_its_lr_start(tmp_path):
 def test_a_level_that_never_reaches_its_lr_start_is_reported(tmp_path):
     logs: list[str] = []
     Trainer(_two_level_micro(lr_start=5), tmp_path / "run", progress=False, log=logs.append)
-    assert any("model.levels.1.lr_start is 5 >= train.steps 5" in line for line in logs)
+    assert any("model.levels.1.schedule.lr_start is 5 >= train.steps 5" in line for line in logs)

@@ -15,6 +15,7 @@ from torch import Tensor, nn
 from zonkey.core.existence import log_existence_from_bos_logits
 from zonkey.core.losses import collapse_loss, contrastive_recon_loss, existence_bce, token_loss
 from zonkey.core.outputs import DenoiseOutput, SplitOutput
+from zonkey.core.recipe import ByteLossConfig, LevelConfig
 from zonkey.core.shapes import LevelContext
 
 
@@ -32,12 +33,21 @@ class LevelOutput:
 
 
 class Level(nn.Module):
-    """Components of one level, built from its recipe block."""
+    """Components of one level, built from its recipe block.
 
-    def __init__(self, cfg: Any, index: int, attention: nn.Module) -> None:
+    Args:
+        cfg: the level's recipe block.
+        index: the level's place in the hierarchy (0 reads bytes).
+        attention: the model's attention backend, shared by every level.
+        byte_loss: level 0's byte-loss weighting (``model.byte_loss``); unused above level 0.
+    """
+
+    def __init__(self, cfg: LevelConfig, index: int, attention: nn.Module,
+                 byte_loss: ByteLossConfig | None = None) -> None:
         super().__init__()
         self.cfg = cfg
         self.index = index
+        self.byte_loss = byte_loss or ByteLossConfig()
         self.ctx = LevelContext(
             level=index,
             d_model=cfg.d_model,
@@ -57,7 +67,7 @@ class Level(nn.Module):
         self.objective = cfg.objective.build(self.ctx)
         self.stitcher = cfg.stitcher.build(self.ctx) if cfg.stitcher is not None else None
         if index == 0:
-            # per-byte weights of the token loss (``token_balance``); set by the trainer from the training
+            # per-byte weights of the token loss (``model.byte_loss.balance``); set by the trainer from the training
             # split's byte counts, ones otherwise. Not saved: only training reads them.
             self.register_buffer("byte_weights", torch.ones(256), persistent=False)
         if cfg.losses.mlm > 0:
@@ -123,7 +133,7 @@ class Level(nn.Module):
         if self.index == 0:
             assert tokens is not None and table is not None
             targets = tokens[seg.doc[:, None], seg.positions]  # (s, m)
-            focal = self.cfg.token_focal
+            focal = self.byte_loss.focal
             shares = self._byte_weighted(seg.shares, targets)
             terms["token"], correct = token_loss(obj.clean.x_hat, targets, table, shares, focal)
             if obj.dirty is not None:
@@ -167,8 +177,8 @@ class Level(nn.Module):
                            decode_loss=self._decode_loss_fn(seg, x, valid, tokens, table))
 
     def _byte_weighted(self, weights: Tensor, targets: Tensor) -> Tensor:
-        """Level 0's token-loss weights (existence shares) × each target byte's ``token_balance`` weight."""
-        if not self.cfg.token_balance:
+        """Level 0's token-loss weights (existence shares) × each target byte's ``byte_loss.balance`` weight."""
+        if not self.byte_loss.balance:
             return weights
         return weights * self.byte_weights[targets]
 
@@ -184,7 +194,7 @@ class Level(nn.Module):
             if self.index == 0:
                 targets = tokens[seg.doc[rows][:, None], seg.positions[rows]]
                 loss, correct = token_loss(out.x_hat, targets, table, self._byte_weighted(w, targets),
-                                           self.cfg.token_focal)
+                                           self.byte_loss.focal)
             else:
                 loss, correct = contrastive_recon_loss(out.x_hat, seg.doc[rows], seg.positions[rows], w, x, valid)
             loss = loss + existence_bce(out.log_existence, seg.log_existence[rows].detach())

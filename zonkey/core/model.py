@@ -16,6 +16,7 @@ from torch import Tensor, nn
 from zonkey.core.checkpoint import load_weights, read_run_recipe
 from zonkey.core.hierarchy import latents_to_sequence
 from zonkey.core.level import Level, LevelOutput
+from zonkey.core.recipe import Recipe
 from zonkey.core.shapes import BYTE_VOCAB
 from zonkey.core.sphere import to_sphere
 
@@ -35,13 +36,13 @@ class ZonkeyModel(nn.Module):
     the stitcher and MLM are not built yet (their loss weights are ignored).
     """
 
-    def __init__(self, recipe: Any) -> None:
+    def __init__(self, recipe: Recipe) -> None:
         super().__init__()
         self.recipe = recipe
         mcfg = recipe.model
         self.attention = mcfg.attention.build()
         self.embed = nn.Parameter(torch.randn(BYTE_VOCAB, mcfg.levels[0].d_model))
-        self.levels = nn.ModuleList(Level(lc, i, self.attention) for i, lc in enumerate(mcfg.levels))
+        self.levels = nn.ModuleList(Level(lc, i, self.attention, mcfg.byte_loss) for i, lc in enumerate(mcfg.levels))
 
     @classmethod
     def from_run(cls, run_dir: str | Path, *, use_ema: bool = True,
@@ -201,18 +202,19 @@ def scale_grad(x: Tensor, alpha: float) -> Tensor:
 
 def _latents_for_above(level: Level, out: LevelOutput) -> Tensor:
     """Level ``level``'s clean latents as the level above reads them: the same values, with the
-    gradient that comes back scaled by ``grad_from_above`` (all of it) and ``split_grad_from_above``
-    (the part reaching the split, through a second compressor pass under scaled existence)."""
-    cfg = level.cfg
-    if cfg.grad_from_above == 0.0:
+    gradient that comes back scaled by ``grad_from_above.latents`` (all of it) and
+    ``grad_from_above.split`` (the part reaching the split, through a second compressor pass under
+    scaled existence)."""
+    grad = level.cfg.grad_from_above
+    if grad.latents == 0.0:
         return out.latents.detach()
     up = out.latents
-    if cfg.split_grad_from_above != 1.0:
+    if grad.split != 1.0:
         seg = out.split.segments
-        up = level.compress(seg.vectors, scale_grad(seg.log_existence, cfg.split_grad_from_above))
-    return scale_grad(up, cfg.grad_from_above)
+        up = level.compress(seg.vectors, scale_grad(seg.log_existence, grad.split))
+    return scale_grad(up, grad.latents)
 
 
-def build_model(recipe: Any) -> ZonkeyModel:
+def build_model(recipe: Recipe) -> ZonkeyModel:
     """Build the model a validated recipe describes (no weights loaded)."""
     return ZonkeyModel(recipe)

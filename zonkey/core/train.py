@@ -22,7 +22,7 @@ from torch import nn
 from zonkey.core import checkpoint as ckpt
 from zonkey.core.losses import byte_balance_weights
 from zonkey.core.model import ZonkeyModel, build_model
-from zonkey.core.recipe import BALANCE_CAP, recipe_to_dict
+from zonkey.core.recipe import BALANCE_CAP, LevelConfig, Recipe, TrainConfig, recipe_to_dict
 from zonkey.data import ByteBatches, byte_counts, load_corpus
 
 
@@ -41,10 +41,10 @@ class TrainResult:
     metrics: dict[str, float] = field(default_factory=dict)
 
 
-def lr_at(step: int, cfg: Any, start: int = 0, scale: float = 1.0) -> float:
+def lr_at(step: int, cfg: TrainConfig, start: int = 0, scale: float = 1.0) -> float:
     """Linear warm-up to ``lr`` then cosine decay to ``lr · min_lr_ratio`` at ``steps``.
 
-    ``start``/``scale`` (a level's ``lr_start``/``lr_scale``): the same shape over steps
+    ``start``/``scale`` (a level's ``schedule.lr_start``/``schedule.lr_scale``): the same shape over steps
     ``start … steps`` (0 before ``start``), times ``scale``."""
     if step < start:
         return 0.0
@@ -65,14 +65,14 @@ def resolve_device(name: str) -> torch.device:
     return dev
 
 
-def param_groups(model: nn.Module, weight_decay: float, levels: Sequence[Any] = ()) -> list[dict[str, Any]]:
+def param_groups(model: nn.Module, weight_decay: float, levels: Sequence[LevelConfig] = ()) -> list[dict[str, Any]]:
     """No weight decay on biases, norms, embeddings and learned vectors (anything 1-D or the byte table).
 
-    ``levels`` (the recipe's level configs): a level with its own schedule (``lr_start`` or
-    ``lr_scale`` set) gets its own pair of groups, tagged ``level``; every other parameter (the
+    ``levels`` (the recipe's level configs): a level with its own schedule (``schedule.lr_start``
+    or ``schedule.lr_scale`` set) gets its own pair of groups, tagged ``level``; every other parameter (the
     byte table included) is in the first pair, as when no level sets one, so checkpoints of such
     recipes keep their optimizer layout."""
-    own = {i for i, lv in enumerate(levels) if lv.lr_start or lv.lr_scale != 1.0}
+    own = {i for i, lv in enumerate(levels) if lv.schedule.is_own}
     buckets: dict[Optional[int], tuple[list[nn.Parameter], list[nn.Parameter]]] = {None: ([], [])}
     for i in sorted(own):
         buckets[i] = ([], [])
@@ -96,7 +96,7 @@ class EMA:
 
     Each parameter's average warms up from the first step it is trained, not from step 0: its decay
     is min(decay, (1 + n) / (10 + n)) with n the steps it has had a gradient so far. A level that a
-    curriculum (or its ``lr_start``) brings in at step 600 would otherwise keep 0.999^600 ≈ 55% of
+    curriculum (or its ``schedule.lr_start``) brings in at step 600 would otherwise keep 0.999^600 ≈ 55% of
     its random initial weights in the average after 600 steps of training. Buffers follow the
     global step."""
 
@@ -150,7 +150,7 @@ class Trainer:
         log: where log lines go (default: stderr).
     """
 
-    def __init__(self, recipe: Any, run_dir: str | Path, *, resume: bool = False, progress: Optional[bool] = None,
+    def __init__(self, recipe: Recipe, run_dir: str | Path, *, resume: bool = False, progress: Optional[bool] = None,
                  log: Optional[Callable[[str], None]] = None) -> None:
         self.recipe = recipe
         self.cfg = recipe.train
@@ -177,17 +177,17 @@ class Trainer:
             self._resume()
         else:
             self._start_fresh()
-        alpha = recipe.model.levels[0].token_balance
+        alpha = recipe.model.byte_loss.balance
         if alpha:
             counts = byte_counts(self.corpus.documents("train"))
             w = byte_balance_weights(counts, alpha, BALANCE_CAP)
             self.model.levels[0].byte_weights.copy_(w.to(self.device))
-            self.log(f"token_balance {alpha:g}: byte weights from {int(counts.sum()):,} training bytes "
+            self.log(f"byte_loss.balance {alpha:g}: byte weights from {int(counts.sum()):,} training bytes "
                      f"(space {float(w[32]):.2f}, 'e' {float(w[101]):.2f}, largest {float(w.max()):.1f})")
         for i, lv in enumerate(recipe.model.levels):
-            if lv.lr_start >= self.cfg.steps:
+            if lv.schedule.lr_start >= self.cfg.steps:
                 # allowed (a short smoke run of a long recipe), but never silent
-                self.log(f"note: model.levels.{i}.lr_start is {lv.lr_start} >= train.steps {self.cfg.steps}: "
+                self.log(f"note: model.levels.{i}.schedule.lr_start is {lv.schedule.lr_start} >= train.steps {self.cfg.steps}: "
                          f"level {i}'s parameters will not train in this run")
 
     # -- run directory ------------------------------------------------------------------------
@@ -243,7 +243,7 @@ class Trainer:
         lr = lr_at(self.step, self.cfg)
         # levels on their own schedule (their groups are tagged by param_groups): one value each
         levels = self.recipe.model.levels
-        level_lr = {i: lr_at(self.step, self.cfg, levels[i].lr_start, levels[i].lr_scale)
+        level_lr = {i: lr_at(self.step, self.cfg, levels[i].schedule.lr_start, levels[i].schedule.lr_scale)
                     for i in {g["level"] for g in self.optimizer.param_groups if "level" in g}}
         for g in self.optimizer.param_groups:
             g["lr"] = level_lr[g["level"]] if "level" in g else lr
@@ -361,7 +361,7 @@ class _Progress:
             self.bar.stop()
 
 
-def train(recipe: Any, run_dir: str | Path, *, resume: bool = False, progress: Optional[bool] = None,
+def train(recipe: Recipe, run_dir: str | Path, *, resume: bool = False, progress: Optional[bool] = None,
           stop_at: Optional[int] = None) -> TrainResult:
     """Train ``recipe`` into ``run_dir`` (library entry point of ``zonkey train``)."""
     return Trainer(recipe, run_dir, resume=resume, progress=progress).fit(stop_at=stop_at)

@@ -14,7 +14,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from zonkey.core.checkpoint.layout import FORMAT_VERSION, RECIPE_FILE, STATE_FILE
-from zonkey.core.recipe import SCHEMA_VERSION, RecipeError, validate_recipe
+from zonkey.core.recipe import MIGRATIONS, SCHEMA_VERSION, RecipeError, validate_recipe
 from zonkey.io import CheckpointError, atomic_write_json, read_json
 
 __all__ = [
@@ -31,7 +31,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 # schema_version v -> function turning a recipe mapping of version v into one of version v + 1.
-RECIPE_MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {}
+RECIPE_MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = MIGRATIONS
 
 
 def zonkey_version() -> str:

@@ -1,0 +1,37 @@
+"""Recipe errors: one line per problem, ``source: dotted.path: message``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import ValidationError
+
+from zonkey.core.recipe.migrate import moved_hint
+
+
+class RecipeError(ValueError):
+    """A recipe could not be read or does not validate. The message says where and what."""
+
+
+def error_path(loc: tuple[Any, ...]) -> list[str]:
+    """A pydantic error location as recipe path elements (validator names removed)."""
+    return [str(e) for e in loc if not (isinstance(e, str) and e.startswith("function-"))]
+
+
+def format_validation_error(exc: ValidationError, source: str) -> str:
+    """One line per error of ``exc``: ``source: dotted.path: message``.
+
+    An unknown key that an older schema used names where that setting lives now.
+    """
+    lines = []
+    for err in exc.errors(include_url=False):
+        path = error_path(err["loc"])
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key (not a field of this section or component)"
+        hint = moved_hint(path, err["input"]) if err["type"] in ("extra_forbidden", "model_type") else None
+        if hint:
+            msg = f"{msg}; {hint}"
+        where = ".".join(path) or "(top level)"
+        lines.append(f"{source}: {where}: {msg}")
+    return "\n".join(lines)

@@ -1,0 +1,103 @@
+"""The recipe migration table: how a recipe of an older ``schema_version`` becomes the current one.
+
+:data:`MIGRATIONS` maps a version v to the function taking a v recipe mapping to v + 1. Both the
+recipe loader and the checkpoint reader (a run's ``recipe.json``) go through it. The same table of
+moved keys explains an old key met in a current recipe (:func:`moved_hint`).
+
+Schema 2 (from 1) grouped the per-level scalars and moved level 0's byte-loss knobs to the model:
+
+==================================  =========================================
+schema_version 1 (per level)        schema_version 2
+==================================  =========================================
+``levels.0.token_focal``            ``model.byte_loss.focal``
+``levels.0.token_balance``          ``model.byte_loss.balance``
+``levels.L.lr_start``               ``levels.L.schedule.lr_start``
+``levels.L.lr_scale``               ``levels.L.schedule.lr_scale``
+``levels.L.grad_from_above``        ``levels.L.grad_from_above.latents``
+``levels.L.split_grad_from_above``  ``levels.L.grad_from_above.split``
+==================================  =========================================
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from typing import Any
+
+#: schema 1 level keys that moved into a group of the same level: old key -> (group, field)
+LEVEL_MOVES: dict[str, tuple[str, str]] = {
+    "lr_start": ("schedule", "lr_start"),
+    "lr_scale": ("schedule", "lr_scale"),
+    "split_grad_from_above": ("grad_from_above", "split"),
+}
+#: schema 1 level-0 keys that moved to ``model.byte_loss``: old key -> field
+BYTE_LOSS_MOVES: dict[str, str] = {"token_focal": "focal", "token_balance": "balance"}
+
+
+def v1_to_v2(data: dict[str, Any]) -> dict[str, Any]:
+    """Schema 1 -> 2: group each level's scalars and move level 0's byte-loss knobs to the model.
+
+    Args:
+        data: a schema-1 recipe mapping (not modified).
+
+    Returns:
+        The schema-2 mapping. Anything that was invalid in schema 1 (a byte-loss knob set on a level
+        >= 1) is left where it was, so validation reports it.
+    """
+    out = copy.deepcopy(data)
+    model = out.get("model")
+    levels = model.get("levels") if isinstance(model, dict) else None
+    if isinstance(levels, list):
+        byte_loss: dict[str, Any] = {}
+        for i, level in enumerate(levels):
+            if isinstance(level, dict):
+                byte_loss.update(_move_level_keys(level, i))
+        if byte_loss:
+            assert isinstance(model, dict)
+            model["byte_loss"] = byte_loss
+    out["schema_version"] = 2
+    return out
+
+
+def _move_level_keys(level: dict[str, Any], index: int) -> dict[str, Any]:
+    """Regroup one schema-1 level in place; returns the byte-loss fields taken from it."""
+    byte_loss = {}
+    for old, new in BYTE_LOSS_MOVES.items():
+        if old in level and (index == 0 or not level[old]):  # a zero on level >= 1 was a no-op
+            value = level.pop(old)
+            if index == 0:
+                byte_loss[new] = value
+    grad = level.pop("grad_from_above", None)
+    groups: dict[str, dict[str, Any]] = {}
+    if grad is not None:
+        groups["grad_from_above"] = grad if isinstance(grad, dict) else {"latents": grad}
+    for old, (group, field) in LEVEL_MOVES.items():
+        if old in level:
+            groups.setdefault(group, {})[field] = level.pop(old)
+    level.update(groups)
+    return byte_loss
+
+
+#: version v -> the function taking a version-v recipe mapping to version v + 1
+MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: v1_to_v2}
+
+
+def moved_hint(path: list[str], value: Any = None) -> str | None:
+    """Where a key of an older schema lives now, for an error at ``path`` (or None).
+
+    Args:
+        path: the error's location, e.g. ``["model", "levels", "1", "token_focal"]``.
+        value: the offending input (a number where schema 2 wants a ``grad_from_above`` group).
+    """
+    if len(path) != 4 or path[:2] != ["model", "levels"]:
+        return None
+    i, key = path[2], path[3]
+    if key in LEVEL_MOVES:
+        group, field = LEVEL_MOVES[key]
+        return f"schema_version 2 moved it to model.levels.{i}.{group}.{field}"
+    if key in BYTE_LOSS_MOVES:
+        return (f"schema_version 2 moved it to model.byte_loss.{BYTE_LOSS_MOVES[key]} "
+                "(only level 0 has a byte loss)")
+    if key == "grad_from_above" and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return f"schema_version 2 groups it: model.levels.{i}.grad_from_above.latents"
+    return None

@@ -1,0 +1,146 @@
+"""The recipe sections outside the model: ``data``, ``train`` (with its curriculum), ``sample``.
+
+Also the per-level loss weights, which the curriculum names.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class Strict(BaseModel):
+    """Base of every recipe section: unknown keys fail, values are immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, protected_namespaces=())
+
+
+class DataConfig(Strict):
+    """Where the text comes from and how it is cut into batches."""
+
+    source: str = Field(default="wiki", description="'wiki' (bundled Wikipedia sample), a local .txt/.jsonl/.parquet "
+                        "file or folder, or 'hf:<dataset name>' (needs a network)")
+    text_column: str = Field(default="text", description="column holding the text (jsonl/parquet/hub)")
+    split: str = Field(default="train", description="split of a hub dataset")
+    max_doc_bytes: int = Field(default=1024, ge=8, description="documents are chunked to at most this many bytes")
+    batch_bytes: int = Field(default=4096, ge=8, description="byte budget of one batch")
+    heldout_fraction: float = Field(default=0.05, gt=0.0, lt=1.0, description="documents held out (by hash) for eval")
+    max_docs: int | None = Field(default=None, ge=1, description="use at most this many documents (after the split)")
+
+    @model_validator(mode="after")
+    def _budget(self) -> DataConfig:
+        if self.batch_bytes < self.max_doc_bytes:
+            raise ValueError(f"batch_bytes ({self.batch_bytes}) must be >= max_doc_bytes ({self.max_doc_bytes})")
+        return self
+
+
+class LossWeights(Strict):
+    """Weight of every loss term of a level: the level loss is the weighted sum, never a mean."""
+
+    token: float = Field(default=1.0, ge=0, description="level 0: byte cross-entropy with 2·atanh(cos) logits")
+    recon_clean: float = Field(default=1.0, ge=0,
+                               description="contrastive reconstruction after light noise (level >= 1)")
+    recon_dirty: float = Field(default=0.5, ge=0, description="reconstruction after heavy noise (both levels)")
+    diffusion: float = Field(default=1.0, ge=0, description="the objective's own loss (DDMM mixed step, flow, plain)")
+    bos: float = Field(default=1.0, ge=0, description="denoiser BOS/existence BCE against the splitter's existence")
+    avg_bos: float = Field(default=1.0, ge=0,
+                           description="penalty on the average BOS probability above the target rate")
+    long: float = Field(default=10.0, ge=0, description="long-segment probability penalty")
+    short: float = Field(default=10.0, ge=0, description="short-segment probability penalty")
+    collapse: float = Field(default=0.1, ge=0, description="cosine penalty between latents of different documents")
+    mlm: float = Field(default=0.0, ge=0, description="masked prediction (off at level 0 by default)")
+    decode: float = Field(default=0.0, ge=0, description="level >= 1: its decoded slots, read as latents of the level "
+                          "below and decoded by that level's denoiser, must give back the level below's own targets "
+                          "(bytes at level 0) and lengths; trains the round trip directly (not in the paper)")
+    stitch_offset: float = Field(default=0.1, ge=0, description="stitcher offset regression")
+    stitch_overlap: float = Field(default=0.1, ge=0, description="stitcher overlap reconstruction")
+
+
+class Ramp(Strict):
+    """One curriculum entry (§8).
+
+    The weight multiplier of ``term`` is ``low`` (default 0) before ``start``, moves linearly to
+    ``high`` (default 1) at ``end`` and stays there. ``term`` is a level (``l1``: that level's whole
+    loss) or one loss term of a level (``l0.diffusion``, any field of ``losses``). ``low``/``high``
+    other than 0/1 re-weight a term that is on throughout, e.g.
+    ``{term: l0.avg_bos, start: 600, end: 900, low: 1, high: 2.5}``.
+    """
+
+    term: str = Field(..., pattern=r"^l\d+(\.[a-z_]+)?$")
+    start: int = Field(default=0, ge=0)
+    end: int = Field(default=0, ge=0)
+    low: float = Field(default=0.0, ge=0, description="multiplier before start")
+    high: float = Field(default=1.0, ge=0, description="multiplier from end on")
+
+    @model_validator(mode="after")
+    def _order(self) -> Ramp:
+        if self.end < self.start:
+            raise ValueError(f"end ({self.end}) must be >= start ({self.start})")
+        if "." in self.term and self.term.split(".", 1)[1] not in LossWeights.model_fields:
+            term = self.term.split(".", 1)[1]
+            raise ValueError(f"unknown loss term {term!r}; terms: {', '.join(LossWeights.model_fields)}")
+        return self
+
+    @property
+    def level(self) -> int:
+        """The level the term belongs to (``l1.bos`` -> 1)."""
+        return int(self.term[1:].split(".", 1)[0])
+
+    def factor(self, step: int) -> float:
+        """The multiplier at ``step``."""
+        if step < self.start:
+            return self.low
+        if step >= self.end:
+            return self.high
+        return self.low + (self.high - self.low) * (step - self.start) / max(self.end - self.start, 1)
+
+
+class TrainConfig(Strict):
+    """Optimisation and bookkeeping."""
+
+    steps: int = Field(default=1000, ge=1)
+    lr: float = Field(default=1e-3, gt=0)
+    min_lr_ratio: float = Field(default=0.1, ge=0, le=1, description="cosine decay ends at lr × this")
+    warmup_steps: int = Field(default=100, ge=0)
+    weight_decay: float = Field(default=0.01, ge=0)
+    betas: tuple[float, float] = (0.9, 0.95)
+    grad_clip: float = Field(default=1.0, gt=0)
+    ema_decay: float = Field(default=0.999, ge=0, lt=1)
+    seed: int = 0
+    log_every: int = Field(default=10, ge=1)
+    eval_every: int = Field(default=0, ge=0, description="0: evaluate only at the end")
+    save_every: int = Field(default=0, ge=0, description="0: save only at the end")
+    max_nonfinite: int = Field(default=5, ge=1, description="stop after this many non-finite losses in a row")
+    device: str = Field(default="auto", description="'auto', 'cpu' or 'cuda[:i]'")
+    threads: int = Field(default=0, ge=0, description="torch CPU threads, 0 = torch's default")
+    curriculum: list[Ramp] = Field(default_factory=list, description="per-level / per-term weight ramps (§8)")
+
+    def scales(self, step: int) -> dict[str, float]:
+        """Curriculum multipliers at ``step``.
+
+        Returns:
+            ``{"l1": 0.5, "l0.diffusion": 1.0, ...}``: entries naming the same term multiply.
+        """
+        out: dict[str, float] = {}
+        for r in self.curriculum:
+            out[r.term] = out.get(r.term, 1.0) * r.factor(step)
+        return out
+
+
+class SampleConfig(Strict):
+    """Generation and infilling defaults."""
+
+    steps: int = Field(default=30, ge=1, description="denoising steps at the top level")
+    level_steps: int = Field(default=4, ge=1, description="denoising steps when decoding a lower level")
+    sigma_max: float = Field(default=1.0, gt=0, le=1)
+    sigma_min: float = Field(default=0.0, ge=0, lt=1)
+    epsilon: float = Field(default=0.1, gt=0, lt=1, description="truncate where existence < epsilon")
+    top_segments: int = Field(default=8, ge=1, description="top-level sequence length generated from noise")
+    infill_gap: tuple[int, int] = Field(default=(1, 4), description="range of gap lengths searched when infilling")
+    level_sigma: float = Field(default=0.1, ge=0, lt=1,
+                               description="noise level each lower level's decoding starts from "
+                               "(a short denoising loop of level_steps steps back to 0)")
+    infill_gap_bytes: tuple[int, int] = Field(default=(1, 12), description="range of gap lengths (bytes) searched when "
+                                              "infilling at level 0 (infill_gap counts positions of levels >= 1)")
+    infill_steps: int = Field(default=10, ge=1,
+                              description="denoising steps of an infill (all gap lengths in one batch)")
+    use_ema: bool = True
