@@ -11,8 +11,14 @@ import yaml
 from pydantic import ValidationError
 
 from zonkey.core.recipe import (
+    DEFAULT_COMPONENTS,
+    ByteLossConfig,
+    GradFromAbove,
+    LevelConfig,
+    ModelConfig,
     Recipe,
     RecipeError,
+    ScheduleConfig,
     apply_override,
     bundled_recipes_dir,
     load_recipe,
@@ -22,7 +28,7 @@ from zonkey.core.recipe import (
     resolve_recipe_path,
     validate_recipe,
 )
-from zonkey.core.registry import ComponentConfig, register, registry
+from zonkey.core.registry import KINDS, ComponentConfig, register, registry
 
 BUILTIN_ATTENTION = ("flex", "hard", "reference", "sdpa")
 
@@ -139,6 +145,65 @@ def test_component_without_name_is_explained():
     data = base()
     data["model"]["attention"] = {"threshold": 0.5}
     assert "r.yaml: model.attention: a component node needs a `name:` key" in error_of(data)
+
+
+def test_a_field_error_inside_a_level_component_has_the_full_path():
+    data = base()
+    data["model"]["levels"][0]["splitter"] = {"name": "learned", "layers": "wide"}
+    assert error_of(data).startswith("r.yaml: model.levels.0.splitter.layers: Input should be a valid integer")
+
+
+def test_a_component_node_must_be_a_mapping():
+    data = base()
+    data["model"]["levels"][0]["stitcher"] = "hard"
+    msg = error_of(data)
+    assert msg == "r.yaml: model.levels.0.stitcher: a component node is a mapping with a `name:` key, e.g. {name: learned}"
+
+
+def test_every_kind_defaults_to_its_default_component():
+    recipe = validate_recipe({"model": {"levels": [{}]}})
+    level = recipe.model.levels[0]
+    assert set(DEFAULT_COMPONENTS) == set(KINDS)
+    for kind, name in DEFAULT_COMPONENTS.items():
+        node = recipe.model.attention if kind == "attention" else getattr(level, kind)
+        assert node.name == name and isinstance(node, registry(kind).get(name)), kind
+
+
+def test_a_config_object_may_stand_for_its_node_but_not_for_another_kind():
+    hard = registry("attention").config("hard", threshold=0.25)
+    recipe = Recipe.model_validate({"model": {"attention": hard, "levels": [{}]}})
+    assert recipe.model.attention is hard
+    stitcher = registry("stitcher").config("hard")
+    with pytest.raises(RecipeError, match=r"model\.attention: expected attention component, got stitcher component"):
+        validate_recipe({"model": {"attention": stitcher, "levels": [{}]}}, source="r.yaml")
+
+
+def test_the_recipe_classes_are_static():
+    assert Recipe.model_fields["model"].annotation is ModelConfig
+    assert ModelConfig.model_fields["levels"].annotation == list[LevelConfig]
+    assert ModelConfig.model_fields["byte_loss"].annotation is ByteLossConfig
+    assert LevelConfig.model_fields["schedule"].annotation is ScheduleConfig
+    assert LevelConfig.model_fields["grad_from_above"].annotation is GradFromAbove
+    assert isinstance(Recipe.load(bundled_recipes_dir() / "tiny.yaml"), Recipe)
+
+
+def test_a_component_registered_later_validates_in_the_recipe_it_names():
+    @register("splitter", "zz_later")
+    class LaterConfig(ComponentConfig):
+        """A splitter registered after the recipe classes were built."""
+
+        name: Literal["zz_later"] = "zz_later"
+        width: int = 3
+
+    try:
+        data = base()
+        data["model"]["levels"][0]["splitter"] = {"name": "zz_later", "width": 5}
+        assert validate_recipe(data).model.levels[0].splitter == LaterConfig(width=5)
+        data["model"]["levels"][0]["splitter"] = {"name": "zz_later", "width": "x"}
+        assert error_of(data).startswith("r.yaml: model.levels.0.splitter.width: Input should be a valid integer")
+    finally:
+        registry("splitter").unregister("zz_later")
+    assert "unknown component 'zz_later'" in error_of(data)
 
 
 @pytest.fixture

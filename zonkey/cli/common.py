@@ -19,6 +19,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from zonkey.core.recipe import (
+    Recipe,
     RecipeError,
     bundled_recipes_dir,
     load_recipe,
@@ -113,7 +114,7 @@ def recipe_path(name_or_path: str) -> Path:
     return path
 
 
-def load_recipe_arg(name_or_path: str, overrides: Sequence[str] | None = None) -> Any:
+def load_recipe_arg(name_or_path: str, overrides: Sequence[str] | None = None) -> Recipe:
     """Resolve, read, override and validate one recipe argument (raises like :func:`load_recipe`)."""
     return load_recipe(recipe_path(name_or_path), list(overrides or ()))
 

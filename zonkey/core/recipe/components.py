@@ -38,7 +38,7 @@ def _dispatch(kind: str) -> Callable[[Any], Any]:
     def validate(value: Any) -> Any:
         if isinstance(value, ComponentConfig):
             if value.kind != kind:
-                raise PydanticCustomError("component_kind", "a {got} component where a {kind} is expected",
+                raise PydanticCustomError("component_kind", "expected {kind} component, got {got} component",
                                           {"got": value.kind or type(value).__name__, "kind": kind})
             return value
         if not isinstance(value, dict):
