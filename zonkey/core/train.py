@@ -187,7 +187,8 @@ class Trainer:
         for i, lv in enumerate(recipe.model.levels):
             if lv.schedule.lr_start >= self.cfg.steps:
                 # allowed (a short smoke run of a long recipe), but never silent
-                self.log(f"note: model.levels.{i}.schedule.lr_start is {lv.schedule.lr_start} >= train.steps {self.cfg.steps}: "
+                self.log(f"note: model.levels.{i}.schedule.lr_start is {lv.schedule.lr_start} "
+                         f">= train.steps {self.cfg.steps}: "
                          f"level {i}'s parameters will not train in this run")
 
     # -- run directory ------------------------------------------------------------------------
