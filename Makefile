@@ -1,5 +1,7 @@
 # Quick start:  make demo  (set up, train recipes/tiny.yaml on the bundled Wikipedia sample, evaluate, split, reconstruct, sample, infill)
-#               make test  (set up, run the default test suite)
+#               make test  (set up, run the default test suite: everything but `slow`; `gpu` tests skip without CUDA)
+#               make test-fast  (the default suite less the `learning` tests that train micro models)
+#               make lint  (ruff and the type checker)
 # Everything installs into .venv. TORCH_SPEC pins the CPU build of torch found on this kind of
 # machine; on a GPU machine use e.g. `make setup TORCH_SPEC=torch`.
 
@@ -10,7 +12,7 @@ TORCH_SPEC ?= torch==2.13.0
 DEMO_RUN ?= runs/demo-tiny
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test test-slow bench clean-demo
+.PHONY: setup demo test test-fast test-slow test-gpu lint bench clean-demo
 
 setup: $(VENV)/.installed
 
@@ -32,8 +34,18 @@ demo: setup
 test: setup
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
+test-fast: setup
+	$(PY) -m pytest -q -m 'not slow and not learning' $(PYTEST_ARGS)
+
 test-slow: setup
 	$(PY) -m pytest -q -m slow $(PYTEST_ARGS)
+
+test-gpu: setup
+	$(PY) -m pytest -q -m gpu $(PYTEST_ARGS)
+
+lint: setup
+	$(VENV)/bin/ruff check zonkey tests benchmarks
+	$(VENV)/bin/basedpyright --pythonpath $(PY)
 
 bench: setup
 	$(PY) benchmarks/attention.py

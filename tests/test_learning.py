@@ -47,6 +47,7 @@ def _recipe(tmp_path, steps: int = 400, **level):
     })
 
 
+@pytest.mark.learning
 def test_level0_reconstruction_learns(tmp_path):
     rec = _recipe(tmp_path)
     Trainer(rec, tmp_path / "run", progress=False, log=lambda s: None).fit()
@@ -59,6 +60,7 @@ def test_level0_reconstruction_learns(tmp_path):
     assert acc > 0.5, acc
 
 
+@pytest.mark.learning
 def test_compressor_skip_speeds_up_reconstruction(tmp_path):
     """The cls compressor's linear skip path (docs/experiments.md, session 3) makes reconstruction
     take off within tens of steps: measured against the same recipe without it."""
@@ -101,6 +103,7 @@ def _rare_byte_accuracy(run) -> tuple[float, float]:
     return hit[True] / max(tot[True], 1), hit[False] / max(tot[False], 1)
 
 
+@pytest.mark.learning
 def test_token_balance_lets_rare_bytes_be_decoded(tmp_path):
     """Session 7's finding at micro scale: with the plain byte loss the accented bytes (3% of this
     corpus) are never decoded, even on training text; the class-balanced loss learns them."""
@@ -182,6 +185,7 @@ def _two_level_recipe(tmp_path, steps: int) -> object:
     })
 
 
+@pytest.mark.learning
 def test_two_level_bos_rises_at_word_edges(tmp_path):
     """Issue 4: trained only through its downstream losses, the level-0 splitter of a two-level
     model puts more BOS probability on word edges (the first byte of a word, or the whitespace
@@ -199,6 +203,7 @@ def test_two_level_bos_rises_at_word_edges(tmp_path):
     assert edge - other > gap0 + 0.1, (gap0, edge - other)
 
 
+@pytest.mark.learning
 def test_level1_reconstruction_learns(tmp_path):
     """Level 1 as tiny builds it (skip paths, its existence and DDMM terms ramped in after its
     reconstruction, the ``decode`` term): within 200 steps it retrieves most of the level-0 latents

@@ -196,6 +196,10 @@ from zonkey.cli.curves import curves_cmd as _curves  # noqa: E402
 
 app.command("curves")(_curves)
 
+from zonkey.cli.diagnose import app as _diagnose  # noqa: E402
+
+app.add_typer(_diagnose, name="diagnose")
+
 
 def main() -> None:
     """Entry point of the ``zonkey`` console script and of ``python -m zonkey``."""

@@ -40,14 +40,17 @@ class Level(nn.Module):
         index: the level's place in the hierarchy (0 reads bytes).
         attention: the model's attention backend, shared by every level.
         byte_loss: level 0's byte-loss weighting (``model.byte_loss``); unused above level 0.
+        same_tol: levels >= 1: a candidate whose cosine to a target exceeds ``1 - same_tol`` counts as
+            the same unit, never a negative, in the contrastive losses (default: exact copies only).
     """
 
     def __init__(self, cfg: LevelConfig, index: int, attention: nn.Module,
-                 byte_loss: ByteLossConfig | None = None) -> None:
+                 byte_loss: ByteLossConfig | None = None, *, same_tol: float = 1e-6) -> None:
         super().__init__()
         self.cfg = cfg
         self.index = index
         self.byte_loss = byte_loss or ByteLossConfig()
+        self.same_tol = same_tol
         self.ctx = LevelContext(
             level=index,
             d_model=cfg.d_model,
@@ -106,7 +109,8 @@ class Level(nn.Module):
         inp = torch.where(masked[..., None], self.mask_vector.expand_as(seg.vectors), seg.vectors)
         _, states = self.compressor.encode(inp, seg.log_existence)  # (s, m, d)
         pred = self.mlm_head(states)
-        loss, _ = contrastive_recon_loss(pred, seg.doc, seg.positions, seg.shares * masked, x, valid)
+        loss, _ = contrastive_recon_loss(pred, seg.doc, seg.positions, seg.shares * masked, x, valid,
+                                         same_tol=self.same_tol)
         return loss
 
     def forward(self, x: Tensor, valid: Tensor, *, tokens: Tensor | None = None, table: Tensor | None = None,
@@ -143,12 +147,14 @@ class Level(nn.Module):
             own = seg.own_span
             stats["train_byte_acc"] = float((correct & own).sum()) / max(int(own.sum()), 1)
         else:
-            terms["recon_clean"], correct = contrastive_recon_loss(obj.clean.x_hat, seg.doc, seg.positions, seg.shares, x, valid)
+            terms["recon_clean"], correct = contrastive_recon_loss(obj.clean.x_hat, seg.doc, seg.positions, seg.shares, x,
+                                                                  valid, same_tol=self.same_tol)
             if obj.dirty is not None:
                 r = obj.dirty_rows
                 sel = (lambda t: t) if r is None else (lambda t: t[r])  # noqa: E731
                 terms["recon_dirty"], _ = contrastive_recon_loss(obj.dirty.x_hat, sel(seg.doc), sel(seg.positions),
-                                                                 sel(seg.shares), x, valid)
+                                                                 sel(seg.shares), x, valid,
+                                                                 same_tol=self.same_tol)
             own = seg.own_span
             stats["train_recon_acc"] = float((correct & own).sum()) / max(int(own.sum()), 1)
         if w.mlm > 0:
@@ -196,7 +202,8 @@ class Level(nn.Module):
                 loss, correct = token_loss(out.x_hat, targets, table, self._byte_weighted(w, targets),
                                            self.byte_loss.focal)
             else:
-                loss, correct = contrastive_recon_loss(out.x_hat, seg.doc[rows], seg.positions[rows], w, x, valid)
+                loss, correct = contrastive_recon_loss(out.x_hat, seg.doc[rows], seg.positions[rows], w, x, valid,
+                                                       same_tol=self.same_tol)
             loss = loss + existence_bce(out.log_existence, seg.log_existence[rows].detach())
             acc = (correct & own).sum() / own.sum().clamp_min(1)
             return loss, acc.detach()

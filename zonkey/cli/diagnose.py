@@ -1,0 +1,155 @@
+"""``zonkey diagnose ...``: measurements that explain a trained run's metrics.
+
+Thin wrappers of ``zonkey.diagnose``. A diagnostic is added as one command function here, registered on :data:`app` with
+``@app.command("name")``; its library code is a module of ``zonkey.diagnose``. Every command takes
+the run directory first, prints text (or ``--json``: one JSON document per result line), and turns
+a ``DiagnosticError`` into a one-line error.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from zonkey.cli import common
+
+app = typer.Typer(
+    name="diagnose",
+    help="Diagnostics of a trained run: where its errors are and what limits a level.",
+    no_args_is_help=True,
+)
+
+RunArg = Annotated[Path, typer.Argument(help="Run directory (or checkpoint directory).")]
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON on stdout instead of text.")]
+
+
+class Split(str, Enum):
+    """A split of the run's corpus."""
+
+    heldout = "heldout"
+    train = "train"
+
+
+@contextmanager
+def _errors() -> Iterator[None]:
+    """The CLI's user errors, plus a diagnostic's own, as a message and exit code 1."""
+    from zonkey.diagnose import DiagnosticError
+
+    with common.user_errors():
+        try:
+            yield
+        except DiagnosticError as exc:
+            common.fail(str(exc))
+
+
+def _load(run: Path, use_ema: bool = True) -> Any:
+    from zonkey.core.model import ZonkeyModel
+
+    return ZonkeyModel.from_run(run, use_ema=use_ema)
+
+
+@app.command("byte-errors")
+def byte_errors_cmd(
+    run: RunArg,
+    batches: Annotated[int, typer.Option("--batches", min=1, help="Count on at most this many batches.")] = 8,
+    raw: Annotated[bool, typer.Option("--raw", help="The raw weights instead of the EMA.")] = False,
+    split: Annotated[Split, typer.Option("--split", help="Which split to count on.")] = Split.heldout,
+    as_json: JsonFlag = False,
+) -> None:
+    """Where level 0's t = 0 reconstruction errors are: by byte class, slot and segment length.
+
+    Decoded as `zonkey eval`'s recon_acc: each segment's own span, from its clean latent. Ends
+    with the commonest confusions (target -> decoded).
+    """
+    with _errors():
+        import torch
+
+        from zonkey.data import load_corpus
+        from zonkey.diagnose.byte_errors import byte_errors
+
+        model = _load(run, use_ema=not raw)
+        data = model.recipe.data
+        with torch.no_grad():
+            res = byte_errors(model, load_corpus(data).batches(split.value, seed=0, batch_bytes=data.batch_bytes),
+                              max_batches=batches)
+    if as_json:
+        common.print_json({"run": str(run), "split": split.value, **res.as_dict()})
+    else:
+        common.print_text("\n".join(res.lines(str(run))))
+
+
+@app.command("roundtrip-chunks")
+def roundtrip_chunks_cmd(
+    run: RunArg,
+    eval_bytes: Annotated[int, typer.Option("--bytes", min=1, help="Held-out bytes to evaluate per length "
+                                            "(whole batches).")] = 65536,
+    lengths: Annotated[str, typer.Option("--lengths", help="Document lengths (max_doc_bytes) to chunk to, "
+                                         "comma-separated.")] = "128,256,512",
+    as_json: JsonFlag = False,
+) -> None:
+    """The round trip (text -> level 1 -> bytes) on the same held-out text chunked to several lengths.
+
+    The strict (same-offset) accuracy falls as documents get longer while the character accuracy
+    does not. One line (or JSON object) per length, printed as it is measured.
+    """
+    try:
+        ns = [int(x) for x in lengths.split(",")]
+    except ValueError:
+        common.fail(f"--lengths {lengths!r}: expected comma-separated integers, e.g. 128,256,512", common.EXIT_USAGE)
+    with _errors():
+        from zonkey.diagnose.roundtrip_chunks import roundtrip_chunks
+
+        model = _load(run)
+        for r in roundtrip_chunks(model, ns, eval_bytes=eval_bytes):
+            if as_json:
+                common.print_json(r.as_dict())
+            else:
+                common.print_text(r.line())
+
+
+@app.command("probe-level1")
+def probe_level1_cmd(
+    run: RunArg,
+    steps: Annotated[int, typer.Option("--steps", min=0, help="Training steps of the fresh level 1.")] = 400,
+    lr: Annotated[float, typer.Option("--lr", help="AdamW learning rate.")] = 2e-3,
+    random: Annotated[bool, typer.Option("--random", help="Control: level-0 latents replaced by draws from 500 "
+                                         "random unit vectors.")] = False,
+    same_cos: Annotated[float | None, typer.Option("--same-cos", help="Treat candidates with cosine > C to the "
+                                                      "target as false negatives (default: only exact copies).")] = None,
+    threads: Annotated[int, typer.Option("--threads", min=1, help="CPU threads for torch.")] = 1,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    every: Annotated[int, typer.Option("--every", min=1, help="Print a row every this many steps.")] = 50,
+    overrides: Annotated[list[str] | None, typer.Option("--set", metavar="FIELD=VALUE", help="Override a field of "
+                                                           "the level-1 block, e.g. n_compress=4 (repeatable).")] = None,
+    only: Annotated[str | None, typer.Option("--only", metavar="TERMS", help="Comma-separated loss terms to keep "
+                                                "(the others get weight 0), e.g. recon_clean,avg_bos.")] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Train a fresh level 1 (the run's own level-1 block) on the run's frozen level-0 latents.
+
+    Prints its contrastive reconstruction loss, top-1 retrieval accuracy and mean segment length
+    every --every steps: how learnable level 0's latents are, against the --random control.
+    """
+    import torch
+
+    torch.set_num_threads(threads)
+    with _errors():
+        from zonkey.diagnose.probe_level1 import HEADER, probe_block, probe_level1
+
+        common.load_components()
+        model = _load(run)
+        block = probe_block(model, overrides or (), only.split(",") if only else None)
+        rows = probe_level1(model, block, steps=steps, lr=lr, random=random, same_cos=same_cos, seed=seed,
+                            every=every)
+        if not as_json:
+            common.print_text(HEADER)
+        for row in rows:
+            if as_json:
+                common.print_json(row.as_dict())
+            else:
+                common.print_text(row.line())
