@@ -1,14 +1,16 @@
-"""The contract every registered attention backend keeps (STYLE.md, test tier 2).
+"""The contract every registered attention backend keeps.
 
 Runs over every name in ``registry("attention")``, so a new backend (built-in or plugin) is held
-to it without new tests: builds from its defaults, keeps the input shape and dtype, is
-deterministic, produces no NaN even at tiny existence, zeroes hard-padded query rows, reduces to
-plain attention when every position surely exists, and either differentiates or refuses loudly
-with :class:`AttentionBackendError`. Backend-specific behaviour belongs in the backend's own tests.
+to it without new tests: builds from its defaults with ``build()`` (no level context: a model
+builds its backend once, before its levels) into a module of the ``Attention`` protocol, keeps the
+input shape and dtype, is deterministic, produces no NaN even at tiny existence, zeroes hard-padded
+query rows, reduces to plain attention when every position surely exists, and either
+differentiates or refuses loudly with :class:`AttentionBackendError`. Backend-specific behaviour belongs in the backend's own tests.
 """
 
 from __future__ import annotations
 
+import inspect
 import math
 
 import pytest
@@ -18,6 +20,7 @@ from torch import nn
 
 from tests.strategies import qkv
 from zonkey.core.attention import AttentionBackendError
+from zonkey.core.protocols import BUILD_SIGNATURES, Attention
 from zonkey.core.registry import registry
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -53,6 +56,13 @@ def test_builds_from_defaults_into_a_parameter_free_module(name: str) -> None:
     assert isinstance(module, nn.Module)
     assert list(module.parameters()) == []  # attention carries no weights: checkpoints are unaffected
     assert registry("attention").config(name, **config.fields_doc()) == config  # defaults round-trip
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_builds_without_a_context_into_an_attention_module(name: str) -> None:
+    config_cls = registry("attention").get(name)
+    assert list(inspect.signature(config_cls.build).parameters) == ["self", *BUILD_SIGNATURES["attention"]] == ["self"]
+    assert isinstance(registry("attention").config(name).build(), Attention)
 
 
 @pytest.mark.parametrize("name", NAMES)

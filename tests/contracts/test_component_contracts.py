@@ -1,33 +1,21 @@
-"""Contract tests over every registered splitter, compressor, denoiser and objective: builds from
-defaults, right shapes, finite outputs, gradients reach the parameters, deterministic under a seed,
-survives a safetensors round trip."""
+"""Contract tests over every registered splitter, compressor, denoiser, objective and stitcher:
+builds from defaults with ``build(ctx)`` into a module of its kind's protocol, right shapes, finite
+outputs, gradients reach the parameters, deterministic under a seed, survives a safetensors round
+trip. One component's own behaviour is tested in ``tests/components/``."""
 
 from __future__ import annotations
+
+import inspect
 
 import pytest
 import torch
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
+from tests.components.context import D, K, M, batch, ctx
 from zonkey.core.outputs import SplitOutput
+from zonkey.core.protocols import BUILD_SIGNATURES, LEVEL_KINDS, PROTOCOLS
 from zonkey.core.registry import registry
-from zonkey.core.shapes import LevelContext
-
-D, M, K, H = 16, 8, 2, 2
-
-
-def ctx(level: int = 0) -> LevelContext:
-    attn = registry("attention").config("sdpa").build()
-    return LevelContext(level=level, d_model=D, max_segment=M, n_compress=K, heads=H, ffn_mult=2, dropout=0.0, attention=attn)
-
-
-def _batch(b=2, n=20, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    tokens = torch.randint(0, 256, (b, n), generator=g)
-    valid = torch.ones(b, n, dtype=torch.bool)
-    valid[1, 13:] = False
-    x = torch.randn(b, n, D, generator=g)
-    return x, valid, tokens
 
 
 def _roundtrip(module: torch.nn.Module) -> None:
@@ -40,7 +28,7 @@ def _roundtrip(module: torch.nn.Module) -> None:
 def test_splitter_contract(name):
     torch.manual_seed(0)
     sp = registry("splitter").config(name).build(ctx())
-    x, valid, tokens = _batch()
+    x, valid, tokens = batch()
     out = sp(x, valid, sample=False, tokens=tokens)
     assert isinstance(out, SplitOutput)
     seg = out.segments
@@ -56,48 +44,6 @@ def test_splitter_contract(name):
     out2 = sp(x, valid, sample=False, tokens=tokens)
     assert torch.equal(out.bos, out2.bos)
     _roundtrip(sp)
-
-
-def test_learned_splitter_reads_only_its_vectors():
-    """The learned splitter must not see bytes: giving it the byte tokens changes nothing."""
-    torch.manual_seed(0)
-    sp = registry("splitter").config("learned").build(ctx()).eval()
-    x, valid, tokens = _batch()
-    a = sp(x, valid, sample=False, tokens=None).p_bos
-    b = sp(x, valid, sample=False, tokens=tokens).p_bos
-    c = sp(x, valid, sample=False, tokens=torch.zeros_like(tokens)).p_bos
-    assert torch.equal(a, b) and torch.equal(a, c)
-
-
-@pytest.mark.parametrize("kernels", [(3, 5), (2, 4)])
-def test_learned_splitter_context(kernels):
-    """``context: causal``: the BOS probability at i does not change when anything after i does;
-    ``both`` (the default) does read the right-hand neighbours."""
-    torch.manual_seed(0)
-    causal = registry("splitter").config("learned", context="causal", kernels=kernels).build(ctx()).eval()
-    both = registry("splitter").config("learned", kernels=kernels).build(ctx()).eval()
-    for sp in (causal, both):  # untrained heads are flat: give them weights that read the features
-        torch.nn.init.normal_(sp.head.weight)
-    x, valid, _ = _batch()
-    x2 = x.clone()
-    x2[:, 10:] = torch.randn_like(x2[:, 10:])
-    pc, pc2 = causal(x, valid, sample=False).p_bos, causal(x2, valid, sample=False).p_bos
-    assert torch.allclose(pc[:, :10], pc2[:, :10], atol=1e-6)
-    assert not torch.allclose(pc[:, 10:], pc2[:, 10:])
-    pb, pb2 = both(x, valid, sample=False).p_bos, both(x2, valid, sample=False).p_bos
-    assert not torch.allclose(pb[:, 9], pb2[:, 9]), "the bidirectional splitter should see position 10 from 9"
-
-
-def test_learned_splitter_gets_gradient_through_existence():
-    torch.manual_seed(0)
-    sp = registry("splitter").config("learned").build(ctx())
-    x, valid, _ = _batch()
-    out = sp(x, valid, sample=True)
-    loss = (out.segments.shares * torch.randn_like(out.segments.shares)).sum() + out.segments.log_existence.clamp_min(-30).sum()
-    loss.backward()
-    grads = [p.grad for p in sp.parameters() if p.requires_grad]
-    assert all(g is not None and torch.isfinite(g).all() for g in grads)
-    assert any(float(g.abs().sum()) > 0 for g in grads)
 
 
 @pytest.mark.parametrize("name", registry("compressor").names() + ["cls+skip"])
@@ -177,7 +123,7 @@ def test_stitcher_contract(name):
     from zonkey.core.segments import make_split
 
     st = registry("stitcher").config(name).build(ctx())
-    x, valid, _ = _batch(n=24)
+    x, valid, _ = batch(n=24)
     x = torch.nn.functional.normalize(x, dim=-1) * (D - 0.5) ** 0.5
     g = torch.Generator().manual_seed(0)
     p = torch.rand(valid.shape, generator=g) * 0.6
@@ -201,3 +147,12 @@ def test_stitcher_contract(name):
     gen = st(seg.vectors, seg.log_existence.detach(), seg.doc, 2)
     assert gen.x.shape[0] == 2 and torch.isfinite(gen.x).all()
     _roundtrip(st)
+
+
+@pytest.mark.parametrize(("kind", "name"), [(kind, name) for kind in LEVEL_KINDS for name in registry(kind).names()])
+def test_every_level_component_builds_from_its_level_context_into_its_kinds_protocol(kind, name):
+    """One build signature for every level component, ``build(ctx)``, and a module its level can call."""
+    config_cls = registry(kind).get(name)
+    assert list(inspect.signature(config_cls.build).parameters) == ["self", *BUILD_SIGNATURES[kind]] == ["self", "ctx"]
+    module = registry(kind).config(name).build(ctx())
+    assert isinstance(module, torch.nn.Module) and isinstance(module, PROTOCOLS[kind])

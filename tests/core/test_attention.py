@@ -1,36 +1,31 @@
-"""Unit tests of ``zonkey/core/attention.py``: the existence bias, the dispatch and its errors, the
-special cases of each backend. The general laws live in ``tests/properties/``."""
+"""Unit tests of ``zonkey/core/attention.py``: the existence bias, the dispatch through the registry
+(plugin backends included), input checks and backend constraints, and what every built-in backend
+does with padding. One backend's own behaviour is tested in ``tests/components/attention/``; the
+general laws live in ``tests/properties/``."""
 
 from __future__ import annotations
 
-import math
+from typing import Literal
 
 import pytest
 import torch
-import torch.nn.functional as F
 
-from tests.strategies import qkv
+from tests.components.attention.cases import NEG_INF, attention_case
+from zonkey.components.attention.base import AttentionBackend, AttentionConfig
+from zonkey.components.attention.hard import hard_attention
+from zonkey.components.attention.reference import reference_attention
+from zonkey.components.attention.sdpa import sdpa_attention
 from zonkey.core.attention import (
     BACKENDS,
     AttentionBackendError,
+    BackendConstraints,
     existence_bias,
-    flex_attention_backend,
-    hard_attention,
     probabilistic_attention,
 )
-from zonkey.core.registry import registry
+from zonkey.core.protocols import Attention
+from zonkey.core.registry import register, registry
 
 pytestmark = pytest.mark.usefixtures("single_thread")
-
-NEG_INF = float("-inf")
-
-
-def _case(b: int = 2, h: int = 2, n: int = 5, dh: int = 4, *, dtype: torch.dtype = torch.float64, seed: int = 0):
-    q, k, v = qkv((b, h, n, dh), seed, dtype=dtype)
-    log_e = torch.tensor([[0.0, -0.1, -0.7, -2.0, NEG_INF], [0.0, -1.0, -0.5, -13.8, -30.0]], dtype=dtype)[:b, :n]
-    return q, k, v, log_e
-
-
 # ------------------------------------------------------------------------------------------ bias
 
 
@@ -83,7 +78,7 @@ def test_bad_shapes_raise_a_value_error_naming_the_shapes(q_shape, k_shape, v_sh
 
 
 def test_mixed_dtypes_raise_a_value_error() -> None:
-    q, k, v, log_e = _case()
+    q, k, v, log_e = attention_case()
     with pytest.raises(ValueError, match="dtype"):
         probabilistic_attention(q, k.float(), v, log_e)
 
@@ -91,34 +86,142 @@ def test_mixed_dtypes_raise_a_value_error() -> None:
 @pytest.mark.parametrize("fn", ["reference", "sdpa", "hard"])
 def test_backend_functions_validate_shapes_when_called_directly(fn: str) -> None:
     # registered modules call the backend functions without going through the dispatch
-    from zonkey.core import attention
-
-    backend_fn = {"reference": attention.reference_attention, "sdpa": attention.sdpa_attention, "hard": hard_attention}[fn]
-    q, k, v, log_e = _case()
+    backend_fn = {"reference": reference_attention, "sdpa": sdpa_attention, "hard": hard_attention}[fn]
+    q, k, v, log_e = attention_case()
     with pytest.raises(ValueError, match="log_existence must be"):
         backend_fn(q, k, v, log_e[:, :3])
 
 
 def test_unknown_backend_lists_the_known_ones() -> None:
-    q, k, v, log_e = _case()
+    q, k, v, log_e = attention_case()
     with pytest.raises(ValueError, match="unknown attention backend 'flash'") as info:
         probabilistic_attention(q, k, v, log_e, backend="flash")
     for name in BACKENDS:
         assert name in str(info.value)
 
 
-def test_flex_backward_on_cpu_raises_a_backend_error_naming_the_alternatives() -> None:
-    q, k, v, log_e = _case()
-    q.requires_grad_(True)
-    with pytest.raises(AttentionBackendError, match="sdpa") as info:
-        probabilistic_attention(q, k, v, log_e, backend="flex")
-    assert "reference" in str(info.value)
-    assert "backward" in str(info.value)  # the reason is kept, not swallowed
-    assert isinstance(info.value, RuntimeError)
-
-
 def test_every_dispatch_backend_is_a_registered_attention_component() -> None:
     assert set(BACKENDS) <= set(registry("attention").names())
+
+
+# ------------------------------------------------------------------ dispatch through the registry
+
+_calls: list[str] = []
+
+
+def _counting_reference(q, k, v, log_existence, *, causal=False, tag="plain"):
+    _calls.append(tag)
+    return reference_attention(q, k, v, log_existence, causal=causal)
+
+
+@pytest.fixture
+def plugin_backends():
+    """Backends registered under new names for one test (as a plugin would), removed afterwards."""
+    made: list[str] = []
+
+    def reg(name: str, constraints: BackendConstraints = BackendConstraints(), tag: str = "plain"):
+        cls = type(f"Zz{len(made)}Config", (AttentionConfig,), {
+            "__annotations__": {"name": Literal[name]},
+            "name": name,
+            "constraints": constraints,
+            "build": lambda self: self.module(_counting_reference, tag=tag),
+        })
+        register("attention", name)(cls)
+        made.append(name)
+        return cls
+
+    _calls.clear()
+    yield reg
+    for name in made:
+        registry("attention").unregister(name)
+
+
+def test_a_backend_registered_under_a_new_name_is_reachable_from_the_dispatch(plugin_backends) -> None:
+    plugin_backends("zz_counting", tag="counted")
+    q, k, v, log_e = attention_case()
+    out = probabilistic_attention(q, k, v, log_e, backend="zz_counting")
+    assert _calls == ["counted"]  # the plugin's own function ran
+    torch.testing.assert_close(out, probabilistic_attention(q, k, v, log_e, backend="reference"), rtol=0, atol=0)
+    with pytest.raises(ValueError, match="zz_counting"):  # and it is listed among the known names
+        probabilistic_attention(q, k, v, log_e, backend="zz_missing")
+
+
+def test_a_name_registered_again_by_another_class_dispatches_to_the_new_one(plugin_backends) -> None:
+    q, k, v, log_e = attention_case()
+    plugin_backends("zz_again", tag="first")
+    probabilistic_attention(q, k, v, log_e, backend="zz_again")
+    registry("attention").unregister("zz_again")
+    plugin_backends("zz_again", tag="second")
+    probabilistic_attention(q, k, v, log_e, backend="zz_again")
+    assert _calls == ["first", "second"]
+
+
+def test_a_backend_that_needs_cuda_is_refused_on_cpu_in_one_line_naming_the_alternative(plugin_backends) -> None:
+    plugin_backends("zz_cuda_only", BackendConstraints(needs_cuda=True))
+    q, k, v, log_e = attention_case()
+    with pytest.raises(AttentionBackendError) as info:
+        probabilistic_attention(q, k, v, log_e, backend="zz_cuda_only")
+    msg = str(info.value)
+    assert "'zz_cuda_only' needs CUDA tensors; got cpu" in msg and "use backend 'sdpa' or 'reference'" in msg
+    assert "\n" not in msg
+    assert _calls == []  # refused before the backend ran
+
+
+def test_a_backend_refuses_dtypes_it_does_not_declare(plugin_backends) -> None:
+    plugin_backends("zz_f64", BackendConstraints(dtypes=(torch.float64,)))
+    q, k, v, log_e = attention_case(dtype=torch.float32)
+    with pytest.raises(AttentionBackendError, match=r"'zz_f64' does not support dtype torch.float32 .*use backend 'sdpa'"):
+        probabilistic_attention(q, k, v, log_e, backend="zz_f64")
+    probabilistic_attention(*attention_case(dtype=torch.float64), backend="zz_f64")
+    assert _calls == ["plain"]
+
+
+def test_only_alternatives_that_accept_the_inputs_are_named(plugin_backends) -> None:
+    plugin_backends("zz_no_cpu_grad", BackendConstraints(supports_cpu_backward=False, alternatives=("flex", "sdpa")))
+    q, k, v, log_e = attention_case()
+    q.requires_grad_(True)
+    with pytest.raises(AttentionBackendError) as info:
+        probabilistic_attention(q, k, v, log_e, backend="zz_no_cpu_grad")
+    assert str(info.value).endswith("use backend 'sdpa'")  # flex has no CPU backward either
+    with torch.no_grad():
+        probabilistic_attention(q, k, v, log_e, backend="zz_no_cpu_grad")  # no graph: no backward needed
+    assert _calls == ["plain"]
+
+
+def test_when_no_alternative_accepts_the_inputs_the_error_says_so() -> None:
+    q, k, v, log_e = (t.long() for t in attention_case())
+    with pytest.raises(AttentionBackendError, match="'sdpa' does not support dtype torch.int64.*no other backend"):
+        probabilistic_attention(q, k, v, log_e.double(), backend="sdpa")
+
+
+def test_the_built_module_checks_the_same_constraints_as_the_dispatch(plugin_backends) -> None:
+    cls = plugin_backends("zz_cuda_module", BackendConstraints(needs_cuda=True))
+    module = registry("attention").config("zz_cuda_module").build()
+    assert isinstance(module, AttentionBackend) and module.constraints is cls.constraints
+    q, k, v, log_e = attention_case()
+    with pytest.raises(AttentionBackendError, match="needs CUDA"):
+        module(q, k, v, log_e)
+
+
+def test_a_backend_without_usable_defaults_is_explained(plugin_backends) -> None:
+    @register("attention", "zz_required")
+    class RequiredConfig(AttentionConfig):
+        name: Literal["zz_required"] = "zz_required"
+        window: int
+
+        def build(self) -> AttentionBackend:
+            return self.module(reference_attention)
+
+    try:
+        with pytest.raises(AttentionBackendError, match=r"'zz_required' cannot be built from its defaults"):
+            probabilistic_attention(*attention_case(), backend="zz_required")
+    finally:
+        registry("attention").unregister("zz_required")
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_every_built_in_backend_module_fulfils_the_attention_protocol(backend: str) -> None:
+    assert isinstance(registry("attention").config(backend).build(), Attention)
 
 
 # ------------------------------------------------------------------------------------- backends
@@ -127,7 +230,7 @@ def test_every_dispatch_backend_is_a_registered_attention_component() -> None:
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("causal", [False, True])
 def test_padded_query_rows_are_exactly_zero(backend: str, causal: bool) -> None:
-    q, k, v, log_e = _case()
+    q, k, v, log_e = attention_case()
     with torch.no_grad():
         out = probabilistic_attention(q, k, v, log_e, causal=causal, backend=backend)
     assert out.shape == q.shape and out.dtype == q.dtype
@@ -137,7 +240,7 @@ def test_padded_query_rows_are_exactly_zero(backend: str, causal: bool) -> None:
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_a_fully_padded_document_gives_zeros_and_no_nan(backend: str) -> None:
-    q, k, v, log_e = _case()
+    q, k, v, log_e = attention_case()
     log_e[1] = NEG_INF
     with torch.no_grad():
         out = probabilistic_attention(q, k, v, log_e, backend=backend)
@@ -147,7 +250,7 @@ def test_a_fully_padded_document_gives_zeros_and_no_nan(backend: str) -> None:
 
 @pytest.mark.parametrize("backend", ["reference", "sdpa"])
 def test_a_fully_padded_document_has_zero_gradients(backend: str) -> None:
-    q, k, v, log_e = (t.requires_grad_(True) for t in _case())
+    q, k, v, log_e = (t.requires_grad_(True) for t in attention_case())
     log_e.data[1] = NEG_INF
     probabilistic_attention(q, k, v, log_e, backend=backend).sum().backward()
     for t in (q, k, v, log_e):
@@ -155,15 +258,8 @@ def test_a_fully_padded_document_has_zero_gradients(backend: str) -> None:
         assert (t.grad[1] == 0).all()
 
 
-def test_sdpa_matches_reference_in_float32() -> None:
-    q, k, v, log_e = _case(dtype=torch.float32, seed=3)
-    ref = probabilistic_attention(q, k, v, log_e, backend="reference")
-    out = probabilistic_attention(q, k, v, log_e, backend="sdpa")
-    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-6)
-
-
 def test_bfloat16_inputs_stay_bfloat16_and_close_to_float32() -> None:
-    q, k, v, log_e = _case(dtype=torch.float32, seed=4)
+    q, k, v, log_e = attention_case(dtype=torch.float32, seed=4)
     ref = probabilistic_attention(q, k, v, log_e, backend="reference")
     for backend in ("reference", "sdpa"):
         out = probabilistic_attention(q.bfloat16(), k.bfloat16(), v.bfloat16(), log_e, backend=backend)
@@ -173,82 +269,9 @@ def test_bfloat16_inputs_stay_bfloat16_and_close_to_float32() -> None:
 
 def test_soft_existence_sends_gradient_to_every_non_padded_log_existence() -> None:
     # the splitter learns through this gradient (§4): it must not vanish on soft positions
-    q, k, v, log_e = (t.requires_grad_(True) for t in _case())
+    q, k, v, log_e = (t.requires_grad_(True) for t in attention_case())
     out = probabilistic_attention(q, k, v, log_e, backend="sdpa")
     (out * torch.randn(out.shape, generator=torch.Generator().manual_seed(1), dtype=out.dtype)).sum().backward()
     real = ~torch.isneginf(log_e.detach())
     assert (log_e.grad[real] != 0).all()
     assert (log_e.grad[~real] == 0).all()
-
-
-def test_flex_gives_the_log_existence_gradient_on_cpu_when_q_k_v_are_frozen() -> None:
-    q, k, v, log_e = _case()
-    grads = {}
-    for backend in ("reference", "flex"):
-        le = log_e.clone().requires_grad_(True)
-        out = probabilistic_attention(q, k, v, le, backend=backend)
-        (out * torch.linspace(-1, 1, out.numel(), dtype=out.dtype).reshape(out.shape)).sum().backward()
-        grads[backend] = le.grad
-    torch.testing.assert_close(grads["flex"], grads["reference"], rtol=1e-9, atol=1e-12)
-
-
-def test_flex_with_explicit_compile_false_is_eager_and_correct() -> None:
-    q, k, v, log_e = _case()
-    with torch.no_grad():
-        out = flex_attention_backend(q, k, v, log_e, compile=False)
-        ref = probabilistic_attention(q, k, v, log_e, backend="reference")
-    torch.testing.assert_close(out, ref, rtol=0, atol=1e-12)
-
-
-def test_hard_treats_positions_below_the_threshold_as_padding_and_ignores_existence_otherwise() -> None:
-    q, k, v, _ = _case(b=1, n=4)
-    log_e = torch.tensor([[0.0, math.log(0.6), math.log(0.4), math.log(0.9)]], dtype=torch.float64)
-    out = hard_attention(q, k, v, log_e, threshold=0.5)
-    keep = torch.tensor([True, True, False, True])
-    expected = F.scaled_dot_product_attention(q, k, v, attn_mask=keep[None, None, None, :])
-    torch.testing.assert_close(out[:, :, keep], expected[:, :, keep], rtol=0, atol=1e-12)
-    assert (out[:, :, ~keep] == 0).all()  # a thresholded-away position is padding: its row is 0 too
-    looser = hard_attention(q, k, v, log_e, threshold=0.3)
-    torch.testing.assert_close(looser, F.scaled_dot_product_attention(q, k, v), rtol=0, atol=1e-12)
-
-
-def test_hard_sends_no_gradient_to_the_existence() -> None:
-    q, k, v, log_e = _case()
-    q.requires_grad_(True)
-    log_e.requires_grad_(True)
-    probabilistic_attention(q, k, v, log_e, backend="hard").sum().backward()
-    assert log_e.grad is None
-    assert q.grad is not None and torch.isfinite(q.grad).all()
-
-
-# ------------------------------------------------------------------------------------------- GPU
-
-
-def _cuda_case(dtype: torch.dtype = torch.float32):
-    q, k, v, log_e = _case(b=2, h=4, n=5, dh=16, dtype=dtype, seed=7)
-    return tuple(t.cuda() for t in (q, k, v, log_e))
-
-
-@pytest.mark.gpu
-@pytest.mark.parametrize("causal", [False, True])
-def test_flex_on_cuda_matches_reference_in_output_and_every_gradient(causal: bool) -> None:
-    results = {}
-    for backend in ("reference", "flex"):
-        q, k, v, log_e = (t.clone().requires_grad_(True) for t in _cuda_case())
-        out = probabilistic_attention(q, k, v, log_e, causal=causal, backend=backend)
-        (out * torch.linspace(-1, 1, out.numel(), device="cuda").reshape(out.shape)).sum().backward()
-        results[backend] = (out, q.grad, k.grad, v.grad, log_e.grad)
-    for name, a, r in zip(("output", "dq", "dk", "dv", "dlog_existence"), results["flex"], results["reference"]):
-        torch.testing.assert_close(a, r, rtol=1e-4, atol=1e-5, msg=lambda m, name=name: f"{name}: {m}")
-
-
-@pytest.mark.gpu
-def test_sdpa_on_cuda_matches_reference_in_output_and_every_gradient() -> None:
-    results = {}
-    for backend in ("reference", "sdpa"):
-        q, k, v, log_e = (t.clone().requires_grad_(True) for t in _cuda_case())
-        out = probabilistic_attention(q, k, v, log_e, backend=backend)
-        out.square().sum().backward()
-        results[backend] = (out, q.grad, k.grad, v.grad, log_e.grad)
-    for a, r in zip(results["sdpa"], results["reference"]):
-        torch.testing.assert_close(a, r, rtol=1e-4, atol=1e-5)

@@ -1,10 +1,13 @@
-"""Component registries: registration, duplicate and unknown names, field descriptions, plugins."""
+"""Component registries: registration, duplicate and unknown names, field descriptions, the build
+signature of each kind, how the built-ins load, plugins."""
 
 from __future__ import annotations
 
 import importlib.metadata
 import sys
 import textwrap
+from pathlib import Path
+from types import SimpleNamespace
 from typing import Literal
 
 import pytest
@@ -218,3 +221,121 @@ def test_plugins_load_and_a_broken_one_is_reported(fake_plugins):
     # a plugin component validates in a recipe exactly like a built-in one
     recipe = validate_recipe({"model": {"attention": {"name": "zz_plugin_good"}, "levels": [{}]}})
     assert recipe.model.attention.name == "zz_plugin_good"
+
+
+# ------------------------------------------------------------------------------ build signatures
+
+
+def test_a_level_component_must_build_from_its_level_context_alone():
+    class KwargsConfig(ComponentConfig):
+        name: Literal["zz_kwargs"] = "zz_kwargs"
+
+        def build(self, ctx, **_):
+            return None
+
+    class OptionalConfig(ComponentConfig):
+        name: Literal["zz_optional"] = "zz_optional"
+
+        def build(self, ctx=None):
+            return None
+
+    for kind, cls in (("splitter", KwargsConfig), ("stitcher", OptionalConfig)):
+        with pytest.raises(RegistryError) as info:
+            register(kind, cls.model_fields["name"].default)(cls)
+        msg = str(info.value)
+        assert f"{kind} component" in msg and "must define build(self, ctx)" in msg and "got build(" in msg
+        assert cls.model_fields["name"].default not in registry(kind)
+
+
+def test_an_attention_backend_builds_without_a_context():
+    class CtxConfig(ComponentConfig):
+        name: Literal["zz_ctx"] = "zz_ctx"
+
+        def build(self, ctx):
+            return None
+
+    with pytest.raises(RegistryError, match=r"attention component 'zz_ctx' .* must define build\(self\); got build\(self, ctx\)"):
+        register("attention", "zz_ctx")(CtxConfig)
+
+
+def test_the_right_build_signature_registers(scratch):
+    @scratch("compressor", "zz_right")
+    class RightConfig(ComponentConfig):
+        name: Literal["zz_right"] = "zz_right"
+
+        def build(self, ctx):
+            return ctx
+
+    assert registry("compressor").config("zz_right").build("the context") == "the context"
+
+
+def test_a_config_without_build_registers_and_refuses_to_build(scratch):
+    @scratch("denoiser", "zz_fields_only")
+    class FieldsOnlyConfig(ComponentConfig):
+        name: Literal["zz_fields_only"] = "zz_fields_only"
+
+    with pytest.raises(RegistryError, match="FieldsOnlyConfig does not define build"):
+        registry("denoiser").config("zz_fields_only").build(None)
+
+
+# ------------------------------------------------------------------------------------ built-ins
+
+
+class _FakeDist:
+    def __init__(self, name: str) -> None:
+        self.metadata = {"Name": name}
+
+
+class _FakeEntryPoint:
+    def __init__(self, name: str, value: str, dist: str | None, loaded: list[str]) -> None:
+        self.name, self.value, self.group = name, value, ENTRY_POINT_GROUP
+        self.dist = None if dist is None else _FakeDist(dist)
+        self._loaded = loaded
+
+    def load(self):
+        self._loaded.append(self.value)
+
+
+@pytest.fixture
+def builtins_unloaded(monkeypatch):
+    """The registry as on first use: built-ins not loaded yet, imports recorded instead of made."""
+    imported: list[str] = []
+    monkeypatch.setattr(registry_mod, "_builtins_loaded", False)
+    # the registry module's own view of importlib: other imports are unaffected
+    monkeypatch.setattr(registry_mod, "importlib", SimpleNamespace(import_module=imported.append, metadata=importlib.metadata))
+    return imported
+
+
+def test_builtins_load_through_zonkeys_own_entry_point(builtins_unloaded, monkeypatch):
+    loaded: list[str] = []
+    eps = [_FakeEntryPoint("builtin", "zonkey.components", "zonkey", loaded),
+           _FakeEntryPoint("other", "zz_other_plugin", "someone-else", loaded)]
+    monkeypatch.setattr(importlib.metadata, "entry_points", lambda **params: eps)
+    registry_mod.ensure_builtin_components()
+    assert loaded == ["zonkey.components"]  # a third-party entry waits for load_plugins
+    assert builtins_unloaded == []  # no import by name needed
+    registry_mod.ensure_builtin_components()
+    assert loaded == ["zonkey.components"]  # once
+
+
+def test_builtins_are_imported_by_name_where_the_metadata_lacks_the_entry(builtins_unloaded, monkeypatch):
+    monkeypatch.setattr(importlib.metadata, "entry_points", lambda **params: [])
+    registry_mod.ensure_builtin_components()
+    assert builtins_unloaded == [registry_mod.BUILTIN_MODULE] == ["zonkey.components"]
+
+
+def test_load_plugins_does_not_report_zonkeys_own_entry(monkeypatch):
+    loaded: list[str] = []
+    eps = [_FakeEntryPoint("builtin", "zonkey.components", "zonkey", loaded),
+           _FakeEntryPoint("third", "zz_third_plugin", "third-party", loaded)]
+    monkeypatch.setattr(importlib.metadata, "entry_points", lambda **params: eps)
+    monkeypatch.setattr(registry_mod, "_plugin_report", None)
+    report = load_plugins(reload=True)
+    assert report.loaded == ["third"] and loaded == ["zz_third_plugin"]
+
+
+def test_the_package_declares_its_builtin_entry_point():
+    tomllib = pytest.importorskip("tomllib")
+    pyproject = tomllib.loads((Path(__file__).parents[2] / "pyproject.toml").read_text())
+    group = pyproject["project"]["entry-points"][ENTRY_POINT_GROUP]
+    assert registry_mod.BUILTIN_MODULE in group.values()

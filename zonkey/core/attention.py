@@ -1,4 +1,4 @@
-"""Probabilistic attention (§3 of the paper) and its backend dispatch.
+"""Probabilistic attention (§3 of the paper): the math every backend shares, and the one dispatch.
 
 Every position carries a log existence probability ``log p`` (0 = certain, −inf = hard padding).
 The raw score of query q and key k is shifted by ``log p_k − log p_q`` when k > q and left alone
@@ -10,35 +10,91 @@ Hard padding (−inf) is handled explicitly rather than through ``−inf − (�
  * a padded key gets −inf for every real query (it never contributes),
  * a padded query attends with no bias (so its softmax stays finite) and its output is set to 0.
 
-Backends (one dispatch function, chosen by the recipe and passed down; nothing changes semantics
-behind the caller's back):
-
-``reference``  explicit einsum, the ground truth.
-``sdpa``       dense additive bias through ``torch.nn.functional.scaled_dot_product_attention``.
-``flex``       FlexAttention ``score_mod`` (compiled into a fused kernel on CUDA; eager and unfused
-               on CPU, where it is correct but not fast).
-``hard``       existence thresholded into a hard key mask: the ablation without soft existence.
+The backends are components of kind ``attention`` (``zonkey/components/attention/``, one file
+each, plus any a plugin registers). :func:`probabilistic_attention` finds a backend by its
+registry name, checks the inputs and the backend's declared :class:`BackendConstraints`, and calls
+the backend module built from the config's defaults; the backend modules a model builds from its
+recipe run the same checks. Nothing changes semantics behind the caller's back.
 """
 
 from __future__ import annotations
 
-import math
-from typing import Callable, Literal
+from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
-from torch import Tensor
+from pydantic import ValidationError
+from torch import Tensor, nn
 
-Backend = Literal["reference", "sdpa", "flex", "hard"]
+from zonkey.core.registry import ComponentConfig, UnknownComponentError, registry
+
+# The backends zonkey ships (registered by ``zonkey.components.attention``); plugins may add more.
 BACKENDS: tuple[str, ...] = ("reference", "sdpa", "flex", "hard")
+FLOAT_DTYPES: tuple[torch.dtype, ...] = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 
 class AttentionBackendError(RuntimeError):
     """A backend cannot run here (missing feature, unsupported dtype or device)."""
 
 
-def _split_existence(log_existence: Tensor) -> tuple[Tensor, Tensor]:
-    """(finite log existence with padding set to 0, bool padding mask), both (b, n)."""
+@dataclass(frozen=True)
+class BackendConstraints:
+    """What an attention backend can run on, declared on its config class (``constraints``).
+
+    Attributes:
+        supports_cpu_backward: gradients to q, k, v can be taken on CPU.
+        dtypes: the dtypes of q, k, v the backend accepts.
+        needs_cuda: the backend runs on CUDA tensors only.
+        alternatives: backends to name in the error when a constraint fails.
+    """
+
+    supports_cpu_backward: bool = True
+    dtypes: tuple[torch.dtype, ...] = FLOAT_DTYPES
+    needs_cuda: bool = False
+    alternatives: tuple[str, ...] = ("sdpa", "reference")
+
+    def violation(self, q: Tensor, k: Tensor, v: Tensor) -> str | None:
+        """Why the backend cannot run on q, k, v (b, h, n, dh), or None when it can."""
+        if self.needs_cuda and not q.is_cuda:
+            return f"needs CUDA tensors; got {q.device.type}"
+        if q.dtype not in self.dtypes:
+            return f"does not support dtype {q.dtype} (supports {', '.join(str(d) for d in self.dtypes)})"
+        if (not self.supports_cpu_backward and not q.is_cuda and torch.is_grad_enabled()
+                and (q.requires_grad or k.requires_grad or v.requires_grad)):
+            return "has no backward pass on CPU, and q, k, v require grad"
+        return None
+
+
+def check_constraints(name: str, constraints: BackendConstraints, q: Tensor, k: Tensor, v: Tensor) -> None:
+    """Refuse inputs the backend ``name`` cannot run on, naming the alternatives that can.
+
+    Args:
+        name: the backend's registry name.
+        constraints: what it declares it runs on.
+        q, k, v: (b, h, n, dh).
+
+    Raises:
+        AttentionBackendError: one line: the backend, the reason, and those of its declared
+            alternatives (registered, and accepting these inputs) to use instead.
+    """
+    reason = constraints.violation(q, k, v)
+    if reason is None:
+        return
+    reg = registry("attention")
+    usable = [a for a in constraints.alternatives
+              if a != name and a in reg and constraints_of(reg.get(a)).violation(q, k, v) is None]
+    hint = f"use backend {' or '.join(repr(a) for a in usable)}" if usable else "no other backend accepts these inputs"
+    raise AttentionBackendError(f"attention backend {name!r} {reason}; {hint}")
+
+
+def split_existence(log_existence: Tensor) -> tuple[Tensor, Tensor]:
+    """Separate hard padding from the finite log existence.
+
+    Args:
+        log_existence: (b, n), −inf on hard padding.
+
+    Returns:
+        (finite log existence with padding set to 0, bool padding mask), both (b, n).
+    """
     pad = torch.isneginf(log_existence)
     safe = log_existence.masked_fill(pad, 0.0)
     return safe, pad
@@ -56,7 +112,7 @@ def existence_bias(log_existence: Tensor, *, causal: bool = False, dtype: torch.
         (b, 1, n, n) bias[q, k]: ``log p_k − log p_q`` for k > q, 0 for k <= q, −inf for padded keys
         of real queries and, when causal, for every k > q; otherwise 0 on padded query rows.
     """
-    safe, pad = _split_existence(log_existence)
+    safe, pad = split_existence(log_existence)
     n = log_existence.shape[-1]
     idx = torch.arange(n, device=log_existence.device)
     future = idx[None, :] > idx[:, None]  # (q, k)
@@ -74,7 +130,7 @@ def existence_bias(log_existence: Tensor, *, causal: bool = False, dtype: torch.
 def check_inputs(q: Tensor, k: Tensor, v: Tensor, log_existence: Tensor) -> None:
     """Validate the shapes of a probabilistic self-attention call.
 
-    Every backend function calls this, so a registered backend module used directly fails as
+    Every backend function calls this, so a backend function or module used directly fails as
     clearly as :func:`probabilistic_attention`.
 
     Raises:
@@ -97,102 +153,42 @@ def check_inputs(q: Tensor, k: Tensor, v: Tensor, log_existence: Tensor) -> None
         )
 
 
-def _zero_padded_queries(out: Tensor, log_existence: Tensor) -> Tensor:
+def zero_padded_queries(out: Tensor, log_existence: Tensor) -> Tensor:
+    """Set the output rows of hard-padded queries to exactly 0.
+
+    Args:
+        out: (b, h, n, dh) attention output; log_existence: (b, n).
+
+    Returns:
+        (b, h, n, dh).
+    """
     pad = torch.isneginf(log_existence)[:, None, :, None]  # (b, 1, n, 1)
     return out.masked_fill(pad, 0.0)
 
 
-def reference_attention(q: Tensor, k: Tensor, v: Tensor, log_existence: Tensor, *, causal: bool = False) -> Tensor:
-    """Explicit einsum implementation: the ground truth for every other backend."""
-    check_inputs(q, k, v, log_existence)
-    scale = 1.0 / math.sqrt(q.shape[-1])
-    scores = torch.einsum("bhqd,bhkd->bhqk", q, k) * scale  # (b, h, n, n)
-    scores = scores + existence_bias(log_existence, causal=causal, dtype=scores.dtype)
-    attn = torch.softmax(scores, dim=-1)
-    out = torch.einsum("bhqk,bhkd->bhqd", attn, v)  # (b, h, n, dh)
-    return _zero_padded_queries(out, log_existence)
+def constraints_of(config_cls: type[ComponentConfig]) -> BackendConstraints:
+    """The constraints an attention config class declares (none declared: no constraints)."""
+    declared = getattr(config_cls, "constraints", None)
+    return declared if isinstance(declared, BackendConstraints) else BackendConstraints()
 
 
-def sdpa_attention(q: Tensor, k: Tensor, v: Tensor, log_existence: Tensor, *, causal: bool = False) -> Tensor:
-    """Dense additive bias through ``scaled_dot_product_attention`` (uses fused kernels where the
-    platform has them for a float mask)."""
-    check_inputs(q, k, v, log_existence)
-    bias = existence_bias(log_existence, causal=causal, dtype=q.dtype)
-    out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
-    return _zero_padded_queries(out, log_existence)
+# One module per config class, built from its defaults: a name re-registered by another class
+# (a plugin, a test) gets a fresh module.
+_default_modules: dict[type[ComponentConfig], nn.Module] = {}
 
 
-def hard_attention(
-    q: Tensor, k: Tensor, v: Tensor, log_existence: Tensor, *, causal: bool = False, threshold: float = 0.5
-) -> Tensor:
-    """Ablation: positions whose existence is below ``threshold`` become hard padding (masked as
-    keys, zero rows as queries); no soft bias, no gradient to the existence."""
-    check_inputs(q, k, v, log_existence)
-    alive = log_existence.detach() >= math.log(threshold)  # (b, n)
-    hard = torch.zeros_like(log_existence).masked_fill(~alive, float("-inf"))
-    return reference_attention(q, k, v, hard.detach(), causal=causal)
-
-
-_compiled_flex: Callable | None = None
-
-
-def _flex_fn(compile: bool) -> Callable:
-    try:
-        from torch.nn.attention.flex_attention import flex_attention
-    except ImportError as exc:  # pragma: no cover - torch < 2.5
-        raise AttentionBackendError(
-            f"the 'flex' backend needs torch.nn.attention.flex_attention (torch >= 2.5): {exc}; "
-            "use backend 'sdpa' or 'reference'"
-        ) from None
-    if not compile:
-        return flex_attention
-    global _compiled_flex
-    if _compiled_flex is None:
-        _compiled_flex = torch.compile(flex_attention, dynamic=False)
-    return _compiled_flex
-
-
-def flex_attention_backend(
-    q: Tensor, k: Tensor, v: Tensor, log_existence: Tensor, *, causal: bool = False, compile: bool | None = None
-) -> Tensor:
-    """FlexAttention with the existence bias as a ``score_mod``.
-
-    Args:
-        compile: compile into a fused kernel (default: only on CUDA). On CPU the eager, unfused
-            implementation runs: correct but no faster than ``sdpa``, and forward-only for q, k, v
-            (FlexAttention has no CPU backward and refuses q, k, v that require grad, which
-            surfaces as :class:`AttentionBackendError`); with q, k, v frozen it still gives the
-            gradient to ``log_existence``.
-
-    Raises:
-        AttentionBackendError: FlexAttention is unavailable or rejects the inputs; the message names
-            the ``sdpa`` and ``reference`` backends as alternatives.
-    """
-    check_inputs(q, k, v, log_existence)
-    if compile is None:
-        compile = q.is_cuda
-    fn = _flex_fn(compile)
-    safe, pad = _split_existence(log_existence)
-    safe = safe.to(q.dtype)
-
-    def score_mod(score, b, h, qi, ki):  # noqa: ANN001 - FlexAttention's signature
-        future = ki > qi
-        bias = torch.where(future, safe[b, ki] - safe[b, qi], torch.zeros_like(score))
-        qpad = pad[b, qi]
-        key_masked = pad[b, ki] & ~qpad
-        if causal:
-            key_masked = key_masked | future
-        bias = torch.where(qpad, torch.zeros_like(bias), bias)
-        return torch.where(key_masked, torch.full_like(score, float("-inf")), score + bias)
-
-    try:
-        out = fn(q, k, v, score_mod=score_mod)
-    except Exception as exc:
-        raise AttentionBackendError(
-            f"FlexAttention failed on {q.device.type} with dtype {q.dtype}: {type(exc).__name__}: {exc}; "
-            "use backend 'sdpa' (dense bias) or 'reference'"
-        ) from exc
-    return _zero_padded_queries(out, log_existence)
+def _default_module(name: str, config_cls: type[ComponentConfig]) -> nn.Module:
+    module = _default_modules.get(config_cls)
+    if module is None:
+        try:
+            module = registry("attention").config(name).build()
+        except ValidationError as exc:
+            raise AttentionBackendError(
+                f"attention backend {name!r} cannot be built from its defaults ({exc.error_count()} field errors); "
+                f"build it with registry('attention').config({name!r}, ...).build()"
+            ) from None
+        _default_modules[config_cls] = module
+    return module
 
 
 def probabilistic_attention(
@@ -202,15 +198,16 @@ def probabilistic_attention(
     log_existence: Tensor,
     *,
     causal: bool = False,
-    backend: Backend | str = "reference",
+    backend: str = "reference",
 ) -> Tensor:
-    """Attention with existence probabilities (§3).
+    """Attention with existence probabilities (§3), through the backend registered as ``backend``.
 
     Args:
         q, k, v: (b, h, n, dh).
         log_existence: (b, n) log existence of every position (0 = certain, −inf = hard padding).
         causal: mask keys after the query as well.
-        backend: one of ``reference``, ``sdpa``, ``flex``, ``hard``.
+        backend: the registry name of an attention backend (built-in: ``reference``, ``sdpa``,
+            ``flex``, ``hard``), run with its default options.
 
     Returns:
         (b, h, n, dh); rows of padded queries are exactly 0.
@@ -220,12 +217,10 @@ def probabilistic_attention(
         AttentionBackendError: the backend cannot run on these inputs.
     """
     check_inputs(q, k, v, log_existence)
-    if backend == "reference":
-        return reference_attention(q, k, v, log_existence, causal=causal)
-    if backend == "sdpa":
-        return sdpa_attention(q, k, v, log_existence, causal=causal)
-    if backend == "flex":
-        return flex_attention_backend(q, k, v, log_existence, causal=causal)
-    if backend == "hard":
-        return hard_attention(q, k, v, log_existence, causal=causal)
-    raise ValueError(f"unknown attention backend {backend!r}; known: {', '.join(BACKENDS)}")
+    try:
+        config_cls = registry("attention").get(backend)
+    except UnknownComponentError:
+        known = ", ".join(registry("attention").names())
+        raise ValueError(f"unknown attention backend {backend!r}; known: {known}") from None
+    check_constraints(backend, constraints_of(config_cls), q, k, v)
+    return _default_module(backend, config_cls)(q, k, v, log_existence, causal=causal)

@@ -15,6 +15,7 @@ from torch import Tensor, nn
 from zonkey.core.existence import log_existence_from_bos_logits
 from zonkey.core.losses import collapse_loss, contrastive_recon_loss, existence_bce, token_loss
 from zonkey.core.outputs import DenoiseOutput, SplitOutput
+from zonkey.core.protocols import SlotStatesCompressor
 from zonkey.core.recipe import ByteLossConfig, LevelConfig
 from zonkey.core.shapes import LevelContext
 
@@ -74,7 +75,7 @@ class Level(nn.Module):
             # split's byte counts, ones otherwise. Not saved: only training reads them.
             self.register_buffer("byte_weights", torch.ones(256), persistent=False)
         if cfg.losses.mlm > 0:
-            if not hasattr(self.compressor, "encode"):
+            if not isinstance(self.compressor, SlotStatesCompressor):
                 raise ValueError(f"model.levels.{index}.losses.mlm needs a compressor with per-slot states (e.g. cls)")
             self.mask_vector = nn.Parameter(torch.randn(cfg.d_model))
             self.mlm_head = nn.Linear(cfg.d_model, cfg.d_model)

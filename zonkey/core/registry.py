@@ -1,10 +1,19 @@
 """Component registries: one per component kind, each mapping a short name to a config class.
 
 A recipe names a component with ``name:``; the remaining keys of the node are validated against
-that component's pydantic config class (``extra="forbid"``, frozen), whose ``build(ctx)`` returns
-the ``torch.nn.Module``. There are no dotted import paths in recipes: third-party packages add
-components through the ``zonkey.components`` entry-point group, loaded explicitly once by
-:func:`load_plugins`.
+that component's pydantic config class (``extra="forbid"``, frozen), whose ``build`` returns the
+``torch.nn.Module``. ``build`` has one signature per kind, checked when a config is registered
+(:data:`zonkey.core.protocols.BUILD_SIGNATURES`): ``build(ctx)`` with the level's
+:class:`~zonkey.core.shapes.LevelContext` for level components, ``build()`` for attention backends,
+which a model builds once and hands to its levels inside that context.
+
+There are no dotted import paths in recipes: packages add components through the
+``zonkey.components`` entry-point group. zonkey's own components are an entry of that group too
+(``builtin = "zonkey.components"`` in ``pyproject.toml``), so core names no component module in an
+import statement: :func:`ensure_builtin_components` loads zonkey's own entry on first use of a
+registry, and imports :data:`BUILTIN_MODULE` by name where the package metadata is missing or
+predates that entry (a source tree on ``sys.path``, an install made before it). Third-party entries
+are loaded explicitly, once, by :func:`load_plugins`.
 """
 
 from __future__ import annotations
@@ -17,9 +26,14 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar, Iterator, TypeVar
 
 from pydantic import BaseModel, ConfigDict
+from torch import nn
+
+from zonkey.core.protocols import BUILD_SIGNATURES
 
 KINDS: tuple[str, ...] = ("attention", "splitter", "compressor", "denoiser", "objective", "stitcher")
 ENTRY_POINT_GROUP = "zonkey.components"
+DISTRIBUTION = "zonkey"  # the distribution whose own entry in the group holds the built-ins
+BUILTIN_MODULE = "zonkey.components"  # imported by name when that entry cannot be found
 
 
 class RegistryError(Exception):
@@ -40,8 +54,10 @@ class UnknownComponentError(RegistryError, KeyError):
 class ComponentConfig(BaseModel):
     """Base of every component's config: strict (unknown keys fail) and immutable.
 
-    Subclasses declare their own fields with defaults and implement :meth:`build`. The ``name``
-    field holds the registry name; the registry sets its literal type when the class is registered.
+    Subclasses declare their own fields with defaults and implement ``build`` with their kind's
+    signature: ``build(self, ctx: LevelContext)`` for level components, ``build(self)`` for
+    attention backends. The ``name`` field holds the registry name; the registry sets ``kind`` and
+    ``registered_name`` when the class is registered.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True, protected_namespaces=())
@@ -49,7 +65,12 @@ class ComponentConfig(BaseModel):
     kind: ClassVar[str] = ""
     registered_name: ClassVar[str] = ""
 
-    def build(self, *args: Any, **kwargs: Any) -> Any:  # pragma: no cover - overridden
+    def build(self, *args: Any, **kwargs: Any) -> nn.Module:
+        """The component's module; each kind narrows the signature (see the class docstring).
+
+        Raises:
+            RegistryError: the config declares fields only (it validates in recipes but builds nothing).
+        """
         raise RegistryError(f"{type(self).__name__} does not define build()")
 
     def fields_doc(self) -> dict[str, Any]:
@@ -85,6 +106,23 @@ class Entry:
                 "description": f.description or "",
             }
         return out
+
+
+def _check_build_signature(kind: str, name: str, cls: type[ComponentConfig], origin: str) -> None:
+    """Refuse a config whose own ``build`` does not take exactly its kind's parameters.
+
+    A config that inherits the base ``build`` declares fields only; it registers (a recipe can name
+    it) and fails when built.
+    """
+    build = cls.build
+    if build is ComponentConfig.build:
+        return
+    expected = BUILD_SIGNATURES[kind]
+    params = list(inspect.signature(build).parameters.values())[1:]  # after self
+    plain = all(p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD and p.default is inspect.Parameter.empty for p in params)
+    if not plain or tuple(p.name for p in params) != expected:
+        want = ", ".join(("self", *expected))
+        raise RegistryError(f"{kind} component {name!r} ({origin}) must define build({want}); got build{inspect.signature(build)}")
 
 
 def _type_name(tp: Any) -> str:
@@ -123,6 +161,7 @@ class Registry:
                     )
             if "name" not in cls.model_fields:
                 raise RegistryError(f"{origin} must declare a `name` field (Literal[{name!r}])")
+            _check_build_signature(self.kind, name, cls, origin)
             cls.kind = self.kind
             cls.registered_name = name
             self._entries[name] = Entry(name=name, config_cls=cls, origin=origin)
@@ -193,14 +232,32 @@ def register(kind: str, name: str) -> Callable[[C], C]:
 _builtins_loaded = False
 
 
+def _builtin_entry_points() -> list[importlib.metadata.EntryPoint]:
+    """zonkey's own entries in :data:`ENTRY_POINT_GROUP` (none where its metadata is missing)."""
+    own = []
+    for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        dist = getattr(ep, "dist", None)
+        if dist is not None and dist.metadata["Name"] == DISTRIBUTION:
+            own.append(ep)
+    return own
+
+
 def ensure_builtin_components() -> None:
-    """Import ``zonkey.components`` once so the built-in entries are registered."""
+    """Load zonkey's own components once, so the built-in entries are registered.
+
+    Through zonkey's entry in the ``zonkey.components`` group; where the installed metadata lacks
+    it, by importing :data:`BUILTIN_MODULE` by name.
+    """
     global _builtins_loaded
     if _builtins_loaded:
         return
     _builtins_loaded = True  # set first: the components import this module
     try:
-        importlib.import_module("zonkey.components")
+        entries = _builtin_entry_points()
+        for ep in entries:
+            ep.load()
+        if not any(ep.value == BUILTIN_MODULE for ep in entries):
+            importlib.import_module(BUILTIN_MODULE)
     except BaseException:
         _builtins_loaded = False  # retry (and fail loudly) next time instead of a half-filled registry
         raise
@@ -227,7 +284,10 @@ def load_plugins(*, reload: bool = False) -> PluginReport:
         return _plugin_report
     ensure_builtin_components()
     report = PluginReport()
+    own = {(ep.name, ep.value) for ep in _builtin_entry_points()}
     for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        if (ep.name, ep.value) in own:  # the built-ins, loaded already
+            continue
         try:
             obj = ep.load()
             if callable(obj) and not inspect.ismodule(obj) and not isinstance(obj, type):

@@ -1,32 +1,70 @@
-"""Shared shape of an attention backend: a callable module with the probabilistic-attention
-signature, built from a recipe node such as ``attention: {name: sdpa}``."""
+"""The shape every attention backend shares: a parameter-free module with the probabilistic-attention
+signature (:class:`zonkey.core.protocols.Attention`), built from a recipe node such as
+``attention: {name: sdpa}``."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Callable, ClassVar
 
 from torch import Tensor, nn
 
+from zonkey.core.attention import BackendConstraints, check_constraints, check_inputs
 from zonkey.core.registry import ComponentConfig
+
+BackendFn = Callable[..., Tensor]  # (q, k, v (b, h, n, dh), log_existence (b, n), *, causal, **options) -> (b, h, n, dh)
 
 
 class AttentionBackend(nn.Module):
-    """Parameter-free module wrapping one backend of :func:`probabilistic_attention`."""
+    """Parameter-free module running one backend function with fixed options.
 
-    def __init__(self, name: str, fn: Any, **options: Any) -> None:
+    Args:
+        name: the backend's registry name.
+        fn: the backend function.
+        constraints: what the backend can run on; checked on every call.
+        options: keyword options passed to ``fn`` (e.g. ``threshold``).
+    """
+
+    def __init__(self, name: str, fn: BackendFn, constraints: BackendConstraints, **options: object) -> None:
         super().__init__()
         self.name = name
+        self.constraints = constraints
         self._fn = fn
         self._options = options
 
     def forward(self, q: Tensor, k: Tensor, v: Tensor, log_existence: Tensor, *, causal: bool = False) -> Tensor:
-        """q, k, v (b, h, n, dh); log_existence (b, n) -> (b, h, n, dh)."""
+        """Attend with existence probabilities.
+
+        Args:
+            q, k, v: (b, h, n, dh); log_existence: (b, n).
+            causal: mask keys after the query as well.
+
+        Returns:
+            (b, h, n, dh).
+
+        Raises:
+            ValueError: shapes disagree.
+            AttentionBackendError: the backend cannot run on these inputs.
+        """
+        check_inputs(q, k, v, log_existence)
+        check_constraints(self.name, self.constraints, q, k, v)
         return self._fn(q, k, v, log_existence, causal=causal, **self._options)
 
     def extra_repr(self) -> str:
+        """The backend name and its options."""
         opts = ", ".join(f"{k}={v}" for k, v in self._options.items())
         return f"backend={self.name}" + (f", {opts}" if opts else "")
 
 
 class AttentionConfig(ComponentConfig):
-    """Base config of attention backends (each entry's ``build()`` returns an AttentionBackend)."""
+    """Base config of attention backends.
+
+    ``build()`` takes no context: a model builds its backend once, before its levels, and hands it
+    to every level in :class:`~zonkey.core.shapes.LevelContext`. ``constraints`` declares what the
+    backend runs on; the dispatch and the built module both check it.
+    """
+
+    constraints: ClassVar[BackendConstraints] = BackendConstraints()
+
+    def module(self, fn: BackendFn, **options: object) -> AttentionBackend:
+        """The backend module of this config: ``fn`` under this class's constraints."""
+        return AttentionBackend(self.registered_name, fn, self.constraints, **options)

@@ -3,13 +3,37 @@ mask; no bias and no gradient reach the existence probabilities through attentio
 
 from __future__ import annotations
 
-from typing import Any, Literal
+import math
+from typing import Literal
 
+import torch
 from pydantic import Field
+from torch import Tensor
 
 from zonkey.components.attention.base import AttentionBackend, AttentionConfig
-from zonkey.core.attention import hard_attention
+from zonkey.components.attention.reference import reference_attention
+from zonkey.core.attention import check_inputs
 from zonkey.core.registry import register
+
+
+def hard_attention(
+    q: Tensor, k: Tensor, v: Tensor, log_existence: Tensor, *, causal: bool = False, threshold: float = 0.5
+) -> Tensor:
+    """Ablation: positions whose existence is below ``threshold`` become hard padding (masked as
+    keys, zero rows as queries); no soft bias, no gradient to the existence.
+
+    Args:
+        q, k, v: (b, h, n, dh); log_existence: (b, n).
+        causal: mask keys after the query as well.
+        threshold: existence below which a position is padding.
+
+    Returns:
+        (b, h, n, dh).
+    """
+    check_inputs(q, k, v, log_existence)
+    alive = log_existence.detach() >= math.log(threshold)  # (b, n)
+    hard = torch.zeros_like(log_existence).masked_fill(~alive, float("-inf"))
+    return reference_attention(q, k, v, hard.detach(), causal=causal)
 
 
 @register("attention", "hard")
@@ -19,5 +43,6 @@ class HardAttentionConfig(AttentionConfig):
     name: Literal["hard"] = "hard"
     threshold: float = Field(0.5, gt=0, lt=1, description="keys with existence below this are masked")
 
-    def build(self, *args: Any, **kwargs: Any) -> AttentionBackend:
-        return AttentionBackend("hard", hard_attention, threshold=self.threshold)
+    def build(self) -> AttentionBackend:
+        """The parameter-free backend module."""
+        return self.module(hard_attention, threshold=self.threshold)

@@ -3,11 +3,34 @@ backend is tested against; the right choice for float64 checks and tiny sequence
 
 from __future__ import annotations
 
-from typing import Any, Literal
+import math
+from typing import Literal
+
+import torch
+from torch import Tensor
 
 from zonkey.components.attention.base import AttentionBackend, AttentionConfig
-from zonkey.core.attention import reference_attention
+from zonkey.core.attention import check_inputs, existence_bias, zero_padded_queries
 from zonkey.core.registry import register
+
+
+def reference_attention(q: Tensor, k: Tensor, v: Tensor, log_existence: Tensor, *, causal: bool = False) -> Tensor:
+    """Explicit einsum implementation: the ground truth for every other backend.
+
+    Args:
+        q, k, v: (b, h, n, dh); log_existence: (b, n) (−inf: hard padding).
+        causal: mask keys after the query as well.
+
+    Returns:
+        (b, h, n, dh); rows of padded queries are exactly 0.
+    """
+    check_inputs(q, k, v, log_existence)
+    scale = 1.0 / math.sqrt(q.shape[-1])
+    scores = torch.einsum("bhqd,bhkd->bhqk", q, k) * scale  # (b, h, n, n)
+    scores = scores + existence_bias(log_existence, causal=causal, dtype=scores.dtype)
+    attn = torch.softmax(scores, dim=-1)
+    out = torch.einsum("bhqk,bhkd->bhqd", attn, v)  # (b, h, n, dh)
+    return zero_padded_queries(out, log_existence)
 
 
 @register("attention", "reference")
@@ -16,5 +39,6 @@ class ReferenceAttentionConfig(AttentionConfig):
 
     name: Literal["reference"] = "reference"
 
-    def build(self, *args: Any, **kwargs: Any) -> AttentionBackend:
-        return AttentionBackend("reference", reference_attention)
+    def build(self) -> AttentionBackend:
+        """The parameter-free backend module."""
+        return self.module(reference_attention)

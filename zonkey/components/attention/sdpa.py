@@ -3,11 +3,31 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
+
+import torch.nn.functional as F
+from torch import Tensor
 
 from zonkey.components.attention.base import AttentionBackend, AttentionConfig
-from zonkey.core.attention import sdpa_attention
+from zonkey.core.attention import check_inputs, existence_bias, zero_padded_queries
 from zonkey.core.registry import register
+
+
+def sdpa_attention(q: Tensor, k: Tensor, v: Tensor, log_existence: Tensor, *, causal: bool = False) -> Tensor:
+    """Dense additive bias through ``scaled_dot_product_attention`` (uses fused kernels where the
+    platform has them for a float mask).
+
+    Args:
+        q, k, v: (b, h, n, dh); log_existence: (b, n) (−inf: hard padding).
+        causal: mask keys after the query as well.
+
+    Returns:
+        (b, h, n, dh); rows of padded queries are exactly 0.
+    """
+    check_inputs(q, k, v, log_existence)
+    bias = existence_bias(log_existence, causal=causal, dtype=q.dtype)
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
+    return zero_padded_queries(out, log_existence)
 
 
 @register("attention", "sdpa")
@@ -16,5 +36,6 @@ class SdpaAttentionConfig(AttentionConfig):
 
     name: Literal["sdpa"] = "sdpa"
 
-    def build(self, *args: Any, **kwargs: Any) -> AttentionBackend:
-        return AttentionBackend("sdpa", sdpa_attention)
+    def build(self) -> AttentionBackend:
+        """The parameter-free backend module."""
+        return self.module(sdpa_attention)

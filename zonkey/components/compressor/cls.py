@@ -10,7 +10,7 @@ reconstruction takes off (docs/experiments.md)."""
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
 import torch
 from einops import rearrange, repeat
@@ -58,5 +58,5 @@ class ClsCompressorConfig(ComponentConfig):
     layers: int = Field(2, ge=1, description="encoder layers")
     skip: bool = Field(False, description="add a linear path from the existence-weighted flattened segment to the latent")
 
-    def build(self, ctx: LevelContext, **_: Any) -> ClsCompressor:
+    def build(self, ctx: LevelContext) -> ClsCompressor:
         return ClsCompressor(ctx, self.layers, self.skip)

@@ -3,7 +3,7 @@ equal chunks of slots whose existence-weighted means become the ``k`` latents (n
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
 import torch
 from einops import rearrange
@@ -41,5 +41,5 @@ class MeanCompressorConfig(ComponentConfig):
     name: Literal["mean"] = "mean"
     layers: int = Field(2, ge=1)
 
-    def build(self, ctx: LevelContext, **_: Any) -> MeanCompressor:
+    def build(self, ctx: LevelContext) -> MeanCompressor:
         return MeanCompressor(ctx, self.layers)

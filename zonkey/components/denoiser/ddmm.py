@@ -5,16 +5,16 @@ v_σ = (1 − σ)·v_clean + σ·v_noisy. A light decoder expands the prompt to 
 ``autoregressive`` (as in the paper: a causal decoder unrolled one slot at a time, each new slot
 reading the previous outputs) or ``parallel`` (learned query slots read the prompt in one pass:
 much faster on CPU) or ``linear`` (a linear map from the k latents to m slot vectors, then the
-decoder layers over [prompt, slots]: the easiest for a small model to learn position binding). A BOS head on this rough expansion gives a first existence; a multi-layer
-probabilistic-attention encoder refines the slots under that existence; a final BOS head gives the
-existence of the output.
+decoder layers over [prompt, slots]: the easiest for a small model to learn position binding). A
+BOS head on this rough expansion gives a first existence; a multi-layer probabilistic-attention
+encoder refines the slots under that existence; a final BOS head gives the existence of the output.
 
 Noise level convention (all of zonkey): σ ∈ [0, 1], σ = 0 is clean, z_σ = sqrt(1 − σ)·z + sqrt(σ)·ε.
 """
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
 import torch
 from einops import rearrange, repeat
@@ -114,5 +114,5 @@ class DdmmDenoiserConfig(ComponentConfig):
     decoder_layers: int = Field(1, ge=1)
     layers: int = Field(2, ge=1, description="denoiser encoder layers")
 
-    def build(self, ctx: LevelContext, **_: Any) -> DdmmDenoiser:
+    def build(self, ctx: LevelContext) -> DdmmDenoiser:
         return DdmmDenoiser(ctx, self)

@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import math
-from typing import Callable, Optional
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from zonkey.core.outputs import DenoiseOutput, ObjectiveOutput
+from zonkey.core.protocols import CompressFn, DenoiseFn
 from zonkey.core.sphere import atanh_cos_logits, to_sphere
-
-DenoiseFn = Callable[[Tensor, Tensor], DenoiseOutput]  # (z (s, k·d), sigma (s,)) -> DenoiseOutput
-CompressFn = Callable[[Tensor, Tensor], Tensor]  # (x (s, m, d), log_existence (s, m)) -> z (s, k·d)
 
 
 def add_noise(z: Tensor, sigma: Tensor, noise: Optional[Tensor] = None, generator: torch.Generator | None = None) -> Tensor:
@@ -67,8 +65,12 @@ def recompress(compress: CompressFn, out: DenoiseOutput) -> Tensor:
     return compress(to_sphere(out.x_hat), out.log_existence)
 
 
-class Objective(nn.Module):
-    """Base class. Subclasses implement :meth:`forward` (training) and :meth:`step` (sampling)."""
+class ObjectiveBase(nn.Module):
+    """Base class of the built-in objectives (their contract: :class:`zonkey.core.protocols.Objective`).
+
+    Subclasses implement :meth:`forward` (training) and, where their noise path differs from the
+    variance-preserving one, :meth:`noise`, :meth:`prior` and :meth:`step` (sampling).
+    """
 
     def forward(self, z0: Tensor, denoise: DenoiseFn, compress: CompressFn, *, generator: torch.Generator | None = None,
                 clean_only: bool = False) -> ObjectiveOutput:  # pragma: no cover

@@ -11,15 +11,13 @@ clean latent is identifiable and a small one (staying near p2) when it is not. A
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
 import torch
 from pydantic import Field, model_validator
 
 from zonkey.components.objective.base import (
-    CompressFn,
-    DenoiseFn,
-    Objective,
+    ObjectiveBase,
     contrastive_atanh,
     false_negatives,
     recompress,
@@ -27,6 +25,7 @@ from zonkey.components.objective.base import (
     uniform,
 )
 from zonkey.core.outputs import ObjectiveOutput
+from zonkey.core.protocols import CompressFn, DenoiseFn
 from zonkey.core.registry import ComponentConfig, register
 from zonkey.core.shapes import LevelContext
 
@@ -38,7 +37,7 @@ def nearest_on_segment(p: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> tor
     return a + lam.clamp(0, 1) * ab
 
 
-class DdmmObjective(Objective):
+class DdmmObjective(ObjectiveBase):
     def __init__(self, cfg: "DdmmObjectiveConfig") -> None:
         super().__init__()
         self.cfg = cfg
@@ -88,5 +87,5 @@ class DdmmObjectiveConfig(ComponentConfig):
             raise ValueError(f"heavy_min ({self.heavy_min}) must be < heavy_max ({self.heavy_max})")
         return self
 
-    def build(self, ctx: LevelContext | None = None, **_: Any) -> DdmmObjective:
+    def build(self, ctx: LevelContext) -> DdmmObjective:
         return DdmmObjective(self)

@@ -1,5 +1,5 @@
 """``flow``: spherical flow matching with data prediction and self-conditioning, the objective the
-paper's prototype ended up using (REFERENCE-NOTES.md), registered as an alternative to DDMM.
+paper's prototype ended up using, registered as an alternative to DDMM.
 
 Path: z_t = cos(θ)·z0 + sin(θ)·ε with θ = t·π/2 and ε a Gaussian vector on the same sphere (in
 high dimension ε ⟂ z0, so this is the slerp between them). t is skewed toward high noise
@@ -12,13 +12,13 @@ moves deterministically along the implied noise direction.
 from __future__ import annotations
 
 import math
-from typing import Any, Literal
+from typing import Literal
 
 import torch
 from pydantic import Field
 
 from zonkey.components.objective.base import (
-    Objective,
+    ObjectiveBase,
     contrastive_atanh,
     false_negatives,
     recompress,
@@ -30,7 +30,7 @@ from zonkey.core.shapes import LevelContext
 from zonkey.core.sphere import to_sphere
 
 
-class FlowObjective(Objective):
+class FlowObjective(ObjectiveBase):
     def __init__(self, cfg: "FlowObjectiveConfig") -> None:
         super().__init__()
         self.cfg = cfg
@@ -77,12 +77,12 @@ class FlowObjective(Objective):
 
 @register("objective", "flow")
 class FlowObjectiveConfig(ComponentConfig):
-    """Spherical flow matching with data prediction and self-conditioning (the prototype's HEAD)."""
+    """Spherical flow matching with data prediction and self-conditioning (the prototype's final objective)."""
 
     name: Literal["flow"] = "flow"
     clean_max: float = Field(0.35, ge=0, lt=1, description="clean pass: t ~ U(0, clean_max)")
     skew: float = Field(0.5, gt=0, le=1, description="t = u^skew (< 1 skews toward high noise)")
     self_cond: float = Field(0.5, ge=0, le=1, description="probability of a self-conditioned training pass")
 
-    def build(self, ctx: LevelContext | None = None, **_: Any) -> FlowObjective:
+    def build(self, ctx: LevelContext) -> FlowObjective:
         return FlowObjective(self)

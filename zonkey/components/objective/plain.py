@@ -4,12 +4,12 @@ once and the denoiser's output, re-compressed, must pick its own clean latent am
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import Field
 
 from zonkey.components.objective.base import (
-    Objective,
+    ObjectiveBase,
     contrastive_atanh,
     false_negatives,
     recompress,
@@ -20,7 +20,7 @@ from zonkey.core.registry import ComponentConfig, register
 from zonkey.core.shapes import LevelContext
 
 
-class PlainObjective(Objective):
+class PlainObjective(ObjectiveBase):
     def __init__(self, cfg: "PlainObjectiveConfig") -> None:
         super().__init__()
         self.cfg = cfg
@@ -44,5 +44,5 @@ class PlainObjectiveConfig(ComponentConfig):
     name: Literal["plain"] = "plain"
     clean_max: float = Field(0.35, ge=0, lt=1)
 
-    def build(self, ctx: LevelContext | None = None, **_: Any) -> PlainObjective:
+    def build(self, ctx: LevelContext) -> PlainObjective:
         return PlainObjective(self)

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
 import torch
 from pydantic import Field
 from torch import Tensor
 
-from zonkey.components.splitter.learned import SplitterBase
+from zonkey.components.splitter.base import SplitterBase
 from zonkey.core.existence import P_EPS
 from zonkey.core.registry import ComponentConfig, register
 from zonkey.core.shapes import LevelContext
@@ -32,5 +32,5 @@ class FixedSplitterConfig(ComponentConfig):
     name: Literal["fixed"] = "fixed"
     every: int = Field(6, ge=1)
 
-    def build(self, ctx: LevelContext, **_: Any) -> FixedSplitter:
+    def build(self, ctx: LevelContext) -> FixedSplitter:
         return FixedSplitter(ctx, self.every)

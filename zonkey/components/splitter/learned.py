@@ -17,7 +17,7 @@ so it settles on the space or the first letter. It sees exactly the same learned
 from __future__ import annotations
 
 import math
-from typing import Any, Literal
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -25,39 +25,11 @@ from einops import rearrange
 from pydantic import Field
 from torch import Tensor, nn
 
+from zonkey.components.splitter.base import SplitterBase
 from zonkey.core.existence import P_EPS
-from zonkey.core.outputs import SplitOutput
 from zonkey.core.registry import ComponentConfig, register
-from zonkey.core.segments import decide_bos, make_split
 from zonkey.core.shapes import LevelContext
 from zonkey.core.transformer import Encoder
-
-
-class SplitterBase(nn.Module):
-    """Shared forward: BOS probabilities -> decisions -> segments."""
-
-    def __init__(self, ctx: LevelContext, target_segment: float, existence: str = "soft") -> None:
-        super().__init__()
-        self.existence = existence
-        self.m = ctx.max_segment
-        self.k = ctx.n_compress
-        self.target_segment = target_segment
-
-    @property
-    def target_rate(self) -> float:
-        return 1.0 / self.target_segment
-
-    def bos_probabilities(self, x: Tensor, valid: Tensor, tokens: Tensor | None = None) -> Tensor:  # pragma: no cover
-        """(b, n) BOS probabilities in (ε, 1 − ε), 0 on padding. Every splitter defines it."""
-        raise TypeError(f"{type(self).__name__} must define bos_probabilities()")
-
-    def forward(self, x: Tensor, valid: Tensor, *, sample: bool | None = None, tokens: Tensor | None = None,
-                generator: torch.Generator | None = None) -> SplitOutput:
-        """x (b, n, d), valid (b, n) -> SplitOutput. ``sample`` defaults to ``self.training``."""
-        p = self.bos_probabilities(x, valid, tokens=tokens)  # (b, n)
-        sample = self.training if sample is None else sample
-        bos = decide_bos(p, valid, self.m, sample=sample, generator=generator)
-        return make_split(x, valid, p, bos, self.m, self.k, existence=self.existence)
 
 
 class LearnedSplitter(SplitterBase):
@@ -101,5 +73,5 @@ class LearnedSplitterConfig(ComponentConfig):
         "soft", description="soft: existence = Π(1 − p_bos) as in §4; straight_through: hard existence of the "
         "chosen BOS in the forward pass, soft gradients (an ablation lever)")
 
-    def build(self, ctx: LevelContext, **_: Any) -> LearnedSplitter:
+    def build(self, ctx: LevelContext) -> LearnedSplitter:
         return LearnedSplitter(ctx, self)

@@ -4,12 +4,12 @@ learned splitter is never allowed to do; it exists to compare against."""
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
 import torch
 from torch import Tensor
 
-from zonkey.components.splitter.learned import SplitterBase
+from zonkey.components.splitter.base import SplitterBase
 from zonkey.core.existence import P_EPS
 from zonkey.core.registry import ComponentConfig, register
 from zonkey.core.shapes import LevelContext
@@ -38,5 +38,5 @@ class WhitespaceSplitterConfig(ComponentConfig):
 
     name: Literal["whitespace"] = "whitespace"
 
-    def build(self, ctx: LevelContext, **_: Any) -> WhitespaceSplitter:
+    def build(self, ctx: LevelContext) -> WhitespaceSplitter:
         return WhitespaceSplitter(ctx)

@@ -4,7 +4,7 @@ each position keeps the segment that starts closest before it). No parameters, n
 
 from __future__ import annotations
 
-from typing import Any, Literal, Optional
+from typing import Literal, Optional
 
 from pydantic import Field
 from torch import Tensor, nn
@@ -38,5 +38,5 @@ class HardStitcherConfig(ComponentConfig):
     name: Literal["hard"] = "hard"
     threshold: float = Field(0.5, gt=0, lt=1)
 
-    def build(self, ctx: LevelContext | None = None, **_: Any) -> HardStitcher:
+    def build(self, ctx: LevelContext) -> HardStitcher:
         return HardStitcher(self.threshold)

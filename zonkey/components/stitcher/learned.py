@@ -17,7 +17,7 @@ Training losses with the true offsets: offset regression ((ô − o)/m)² and ov
 from __future__ import annotations
 
 import math
-from typing import Any, Literal, Optional
+from typing import Literal, Optional
 
 import torch
 import torch.nn.functional as F
@@ -127,5 +127,5 @@ class LearnedStitcherConfig(ComponentConfig):
 
     name: Literal["learned"] = "learned"
 
-    def build(self, ctx: LevelContext, **_: Any) -> LearnedStitcher:
+    def build(self, ctx: LevelContext) -> LearnedStitcher:
         return LearnedStitcher(ctx)

@@ -1,14 +1,17 @@
 """The ddmm objective's clean-pass noise levels follow its config (σ = clean_max · u^clean_power)."""
 
+from __future__ import annotations
+
 import pytest
 import torch
 
+from tests.components.context import ctx
 from zonkey.core.outputs import DenoiseOutput
 from zonkey.core.registry import registry
 
 
 def _clean_sigmas(power: float, clean_max: float = 0.35, s: int = 4000) -> torch.Tensor:
-    obj = registry("objective").config("ddmm", clean_max=clean_max, clean_power=power).build(None)
+    obj = registry("objective").config("ddmm", clean_max=clean_max, clean_power=power).build(ctx())
     seen: list[torch.Tensor] = []
 
     def denoise(z, sigma):
