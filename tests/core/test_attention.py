@@ -119,11 +119,11 @@ def plugin_backends():
     """Backends registered under new names for one test (as a plugin would), removed afterwards."""
     made: list[str] = []
 
-    def reg(name: str, constraints: BackendConstraints = BackendConstraints(), tag: str = "plain"):
+    def reg(name: str, constraints: BackendConstraints | None = None, tag: str = "plain"):
         cls = type(f"Zz{len(made)}Config", (AttentionConfig,), {
             "__annotations__": {"name": Literal[name]},
             "name": name,
-            "constraints": constraints,
+            "constraints": constraints or BackendConstraints(),
             "build": lambda self: self.module(_counting_reference, tag=tag),
         })
         register("attention", name)(cls)

@@ -151,7 +151,7 @@ def test_causal_attention_with_finite_existence_is_plain_causal_attention(backen
 def test_sdpa_equals_reference_in_output_and_every_gradient(causal: bool, case: zs.AttentionCase) -> None:
     ref = _grads(case, "reference", causal=causal)
     sdpa = _grads(case, "sdpa", causal=causal)
-    for name, a, r in zip(("output", "dq", "dk", "dv", "dlog_existence"), sdpa, ref):
+    for name, a, r in zip(("output", "dq", "dk", "dv", "dlog_existence"), sdpa, ref, strict=True):
         torch.testing.assert_close(a, r, rtol=1e-7, atol=1e-9, msg=lambda m, name=name: f"{name}: {m}")
 
 

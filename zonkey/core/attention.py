@@ -53,7 +53,16 @@ class BackendConstraints:
     alternatives: tuple[str, ...] = ("sdpa", "reference")
 
     def violation(self, q: Tensor, k: Tensor, v: Tensor) -> str | None:
-        """Why the backend cannot run on q, k, v (b, h, n, dh), or None when it can."""
+        """Why the backend cannot run on these inputs.
+
+        Args:
+            q: (b, h, n, dh) queries.
+            k: (b, h, n, dh) keys.
+            v: (b, h, n, dh) values.
+
+        Returns:
+            The reason, or None when the backend can run.
+        """
         if self.needs_cuda and not q.is_cuda:
             return f"needs CUDA tensors; got {q.device.type}"
         if q.dtype not in self.dtypes:
@@ -70,7 +79,9 @@ def check_constraints(name: str, constraints: BackendConstraints, q: Tensor, k: 
     Args:
         name: the backend's registry name.
         constraints: what it declares it runs on.
-        q, k, v: (b, h, n, dh).
+        q: (b, h, n, dh) queries.
+        k: (b, h, n, dh) keys.
+        v: (b, h, n, dh) values.
 
     Raises:
         AttentionBackendError: one line: the backend, the reason, and those of its declared
@@ -130,6 +141,12 @@ def existence_bias(log_existence: Tensor, *, causal: bool = False, dtype: torch.
 def check_inputs(q: Tensor, k: Tensor, v: Tensor, log_existence: Tensor) -> None:
     """Validate the shapes of a probabilistic self-attention call.
 
+    Args:
+        q: (b, h, n, dh) queries.
+        k: (b, h, n, dh) keys.
+        v: (b, h, n, dh) values.
+        log_existence: (b, n).
+
     Every backend function calls this, so a backend function or module used directly fails as
     clearly as :func:`probabilistic_attention`.
 
@@ -157,7 +174,8 @@ def zero_padded_queries(out: Tensor, log_existence: Tensor) -> Tensor:
     """Set the output rows of hard-padded queries to exactly 0.
 
     Args:
-        out: (b, h, n, dh) attention output; log_existence: (b, n).
+        out: (b, h, n, dh) attention output.
+        log_existence: (b, n) log existence, −inf on hard padding.
 
     Returns:
         (b, h, n, dh).
@@ -203,7 +221,9 @@ def probabilistic_attention(
     """Attention with existence probabilities (§3), through the backend registered as ``backend``.
 
     Args:
-        q, k, v: (b, h, n, dh).
+        q: (b, h, n, dh) queries.
+        k: (b, h, n, dh) keys.
+        v: (b, h, n, dh) values.
         log_existence: (b, n) log existence of every position (0 = certain, −inf = hard padding).
         causal: mask keys after the query as well.
         backend: the registry name of an attention backend (built-in: ``reference``, ``sdpa``,

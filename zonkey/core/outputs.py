@@ -7,7 +7,6 @@ letters of the shape comments (``s``, ``m``, ``d`` ...) are those of :mod:`zonke
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional
 
 import torch
 from torch import Tensor
@@ -59,7 +58,7 @@ class DenoiseOutput:
     x_hat: Tensor  # (s, m, d) denoised segment vectors
     bos_logits: Tensor  # (s, m) final BOS head
     log_existence: Tensor  # (s, m) existence from the final BOS head (0 at slot 0)
-    rough_bos_logits: Optional[Tensor] = None  # (s, m) BOS head on the decoder's rough expansion
+    rough_bos_logits: Tensor | None = None  # (s, m) BOS head on the decoder's rough expansion
 
 
 @dataclass
@@ -68,8 +67,8 @@ class ObjectiveOutput:
 
     loss: Tensor  # () the objective's diffusion loss (weighted by `losses.diffusion`)
     clean: DenoiseOutput  # denoised from light noise ("clean" reconstruction, §8)
-    dirty: Optional[DenoiseOutput] = None  # denoised from heavy noise ("dirty" reconstruction, §8)
-    dirty_rows: Optional[Tensor] = None  # (s',) rows of the batch the dirty output belongs to (None: all)
+    dirty: DenoiseOutput | None = None  # denoised from heavy noise ("dirty" reconstruction, §8)
+    dirty_rows: Tensor | None = None  # (s',) rows of the batch the dirty output belongs to (None: all)
     extra_latents: list[Tensor] = field(default_factory=list)  # (s, k·d) re-compressed latents (collapse loss)
 
 
@@ -80,5 +79,5 @@ class StitchOutput:
     x: Tensor  # (b, n, d) stitched document sequence
     valid: Tensor  # (b, n) bool
     starts: Tensor  # (s,) long: document position of each segment's first slot (hard, used for placement)
-    offsets: Optional[Tensor] = None  # (s,) expected offset of each segment after its predecessor (learned)
+    offsets: Tensor | None = None  # (s,) expected offset of each segment after its predecessor (learned)
     losses: dict[str, Tensor] = field(default_factory=dict)  # training losses (given true starts)

@@ -18,20 +18,28 @@ signatures), which is how a level tells a compressor with per-slot states apart.
 
 from __future__ import annotations
 
-from typing import Callable, Optional, Protocol, runtime_checkable
+from collections.abc import Callable
+from typing import Protocol, runtime_checkable
 
 import torch
 from torch import Tensor
 
 from zonkey.core.outputs import DenoiseOutput, ObjectiveOutput, SplitOutput, StitchOutput
 
-DenoiseFn = Callable[[Tensor, Tensor], DenoiseOutput]  # (z (s, k·d), sigma (s,)) -> DenoiseOutput
 CompressFn = Callable[[Tensor, Tensor], Tensor]  # (x (s, m, d), log_existence (s, m)) -> z (s, k·d)
 
 LEVEL_KINDS: tuple[str, ...] = ("splitter", "compressor", "denoiser", "objective", "stitcher")
 
 # The parameters of ``build`` after ``self``, per kind.
 BUILD_SIGNATURES: dict[str, tuple[str, ...]] = {"attention": (), **{kind: ("ctx",) for kind in LEVEL_KINDS}}
+
+
+class DenoiseFn(Protocol):
+    """A level's denoise call as an objective sees it (the level's denoiser, or a wrapper of it)."""
+
+    def __call__(self, z: Tensor, sigma: Tensor, cond: Tensor | None = None) -> DenoiseOutput:
+        """Denoise z (s, k·d) at noise levels sigma (s,), optionally self-conditioned on cond (s, k·d)."""
+        ...
 
 
 @runtime_checkable
@@ -42,7 +50,9 @@ class Attention(Protocol):
         """Attend with existence probabilities.
 
         Args:
-            q: (b, h, n, dh) queries; k, v: (b, h, n, dh) keys and values.
+            q: (b, h, n, dh) queries.
+            k: (b, h, n, dh) keys.
+            v: (b, h, n, dh) values.
             log_existence: (b, n) log existence of every position (0 certain, −inf hard padding).
             causal: mask keys after the query as well.
 
@@ -56,12 +66,13 @@ class Attention(Protocol):
 class Splitter(Protocol):
     """Chooses the BOS positions of a level's sequence and cuts it into segments (§4)."""
 
-    def __call__(self, x: Tensor, valid: Tensor, *, sample: Optional[bool] = None, tokens: Optional[Tensor] = None,
-                 generator: Optional[torch.Generator] = None) -> SplitOutput:
+    def __call__(self, x: Tensor, valid: Tensor, *, sample: bool | None = None, tokens: Tensor | None = None,
+                 generator: torch.Generator | None = None) -> SplitOutput:
         """Split a batch.
 
         Args:
-            x: (b, n, d) the level's input vectors; valid: (b, n) bool.
+            x: (b, n, d) the level's input vectors.
+            valid: (b, n) bool, False on padding.
             sample: sample the BOS decisions (training) or threshold them (default: ``training``).
             tokens: (b, n) byte values (level 0; only rule-based baselines read them).
             generator: random source of the sampled decisions.
@@ -77,7 +88,15 @@ class Compressor(Protocol):
     """Compresses each segment to ``k`` latent vectors on the sphere (§5)."""
 
     def __call__(self, x: Tensor, log_existence: Tensor) -> Tensor:
-        """Args: x (s, m, d) segment vectors, log_existence (s, m). Returns: latents (s, k·d)."""
+        """Compress.
+
+        Args:
+            x: (s, m, d) segment vectors.
+            log_existence: (s, m) log existence of each slot.
+
+        Returns:
+            (s, k·d) latents on the sphere.
+        """
         ...
 
 
@@ -86,7 +105,15 @@ class SlotStatesCompressor(Compressor, Protocol):
     """A compressor that also exposes its encoder's state at every slot (masked prediction, §5.2)."""
 
     def encode(self, x: Tensor, log_existence: Tensor) -> tuple[Tensor, Tensor]:
-        """Args: x (s, m, d), log_existence (s, m). Returns: (latents (s, k·d), slot states (s, m, d))."""
+        """Compress and keep the encoder's slot states.
+
+        Args:
+            x: (s, m, d) segment vectors.
+            log_existence: (s, m) log existence of each slot.
+
+        Returns:
+            (latents (s, k·d) on the sphere, slot states (s, m, d)).
+        """
         ...
 
 
@@ -94,9 +121,17 @@ class SlotStatesCompressor(Compressor, Protocol):
 class Denoiser(Protocol):
     """Decompresses a noisy latent back to segment vectors with existence (§6)."""
 
-    def __call__(self, z: Tensor, sigma: Tensor, cond: Optional[Tensor] = None) -> DenoiseOutput:
-        """Args: z (s, k·d) noisy latents, sigma (s,) noise levels in [0, 1], cond (s, k·d) an optional
-        self-conditioning estimate. Returns: the :class:`DenoiseOutput` (s, m, d)."""
+    def __call__(self, z: Tensor, sigma: Tensor, cond: Tensor | None = None) -> DenoiseOutput:
+        """Denoise.
+
+        Args:
+            z: (s, k·d) noisy latents.
+            sigma: (s,) noise levels in [0, 1] (0 clean).
+            cond: (s, k·d) an optional self-conditioning estimate of the clean latents.
+
+        Returns:
+            The :class:`DenoiseOutput` with slots (s, m, d).
+        """
         ...
 
 
@@ -105,12 +140,13 @@ class Objective(Protocol):
     """How latents are noised, what the denoiser learns, and the matching sampler step (§6, §9.1)."""
 
     def __call__(self, z0: Tensor, denoise: DenoiseFn, compress: CompressFn, *,
-                 generator: Optional[torch.Generator] = None, clean_only: bool = False) -> ObjectiveOutput:
+                 generator: torch.Generator | None = None, clean_only: bool = False) -> ObjectiveOutput:
         """Training pass.
 
         Args:
             z0: (s, k·d) clean latents on the sphere.
-            denoise: the level's denoiser; compress: the level's compressor.
+            denoise: the level's denoiser.
+            compress: the level's compressor.
             generator: random source of the noise draws.
             clean_only: run the clean pass alone (loss 0, no dirty output, no extra latents).
 
@@ -119,18 +155,48 @@ class Objective(Protocol):
         """
         ...
 
-    def noise(self, z0: Tensor, sigma: Tensor, generator: Optional[torch.Generator] = None) -> Tensor:
-        """z0 (s, k·d) clean latents, sigma (s,) -> the latents at noise level sigma (s, k·d)."""
+    def noise(self, z0: Tensor, sigma: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """Noise clean latents along the objective's own path.
+
+        Args:
+            z0: (s, k·d) clean latents.
+            sigma: (s,) noise levels in [0, 1].
+            generator: random source of the noise.
+
+        Returns:
+            (s, k·d) the latents at noise level sigma.
+        """
         ...
 
     def prior(self, s: int, dim: int, device: torch.device | str = "cpu",
-              generator: Optional[torch.Generator] = None) -> Tensor:
-        """Pure noise at σ = 1: (s, dim)."""
+              generator: torch.Generator | None = None) -> Tensor:
+        """Pure noise at σ = 1.
+
+        Args:
+            s: number of latents.
+            dim: width of one latent (k·d).
+            device: where to draw it.
+            generator: random source.
+
+        Returns:
+            (s, dim).
+        """
         ...
 
     def step(self, z: Tensor, sigma: float, sigma_next: float, denoise: DenoiseFn,
              compress: CompressFn) -> tuple[Tensor, DenoiseOutput]:
-        """One sampler step from σ to σ_next: z (s, k·d) -> (z at σ_next (s, k·d), denoiser output at σ)."""
+        """One sampler step from σ to σ_next.
+
+        Args:
+            z: (s, k·d) latents at noise level sigma.
+            sigma: the current noise level.
+            sigma_next: the noise level to move to (0: the clean estimate).
+            denoise: the level's denoiser.
+            compress: the level's compressor.
+
+        Returns:
+            (z at σ_next (s, k·d), the denoiser output at σ).
+        """
         ...
 
 
@@ -139,11 +205,12 @@ class Stitcher(Protocol):
     """Lays overlapping decoded segments back onto document positions (§7)."""
 
     def __call__(self, segments: Tensor, log_existence: Tensor, doc: Tensor, b: int,
-                 true_starts: Optional[Tensor] = None) -> StitchOutput:
+                 true_starts: Tensor | None = None) -> StitchOutput:
         """Stitch.
 
         Args:
-            segments: (s, m, d) decoded segment vectors; log_existence: (s, m).
+            segments: (s, m, d) decoded segment vectors.
+            log_existence: (s, m) log existence of each slot.
             doc: (s,) long document of each segment, sorted by (document, start).
             b: number of documents.
             true_starts: (s,) true first positions (training: gives the stitcher's losses).

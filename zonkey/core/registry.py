@@ -22,8 +22,9 @@ import importlib
 import importlib.metadata
 import inspect
 import warnings
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar, Iterator, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 from torch import nn
@@ -83,15 +84,19 @@ C = TypeVar("C", bound=type[ComponentConfig])
 
 @dataclass
 class Entry:
+    """One registered component: its name, config class and where the class was defined."""
+
     name: str
     config_cls: type[ComponentConfig]
     origin: str  # "module:qualname", for duplicate messages
 
     @property
     def doc(self) -> str:
+        """The first paragraph of the config class's docstring."""
         return inspect.cleandoc(self.config_cls.__doc__ or "").split("\n\n")[0]
 
     def fields(self) -> dict[str, dict[str, Any]]:
+        """Each config field but ``name``: its type, default, whether required, and description."""
         out: dict[str, dict[str, Any]] = {}
         for fname, f in self.config_cls.model_fields.items():
             if fname == "name":
@@ -187,14 +192,21 @@ class Registry:
             raise UnknownComponentError(f"unknown {self.kind} component {name!r}; known: {known}") from None
 
     def entry(self, name: str) -> Entry:
+        """The entry registered as ``name``.
+
+        Raises:
+            UnknownComponentError: no such name.
+        """
         self.get(name)
         return self._entries[name]
 
     def names(self) -> list[str]:
+        """The registered names, sorted."""
         ensure_builtin_components()
         return sorted(self._entries)
 
     def entries(self) -> list[Entry]:
+        """The entries, sorted by name."""
         return [self._entries[n] for n in self.names()]
 
     def config(self, name: str, **fields: Any) -> ComponentConfig:
@@ -233,7 +245,7 @@ _builtins_loaded = False
 
 
 def _builtin_entry_points() -> list[importlib.metadata.EntryPoint]:
-    """zonkey's own entries in :data:`ENTRY_POINT_GROUP` (none where its metadata is missing)."""
+    """The entries of zonkey's own distribution in :data:`ENTRY_POINT_GROUP` (none where its metadata is missing)."""
     own = []
     for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
         dist = getattr(ep, "dist", None)
@@ -265,6 +277,8 @@ def ensure_builtin_components() -> None:
 
 @dataclass
 class PluginReport:
+    """Which plugin entry points loaded, and why the others failed."""
+
     loaded: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
 

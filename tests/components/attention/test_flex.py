@@ -51,5 +51,5 @@ def test_flex_on_cuda_matches_reference_in_output_and_every_gradient(causal: boo
         out = probabilistic_attention(q, k, v, log_e, causal=causal, backend=backend)
         (out * torch.linspace(-1, 1, out.numel(), device="cuda").reshape(out.shape)).sum().backward()
         results[backend] = (out, q.grad, k.grad, v.grad, log_e.grad)
-    for name, a, r in zip(("output", "dq", "dk", "dv", "dlog_existence"), results["flex"], results["reference"]):
+    for name, a, r in zip(("output", "dq", "dk", "dv", "dlog_existence"), results["flex"], results["reference"], strict=True):
         torch.testing.assert_close(a, r, rtol=1e-4, atol=1e-5, msg=lambda m, name=name: f"{name}: {m}")

@@ -27,5 +27,5 @@ def test_sdpa_on_cuda_matches_reference_in_output_and_every_gradient() -> None:
         out = probabilistic_attention(q, k, v, log_e, backend=backend)
         out.square().sum().backward()
         results[backend] = (out, q.grad, k.grad, v.grad, log_e.grad)
-    for a, r in zip(results["sdpa"], results["reference"]):
+    for a, r in zip(results["sdpa"], results["reference"], strict=True):
         torch.testing.assert_close(a, r, rtol=1e-4, atol=1e-5)

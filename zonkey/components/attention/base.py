@@ -1,10 +1,13 @@
-"""The shape every attention backend shares: a parameter-free module with the probabilistic-attention
-signature (:class:`zonkey.core.protocols.Attention`), built from a recipe node such as
-``attention: {name: sdpa}``."""
+"""The shape every attention backend shares.
+
+A parameter-free module with the probabilistic-attention signature
+(:class:`zonkey.core.protocols.Attention`), built from a recipe node such as ``attention: {name: sdpa}``.
+"""
 
 from __future__ import annotations
 
-from typing import Callable, ClassVar
+from collections.abc import Callable
+from typing import ClassVar
 
 from torch import Tensor, nn
 
@@ -35,7 +38,10 @@ class AttentionBackend(nn.Module):
         """Attend with existence probabilities.
 
         Args:
-            q, k, v: (b, h, n, dh); log_existence: (b, n).
+            q: (b, h, n, dh) queries.
+            k: (b, h, n, dh) keys.
+            v: (b, h, n, dh) values.
+            log_existence: (b, n) log existence (−inf: hard padding).
             causal: mask keys after the query as well.
 
         Returns:

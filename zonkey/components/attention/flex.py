@@ -1,11 +1,14 @@
-"""``flex``: probabilistic attention as a FlexAttention ``score_mod`` (§3): the fused path. On CUDA
-it is compiled into one kernel that never materialises the (n, n) bias. On CPU it runs eagerly and
-forward-only: PyTorch's FlexAttention has no CPU backward, so training on CPU with ``flex`` raises
-an error that names ``sdpa`` and ``reference`` (use those for CPU training)."""
+"""``flex``: probabilistic attention as a FlexAttention ``score_mod`` (§3), the fused path.
+
+On CUDA it is compiled into one kernel that never materialises the (n, n) bias. On CPU it runs
+eagerly and forward-only: PyTorch's FlexAttention has no CPU backward, so training on CPU with
+``flex`` raises an error that names ``sdpa`` and ``reference`` (use those for CPU training).
+"""
 
 from __future__ import annotations
 
-from typing import Callable, ClassVar, Literal, Optional
+from collections.abc import Callable
+from typing import ClassVar, Literal
 
 import torch
 from pydantic import Field
@@ -46,7 +49,10 @@ def flex_attention_backend(
     """FlexAttention with the existence bias as a ``score_mod``.
 
     Args:
-        q, k, v: (b, h, n, dh); log_existence: (b, n) (−inf: hard padding).
+        q: (b, h, n, dh) queries.
+        k: (b, h, n, dh) keys.
+        v: (b, h, n, dh) values.
+        log_existence: (b, n) log existence (−inf: hard padding).
         causal: mask keys after the query as well.
         compile: compile into a fused kernel (default: only on CUDA). On CPU the eager, unfused
             implementation runs: correct but no faster than ``sdpa``, and forward-only for q, k, v
@@ -96,7 +102,7 @@ class FlexAttentionConfig(AttentionConfig):
     constraints: ClassVar[BackendConstraints] = BackendConstraints(supports_cpu_backward=False)
 
     name: Literal["flex"] = "flex"
-    compile: Optional[bool] = Field(None, description="compile into a fused kernel; default: on CUDA only")
+    compile: bool | None = Field(None, description="compile into a fused kernel; default: on CUDA only")
 
     def build(self) -> AttentionBackend:
         """The parameter-free backend module."""

@@ -1,5 +1,8 @@
-"""``hard``: the ablation without soft existence. Existence below a threshold becomes a hard key
-mask; no bias and no gradient reach the existence probabilities through attention."""
+"""``hard``: the ablation without soft existence.
+
+Existence below a threshold becomes a hard key mask; no bias and no gradient reach the existence
+probabilities through attention.
+"""
 
 from __future__ import annotations
 
@@ -19,11 +22,15 @@ from zonkey.core.registry import register
 def hard_attention(
     q: Tensor, k: Tensor, v: Tensor, log_existence: Tensor, *, causal: bool = False, threshold: float = 0.5
 ) -> Tensor:
-    """Ablation: positions whose existence is below ``threshold`` become hard padding (masked as
-    keys, zero rows as queries); no soft bias, no gradient to the existence.
+    """Ablation: positions whose existence is below ``threshold`` become hard padding.
+
+    They are masked as keys and give zero rows as queries; no soft bias, no gradient to the existence.
 
     Args:
-        q, k, v: (b, h, n, dh); log_existence: (b, n).
+        q: (b, h, n, dh) queries.
+        k: (b, h, n, dh) keys.
+        v: (b, h, n, dh) values.
+        log_existence: (b, n) log existence (−inf: hard padding).
         causal: mask keys after the query as well.
         threshold: existence below which a position is padding.
 

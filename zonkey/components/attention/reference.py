@@ -1,5 +1,8 @@
-"""``reference``: probabilistic attention as an explicit einsum (§3). The ground truth every other
-backend is tested against; the right choice for float64 checks and tiny sequences."""
+"""``reference``: probabilistic attention as an explicit einsum (§3).
+
+The ground truth every other backend is tested against; the right choice for float64 checks and
+tiny sequences.
+"""
 
 from __future__ import annotations
 
@@ -18,7 +21,10 @@ def reference_attention(q: Tensor, k: Tensor, v: Tensor, log_existence: Tensor, 
     """Explicit einsum implementation: the ground truth for every other backend.
 
     Args:
-        q, k, v: (b, h, n, dh); log_existence: (b, n) (−inf: hard padding).
+        q: (b, h, n, dh) queries.
+        k: (b, h, n, dh) keys.
+        v: (b, h, n, dh) values.
+        log_existence: (b, n) log existence (−inf: hard padding).
         causal: mask keys after the query as well.
 
     Returns:

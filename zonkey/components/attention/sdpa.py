@@ -1,5 +1,8 @@
-"""``sdpa``: probabilistic attention as a dense additive bias passed to PyTorch's
-``scaled_dot_product_attention`` (§3). The default: fast on CPU and GPU at segment lengths."""
+"""``sdpa``: probabilistic attention as a dense additive bias (§3).
+
+The bias goes to PyTorch's ``scaled_dot_product_attention``. The default backend: fast on CPU and
+GPU at segment lengths.
+"""
 
 from __future__ import annotations
 
@@ -14,11 +17,15 @@ from zonkey.core.registry import register
 
 
 def sdpa_attention(q: Tensor, k: Tensor, v: Tensor, log_existence: Tensor, *, causal: bool = False) -> Tensor:
-    """Dense additive bias through ``scaled_dot_product_attention`` (uses fused kernels where the
-    platform has them for a float mask).
+    """Dense additive bias through ``scaled_dot_product_attention``.
+
+    It uses fused kernels where the platform has them for a float mask.
 
     Args:
-        q, k, v: (b, h, n, dh); log_existence: (b, n) (−inf: hard padding).
+        q: (b, h, n, dh) queries.
+        k: (b, h, n, dh) keys.
+        v: (b, h, n, dh) values.
+        log_existence: (b, n) log existence (−inf: hard padding).
         causal: mask keys after the query as well.
 
     Returns:

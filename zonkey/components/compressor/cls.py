@@ -1,4 +1,6 @@
-"""``cls``: the Compressor of §5. ``k`` learned CLS vectors (existence 1) are prepended to the
+"""``cls``: the Compressor of §5.
+
+``k`` learned CLS vectors (existence 1) are prepended to the
 segment, a probabilistic-attention encoder reads the whole (CLS + segment), and the first ``k``
 outputs, flattened to ``k·d``, are scaled to the sphere of the expected Gaussian norm.
 
@@ -6,7 +8,8 @@ outputs, flattened to ``k·d``, are scaled to the sphere of the expected Gaussia
 the k·d latent, summed with the CLS outputs before the sphere projection. With the ``linear``
 decoder of ``ddmm`` this gives the autoencoder a direct linear route (bytes -> latent -> slots)
 that small models find at once, while attention learns the rest; an ablation lever for how fast
-reconstruction takes off (docs/experiments.md)."""
+reconstruction takes off (docs/experiments.md).
+"""
 
 from __future__ import annotations
 
@@ -24,6 +27,8 @@ from zonkey.core.transformer import Encoder
 
 
 class ClsCompressor(nn.Module):
+    """k learned CLS vectors prepended to the segment, read by a probabilistic-attention encoder."""
+
     def __init__(self, ctx: LevelContext, layers: int, skip: bool = False) -> None:
         super().__init__()
         d, self.k, self.m = ctx.d_model, ctx.n_compress, ctx.max_segment
@@ -34,7 +39,15 @@ class ClsCompressor(nn.Module):
         self.skip = nn.Linear(self.m * d, self.k * d) if skip else None
 
     def encode(self, x: Tensor, log_existence: Tensor) -> tuple[Tensor, Tensor]:
-        """x (s, m, d), log_existence (s, m) -> (latents (s, k·d) on the sphere, slot states (s, m, d))."""
+        """Compress and keep the encoder's slot states (masked prediction reads them, §5.2).
+
+        Args:
+            x: (s, m, d) segment vectors.
+            log_existence: (s, m) log existence of each slot.
+
+        Returns:
+            (latents (s, k·d) on the sphere, slot states (s, m, d)).
+        """
         s = x.shape[0]
         h = torch.cat([repeat(self.cls, "k d -> s k d", s=s), x], dim=1) + self.pos  # (s, k+m, d)
         le = torch.cat([log_existence.new_zeros(s, self.k), log_existence], dim=1)  # (s, k+m)
@@ -46,7 +59,15 @@ class ClsCompressor(nn.Module):
         return to_sphere(z), h[:, self.k:]
 
     def forward(self, x: Tensor, log_existence: Tensor) -> Tensor:
-        """x (s, m, d) segment vectors, log_existence (s, m) -> latents (s, k·d) on the sphere."""
+        """Compress.
+
+        Args:
+            x: (s, m, d) segment vectors.
+            log_existence: (s, m) log existence of each slot.
+
+        Returns:
+            (s, k·d) latents on the sphere.
+        """
         return self.encode(x, log_existence)[0]
 
 
@@ -59,4 +80,5 @@ class ClsCompressorConfig(ComponentConfig):
     skip: bool = Field(False, description="add a linear path from the existence-weighted flattened segment to the latent")
 
     def build(self, ctx: LevelContext) -> ClsCompressor:
+        """The module of this config for the level that ``ctx`` describes."""
         return ClsCompressor(ctx, self.layers, self.skip)

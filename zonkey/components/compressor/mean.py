@@ -1,5 +1,8 @@
-"""``mean``: pooling ablation of the Compressor. The segment is encoded, then split into ``k``
-equal chunks of slots whose existence-weighted means become the ``k`` latents (no CLS vectors)."""
+"""``mean``: pooling ablation of the Compressor.
+
+The segment is encoded, then split into ``k``
+equal chunks of slots whose existence-weighted means become the ``k`` latents (no CLS vectors).
+"""
 
 from __future__ import annotations
 
@@ -17,6 +20,10 @@ from zonkey.core.transformer import Encoder
 
 
 class MeanCompressor(nn.Module):
+    """Existence-weighted means of k equal chunks of encoded slots (no per-slot states exposed)."""
+
+    assign: Tensor  # (m, k) one-hot: the latent each slot is pooled into
+
     def __init__(self, ctx: LevelContext, layers: int) -> None:
         super().__init__()
         d, self.k, self.m = ctx.d_model, ctx.n_compress, ctx.max_segment
@@ -27,7 +34,15 @@ class MeanCompressor(nn.Module):
         self.latent_pos = nn.Parameter(torch.randn(self.k, d) * 0.02)
 
     def forward(self, x: Tensor, log_existence: Tensor) -> Tensor:
-        """x (s, m, d), log_existence (s, m) -> (s, k·d) on the sphere."""
+        """Compress.
+
+        Args:
+            x: (s, m, d) segment vectors.
+            log_existence: (s, m) log existence of each slot.
+
+        Returns:
+            (s, k·d) latents on the sphere.
+        """
         h = self.encoder(x + self.pos, log_existence)  # (s, m, d)
         w = log_existence.exp()[..., None] * self.assign  # (s, m, k)
         pooled = torch.einsum("smk,smd->skd", w, h) / w.sum(1)[..., None].clamp_min(1e-6)  # (s, k, d)
@@ -42,4 +57,5 @@ class MeanCompressorConfig(ComponentConfig):
     layers: int = Field(2, ge=1)
 
     def build(self, ctx: LevelContext) -> MeanCompressor:
+        """The module of this config for the level that ``ctx`` describes."""
         return MeanCompressor(ctx, self.layers)

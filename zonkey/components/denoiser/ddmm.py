@@ -29,7 +29,9 @@ from zonkey.core.transformer import Encoder
 
 
 class DdmmDenoiser(nn.Module):
-    def __init__(self, ctx: LevelContext, cfg: "DdmmDenoiserConfig") -> None:
+    """Prompt [v_σ, k latents] -> rough slots -> BOS head -> refining encoder -> final BOS head (§6)."""
+
+    def __init__(self, ctx: LevelContext, cfg: DdmmDenoiserConfig) -> None:
         super().__init__()
         d, self.k, self.m = ctx.d_model, ctx.n_compress, ctx.max_segment
         self.mode = cfg.decoder
@@ -55,7 +57,7 @@ class DdmmDenoiser(nn.Module):
         self.out = nn.Linear(d, d)
 
     def prompt(self, z: Tensor, sigma: Tensor, cond: Tensor | None = None) -> Tensor:
-        """z (s, k·d), sigma (s,), optional self-conditioning cond (s, k·d) -> prompt (s, k+1, d)."""
+        """Z (s, k·d), sigma (s,), optional self-conditioning cond (s, k·d) -> prompt (s, k+1, d)."""
         v = (1 - sigma)[:, None] * self.v_clean + sigma[:, None] * self.v_noisy  # (s, d)
         lat = self.latent_in(rearrange(z, "s (k d) -> s k d", k=self.k))  # (s, k, d)
         if cond is not None:
@@ -63,7 +65,7 @@ class DdmmDenoiser(nn.Module):
         return torch.cat([v[:, None], lat], dim=1) + self.prompt_pos  # (s, k+1, d)
 
     def expand(self, prompt: Tensor) -> Tensor:
-        """prompt (s, k+1, d) -> rough slots (s, m, d)."""
+        """Prompt (s, k+1, d) -> rough slots (s, m, d)."""
         s, p = prompt.shape[0], prompt.shape[1]
         if self.mode == "linear":
             lat = rearrange(prompt[:, 1:], "s k d -> s (k d)")
@@ -85,8 +87,16 @@ class DdmmDenoiser(nn.Module):
         return torch.stack(outs, dim=1)  # (s, m, d)
 
     def forward(self, z: Tensor, sigma: Tensor, cond: Tensor | None = None) -> DenoiseOutput:
-        """z (s, k·d) noisy latents, sigma (s,) noise levels, optional self-conditioning estimate
-        cond (s, k·d) -> DenoiseOutput."""
+        """Denoise.
+
+        Args:
+            z: (s, k·d) noisy latents.
+            sigma: (s,) noise levels in [0, 1] (0 clean).
+            cond: (s, k·d) an optional self-conditioning estimate of the clean latents.
+
+        Returns:
+            The :class:`DenoiseOutput` with slots (s, m, d).
+        """
         prompt = self.prompt(z, sigma, cond)
         p = prompt.shape[1]
         rough = self.expand(prompt)  # (s, m, d)
@@ -115,4 +125,5 @@ class DdmmDenoiserConfig(ComponentConfig):
     layers: int = Field(2, ge=1, description="denoiser encoder layers")
 
     def build(self, ctx: LevelContext) -> DdmmDenoiser:
+        """The module of this config for the level that ``ctx`` describes."""
         return DdmmDenoiser(ctx, self)

@@ -1,4 +1,6 @@
-"""Diffusion objectives: how latents are noised, what the denoiser is trained on, and the matching
-sampler step (§6, §9.1)."""
+"""Diffusion objectives (§6, §9.1).
+
+How latents are noised, what the denoiser is trained on, and the matching sampler step.
+"""
 
 from zonkey.components.objective import ddmm, flow, plain  # noqa: F401

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -14,7 +13,7 @@ from zonkey.core.protocols import CompressFn, DenoiseFn
 from zonkey.core.sphere import atanh_cos_logits, to_sphere
 
 
-def add_noise(z: Tensor, sigma: Tensor, noise: Optional[Tensor] = None, generator: torch.Generator | None = None) -> Tensor:
+def add_noise(z: Tensor, sigma: Tensor, noise: Tensor | None = None, generator: torch.Generator | None = None) -> Tensor:
     """Variance-preserving noise on the sphere: sqrt(1 − σ)·z + sqrt(σ)·ε, σ (s,) in [0, 1]."""
     if noise is None:
         noise = torch.randn(z.shape, device=z.device, dtype=z.dtype, generator=generator)
@@ -22,7 +21,7 @@ def add_noise(z: Tensor, sigma: Tensor, noise: Optional[Tensor] = None, generato
     return torch.sqrt(1 - s) * z + torch.sqrt(s) * noise
 
 
-def subsample_rows(s: int, fraction: float, like: Tensor, generator: torch.Generator | None = None) -> Optional[Tensor]:
+def subsample_rows(s: int, fraction: float, like: Tensor, generator: torch.Generator | None = None) -> Tensor | None:
     """A random subset of ``ceil(fraction · s)`` rows (at least 2), or None for all rows."""
     if fraction >= 1.0 or s <= 2:
         return None
@@ -31,16 +30,24 @@ def subsample_rows(s: int, fraction: float, like: Tensor, generator: torch.Gener
 
 
 def uniform(s: int, lo: float, hi: float, like: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    """(s,) draws from U(lo, hi) on the device of ``like``."""
     return lo + (hi - lo) * torch.rand(s, device=like.device, generator=generator)
 
 
-def contrastive_atanh(pred: Tensor, target: Tensor, weight: Optional[Tensor] = None, same: Optional[Tensor] = None) -> Tensor:
-    """Cross-entropy of 2·atanh(cos) logits: each prediction must pick its own target among the
-    targets of the batch (in-batch negatives). ``same`` (s, s) bool marks pairs that must not be
-    used as negatives (false negatives); the diagonal is always the positive.
+def contrastive_atanh(pred: Tensor, target: Tensor, weight: Tensor | None = None, same: Tensor | None = None) -> Tensor:
+    """Cross-entropy of 2·atanh(cos) logits with in-batch negatives.
+
+    Each prediction must pick its own target among the targets of the batch; the diagonal is always
+    the positive.
 
     Args:
-        pred: (s, D), target: (s, D), weight: optional (s,) per-row weights.
+        pred: (s, D) predictions.
+        target: (s, D) targets.
+        weight: optional (s,) per-row weights.
+        same: optional (s, s) bool, pairs that must not be used as negatives (false negatives).
+
+    Returns:
+        () the (weighted) mean cross-entropy.
     """
     logits = atanh_cos_logits(pred, target)  # (s, s)
     s = logits.shape[0]
@@ -54,8 +61,10 @@ def contrastive_atanh(pred: Tensor, target: Tensor, weight: Optional[Tensor] = N
 
 
 def false_negatives(targets: Tensor, tol: float = 1e-6) -> Tensor:
-    """(s, s) bool: pairs of rows whose targets coincide (cosine > 1 − tol), e.g. two segments with
-    the same bytes. They must not serve as each other's negatives."""
+    """(s, s) bool: pairs of rows whose targets coincide (cosine > 1 − tol).
+
+    E.g. two segments with the same bytes: they must not serve as each other's negatives.
+    """
     t = F.normalize(targets.detach(), dim=-1)
     return (t @ t.T) > 1 - tol
 
@@ -74,13 +83,23 @@ class ObjectiveBase(nn.Module):
 
     def forward(self, z0: Tensor, denoise: DenoiseFn, compress: CompressFn, *, generator: torch.Generator | None = None,
                 clean_only: bool = False) -> ObjectiveOutput:  # pragma: no cover
-        """Training pass: z0 (s, k·d) clean latents -> ObjectiveOutput. Every objective defines it.
+        """Training pass; every objective defines it.
 
-        ``clean_only``: run the clean pass alone (loss 0, no dirty output, no extra latents); the
-        level asks for it while the objective's own loss and the dirty reconstruction weigh 0."""
+        Args:
+            z0: (s, k·d) clean latents.
+            denoise: the level's denoiser.
+            compress: the level's compressor.
+            generator: random source of the noise draws.
+            clean_only: run the clean pass alone (loss 0, no dirty output, no extra latents); the
+                level asks for it while the objective's own loss and the dirty reconstruction weigh 0.
+
+        Returns:
+            The :class:`ObjectiveOutput`.
+        """
         raise TypeError(f"{type(self).__name__} must define forward()")
 
     def noise(self, z0: Tensor, sigma: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """Variance-preserving noise: z0 (s, k·d) at noise levels sigma (s,) -> (s, k·d)."""
         return add_noise(z0, sigma, generator=generator)
 
     def prior(self, s: int, dim: int, device: torch.device | str = "cpu", generator: torch.Generator | None = None) -> Tensor:
@@ -88,9 +107,21 @@ class ObjectiveBase(nn.Module):
         return to_sphere(torch.randn(s, dim, device=device, generator=generator))
 
     def step(self, z: Tensor, sigma: float, sigma_next: float, denoise: DenoiseFn, compress: CompressFn) -> tuple[Tensor, DenoiseOutput]:
-        """One deterministic (DDIM-like) sampler step from σ to σ_next: denoise, re-compress with
-        existence weighting to an estimate of the clean latent, and move to σ_next along the
-        implied noise direction. Returns (z at σ_next, the denoiser output at σ)."""
+        """One deterministic (DDIM-like) sampler step from σ to σ_next.
+
+        Denoise, re-compress with existence weighting to an estimate of the clean latent, and move
+        to σ_next along the implied noise direction.
+
+        Args:
+            z: (s, k·d) latents at noise level sigma.
+            sigma: the current noise level.
+            sigma_next: the level to move to (0: return the clean estimate).
+            denoise: the level's denoiser.
+            compress: the level's compressor.
+
+        Returns:
+            (z at σ_next (s, k·d), the denoiser output at σ).
+        """
         s = z.shape[0]
         out = denoise(z, z.new_full((s,), sigma))
         z0_hat = recompress(compress, out)

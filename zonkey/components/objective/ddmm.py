@@ -15,6 +15,7 @@ from typing import Literal
 
 import torch
 from pydantic import Field, model_validator
+from torch import Tensor
 
 from zonkey.components.objective.base import (
     ObjectiveBase,
@@ -38,11 +39,15 @@ def nearest_on_segment(p: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> tor
 
 
 class DdmmObjective(ObjectiveBase):
-    def __init__(self, cfg: "DdmmObjectiveConfig") -> None:
+    """The mixed step of §6: heavy noise, denoise and re-compress, light noise, denoise again."""
+
+    def __init__(self, cfg: DdmmObjectiveConfig) -> None:
         super().__init__()
         self.cfg = cfg
 
-    def forward(self, z0, denoise: DenoiseFn, compress: CompressFn, *, generator=None, clean_only: bool = False) -> ObjectiveOutput:
+    def forward(self, z0: Tensor, denoise: DenoiseFn, compress: CompressFn, *,
+                generator: torch.Generator | None = None, clean_only: bool = False) -> ObjectiveOutput:
+        """Training pass (:meth:`ObjectiveBase.forward`): z0 (s, k·d) -> the clean pass and the DDMM loss."""
         c = self.cfg
         s = z0.shape[0]
         # σ = clean_max · u^power: power 1 is uniform; a larger power puts more of the clean pass
@@ -82,10 +87,11 @@ class DdmmObjectiveConfig(ComponentConfig):
                             "random fraction of the segments: a compute saver for CPU recipes")
 
     @model_validator(mode="after")
-    def _range(self) -> "DdmmObjectiveConfig":
+    def _range(self) -> DdmmObjectiveConfig:
         if self.heavy_min >= self.heavy_max:
             raise ValueError(f"heavy_min ({self.heavy_min}) must be < heavy_max ({self.heavy_max})")
         return self
 
     def build(self, ctx: LevelContext) -> DdmmObjective:
+        """The module of this config for the level that ``ctx`` describes."""
         return DdmmObjective(self)

@@ -1,5 +1,6 @@
-"""``flow``: spherical flow matching with data prediction and self-conditioning, the objective the
-paper's prototype ended up using, registered as an alternative to DDMM.
+"""``flow``: spherical flow matching with data prediction and self-conditioning.
+
+The objective the paper's prototype ended up using, registered as an alternative to DDMM.
 
 Path: z_t = cos(θ)·z0 + sin(θ)·ε with θ = t·π/2 and ε a Gaussian vector on the same sphere (in
 high dimension ε ⟂ z0, so this is the slerp between them). t is skewed toward high noise
@@ -16,6 +17,7 @@ from typing import Literal
 
 import torch
 from pydantic import Field
+from torch import Tensor
 
 from zonkey.components.objective.base import (
     ObjectiveBase,
@@ -24,23 +26,29 @@ from zonkey.components.objective.base import (
     recompress,
     uniform,
 )
-from zonkey.core.outputs import ObjectiveOutput
+from zonkey.core.outputs import DenoiseOutput, ObjectiveOutput
+from zonkey.core.protocols import CompressFn, DenoiseFn
 from zonkey.core.registry import ComponentConfig, register
 from zonkey.core.shapes import LevelContext
 from zonkey.core.sphere import to_sphere
 
 
 class FlowObjective(ObjectiveBase):
-    def __init__(self, cfg: "FlowObjectiveConfig") -> None:
+    """Slerp noise path, clean-segment prediction picked among the batch, optional self-conditioning."""
+
+    def __init__(self, cfg: FlowObjectiveConfig) -> None:
         super().__init__()
         self.cfg = cfg
 
-    def noise(self, z0, sigma, generator=None):  # noqa: ANN001
+    def noise(self, z0: Tensor, sigma: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """The slerp path: cos(θ)·z0 + sin(θ)·ε with θ = σ·π/2; z0 (s, k·d), sigma (s,) -> (s, k·d)."""
         eps = to_sphere(torch.randn(z0.shape, device=z0.device, generator=generator))
         th = (sigma.to(z0.dtype) * math.pi / 2)[:, None]
         return torch.cos(th) * z0 + torch.sin(th) * eps
 
-    def forward(self, z0, denoise, compress, *, generator=None, clean_only=False) -> ObjectiveOutput:  # noqa: ANN001
+    def forward(self, z0: Tensor, denoise: DenoiseFn, compress: CompressFn, *,
+                generator: torch.Generator | None = None, clean_only: bool = False) -> ObjectiveOutput:
+        """Training pass (:meth:`ObjectiveBase.forward`): z0 (s, k·d) -> the clean pass and the flow loss."""
         c = self.cfg
         s = z0.shape[0]
         sig_c = uniform(s, 0.0, c.clean_max, z0, generator)
@@ -60,7 +68,12 @@ class FlowObjective(ObjectiveBase):
         loss = contrastive_atanh(z_hat, target, same=false_negatives(target))
         return ObjectiveOutput(loss=loss, clean=clean, dirty=out, extra_latents=[z_hat])
 
-    def step(self, z, sigma, sigma_next, denoise, compress, cond=None):  # noqa: ANN001
+    def step(self, z: Tensor, sigma: float, sigma_next: float, denoise: DenoiseFn, compress: CompressFn,
+             cond: Tensor | None = None) -> tuple[Tensor, DenoiseOutput]:
+        """One deterministic step along the slerp path (:meth:`ObjectiveBase.step`).
+
+        ``cond`` (s, k·d), when given, self-conditions the denoiser.
+        """
         s = z.shape[0]
         sig = z.new_full((s,), sigma)
         out = denoise(z, sig) if cond is None else denoise(z, sig, cond)
@@ -71,7 +84,9 @@ class FlowObjective(ObjectiveBase):
         eps = (z - math.cos(th) * z0_hat) / max(math.sin(th), 1e-6)
         return math.cos(thn) * z0_hat + math.sin(thn) * eps, out
 
-    def prior(self, s, dim, device="cpu", generator=None):  # noqa: ANN001
+    def prior(self, s: int, dim: int, device: torch.device | str = "cpu",
+              generator: torch.Generator | None = None) -> Tensor:
+        """Pure noise at σ = 1 on the sphere: (s, dim)."""
         return to_sphere(torch.randn(s, dim, device=device, generator=generator))
 
 
@@ -85,4 +100,5 @@ class FlowObjectiveConfig(ComponentConfig):
     self_cond: float = Field(0.5, ge=0, le=1, description="probability of a self-conditioned training pass")
 
     def build(self, ctx: LevelContext) -> FlowObjective:
+        """The module of this config for the level that ``ctx`` describes."""
         return FlowObjective(self)

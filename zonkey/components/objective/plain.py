@@ -1,12 +1,16 @@
-"""``plain``: single-step x0 denoising, the simplest objective (an ablation). The latent is noised
-once and the denoiser's output, re-compressed, must pick its own clean latent among the batch's
-(2·atanh(cos) logits). A second, heavier draw gives the "dirty" output."""
+"""``plain``: single-step x0 denoising, the simplest objective (an ablation).
+
+The latent is noised once and the denoiser's output, re-compressed, must pick its own clean latent among the batch's
+(2·atanh(cos) logits). A second, heavier draw gives the "dirty" output.
+"""
 
 from __future__ import annotations
 
 from typing import Literal
 
+import torch
 from pydantic import Field
+from torch import Tensor
 
 from zonkey.components.objective.base import (
     ObjectiveBase,
@@ -16,16 +20,21 @@ from zonkey.components.objective.base import (
     uniform,
 )
 from zonkey.core.outputs import ObjectiveOutput
+from zonkey.core.protocols import CompressFn, DenoiseFn
 from zonkey.core.registry import ComponentConfig, register
 from zonkey.core.shapes import LevelContext
 
 
 class PlainObjective(ObjectiveBase):
-    def __init__(self, cfg: "PlainObjectiveConfig") -> None:
+    """One noise draw; the re-compressed prediction must pick its own clean latent among the batch's."""
+
+    def __init__(self, cfg: PlainObjectiveConfig) -> None:
         super().__init__()
         self.cfg = cfg
 
-    def forward(self, z0, denoise, compress, *, generator=None, clean_only: bool = False) -> ObjectiveOutput:
+    def forward(self, z0: Tensor, denoise: DenoiseFn, compress: CompressFn, *,
+                generator: torch.Generator | None = None, clean_only: bool = False) -> ObjectiveOutput:
+        """Training pass (:meth:`ObjectiveBase.forward`): z0 (s, k·d) -> a clean and a dirty pass."""
         s = z0.shape[0]
         sig = uniform(s, 0.0, self.cfg.clean_max, z0, generator)
         clean = denoise(self.noise(z0, sig, generator), sig)
@@ -45,4 +54,5 @@ class PlainObjectiveConfig(ComponentConfig):
     clean_max: float = Field(0.35, ge=0, lt=1)
 
     def build(self, ctx: LevelContext) -> PlainObjective:
+        """The module of this config for the level that ``ctx`` describes."""
         return PlainObjective(self)

@@ -38,7 +38,16 @@ class SplitterBase(nn.Module):
         return 1.0 / self.target_segment
 
     def bos_probabilities(self, x: Tensor, valid: Tensor, tokens: Tensor | None = None) -> Tensor:  # pragma: no cover
-        """(b, n) BOS probabilities in (ε, 1 − ε), 0 on padding. Every splitter defines it."""
+        """BOS probabilities; every splitter defines them.
+
+        Args:
+            x: (b, n, d) the level's input vectors.
+            valid: (b, n) bool, False on padding.
+            tokens: (b, n) byte values (only rule-based splitters read them).
+
+        Returns:
+            (b, n) in (ε, 1 − ε), 0 on padding.
+        """
         raise TypeError(f"{type(self).__name__} must define bos_probabilities()")
 
     def forward(self, x: Tensor, valid: Tensor, *, sample: bool | None = None, tokens: Tensor | None = None,
@@ -46,7 +55,8 @@ class SplitterBase(nn.Module):
         """Split a batch.
 
         Args:
-            x: (b, n, d) the level's input vectors; valid: (b, n) bool.
+            x: (b, n, d) the level's input vectors.
+            valid: (b, n) bool, False on padding.
             sample: sample the decisions (default: ``self.training``) or threshold them at 0.5.
             tokens: (b, n) byte values (only rule-based splitters read them).
             generator: random source of the sampled decisions.

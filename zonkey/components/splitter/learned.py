@@ -33,7 +33,9 @@ from zonkey.core.transformer import Encoder
 
 
 class LearnedSplitter(SplitterBase):
-    def __init__(self, ctx: LevelContext, cfg: "LearnedSplitterConfig") -> None:
+    """BOS probabilities from depthwise convolutions and a probabilistic-attention encoder (§4)."""
+
+    def __init__(self, ctx: LevelContext, cfg: LearnedSplitterConfig) -> None:
         super().__init__(ctx, cfg.target_segment, cfg.existence)
         d = ctx.d_model
         self.causal = cfg.context == "causal"
@@ -47,9 +49,19 @@ class LearnedSplitter(SplitterBase):
         nn.init.constant_(self.head.bias, math.log(self.target_rate / (1 - self.target_rate)))
 
     def bos_probabilities(self, x: Tensor, valid: Tensor, tokens: Tensor | None = None) -> Tensor:
+        """BOS probabilities.
+
+        Args:
+            x: (b, n, d) the level's input vectors.
+            valid: (b, n) bool, False on padding.
+            tokens: (b, n) byte values (never read: the splitter sees only its vectors).
+
+        Returns:
+            (b, n) in (ε, 1 − ε), 0 on padding.
+        """
         x = x.masked_fill(~valid[..., None], 0.0)
         xc = rearrange(x, "b n d -> b d n")
-        feats = [x] + [rearrange(c(F.pad(xc, pad)), "b d n -> b n d") for c, pad in zip(self.convs, self.pads)]
+        feats = [x] + [rearrange(c(F.pad(xc, pad)), "b d n -> b n d") for c, pad in zip(self.convs, self.pads, strict=True)]
         h = self.mix(torch.cat(feats, dim=-1))  # (b, n, d)
         if self.encoder is not None:
             log_e = torch.zeros(valid.shape, device=x.device).masked_fill(~valid, float("-inf"))
@@ -74,4 +86,5 @@ class LearnedSplitterConfig(ComponentConfig):
         "chosen BOS in the forward pass, soft gradients (an ablation lever)")
 
     def build(self, ctx: LevelContext) -> LearnedSplitter:
+        """The module of this config for the level that ``ctx`` describes."""
         return LearnedSplitter(ctx, self)

@@ -1,6 +1,8 @@
-"""``whitespace``: rule-based baseline (level 0 only) with a BOS at every word start: a
-non-whitespace byte after a whitespace byte. It reads the raw bytes, which is exactly what the
-learned splitter is never allowed to do; it exists to compare against."""
+"""``whitespace``: rule-based baseline (level 0 only) with a BOS at every word start.
+
+A word start is a non-whitespace byte after a whitespace byte. The splitter reads the raw bytes, which is exactly what the
+learned splitter is never allowed to do; it exists to compare against.
+"""
 
 from __future__ import annotations
 
@@ -18,12 +20,31 @@ _WS = torch.tensor([9, 10, 11, 12, 13, 32])
 
 
 class WhitespaceSplitter(SplitterBase):
+    """A BOS at every word start of the byte tokens (level 0 only).
+
+    Raises:
+        ValueError: built for a level above 0.
+    """
+
     def __init__(self, ctx: LevelContext) -> None:
         if ctx.level != 0:
             raise ValueError("the whitespace splitter reads bytes and only works at level 0")
         super().__init__(ctx, 6.0)
 
     def bos_probabilities(self, x: Tensor, valid: Tensor, tokens: Tensor | None = None) -> Tensor:
+        """BOS probabilities.
+
+        Args:
+            x: (b, n, d) the level's input vectors.
+            valid: (b, n) bool, False on padding.
+            tokens: (b, n) byte values (required).
+
+        Returns:
+            (b, n) in (ε, 1 − ε), 0 on padding.
+
+        Raises:
+            ValueError: no tokens given.
+        """
         if tokens is None:
             raise ValueError("the whitespace splitter needs the byte tokens")
         ws = torch.isin(tokens, _WS.to(tokens.device))
@@ -39,4 +60,5 @@ class WhitespaceSplitterConfig(ComponentConfig):
     name: Literal["whitespace"] = "whitespace"
 
     def build(self, ctx: LevelContext) -> WhitespaceSplitter:
+        """The module of this config for the level that ``ctx`` describes."""
         return WhitespaceSplitter(ctx)

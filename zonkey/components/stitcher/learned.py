@@ -17,7 +17,7 @@ Training losses with the true offsets: offset regression ((ô − o)/m)² and ov
 from __future__ import annotations
 
 import math
-from typing import Literal, Optional
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -33,6 +33,8 @@ from zonkey.core.sphere import to_sphere
 
 
 class LearnedStitcher(nn.Module):
+    """Soft offsets between consecutive segments, a learned refiner, existence-weighted accumulation."""
+
     def __init__(self, ctx: LevelContext) -> None:
         super().__init__()
         d, self.m = ctx.d_model, ctx.max_segment
@@ -68,8 +70,19 @@ class LearnedStitcher(nn.Module):
         return a + self.gate * torch.einsum("pij,pjd->pid", att.softmax(-1), v)
 
     def forward(self, segments: Tensor, log_existence: Tensor, doc: Tensor, b: int,
-                true_starts: Optional[Tensor] = None) -> StitchOutput:
-        """segments (s, m, d), log_existence (s, m), doc (s,) sorted by (doc, start) -> StitchOutput."""
+                true_starts: Tensor | None = None) -> StitchOutput:
+        """Stitch segments back onto document positions.
+
+        Args:
+            segments: (s, m, d) decoded segment vectors.
+            log_existence: (s, m) log existence of each slot.
+            doc: (s,) long document of each segment, sorted by (document, start).
+            b: number of documents.
+            true_starts: (s,) true first positions (training: gives the offset and overlap losses).
+
+        Returns:
+            The :class:`StitchOutput` (b, n, d).
+        """
         s, m, d = segments.shape
         log_existence = log_existence.clamp_min(-30.0)  # hard zeros (−inf) become tiny but finite
         pair = torch.zeros(s, dtype=torch.bool, device=segments.device)
@@ -128,4 +141,5 @@ class LearnedStitcherConfig(ComponentConfig):
     name: Literal["learned"] = "learned"
 
     def build(self, ctx: LevelContext) -> LearnedStitcher:
+        """The module of this config for the level that ``ctx`` describes."""
         return LearnedStitcher(ctx)
