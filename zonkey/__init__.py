@@ -1,26 +1,32 @@
 """zonkey: a hierarchical diffusion language model with a learned, differentiable tokenizer.
 
 Paper: Rozental, "Zonkey: A Hierarchical Diffusion Language Model with Differentiable Tokenization
-and Probabilistic Attention". Public API: :func:`load`, :class:`Recipe`,
-:func:`zonkey.core.attention.probabilistic_attention`.
+and Probabilistic Attention". Public API (:mod:`zonkey.api`): :func:`load`, :func:`split`,
+:func:`reconstruct`, :func:`sample`, :func:`infill`; recipes: :class:`Recipe`, :func:`load_recipe`;
+attention: :func:`zonkey.core.attention.probabilistic_attention`.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
 from zonkey.core.recipe import Recipe, RecipeError, load_recipe  # noqa: E402
 
-__all__ = ["Recipe", "RecipeError", "load_recipe", "load", "__version__"]
+if TYPE_CHECKING:
+    from zonkey.api import infill, load, reconstruct, sample, split
+
+__all__ = ["Recipe", "RecipeError", "load_recipe", "load", "split", "reconstruct", "sample", "infill", "__version__"]
+
+_API = ("load", "split", "reconstruct", "sample", "infill")
 
 
-def load(run_dir: Any, **kwargs: Any) -> Any:
-    """Rebuild a trained model from a run directory (``model.safetensors`` + ``recipe.json``).
+def __getattr__(name: str) -> Any:
+    """The user API of :mod:`zonkey.api`, imported on first use: ``import zonkey`` (and so every CLI
+    command) stays free of torch until a model is needed."""
+    if name in _API:
+        from zonkey import api
 
-    Keyword arguments go to :meth:`zonkey.core.model.ZonkeyModel.from_run` (``use_ema``, ``device``).
-    """
-    from zonkey.core.model import ZonkeyModel
-
-    return ZonkeyModel.from_run(run_dir, **kwargs)
+        return getattr(api, name)
+    raise AttributeError(f"module 'zonkey' has no attribute {name!r}")

@@ -124,7 +124,6 @@ def test_round_trip_takes_level_1_counts_from_its_decoded_existence(monkeypatch)
     import dataclasses
 
     from zonkey.core.evaluate import evaluate_level1
-    from zonkey.core.inference import climb
     from zonkey.core.recipe import validate_recipe
 
     torch.manual_seed(0)
@@ -134,7 +133,7 @@ def test_round_trip_takes_level_1_counts_from_its_decoded_existence(monkeypatch)
     model = build_model(rec).eval()
     batches = load_corpus(rec.data).batches("heldout", seed=0, batch_bytes=rec.data.batch_bytes)
     batch = batches.batch(0)
-    _, p1 = climb(model, batch, upto=2)
+    _, p1 = model.encode(batch.tokens, batch.valid, upto=2)
     own = p1.split.segments.own_span.sum(1)
     expected = float((own == 4).float().mean())
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+import zonkey
 from zonkey.core.hierarchy import latents_to_sequence
 from zonkey.core.model import build_model
 from zonkey.core.recipe import validate_recipe
@@ -136,7 +137,7 @@ def test_mlm_term_at_level1_is_finite_and_trains_the_compressor():
 def test_split_shows_every_level():
     torch.manual_seed(0)
     model = build_model(_two_level())
-    res = model.split(["The cat sat on the mat. It purred."])
+    res = zonkey.split(model, ["The cat sat on the mat. It purred."])
     levels = res[0]["levels"]
     assert len(levels) == 2
     assert "".join(levels[0]["segments"]) == "".join(levels[1]["segments"]) == "The cat sat on the mat. It purred."

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+import zonkey
 from tests.helpers import micro_recipe
 from zonkey.core.infill import _Clamp, _scores, _windows, encode_to_level, infill, infill_many
 from zonkey.core.model import build_model
@@ -153,9 +154,9 @@ def test_errors():
 
 def test_model_infill_api():
     m = _one_level()
-    text = m.infill("Bob is a ", " player", gap=2, steps=1)
+    text = zonkey.infill(m, "Bob is a ", " player", gap=2, steps=1)
     assert text.startswith("Bob is a ") and text.endswith(" player")
-    d = m.infill("Bob is a ", " player", gap=2, steps=1, return_details=True)
+    d = zonkey.infill(m, "Bob is a ", " player", gap=2, steps=1, return_details=True)
     assert d["text"] == text and {"gap", "score", "candidates", "gap_len", "level"} <= set(d)
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+import zonkey
 from tests.helpers import micro_recipe
 from zonkey.core.inference import decode_bytes_from_slots
 from zonkey.core.model import build_model
@@ -166,9 +167,9 @@ def test_invalid_utf8_bytes_become_replacement_characters():
 
 def test_model_sample_api_and_errors():
     m = _model()
-    texts = m.sample(2, steps=1, seed=0)
+    texts = zonkey.sample(m, 2, steps=1, seed=0)
     assert isinstance(texts, list) and len(texts) == 2 and all(isinstance(t, str) for t in texts)
-    assert m.sample(2, steps=1, seed=0, return_details=True).texts == texts
+    assert zonkey.sample(m, 2, steps=1, seed=0, return_details=True).texts == texts
     with pytest.raises(ValueError, match="level 1 does not exist"):
         sample(m, 1, level=1)
     with pytest.raises(ValueError, match="steps must be at least 1"):

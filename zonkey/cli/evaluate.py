@@ -41,10 +41,10 @@ def eval_cmd(
                                              "judge (trained on the training split, cached in the run).")] = 5,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
-    """Held-out metrics: reconstruction (t=0 and from noise), segment statistics, boundary F1, and
-    generation: samples (valid words, judge bits/byte, byte entropy, distinct-n, memorisation,
-    each beside real, repeated and shuffled references) and infilling (exact match, character
-    accuracy, EM@k beside the 'the' and unigram baselines)."""
+    """Held-out metrics of every level: reconstruction (t=0 and from noise), segment statistics,
+    boundary F1, round trips, and generation: samples (valid words, judge bits/byte, byte entropy,
+    distinct-n, memorisation, each beside real, repeated and shuffled references) and infilling
+    (exact match, character accuracy, EM@k beside the 'the' and unigram baselines)."""
     items = None
     if infill_items is not None:
         from zonkey.core.infill_eval import InfillItemsError, read_infill_items
@@ -94,6 +94,15 @@ def eval_cmd(
                   f"level-1 length accuracy    {res['l1_length_acc']:.4f}",
                   f"round trip byte accuracy   char {res['roundtrip_char_acc']:.4f}  strict {res['roundtrip_acc']:.4f}  "
                   f"aligned {res['roundtrip_acc_aligned']:.4f}"]
+    lvl = 2
+    while f"l{lvl}_sentence_f1" in res:
+        p = f"l{lvl}_"
+        lines += [f"level-{lvl} sentence F1        {res[p + 'sentence_f1']:.4f}",
+                  f"level-{lvl} recon (top-1)      {res[p + 'recon_acc']:.4f}",
+                  f"level-{lvl} length accuracy    {res[p + 'length_acc']:.4f}",
+                  f"level-{lvl} round trip         char {res[p + 'roundtrip_char_acc']:.4f}  "
+                  f"strict {res[p + 'roundtrip_acc']:.4f}  aligned {res[p + 'roundtrip_acc_aligned']:.4f}"]
+        lvl += 1
     from zonkey.cli.gen_report import generation_lines
 
     lines += generation_lines(res)
@@ -126,8 +135,9 @@ def split_cmd(
         if not t:
             common.fail(f"text {i} is empty")
     with common.user_errors():
-        model = _load(ckpt, ema)
-        results = model.split(texts)
+        from zonkey.api import split
+
+        results = split(_load(ckpt, ema), texts)
     for r in results:
         if as_json:
             row = {"text": r["text"], "segments": r["segments"], "p_bos": r["p_bos"]}
@@ -153,8 +163,13 @@ def reconstruct_cmd(
         if not t:
             common.fail(f"text {i} is empty")
     with common.user_errors():
+        from zonkey.api import reconstruct
+
         model = _load(ckpt, ema)
-        outs = model.reconstruct(text, sigma=sigma, steps=steps, seed=seed)
+        try:
+            outs = reconstruct(model, text, sigma=sigma, steps=steps, seed=seed)
+        except ValueError as exc:
+            common.fail(f"--sigma/--steps: {exc}", common.EXIT_USAGE)
     for t, o in zip(text, outs):
         if as_json:
             print(json.dumps({"text": t, "reconstruction": o, "sigma": sigma}, ensure_ascii=False))

@@ -9,19 +9,12 @@ splitter.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from torch import Tensor
 
+from zonkey.core.outputs import LevelSequence
 
-@dataclass
-class LevelSequence:
-    """Level l's latents arranged as level l+1's input."""
-
-    x: Tensor  # (b, n1, D) latents in BOS order, 0 on padding
-    valid: Tensor  # (b, n1) bool
-    position: Tensor  # (s,) long: each level-l segment's position in its document's sequence
+__all__ = ["LevelSequence", "latents_to_sequence"]
 
 
 def latents_to_sequence(latents: Tensor, doc: Tensor, b: int) -> LevelSequence:
@@ -31,6 +24,10 @@ def latents_to_sequence(latents: Tensor, doc: Tensor, b: int) -> LevelSequence:
         latents: (s, D) clean latents of level l.
         doc: (s,) long, non-decreasing document index of each segment.
         b: documents in the batch.
+
+    Returns:
+        the sequence x (b, n1, D) with n1 the most segments of one document, its mask (b, n1)
+        and each segment's position (s,).
     """
     s, dim = latents.shape
     counts = torch.bincount(doc, minlength=b)  # (b,)

@@ -44,7 +44,7 @@ sees is the few bytes that share a segment with it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Optional, Sequence
 
 import torch
@@ -53,41 +53,23 @@ from torch import Tensor
 
 from zonkey.core.existence import NEG_INF
 from zonkey.core.hierarchy import latents_to_sequence
-from zonkey.core.inference import climb
-from zonkey.core.outputs import DenoiseOutput
+from zonkey.core.level import Level
+from zonkey.core.model import ZonkeyModel
+from zonkey.core.outputs import DenoiseOutput, InfillResult
 from zonkey.core.sample import ProgressFn, descend
 from zonkey.core.sphere import to_sphere
 from zonkey.data import encode_texts
 
 
-@dataclass
-class InfillResult:
-    """One filled gap. Lengths count positions of the infill level (bytes at level 0)."""
-
-    text: str  # prefix + gap + suffix
-    gap: str
-    score: float  # context agreement of the kept candidate, in [−1, 1]
-    gap_len: int
-    level: int
-    candidates: list[dict[str, Any]]  # every searched gap length: {gap_len, gap, bytes, score}
-    prefix_vectors: Tensor  # (p, d) the prefix as level-`level` input vectors
-    suffix_vectors: Tensor  # (q, d)
-    slots: Tensor  # (p + gap_len + q, d) the kept candidate's final document (prefix and suffix clamped)
-    raw: bytes = b""  # the gap's bytes (``gap`` decodes them with errors="replace")
-    trace: list[list[str]] = field(default_factory=list)  # per step: the decoded gap of each candidate
-    sigmas: list[float] = field(default_factory=list)  # noise level of each trace entry
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"text": self.text, "gap": self.gap, "score": self.score, "gap_len": self.gap_len,
-                "level": self.level, "candidates": self.candidates}
+__all__ = ["InfillResult", "default_level", "encode_to_level", "gap_lengths", "infill", "infill_many"]
 
 
-def default_level(model: Any) -> int:
+def default_level(model: ZonkeyModel) -> int:
     """Level 1 when the model has it (its slots are level-0 segments: word-like), else level 0."""
     return min(1, len(model.levels) - 1)
 
 
-def gap_lengths(model: Any, level: int, gap: Optional[tuple[int, int] | int] = None) -> list[int]:
+def gap_lengths(model: ZonkeyModel, level: int, gap: Optional[tuple[int, int] | int] = None) -> list[int]:
     """The searched gap lengths: ``gap`` (an int or an inclusive (lo, hi) range), else the recipe's
     ``sample.infill_gap_bytes`` at level 0 and ``sample.infill_gap`` above.
 
@@ -104,11 +86,17 @@ def gap_lengths(model: Any, level: int, gap: Optional[tuple[int, int] | int] = N
 
 
 @torch.no_grad()
-def encode_to_level(model: Any, texts: Sequence[str], level: int) -> list[Tensor]:
+def encode_to_level(model: ZonkeyModel, texts: Sequence[str], level: int) -> list[Tensor]:
     """Each text as the input sequence of ``level``: (n_i, d_level) per text (n_i = 0 for "").
 
     Level 0: the byte embeddings. Level l >= 1: deterministic splits and compression through
-    levels 0..l−1, each level's latents in BOS order (the path of ``model.forward`` at inference).
+    levels 0..l−1 (the encoder walk), each level's latents in BOS order.
+
+    Args:
+        texts: the texts ("" allowed). level: the level whose input sequence is wanted.
+
+    Returns:
+        per text, its vectors (n_i, d_level) in order.
     """
     d = model.levels[level].cfg.d_model
     device = model.table.device
@@ -117,9 +105,12 @@ def encode_to_level(model: Any, texts: Sequence[str], level: int) -> list[Tensor
     if not idx:
         return out
     batch = encode_texts([texts[i] for i in idx]).to(device)
-    x, valid = model.embed_bytes(batch.tokens, batch.valid), batch.valid
-    for p in climb(model, batch, upto=level):
-        x, valid = p.above.x, p.above.valid
+    if level == 0:
+        x, valid = model.embed_bytes(batch.tokens, batch.valid), batch.valid
+    else:
+        top = model.encode(batch.tokens, batch.valid, upto=level)[-1].above
+        assert top is not None
+        x, valid = top.x, top.valid
     for j, i in enumerate(idx):
         out[i] = x[j][valid[j]]
     return out
@@ -177,7 +168,7 @@ def _windows(docs: list[tuple[Tensor, int, Tensor]], m: int, generator: torch.Ge
 class _Clamp:
     """The level's denoiser with the gap blended across windows and the context clamped (§9.2)."""
 
-    def __init__(self, level: Any, w: _Windows) -> None:
+    def __init__(self, level: Level, w: _Windows) -> None:
         self.level, self.w = level, w
         self.cur = w.known  # (T, d) current document estimate
         self.raw: Optional[DenoiseOutput] = None  # the last unclamped denoiser output
@@ -212,7 +203,7 @@ def _scores(clamp: _Clamp) -> Tensor:
     return num / den.clamp_min(1)
 
 
-def _gap_text(model: Any, level: int, clamp: _Clamp, *, steps: int, sigma: float, epsilon: float,
+def _gap_text(model: ZonkeyModel, level: int, clamp: _Clamp, *, steps: int, sigma: float, epsilon: float,
               generator: Optional[torch.Generator]) -> list[bytes]:
     """Bytes of every candidate's current gap (one batched descent)."""
     w = clamp.w
@@ -222,7 +213,7 @@ def _gap_text(model: Any, level: int, clamp: _Clamp, *, steps: int, sigma: float
 
 
 @torch.no_grad()
-def infill_many(model: Any, pairs: Sequence[tuple[str, str]], *, level: Optional[int] = None,
+def infill_many(model: ZonkeyModel, pairs: Sequence[tuple[str, str]], *, level: Optional[int] = None,
                 gap: Optional[tuple[int, int] | int] = None, steps: Optional[int] = None, seed: int = 0,
                 epsilon: Optional[float] = None, span: Optional[int] = None, trace: bool = False,
                 progress: Optional[ProgressFn] = None) -> list[InfillResult]:
@@ -240,6 +231,9 @@ def infill_many(model: Any, pairs: Sequence[tuple[str, str]], *, level: Optional
             level was trained on, at the price of less context per window.
         trace: record the decoded gap of every candidate at every step.
         progress: called as ``progress(done, total)`` after every step.
+
+    Returns:
+        one result per pair, in order: the candidate of the best context agreement.
 
     Raises:
         ValueError: an empty pair, a level that does not exist, a bad gap range or steps < 1.
@@ -298,6 +292,6 @@ def infill_many(model: Any, pairs: Sequence[tuple[str, str]], *, level: Optional
     return results
 
 
-def infill(model: Any, prefix: str, suffix: str, **kwargs: Any) -> InfillResult:
+def infill(model: ZonkeyModel, prefix: str, suffix: str, **kwargs: Any) -> InfillResult:
     """Fill the gap between ``prefix`` and ``suffix`` (keywords as :func:`infill_many`)."""
     return infill_many(model, [(prefix, suffix)], **kwargs)[0]

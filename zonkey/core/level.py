@@ -1,36 +1,26 @@
 """One level of the hierarchy: Splitter -> Compressor -> Objective/Denoiser (§4-§8).
 
-A level receives its sequence (b, n, d) with a validity mask and returns the split, the clean
-latents (its output to the level above) and its weighted loss terms.
+A level receives its sequence (b, n, d) with a validity mask. :meth:`Level.encode` splits it and
+compresses every segment to its clean latent (the level's output to the level above);
+:meth:`Level.losses` adds the level's weighted loss terms on top of that (training), and
+:meth:`Level.decode` turns latents back into slots, optionally through a short loop of the level
+objective's own sampler.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from zonkey.core.existence import log_existence_from_bos_logits
 from zonkey.core.losses import collapse_loss, contrastive_recon_loss, existence_bce, token_loss
-from zonkey.core.outputs import DenoiseOutput, SplitOutput
+from zonkey.core.outputs import DecodeLossFn, DenoiseOutput, LevelOutput, Segments, SplitOutput
 from zonkey.core.protocols import SlotStatesCompressor
 from zonkey.core.recipe import ByteLossConfig, LevelConfig
 from zonkey.core.shapes import LevelContext
-
-
-@dataclass
-class LevelOutput:
-    split: SplitOutput
-    latents: Tensor  # (s, k·d) clean latents on the sphere
-    terms: dict[str, Tensor] = field(default_factory=dict)  # unweighted loss terms
-    loss: Optional[Tensor] = None  # weighted sum
-    stats: dict[str, float] = field(default_factory=dict)
-    decoded: Optional[Tensor] = None  # (s, m, D) the clean latents decoded back to slots (σ = 0)
-    # decode_loss(z, rows): this level's reconstruction loss when its segments ``rows`` are decoded
-    # from the latents z (s', k·d) instead of their own (used by the level above's ``decode`` term)
-    decode_loss: Optional[Any] = None
+from zonkey.core.sphere import to_sphere
 
 
 class Level(nn.Module):
@@ -86,6 +76,7 @@ class Level(nn.Module):
 
     def split(self, x: Tensor, valid: Tensor, *, sample: bool | None = None, tokens: Tensor | None = None,
               generator: torch.Generator | None = None) -> SplitOutput:
+        """x (b, n, d), valid (b, n) -> SplitOutput; ``sample`` None: sampled BOS in training mode."""
         return self.splitter(x, valid, sample=sample, tokens=tokens, generator=generator)
 
     def compress(self, x: Tensor, log_existence: Tensor) -> Tensor:
@@ -96,7 +87,59 @@ class Level(nn.Module):
         """z (s, k·d), sigma (s,), optional self-conditioning cond (s, k·d) -> DenoiseOutput."""
         return self.denoiser(z, sigma) if cond is None else self.denoiser(z, sigma, cond)
 
-    def mlm_loss(self, seg: Any, x: Tensor, valid: Tensor, generator: torch.Generator | None = None,
+    def encode(self, x: Tensor, valid: Tensor, *, sample: bool | None = None, tokens: Tensor | None = None,
+               generator: torch.Generator | None = None) -> tuple[SplitOutput, Tensor]:
+        """Split the level's sequence and compress every segment to its clean latent.
+
+        Args:
+            x: (b, n, d) the level's sequence, 0 on padding. valid: (b, n) bool.
+            sample: sample the BOS decisions (True), threshold them at 0.5 (False), or follow the
+                module's training mode (None).
+            tokens: (b, n) byte values (level 0; the whitespace splitter reads them).
+            generator: source of the BOS sampling.
+
+        Returns:
+            the split and the latents (s, k·d) on the sphere, one per segment in (document, start) order.
+        """
+        split = self.split(x, valid, sample=sample, tokens=tokens, generator=generator)
+        seg = split.segments
+        return split, self.compress(seg.vectors, seg.log_existence)
+
+    def decode(self, z: Tensor, *, sigma: float = 0.0, steps: int = 4,
+               generator: torch.Generator | None = None) -> DenoiseOutput:
+        """Decode latents to slots, optionally through a short loop of the level's own sampler.
+
+        ``z`` is put on the sphere, noised to ``sigma`` along the objective's own path
+        (``objective.noise``), run back to 0 by ``steps`` objective steps at linearly spaced noise
+        levels (``objective.step``: decode, re-compress, move), and decoded at σ = 0. With
+        ``sigma == 0`` or ``steps == 0`` it is one clean decode and no randomness is drawn.
+        Gradients flow where they are enabled; inference callers run it under ``torch.no_grad()``.
+
+        Args:
+            z: (s, k·d) latents of this level.
+            sigma: noise level in [0, 1] to start from.
+            steps: sampler steps back to 0 (>= 0).
+            generator: source of the noise.
+
+        Returns:
+            the denoiser output at σ = 0: slots x_hat (s, m, d) and their existence (s, m).
+
+        Raises:
+            ValueError: sigma outside [0, 1] or steps below 0.
+        """
+        if not 0.0 <= sigma <= 1.0:
+            raise ValueError(f"sigma must lie in [0, 1] (got {sigma})")
+        if steps < 0:
+            raise ValueError(f"steps must be at least 0 (got {steps})")
+        z = to_sphere(z)
+        if sigma > 0 and steps > 0 and z.shape[0]:
+            z = self.objective.noise(z, z.new_full((z.shape[0],), sigma), generator)
+            sigmas = torch.linspace(sigma, 0.0, steps + 1).tolist()
+            for a, b in zip(sigmas[:-1], sigmas[1:]):
+                z, _ = self.objective.step(z, a, b, self.denoise, self.compress)
+        return self.denoise(z, z.new_zeros(z.shape[0]))
+
+    def mlm_loss(self, seg: Segments, x: Tensor, valid: Tensor, generator: torch.Generator | None = None,
                  rate: float = 0.15) -> Tensor:
         """Masked prediction (§5.2): ~15% of real slots, biased toward high existence, are replaced by
         a learned mask vector; the compressor's state there must pick the original vector among all
@@ -116,17 +159,39 @@ class Level(nn.Module):
 
     def forward(self, x: Tensor, valid: Tensor, *, tokens: Tensor | None = None, table: Tensor | None = None,
                 generator: torch.Generator | None = None, scales: dict[str, float] | None = None) -> LevelOutput:
-        """Training pass of the level.
+        """Training pass of the level on its own: :meth:`encode` then :meth:`losses`.
 
         Args:
             x: (b, n, d) the level's sequence; valid: (b, n) bool.
             tokens: (b, n) byte values (level 0 only: targets of the token loss; baselines may read them).
             table: (256, d) tied byte embedding table on the sphere (level 0 only).
+            generator: source of the split's and the objective's randomness.
             scales: curriculum multipliers of this level's terms (``{"diffusion": 0.5}``).
+
+        Returns:
+            the split, the clean latents and the level's loss terms.
         """
-        split = self.split(x, valid, tokens=tokens, generator=generator)
+        split, z0 = self.encode(x, valid, tokens=tokens, generator=generator)
+        return self.losses(x, valid, split, z0, tokens=tokens, table=table, generator=generator, scales=scales)
+
+    def losses(self, x: Tensor, valid: Tensor, split: SplitOutput, z0: Tensor, *, tokens: Tensor | None = None,
+               table: Tensor | None = None, generator: torch.Generator | None = None,
+               scales: dict[str, float] | None = None) -> LevelOutput:
+        """The level's loss terms on top of its encoding (:meth:`encode`).
+
+        Args:
+            x: (b, n, d) the level's sequence; valid: (b, n) bool.
+            split: the split of x. z0: (s, k·d) its segments' clean latents.
+            tokens: (b, n) byte values (level 0 only: targets of the token loss).
+            table: (256, d) tied byte embedding table on the sphere (level 0 only).
+            generator: source of the objective's and the masked prediction's randomness.
+            scales: curriculum multipliers of this level's terms (``{"diffusion": 0.5}``).
+
+        Returns:
+            the unweighted terms, their weighted sum, statistics, the clean decoding and the
+            ``decode_loss`` closure the level above reads.
+        """
         seg = split.segments
-        z0 = self.compress(seg.vectors, seg.log_existence)  # (s, k·d)
         w = self.cfg.losses
         scales = scales or {}
         # while the curriculum weighs the objective's loss and the dirty reconstruction at 0, their
@@ -189,7 +254,8 @@ class Level(nn.Module):
             return weights
         return weights * self.byte_weights[targets]
 
-    def _decode_loss_fn(self, seg: Any, x: Tensor, valid: Tensor, tokens: Tensor | None, table: Tensor | None) -> Any:
+    def _decode_loss_fn(self, seg: Segments, x: Tensor, valid: Tensor, tokens: Tensor | None,
+                        table: Tensor | None) -> DecodeLossFn:
         """A closure: (z (r, k·d) latents standing for segments ``rows`` (r,)) -> (loss, top-1 accuracy
         on the own spans). The loss is this level's clean reconstruction of those segments' targets
         plus the existence BCE against their true lengths; targets and weights are not differentiated."""

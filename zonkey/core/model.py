@@ -2,38 +2,38 @@
 
 ``build_model(recipe)`` is the only constructor; ``ZonkeyModel.from_run(run_dir)`` (behind
 ``zonkey.load``) calls it on the saved ``recipe.json`` and loads the weights strictly.
+
+The encoder walk up the hierarchy is written once, in :meth:`ZonkeyModel.walk`: level 0 reads the
+byte embeddings, every level splits its sequence and compresses each segment to a latent, and the
+latents in BOS order are the next level's sequence. Training (:meth:`ZonkeyModel.forward`) adds
+each level's losses on top of that walk; splitting, reconstruction, infilling and evaluation read
+its passes (:meth:`ZonkeyModel.encode`). The user API on top of the model is :mod:`zonkey.api`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Iterator, Optional
 
 import torch
 from torch import Tensor, nn
 
 from zonkey.core.checkpoint import load_weights, read_run_recipe
 from zonkey.core.hierarchy import latents_to_sequence
-from zonkey.core.level import Level, LevelOutput
+from zonkey.core.level import Level
+from zonkey.core.outputs import LevelOutput, LevelPass, ModelOutput, Segments
 from zonkey.core.recipe import Recipe
 from zonkey.core.shapes import BYTE_VOCAB
 from zonkey.core.sphere import to_sphere
 
-
-@dataclass
-class ModelOutput:
-    loss: Tensor
-    terms: dict[str, Tensor] = field(default_factory=dict)  # "l0.token" -> unweighted value
-    stats: dict[str, float] = field(default_factory=dict)
-    levels: list[LevelOutput] = field(default_factory=list)
+__all__ = ["LevelOutput", "LevelPass", "ModelOutput", "ZonkeyModel", "build_model", "own_slot_rows", "scale_grad"]
 
 
 class ZonkeyModel(nn.Module):
     """Byte embedding + levels. Level 0 reads UTF-8 bytes; level l+1 reads level l's latents.
 
-    Levels >= 1 train with their splitter, compressor, objective and contrastive reconstruction;
-    the stitcher and MLM are not built yet (their loss weights are ignored).
+    Args:
+        recipe: the validated recipe (its ``model`` section builds the levels).
     """
 
     def __init__(self, recipe: Recipe) -> None:
@@ -78,44 +78,97 @@ class ZonkeyModel(nn.Module):
         """tokens (b, n) -> (b, n, d0), zero on padding."""
         return self.table[tokens].masked_fill(~valid[..., None], 0.0)
 
-    def forward(self, tokens: Tensor, valid: Tensor, *, generator: Optional[torch.Generator] = None,
-                scales: Optional[dict[str, float]] = None) -> ModelOutput:
-        """Training pass over a batch of byte sequences (b, n).
+    def walk(self, tokens: Tensor, valid: Tensor, *, sample: Optional[bool] = False,
+             generator: Optional[torch.Generator] = None, upto: Optional[int] = None) -> Iterator[LevelPass]:
+        """The encoder walk up the hierarchy, one :class:`LevelPass` per level 0 .. upto−1.
+
+        Each level splits its sequence and compresses its segments; their latents, in BOS order
+        per document, become the next level's sequence. That sequence (the pass's ``above``) is
+        built when the walk is asked for the next pass, so whatever the consumer does with a pass
+        (training adds the level's losses) happens before it, in the order the training pass has
+        always drawn its randomness in. While gradients are enabled, the latents a level passes up
+        carry the gradient scaling of its ``grad_from_above`` (``latents`` and ``split``).
 
         Args:
-            scales: curriculum multipliers (``{"l1": 0.3, "l0.diffusion": 1.0}``), see ``train.curriculum``.
+            tokens: (b, n) byte values. valid: (b, n) bool.
+            sample: sample the BOS decisions (True), threshold them at 0.5 (False, inference), or
+                follow the training mode (None, the training pass).
+            generator: source of the BOS sampling.
+            upto: number of levels to walk (default: all).
+
+        Yields:
+            the pass of every level, bottom up.
+        """
+        b = tokens.shape[0]
+        x, v = self.embed_bytes(tokens, valid), valid
+        for i, level in enumerate(self.levels[:upto]):
+            split, z = level.encode(x, v, sample=sample, tokens=tokens if i == 0 else None, generator=generator)
+            p = LevelPass(index=i, x=x, valid=v, split=split, latents=z)
+            yield p
+            lifted = torch.is_grad_enabled() and i + 1 < len(self.levels)
+            up = _latents_for_above(level, p) if lifted else z
+            p.above = latents_to_sequence(up, split.segments.doc, b)
+            x, v = p.above.x, p.above.valid
+
+    def encode(self, tokens: Tensor, valid: Tensor, *, sample: Optional[bool] = False,
+               generator: Optional[torch.Generator] = None, upto: Optional[int] = None) -> list[LevelPass]:
+        """Every pass of :meth:`walk` (deterministic splits by default), each with its ``above``.
+
+        Args:
+            tokens: (b, n) byte values. valid: (b, n) bool.
+            sample, generator, upto: as :meth:`walk`.
+
+        Returns:
+            one pass per level 0 .. upto−1.
+        """
+        return list(self.walk(tokens, valid, sample=sample, generator=generator, upto=upto))
+
+    def forward(self, tokens: Tensor, valid: Tensor, *, generator: Optional[torch.Generator] = None,
+                scales: Optional[dict[str, float]] = None) -> ModelOutput:
+        """Training pass over a batch of byte sequences: the encoder walk with each level's losses.
+
+        Args:
+            tokens: (b, n) byte values. valid: (b, n) bool.
+            generator: source of the split's and the objectives' randomness (default: torch's global one).
+            scales: curriculum multipliers (``{"l1": 0.3, "l0.diffusion": 1.0}``), see
+                ``train.curriculum``. Levels that are switched off together with all levels above
+                them are not run.
+
+        Returns:
+            the total loss, every level's terms and statistics (prefixed ``l{i}.``) and outputs.
         """
         scales = scales or {}
         table = self.table
-        x = table[tokens].masked_fill(~valid[..., None], 0.0)
-        total = x.new_zeros(())
+        n_levels = len(self.levels)
+        upto = next((i for i in range(n_levels) if all(scales.get(f"l{j}", 1.0) == 0.0 for j in range(i, n_levels))),
+                    n_levels)
+        total = table.new_zeros(())
         terms: dict[str, Tensor] = {}
         stats: dict[str, float] = {}
-        outs = []
-        n_levels = len(self.levels)
-        for i, level in enumerate(self.levels):
-            if all(scales.get(f"l{j}", 1.0) == 0.0 for j in range(i, n_levels)):
-                break  # this level and all above are switched off by the curriculum: skip their compute
+        outs: list[LevelOutput] = []
+        passes: list[LevelPass] = []
+        for p in self.walk(tokens, valid, sample=None, generator=generator, upto=upto):
+            i, level = p.index, self.levels[p.index]
+            if i > 0:
+                stats[f"l{i}.seq_len"] = float(p.x.shape[1])
             pre = f"l{i}."
             term_scales = {k[len(pre):]: v for k, v in scales.items() if k.startswith(pre)}
-            out = level(x, valid, tokens=tokens, table=table, generator=generator, scales=term_scales)
-            wl = scales.get(f"l{i}", 1.0)
+            out = level.losses(p.x, p.valid, p.split, p.latents, tokens=tokens, table=table, generator=generator,
+                               scales=term_scales)
             w_dec = level.cfg.losses.decode * term_scales.get("decode", 1.0)
             if i >= 1 and w_dec > 0:
                 out.terms["decode"], acc = self._decode_term(out, outs[i - 1], level.cfg.decode_fraction, generator)
                 out.stats["decode_acc"] = float(acc)
                 out.loss = out.loss + w_dec * out.terms["decode"]
-            total = total + wl * out.loss
+            total = total + scales.get(f"l{i}", 1.0) * out.loss
             terms.update({f"l{i}.{k}": v for k, v in out.terms.items()})
             stats.update({f"l{i}.{k}": v for k, v in out.stats.items()})
             outs.append(out)
-            if i + 1 < len(self.levels):
-                # level i+1 reads level i's clean latents in BOS order (gradients flow down, scaled)
-                seq = latents_to_sequence(_latents_for_above(level, out), out.split.segments.doc, tokens.shape[0])
-                x, valid = seq.x, seq.valid
-                stats[f"l{i + 1}.seq_len"] = float(x.shape[1])
+            passes.append(p)
+        if 0 < upto < n_levels and passes[-1].above is not None:
+            # the level above is switched off, but the walk built its sequence: report its length
+            stats[f"l{upto}.seq_len"] = float(passes[-1].above.x.shape[1])
         return ModelOutput(loss=total, terms=terms, stats=stats, levels=outs)
-
 
     @staticmethod
     def _decode_term(upper: LevelOutput, below: LevelOutput, fraction: float = 1.0,
@@ -126,6 +179,7 @@ class ZonkeyModel(nn.Module):
         ``fraction`` < 1 a random subset of those slots (at least one) is decoded."""
         seg = upper.split.segments
         rows = own_slot_rows(seg, below.split.segments)
+        assert upper.decoded is not None and below.decode_loss is not None
         z = upper.decoded[seg.own_span]
         if fraction < 1.0 and rows.shape[0] > 1:
             keep = max(1, round(fraction * rows.shape[0]))
@@ -133,46 +187,19 @@ class ZonkeyModel(nn.Module):
             z, rows = z[pick], rows[pick]
         return below.decode_loss(to_sphere(z), rows)
 
-    # -- public inference API (ARCHITECTURE.md §4) ----------------------------------------------
-    def split(self, texts: Sequence[str] | str) -> list[dict[str, Any]]:
-        """Deterministic level-0 segmentation of each text: ``{text, segments, p_bos, starts}``."""
-        from zonkey.core.inference import split_texts
 
-        texts = [texts] if isinstance(texts, str) else list(texts)
-        return [t.as_dict() for t in split_texts(self, texts)]
-
-    def reconstruct(self, texts: Sequence[str] | str, *, sigma: float = 0.0, steps: int = 4, seed: int = 0) -> list[str]:
-        """text -> level-0 latents (optionally noised to ``sigma`` and denoised back) -> text."""
-        from zonkey.core.inference import reconstruct_texts
-
-        texts = [texts] if isinstance(texts, str) else list(texts)
-        return reconstruct_texts(self, texts, sigma=sigma, steps=steps, seed=seed)
-
-
-    def sample(self, n: int = 4, *, steps: Optional[int] = None, seed: int = 0, level: Optional[int] = None,
-               return_details: bool = False) -> Any:
-        """Generate ``n`` texts from noise (§9.1); ``return_details`` gives the SampleResult."""
-        from zonkey.core.sample import sample as _sample
-
-        res = _sample(self, n, steps=steps, seed=seed, level=level)
-        return res if return_details else res.texts
-
-    def infill(self, prefix: str, suffix: str, *, level: Optional[int] = None, gap: Optional[tuple[int, int] | int] = None,
-               steps: Optional[int] = None, seed: int = 0, return_details: bool = False) -> Any:
-        """Fill the gap between ``prefix`` and ``suffix`` (§9.2; either may be empty) and return
-        prefix + gap + suffix; ``return_details`` gives ``{text, gap, score, gap_len, level,
-        candidates}`` (see ``zonkey.core.infill``)."""
-        from zonkey.core.infill import infill as _infill
-
-        res = _infill(self, prefix, suffix, level=level, gap=gap, steps=steps, seed=seed)
-        return res.as_dict() if return_details else res.text
-
-
-def own_slot_rows(seg: Any, seg_below: Any) -> Tensor:
+def own_slot_rows(seg: Segments, seg_below: Segments) -> Tensor:
     """For every own-span slot of level l's segments (in ``own_span`` order), the index of the
     level-(l−1) segment it stands for. Level l's positions are ranks of level-(l−1) segments in
     their document, and both are sorted by (document, start), so the result is a permutation of
-    ``arange(seg_below.num)`` (the identity when the own spans tile every document)."""
+    ``arange(seg_below.num)`` (the identity when the own spans tile every document).
+
+    Args:
+        seg: level l's segments (s, m). seg_below: level l−1's segments (s',).
+
+    Returns:
+        (number of own-span slots,) long indices into level l−1's segments.
+    """
     own = seg.own_span  # (s, m)
     counts = torch.bincount(seg_below.doc, minlength=seg.n_docs)
     offsets = torch.cumsum(counts, 0) - counts
@@ -200,7 +227,7 @@ def scale_grad(x: Tensor, alpha: float) -> Tensor:
     return _ScaleGrad.apply(x, alpha)
 
 
-def _latents_for_above(level: Level, out: LevelOutput) -> Tensor:
+def _latents_for_above(level: Level, out: LevelPass) -> Tensor:
     """Level ``level``'s clean latents as the level above reads them: the same values, with the
     gradient that comes back scaled by ``grad_from_above.latents`` (all of it) and
     ``grad_from_above.split`` (the part reaching the split, through a second compressor pass under

@@ -1,0 +1,134 @@
+"""The user API: load a trained model, split and reconstruct text, generate, infill.
+
+Every function takes a model (from :func:`load`) or a run directory, which it loads first::
+
+    import zonkey
+    model = zonkey.load("runs/tiny")
+    zonkey.split(model, ["The cat sat."])           # segments and p_bos per byte, at every level
+    zonkey.reconstruct(model, ["The cat sat."])     # text -> level-0 latents -> text
+    zonkey.sample(model, 4, steps=30, seed=0)       # texts generated from noise
+    zonkey.infill(model, "Bob is a ", " player in the NBA", return_details=True)
+
+This module sits on top of :mod:`zonkey.core`; nothing in core imports it.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Optional, Sequence, Union
+
+import torch
+
+from zonkey.core.infill import infill as _infill
+from zonkey.core.inference import reconstruct_texts, split_texts
+from zonkey.core.model import ZonkeyModel
+from zonkey.core.outputs import SampleResult
+from zonkey.core.sample import sample as _sample
+
+__all__ = ["infill", "load", "reconstruct", "sample", "split"]
+
+ModelOrRun = Union[ZonkeyModel, str, "os.PathLike[str]"]
+
+
+def load(run_dir: Union[str, "os.PathLike[str]"], *, use_ema: bool = True,
+         device: Union[str, torch.device] = "cpu") -> ZonkeyModel:
+    """Rebuild a trained model from a run directory (``recipe.json`` + the newest checkpoint).
+
+    Args:
+        run_dir: a run directory, or one checkpoint directory inside it.
+        use_ema: use the EMA weights where the checkpoint has them.
+        device: where to put the model.
+
+    Returns:
+        the model, in eval mode.
+
+    Raises:
+        CheckpointError: a missing or invalid recipe, no checkpoint, corrupt or mismatched weights.
+    """
+    return ZonkeyModel.from_run(run_dir, use_ema=use_ema, device=device)
+
+
+def _model(model: ModelOrRun) -> ZonkeyModel:
+    return model if isinstance(model, ZonkeyModel) else load(model)
+
+
+def _texts(texts: Sequence[str] | str) -> list[str]:
+    return [texts] if isinstance(texts, str) else list(texts)
+
+
+def split(model: ModelOrRun, texts: Sequence[str] | str) -> list[dict[str, Any]]:
+    """The deterministic segmentation of each text.
+
+    Args:
+        model: a model or a run directory. texts: one text or several.
+
+    Returns:
+        per text ``{text, segments, p_bos, starts}`` (level 0: the segments' strings, the BOS
+        probability of every UTF-8 byte, the byte offsets of the BOS positions) and, with two or
+        more levels, ``levels``: per level ``{segments, p_bos}``, each level grouping the units of
+        the level below.
+    """
+    return [t.as_dict() for t in split_texts(_model(model), _texts(texts))]
+
+
+def reconstruct(model: ModelOrRun, texts: Sequence[str] | str, *, sigma: float = 0.0, steps: int = 4,
+                seed: int = 0) -> list[str]:
+    """Round trip text -> level-0 latents -> text, optionally noised to ``sigma`` first.
+
+    Args:
+        model: a model or a run directory. texts: one text or several.
+        sigma: noise level in [0, 1], along level 0's own objective path; 0 decodes the clean latents.
+        steps: sampler steps back from ``sigma`` to 0.
+        seed: seed of the noise.
+
+    Returns:
+        the reconstruction of each text.
+
+    Raises:
+        ValueError: sigma outside [0, 1] or steps below 0.
+    """
+    return reconstruct_texts(_model(model), _texts(texts), sigma=sigma, steps=steps, seed=seed)
+
+
+def sample(model: ModelOrRun, n: int = 4, *, steps: Optional[int] = None, seed: int = 0, level: Optional[int] = None,
+           return_details: bool = False, **kwargs: Any) -> Union[list[str], SampleResult]:
+    """Generate ``n`` texts from noise (§9.1), starting at ``level`` (default: the top level).
+
+    Args:
+        model: a model or a run directory. n: number of texts.
+        steps: denoising steps at the starting level (default: the recipe's ``sample.steps``).
+        seed: seed of all noise. level: the level drawn from the prior.
+        return_details: return the whole :class:`~zonkey.core.outputs.SampleResult`.
+        **kwargs: ``segments``, ``epsilon``, ``trace``, ``progress`` of :func:`zonkey.core.sample.sample`.
+
+    Returns:
+        the texts, or the SampleResult with ``return_details``.
+
+    Raises:
+        ValueError: a level that does not exist, or n, steps or segments below 1.
+    """
+    res = _sample(_model(model), n, steps=steps, seed=seed, level=level, **kwargs)
+    return res if return_details else res.texts
+
+
+def infill(model: ModelOrRun, prefix: str, suffix: str, *, level: Optional[int] = None,
+           gap: Optional[tuple[int, int] | int] = None, steps: Optional[int] = None, seed: int = 0,
+           return_details: bool = False, **kwargs: Any) -> Union[str, dict[str, Any]]:
+    """Fill the gap between ``prefix`` and ``suffix`` (§9.2; either may be empty).
+
+    Args:
+        model: a model or a run directory. prefix, suffix: the known text around the gap.
+        level: the level whose sequence holds the gap (default: 1 when the model has it, else 0).
+        gap: gap lengths searched, an int or an inclusive (lo, hi) range, in positions of that level.
+        steps: denoising steps (default: the recipe's ``sample.infill_steps``). seed: seed of all noise.
+        return_details: return ``{text, gap, score, gap_len, level, candidates}`` instead of the text.
+        **kwargs: ``epsilon``, ``span``, ``trace``, ``progress`` of :func:`zonkey.core.infill.infill_many`.
+
+    Returns:
+        prefix + gap + suffix, or the details with ``return_details``.
+
+    Raises:
+        ValueError: both texts empty, a level that does not exist, a bad gap range or steps < 1.
+    """
+    res = _infill(_model(model), prefix, suffix, level=level, gap=gap, steps=steps, seed=seed, **kwargs)
+    return res.as_dict() if return_details else res.text
