@@ -26,6 +26,7 @@ def gold_boundaries(tokens: Tensor, valid: Tensor) -> dict[str, Tensor]:
 
 
 def _dilate(mask: Tensor, tol: int) -> Tensor:
+    """(b, n) bool mask widened by ``tol`` positions on both sides."""
     if tol == 0:
         return mask
     out = mask.clone()
@@ -42,6 +43,8 @@ class BoundaryCounter:
         self.counts: dict[str, list[int]] = {}
 
     def add(self, name: str, pred: Tensor, gold: Tensor, tol: int = 0) -> None:
+        """Count one batch of predictions ``pred`` (b, n) bool against ``gold`` (b, n) bool under
+        ``name``; a boundary within ``tol`` positions of one on the other side counts as a match."""
         tp_p = int((pred & _dilate(gold, tol)).sum())  # predicted boundaries near a gold one
         tp_g = int((gold & _dilate(pred, tol)).sum())  # gold boundaries near a predicted one
         c = self.counts.setdefault(name, [0, 0, 0, 0])
@@ -51,6 +54,7 @@ class BoundaryCounter:
         c[3] += int(gold.sum())
 
     def result(self) -> dict[str, dict[str, float]]:
+        """Per name ``{p, r, f1}``, rounded to 4 digits (0.0 where a count is empty)."""
         out = {}
         for name, (tp_p, n_pred, tp_g, n_gold) in self.counts.items():
             p = tp_p / n_pred if n_pred else 0.0
@@ -83,8 +87,8 @@ def boundary_stats(p_bos: Tensor, tokens: Tensor, valid: Tensor) -> dict[str, fl
     return out
 
 
-def bos_entropy(p_bos: Tensor, valid: Tensor) -> Tensor:
-    """Sum of binary entropies (nats) over real positions after the first, and their count."""
+def bos_entropy(p_bos: Tensor, valid: Tensor) -> tuple[Tensor, Tensor]:
+    """Sum of binary entropies (nats) of p_bos (b, n) over real positions after the first, and their count."""
     mask = valid.clone()
     mask[:, 0] = False
     p = p_bos.clamp(1e-6, 1 - 1e-6)

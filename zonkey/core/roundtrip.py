@@ -64,12 +64,15 @@ class RoundTrip:
 
     @property
     def strict(self) -> float:
+        """Bytes equal at the same offset over the longer of output and input."""
         return self.same / max(self.total, 1)
 
     @property
     def aligned(self) -> float:
+        """Bytes of difflib's matching blocks over the longer of output and input."""
         return self.matched / max(self.total, 1)
 
     @property
     def char_acc(self) -> float:
+        """1 − edit distance / input bytes, clamped at 0."""
         return max(0.0, 1.0 - self.edits / max(self.ref_bytes, 1))
