@@ -9,8 +9,6 @@ objective's own sampler.
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from torch import Tensor, nn
 
