@@ -1,3 +1,3 @@
 """Built-in components. Importing this package registers them (one entry per file)."""
 
-from zonkey.components import attention, compressor, denoiser, objective, splitter, stitcher  # noqa: F401
+from zonkey.components import attention, compressor, denoiser, objective, prior, splitter, stitcher  # noqa: F401

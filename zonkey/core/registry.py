@@ -31,7 +31,7 @@ from torch import nn
 
 from zonkey.core.protocols import BUILD_SIGNATURES
 
-KINDS: tuple[str, ...] = ("attention", "splitter", "compressor", "denoiser", "objective", "stitcher")
+KINDS: tuple[str, ...] = ("attention", "splitter", "compressor", "denoiser", "objective", "stitcher", "prior")
 ENTRY_POINT_GROUP = "zonkey.components"
 DISTRIBUTION = "zonkey"  # the distribution whose own entry in the group holds the built-ins
 BUILTIN_MODULE = "zonkey.components"  # imported by name when that entry cannot be found

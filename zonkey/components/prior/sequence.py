@@ -1,0 +1,195 @@
+"""``sequence``: a diffusion prior over the *sequence* of one level's latents (§9.1, §9.2).
+
+The per-segment denoiser of a level turns one latent into its segment; nothing in it models which
+latents follow each other. This prior does: a bidirectional probabilistic-attention encoder over a
+document's latents of that level (b, n, D), trained to predict the clean latents from noised ones
+(x0 prediction, mean squared error per position on the sphere), at noise levels drawn from a
+cosine schedule shifted toward σ = 1 (``zonkey.core.schedule``), with self-conditioning. Part of
+the rows keep a random span of positions clean ("known", existence 1) while the rest is noised, so
+the same network learns p(gap | context) and infills without being told how. Samples of the whole
+hierarchy are sequences drawn from it and decoded down the levels.
+
+The latents it is trained on are detached: the prior learns the encoder's latent distribution
+without reshaping it.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Literal
+
+import torch
+from pydantic import Field, model_validator
+from torch import Tensor, nn
+
+from zonkey.core import schedule
+from zonkey.core.existence import NEG_INF
+from zonkey.core.registry import ComponentConfig, register
+from zonkey.core.shapes import LevelContext
+from zonkey.core.sphere import to_sphere
+from zonkey.core.transformer import Encoder
+
+N_FREQ = 32  # Fourier features of the log-SNR
+
+
+class SequencePrior(nn.Module):
+    """x0-predicting denoiser over (b, n, D) latent sequences with known-position conditioning."""
+
+    def __init__(self, cfg: SequencePriorConfig, dim: int, attention: nn.Module | None) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.dim = dim
+        w = cfg.d_model
+        self.inp = nn.Linear(dim, w)
+        # the self-conditioning estimate enters through a zero-initialised map: a no-op at start
+        self.cond_in = nn.Linear(dim, w)
+        nn.init.zeros_(self.cond_in.weight)
+        nn.init.zeros_(self.cond_in.bias)
+        self.pos = nn.Parameter(torch.randn(cfg.max_len, w))
+        self.known_flag = nn.Parameter(torch.randn(w) * 0.02)
+        self.time = nn.Sequential(nn.Linear(2 * N_FREQ, w), nn.GELU(), nn.Linear(w, w))
+        self.encoder = Encoder(w, cfg.heads, cfg.layers, attention, cfg.ffn_mult, 0.0)
+        self.out = nn.Linear(w, dim)
+        self.register_buffer("freqs", torch.exp(torch.linspace(0.0, math.log(1000.0), N_FREQ)) / 8.0,
+                             persistent=False)
+
+    def _time_features(self, sigma: Tensor) -> Tensor:
+        a = schedule.log_snr(sigma)[:, None] * self.freqs  # (b, N_FREQ)
+        return torch.cat([a.sin(), a.cos()], dim=-1)  # (b, 2·N_FREQ)
+
+    def forward(self, z: Tensor, sigma: Tensor, known: Tensor, valid: Tensor, cond: Tensor | None = None) -> Tensor:
+        """The clean estimate of every position.
+
+        Args:
+            z: (b, n, D) latents: noised at σ where not known, clean where known.
+            sigma: (b,) noise share of each row.
+            known: (b, n) bool, positions given as context (clean).
+            valid: (b, n) bool, real positions (padding is masked out of attention).
+            cond: optional (b, n, D) previous clean estimate (self-conditioning).
+
+        Returns:
+            (b, n, D) clean estimates on the sphere (0 on padding).
+        """
+        n = z.shape[1]
+        if n > self.cfg.max_len:
+            raise ValueError(f"sequence of {n} positions is longer than the prior's max_len ({self.cfg.max_len})")
+        h = self.inp(z) + self.pos[:n] + self.time(self._time_features(sigma))[:, None]
+        h = h + known[..., None].to(h.dtype) * self.known_flag
+        if cond is not None:
+            h = h + self.cond_in(cond)
+        le = torch.zeros(valid.shape, dtype=torch.float32, device=z.device).masked_fill(~valid, NEG_INF)
+        h = self.encoder(h, le)
+        return to_sphere(self.out(h)).masked_fill(~valid[..., None], 0.0)
+
+    # -- training ---------------------------------------------------------------------------------
+    def _known_spans(self, valid: Tensor, generator: torch.Generator | None) -> Tensor:
+        """(b, n) bool: for a share ``infill`` of the rows, everything outside one random span of
+        each row's real positions is known; other rows have nothing known."""
+        b, n = valid.shape
+        dev = valid.device
+        lengths = valid.sum(1)  # (b,)
+        rows = torch.rand(b, device=dev, generator=generator) < self.cfg.infill
+        span = 1 + (torch.rand(b, device=dev, generator=generator) * lengths.clamp_min(1)).long()
+        start = (torch.rand(b, device=dev, generator=generator) * (lengths - span + 1).clamp_min(1)).long()
+        pos = torch.arange(n, device=dev)[None]
+        gap = (pos >= start[:, None]) & (pos < (start + span)[:, None])
+        return rows[:, None] & valid & ~gap
+
+    def loss(self, z0: Tensor, valid: Tensor, generator: torch.Generator | None = None) -> tuple[Tensor, dict[str, float]]:
+        """Denoising loss of a batch of clean latent sequences.
+
+        Args:
+            z0: (b, n, D) clean latents (detached by the caller). valid: (b, n) bool.
+
+        Returns:
+            the mean squared error per dimension over the noised real positions, and statistics.
+        """
+        z0, valid = self._crop(z0, valid, generator)
+        b = z0.shape[0]
+        sigma = schedule.sigma_at(torch.rand(b, device=z0.device, generator=generator), self.cfg.shift)
+        eps = torch.randn(z0.shape, device=z0.device, dtype=z0.dtype, generator=generator)
+        known = self._known_spans(valid, generator)
+        zt = torch.where(known[..., None], z0, schedule.add_noise(z0, sigma, eps))
+        cond = None
+        if self.cfg.self_cond > 0 and float(torch.rand((), generator=generator)) < self.cfg.self_cond:
+            with torch.no_grad():
+                cond = self(zt, sigma, known, valid)
+        z_hat = self(zt, sigma, known, valid, cond)
+        w = (valid & ~known).to(z0.dtype)
+        err = (z_hat - z0).pow(2).mean(-1)  # (b, n)
+        loss = (err * w).sum() / w.sum().clamp_min(1.0)
+        return loss, {"prior_positions": float(w.sum())}
+
+    def _crop(self, z0: Tensor, valid: Tensor, generator: torch.Generator | None) -> tuple[Tensor, Tensor]:
+        """Rows longer than ``max_len`` are cut to a random window of ``max_len`` positions."""
+        n = z0.shape[1]
+        m = self.cfg.max_len
+        if n <= m:
+            return z0, valid
+        lengths = valid.sum(1)
+        start = (torch.rand(z0.shape[0], device=z0.device, generator=generator)
+                 * (lengths - m + 1).clamp_min(1)).long()  # (b,)
+        idx = start[:, None] + torch.arange(m, device=z0.device)[None]  # (b, m)
+        return z0.gather(1, idx[..., None].expand(-1, -1, z0.shape[2])), valid.gather(1, idx)
+
+    # -- sampling ---------------------------------------------------------------------------------
+    @torch.no_grad()
+    def sample(self, b: int, n: int, *, steps: int, eta: float = 0.0, generator: torch.Generator | None = None,
+               known_z: Tensor | None = None, known: Tensor | None = None, valid: Tensor | None = None,
+               device: torch.device | str = "cpu") -> Tensor:
+        """Draw latent sequences, optionally with some positions given.
+
+        Args:
+            b, n: rows and positions. steps: sampler steps (u from 1 to 0, shifted schedule).
+            eta: 0 deterministic steps, 1 ancestral (fresh noise each step).
+            known_z: (b, n, D) clean latents at the known positions (ignored elsewhere).
+            known: (b, n) bool, the given positions. valid: (b, n) bool real positions (default all).
+
+        Returns:
+            (b, n, D) latents on the sphere; known positions are exactly ``known_z``.
+        """
+        shape = (b, n, self.dim)
+        if known is None:
+            known = torch.zeros(b, n, dtype=torch.bool, device=device)
+        if valid is None:
+            valid = torch.ones(b, n, dtype=torch.bool, device=device)
+        base = known_z if known_z is not None else torch.zeros(shape, device=device)
+        z = torch.randn(shape, device=device, generator=generator)
+        sig = schedule.sampler_sigmas(steps, self.cfg.shift)
+        cond = None
+        z_hat = z
+        for s, s_next in zip(sig[:-1], sig[1:]):
+            inp = torch.where(known[..., None], base, z)
+            z_hat = self(inp, torch.full((b,), s, device=device), known, valid, cond)
+            cond = z_hat
+            z = schedule.step(z, z_hat, s, s_next, eta=eta, generator=generator)
+        return torch.where(known[..., None], base, z_hat)
+
+
+@register("prior", "sequence")
+class SequencePriorConfig(ComponentConfig):
+    """Diffusion prior over a level's latent sequence (x0 prediction, shifted cosine schedule)."""
+
+    name: Literal["sequence"] = "sequence"
+    d_model: int = Field(256, ge=8, description="width of the prior's encoder")
+    layers: int = Field(4, ge=1)
+    heads: int = Field(4, ge=1)
+    ffn_mult: int = Field(4, ge=1)
+    max_len: int = Field(128, ge=2, description="longest sequence it reads; longer training rows are cut "
+                         "to a random window of this many positions")
+    shift: float = Field(3.0, ge=1.0, le=64.0, description="log-SNR shift of the cosine schedule (training "
+                         "draws and sampler steps): > 1 puts them nearer σ = 1, where a latent of many "
+                         "dimensions is decided")
+    self_cond: float = Field(0.5, ge=0, le=1, description="probability of a self-conditioned training pass")
+    infill: float = Field(0.3, ge=0, le=1, description="share of training rows that keep everything outside "
+                          "one random span clean (learns p(gap | context))")
+
+    @model_validator(mode="after")
+    def _heads(self) -> SequencePriorConfig:
+        if self.d_model % self.heads:
+            raise ValueError(f"d_model ({self.d_model}) must be divisible by heads ({self.heads})")
+        return self
+
+    def build(self, ctx: LevelContext, **_: Any) -> SequencePrior:
+        """The prior over ``ctx``'s latents (dimension ``n_compress × d_model``)."""
+        return SequencePrior(self, ctx.n_compress * ctx.d_model, ctx.attention)
