@@ -26,6 +26,8 @@ DEFAULT_COMPONENTS: dict[str, str] = {
     "objective": "ddmm",
     "stitcher": "learned",
 }
+#: The name an error message shows as an example node (a kind may be optional, e.g. ``prior``).
+EXAMPLES: dict[str, str] = {**DEFAULT_COMPONENTS, "prior": "sequence"}
 
 
 def _dispatch(kind: str) -> Callable[[Any], Any]:
@@ -43,7 +45,7 @@ def _dispatch(kind: str) -> Callable[[Any], Any]:
             return value
         if not isinstance(value, dict):
             raise PydanticCustomError("component_node", "a component node is a mapping with a `name:` key, "
-                                      "e.g. {name: {default}}", {"default": DEFAULT_COMPONENTS[kind]})
+                                      "e.g. {name: {default}}", {"default": EXAMPLES.get(kind, "...")})
         name = value.get("name")
         if name is None:
             raise PydanticCustomError("component_name_missing", "a component node needs a `name:` key")
@@ -65,6 +67,7 @@ CompressorNode = Annotated[SerializeAsAny[ComponentConfig], BeforeValidator(_dis
 DenoiserNode = Annotated[SerializeAsAny[ComponentConfig], BeforeValidator(_dispatch("denoiser"))]
 ObjectiveNode = Annotated[SerializeAsAny[ComponentConfig], BeforeValidator(_dispatch("objective"))]
 StitcherNode = Annotated[SerializeAsAny[ComponentConfig], BeforeValidator(_dispatch("stitcher"))]
+PriorNode = Annotated[SerializeAsAny[ComponentConfig], BeforeValidator(_dispatch("prior"))]
 
 
 def component_field(kind: str, description: str = "") -> Any:

@@ -19,6 +19,7 @@ from zonkey.core.recipe.components import (
     CompressorNode,
     DenoiserNode,
     ObjectiveNode,
+    PriorNode,
     SplitterNode,
     StitcherNode,
     component_field,
@@ -99,6 +100,9 @@ class LevelConfig(Strict):
     objective: ObjectiveNode = component_field("objective")
     stitcher: StitcherNode | None = component_field(
         "stitcher", "a registered stitcher (default 'learned'); null: nothing is stitched, no stitcher loss")
+    prior: PriorNode | None = Field(default=None, description=(
+        "a registered prior over the sequence of this level's latents (e.g. {name: sequence}); samples and "
+        "infills start from the highest level that has one. null: none"))
 
     @model_validator(mode="after")
     def _check(self) -> LevelConfig:

@@ -53,6 +53,8 @@ class LossWeights(Strict):
                           "(bytes at level 0) and lengths; trains the round trip directly (not in the paper)")
     stitch_offset: float = Field(default=0.1, ge=0, description="stitcher offset regression")
     stitch_overlap: float = Field(default=0.1, ge=0, description="stitcher overlap reconstruction")
+    prior: float = Field(default=1.0, ge=0, description="the level's sequence prior (when it has one): denoising "
+                         "loss of its latent sequences, which are detached (the prior does not reshape them)")
 
 
 class Ramp(Strict):
@@ -143,4 +145,8 @@ class SampleConfig(Strict):
                                               "infilling at level 0 (infill_gap counts positions of levels >= 1)")
     infill_steps: int = Field(default=10, ge=1,
                               description="denoising steps of an infill (all gap lengths in one batch)")
+    length: int = Field(default=32, ge=1, le=4096, description="latents per sample drawn by a level's sequence "
+                        "prior (about one word each at level 0)")
+    eta: float = Field(default=0.0, ge=0, le=1, description="sequence prior sampler: 0 deterministic steps, "
+                       "1 ancestral (fresh noise each step)")
     use_ema: bool = True
