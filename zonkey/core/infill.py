@@ -1,5 +1,10 @@
 """Infilling (§9.2): fill a gap between a known prefix and a known suffix.
 
+A level with a sequence prior fills the gap with it (``zonkey.core.prior_gen``: the context is
+given to the prior as known latents, the gap is drawn, only the gap is decoded); the highest such
+level is the default. The rest of this page describes the per-segment path, used when no level
+has a prior.
+
 Interpretation. Infilling happens at one level L (default: level 1 when the model has one, else
 level 0). Level L's *sequence* is its input vectors: bytes (through the tied table) at L = 0, the
 clean latents of level L−1 in BOS order at L ≥ 1. Prefix and suffix are encoded separately up to
@@ -56,7 +61,8 @@ from zonkey.core.hierarchy import latents_to_sequence
 from zonkey.core.level import Level
 from zonkey.core.model import ZonkeyModel
 from zonkey.core.outputs import DenoiseOutput, InfillResult
-from zonkey.core.sample import ProgressFn, descend
+from zonkey.core.descent import ProgressFn, descend
+from zonkey.core.prior_gen import infill_with_prior, prior_level
 from zonkey.core.sphere import to_sphere
 from zonkey.data import encode_texts
 
@@ -69,16 +75,18 @@ def default_level(model: ZonkeyModel) -> int:
     return min(1, len(model.levels) - 1)
 
 
-def gap_lengths(model: ZonkeyModel, level: int, gap: Optional[tuple[int, int] | int] = None) -> list[int]:
+def gap_lengths(model: ZonkeyModel, level: int, gap: Optional[tuple[int, int] | int] = None, *,
+                prior: bool = False) -> list[int]:
     """The searched gap lengths: ``gap`` (an int or an inclusive (lo, hi) range), else the recipe's
-    ``sample.infill_gap_bytes`` at level 0 and ``sample.infill_gap`` above.
+    ``sample.infill_gap_bytes`` at level 0 and ``sample.infill_gap`` above. A sequence prior
+    (``prior``) counts latents of its level at every level, so it always takes ``sample.infill_gap``.
 
     Raises:
         ValueError: a range that is empty or starts below 1.
     """
     cfg = model.recipe.sample
     if gap is None:
-        gap = cfg.infill_gap_bytes if level == 0 else cfg.infill_gap
+        gap = cfg.infill_gap_bytes if level == 0 and not prior else cfg.infill_gap
     lo, hi = (gap, gap) if isinstance(gap, int) else (int(gap[0]), int(gap[1]))
     if lo < 1 or hi < lo:
         raise ValueError(f"gap length range ({lo}, {hi}) must satisfy 1 <= lo <= hi")
@@ -240,9 +248,10 @@ def infill_many(model: ZonkeyModel, pairs: Sequence[tuple[str, str]], *, level: 
     """
     model.eval()
     cfg = model.recipe.sample
-    level = default_level(model) if level is None else level
-    if not 0 <= level < len(model.levels):
+    if level is not None and not 0 <= level < len(model.levels):
         raise ValueError(f"level {level} does not exist (the model has {len(model.levels)} level(s))")
+    with_prior = prior_level(model, level)
+    level = default_level(model) if level is None else level
     steps = cfg.infill_steps if steps is None else steps
     if steps < 1:
         raise ValueError(f"steps must be at least 1 (got {steps})")
@@ -252,9 +261,13 @@ def infill_many(model: ZonkeyModel, pairs: Sequence[tuple[str, str]], *, level: 
             raise ValueError(f"pair {i}: the prefix and the suffix are both empty (nothing to infill around)")
     if not pairs:
         return []
-    lengths = gap_lengths(model, level, gap)
     device = model.table.device
     gen = torch.Generator(device=device).manual_seed(seed)
+    if with_prior is not None:
+        lengths = gap_lengths(model, with_prior, gap, prior=True)
+        return infill_with_prior(model, pairs, level=with_prior, gaps=lengths, steps=steps, eta=cfg.eta,
+                                 epsilon=epsilon, generator=gen, progress=progress)
+    lengths = gap_lengths(model, level, gap)
     enc = encode_to_level(model, [p for p, _ in pairs] + [s for _, s in pairs], level)
     pre, suf = enc[: len(pairs)], enc[len(pairs):]
     cands = [(i, g) for i in range(len(pairs)) for g in lengths]

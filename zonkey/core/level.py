@@ -58,6 +58,8 @@ class Level(nn.Module):
         self.denoiser = cfg.denoiser.build(self.ctx)
         self.objective = cfg.objective.build(self.ctx)
         self.stitcher = cfg.stitcher.build(self.ctx) if cfg.stitcher is not None else None
+        # the optional sequence prior over this level's latents (generation and infilling)
+        self.prior = cfg.prior.build(self.ctx) if cfg.prior is not None else None
         if index == 0:
             # per-byte weights of the token loss (``model.byte_loss.balance``); set by the trainer from the training
             # split's byte counts, ones otherwise. Not saved: only training reads them.

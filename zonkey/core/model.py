@@ -160,6 +160,13 @@ class ZonkeyModel(nn.Module):
                 out.terms["decode"], acc = self._decode_term(out, outs[i - 1], level.cfg.decode_fraction, generator)
                 out.stats["decode_acc"] = float(acc)
                 out.loss = out.loss + w_dec * out.terms["decode"]
+            w_prior = level.cfg.losses.prior * term_scales.get("prior", 1.0)
+            if level.prior is not None and w_prior > 0:
+                # the prior learns the sequence of this level's latents without reshaping them
+                seq = latents_to_sequence(p.latents.detach(), p.split.segments.doc, tokens.shape[0])
+                out.terms["prior"], prior_stats = level.prior.loss(seq.x, seq.valid, generator)
+                out.stats.update(prior_stats)
+                out.loss = out.loss + w_prior * out.terms["prior"]
             total = total + scales.get(f"l{i}", 1.0) * out.loss
             terms.update({f"l{i}.{k}": v for k, v in out.terms.items()})
             stats.update({f"l{i}.{k}": v for k, v in out.stats.items()})

@@ -22,7 +22,7 @@ from torch import Tensor
 from zonkey.core import schedule
 from zonkey.core.model import ZonkeyModel
 from zonkey.core.outputs import InfillResult, SampleResult
-from zonkey.core.sample import ProgressFn, descend
+from zonkey.core.descent import ProgressFn, descend
 from zonkey.data import encode_texts
 
 SCORE_TIMES = (0.35, 0.55, 0.75)  # schedule times at which a candidate's context agreement is measured
@@ -45,14 +45,16 @@ def prior_level(model: ZonkeyModel, level: int | None = None) -> int | None:
 
 @torch.no_grad()
 def sample_with_prior(model: ZonkeyModel, n: int, *, level: int, steps: int, length: int, eta: float,
-                      epsilon: float, generator: torch.Generator, progress: ProgressFn | None = None) -> SampleResult:
+                      epsilon: float, generator: torch.Generator, progress: ProgressFn | None = None,
+                      trace: bool = False) -> SampleResult:
     """``n`` texts, each ``length`` level-``level`` latents drawn jointly and decoded to bytes.
 
     Args:
         n: texts. level: a level with a prior. steps: prior sampler steps. length: latents per text.
         eta: 0 deterministic steps, 1 ancestral. epsilon: truncation threshold of the decoding.
         generator: the one source of noise.
-        progress: called once with (1, 1) when the sequences are drawn (the decoding follows).
+        progress: called as ``progress(done, total)`` after every prior step.
+        trace: record, at every step, the texts decoded from the current clean estimate.
 
     Returns:
         the texts with their lengths and raw bytes.
@@ -60,15 +62,24 @@ def sample_with_prior(model: ZonkeyModel, n: int, *, level: int, steps: int, len
     prior = model.levels[level].prior
     assert prior is not None
     device = model.table.device
-    z = prior.sample(n, length, steps=steps, eta=eta, generator=generator, device=device)  # (n, length, D)
-    if progress is not None:
-        progress(1, 1)
-    cfg = model.recipe.sample
     valid = torch.ones(n, length, dtype=torch.bool, device=device)
+    traces: list[list[str]] = []
+    sigmas = schedule.sampler_sigmas(steps, prior.cfg.shift)
+
+    def on_step(i: int, z_hat: Tensor) -> None:
+        if trace:  # a clean decode of the current estimate; draws no noise
+            clean = descend(model, level + 1, z_hat, valid, steps=0, sigma=0.0, epsilon=epsilon, generator=None)
+            traces.append([p.decode("utf-8", errors="replace") for p in clean])
+        if progress is not None:
+            progress(i + 1, steps)
+
+    z = prior.sample(n, length, steps=steps, eta=eta, generator=generator, device=device, on_step=on_step)
+    cfg = model.recipe.sample
     pieces = descend(model, level + 1, z, valid, steps=cfg.level_steps, sigma=cfg.level_sigma, epsilon=epsilon,
                      generator=generator)
     return SampleResult(texts=[p.decode("utf-8", errors="replace") for p in pieces],
-                        lengths=[len(p) for p in pieces], raw=pieces)
+                        lengths=[len(p) for p in pieces], raw=pieces, trace=traces,
+                        sigmas=sigmas[:-1] if trace else [])
 
 
 @torch.no_grad()

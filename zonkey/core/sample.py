@@ -1,5 +1,9 @@
 """Generation from noise (§9.1), top-down.
 
+A level with a sequence prior (``model.levels.L.prior``) generates whole sequences of its latents
+jointly (``zonkey.core.prior_gen``); the highest such level is the default starting point. The
+rest of this page describes the per-segment path, used when no level has a prior.
+
 At the top level every sample is ``segments`` latents drawn from N(0, I) on the sphere, denoised
 together over T steps with a linear schedule σ_max → σ_min, each step being the level objective's
 own sampler step (decompress conditioned on σ, denoise, predict existence, re-compress weighted by
@@ -18,62 +22,18 @@ draw from it).
 
 from __future__ import annotations
 
-from typing import Callable, Optional
+from typing import Optional
 
 import torch
-from torch import Tensor
 
-from zonkey.core.inference import decode_bytes_from_slots
+from zonkey.core.descent import ProgressFn, decode_down, descend
 from zonkey.core.model import ZonkeyModel
 from zonkey.core.outputs import SampleResult
+from zonkey.core.prior_gen import prior_level, sample_with_prior
 from zonkey.core.stitching import stitch, truncate
 
 
 __all__ = ["ProgressFn", "SampleResult", "decode_down", "descend", "sample", "stitch", "truncate"]
-
-ProgressFn = Callable[[int, int], None]  # (done, total)
-
-
-@torch.no_grad()
-def descend(model: ZonkeyModel, level_idx: int, x: Tensor, valid: Tensor, *, steps: int, sigma: float, epsilon: float,
-            generator: Optional[torch.Generator]) -> list[bytes]:
-    """A stitched sequence of ``level_idx``'s input vectors down to bytes, one batch per level.
-
-    At level 0 the vectors are byte embeddings (argmax against the tied table); above, each valid
-    vector is a latent of the level below: all of them are decoded in one batched pass, truncated
-    and stitched per row, and the result descends further. Each level's decoding is
-    ``Level.decode`` (noised to ``sigma`` and denoised back in ``steps`` steps).
-
-    Args:
-        level_idx: the level whose input vectors x holds.
-        x: (b, n, d) sequence; valid: (b, n) bool (each row's valid positions in order).
-        steps, sigma: each lower level's decoding loop. epsilon: the truncation threshold.
-        generator: source of the decoding noise.
-
-    Returns:
-        the bytes of each row.
-    """
-    b = x.shape[0]
-    for lvl in range(level_idx, 0, -1):
-        rows, pos = valid.nonzero(as_tuple=True)  # row-major: sorted by row, then position
-        if rows.numel() == 0:
-            return [b"" for _ in range(b)]
-        below = model.levels[lvl - 1]
-        out = below.decode(x[rows, pos], sigma=sigma, steps=steps, generator=generator)
-        st = stitch(below.stitcher, out.x_hat, out.log_existence, rows, b, epsilon)
-        x, valid = st.x, st.valid
-    pred = decode_bytes_from_slots(x, model.table)  # (b, n)
-    return [bytes(pred[i][valid[i]].tolist()) for i in range(b)]
-
-
-@torch.no_grad()
-def decode_down(model: ZonkeyModel, level_idx: int, x_hat: Tensor, log_existence: Tensor, doc: Tensor, b: int, *,
-                steps: int, sigma: float, epsilon: float, generator: Optional[torch.Generator]) -> list[bytes]:
-    """Decoded segments of ``level_idx`` (s, m, d) with their existence (s, m), grouped into ``b``
-    documents by ``doc`` (s,) -> bytes per document: truncate, stitch, descend."""
-    st = stitch(model.levels[level_idx].stitcher, x_hat, log_existence, doc, b, epsilon)
-    return descend(model, level_idx, st.x, st.valid, steps=steps, sigma=sigma, epsilon=epsilon, generator=generator)
-
 
 def _texts(pieces: list[bytes]) -> list[str]:
     return [p.decode("utf-8", errors="replace") for p in pieces]
@@ -82,19 +42,23 @@ def _texts(pieces: list[bytes]) -> list[str]:
 @torch.no_grad()
 def sample(model: ZonkeyModel, n: int = 4, *, steps: Optional[int] = None, seed: int = 0, level: Optional[int] = None,
            segments: Optional[int] = None, epsilon: Optional[float] = None, trace: bool = False,
-           progress: Optional[ProgressFn] = None) -> SampleResult:
+           progress: Optional[ProgressFn] = None, length: Optional[int] = None) -> SampleResult:
     """Generate ``n`` texts from noise, starting at ``level`` (default: the top level).
 
     Args:
         n: number of texts.
         steps: denoising steps at the starting level (default ``sample.steps``).
         seed: seed of the one generator all noise is drawn from.
-        level: the level whose latents are drawn from the prior.
+        level: the level whose latents are drawn from the prior (default: the highest level with a
+            sequence prior, else the top level). A level with a sequence prior draws ``length``
+            latents per text jointly from it; otherwise ``segments`` independent latents are drawn
+            from the level's own per-segment denoiser.
         segments: latents per text at that level, stitched in order (default ``sample.top_segments``).
         epsilon: existence threshold of the truncation (default ``sample.epsilon``).
         trace: record, at every step, the texts decoded from the current estimate (clean decodes
             down the levels, no noise drawn: tracing does not change the result).
         progress: called as ``progress(done, total)`` after every step.
+        length: latents per text drawn by a sequence prior (default ``sample.length``).
 
     Returns:
         the texts, their byte lengths and raw bytes, and the trace if asked for.
@@ -115,6 +79,10 @@ def sample(model: ZonkeyModel, n: int = 4, *, steps: Optional[int] = None, seed:
             raise ValueError(f"{name} must be at least 1 (got {v})")
     device = next(model.parameters()).device
     gen = torch.Generator(device=device).manual_seed(seed)
+    with_prior = prior_level(model, level)
+    if with_prior is not None:
+        return sample_with_prior(model, n, level=with_prior, steps=steps, length=cfg.length if length is None else length,
+                                 eta=cfg.eta, epsilon=epsilon, generator=gen, progress=progress, trace=trace)
     lvl = model.levels[top]
     doc = torch.arange(n, device=device).repeat_interleave(segments)  # (s,) sample of each top latent
     z = lvl.objective.prior(n * segments, lvl.latent_dim, device=device, generator=gen)  # (s, k·d)

@@ -16,6 +16,7 @@ without reshaping it.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any, Literal
 
 import torch
@@ -136,7 +137,7 @@ class SequencePrior(nn.Module):
     @torch.no_grad()
     def sample(self, b: int, n: int, *, steps: int, eta: float = 0.0, generator: torch.Generator | None = None,
                known_z: Tensor | None = None, known: Tensor | None = None, valid: Tensor | None = None,
-               device: torch.device | str = "cpu") -> Tensor:
+               device: torch.device | str = "cpu", on_step: Callable[[int, Tensor], None] | None = None) -> Tensor:
         """Draw latent sequences, optionally with some positions given.
 
         Args:
@@ -158,10 +159,12 @@ class SequencePrior(nn.Module):
         sig = schedule.sampler_sigmas(steps, self.cfg.shift)
         cond = None
         z_hat = z
-        for s, s_next in zip(sig[:-1], sig[1:]):
+        for i, (s, s_next) in enumerate(zip(sig[:-1], sig[1:])):
             inp = torch.where(known[..., None], base, z)
             z_hat = self(inp, torch.full((b,), s, device=device), known, valid, cond)
             cond = z_hat
+            if on_step is not None:
+                on_step(i, torch.where(known[..., None], base, z_hat))
             z = schedule.step(z, z_hat, s, s_next, eta=eta, generator=generator)
         return torch.where(known[..., None], base, z_hat)
 
