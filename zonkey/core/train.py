@@ -69,23 +69,32 @@ def param_groups(model: nn.Module, weight_decay: float, levels: Sequence[LevelCo
     """No weight decay on biases, norms, embeddings and learned vectors (anything 1-D or the byte table).
 
     ``levels`` (the recipe's level configs): a level with its own schedule (``schedule.lr_start``
-    or ``schedule.lr_scale`` set) gets its own pair of groups, tagged ``level``; every other parameter (the
-    byte table included) is in the first pair, as when no level sets one, so checkpoints of such
-    recipes keep their optimizer layout."""
+    or ``schedule.lr_scale`` set) gets its own pair of groups, tagged ``level``; a level's sequence
+    prior gets its own pair, tagged ``prior`` (it follows the prior's ``lr_start``/``lr_scale``);
+    every other parameter (the byte table included) is in the first pair, as when no level sets
+    one, so checkpoints of such recipes keep their optimizer layout."""
     own = {i for i, lv in enumerate(levels) if lv.schedule.is_own}
-    buckets: dict[Optional[int], tuple[list[nn.Parameter], list[nn.Parameter]]] = {None: ([], [])}
+    priors = {i for i, lv in enumerate(levels) if lv.prior is not None}
+    Key = Optional[tuple[str, int]]
+    buckets: dict[Key, tuple[list[nn.Parameter], list[nn.Parameter]]] = {None: ([], [])}
     for i in sorted(own):
-        buckets[i] = ([], [])
+        buckets[("level", i)] = ([], [])
+    for i in sorted(priors):
+        buckets[("prior", i)] = ([], [])
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
         parts = name.split(".")
-        lvl = int(parts[1]) if parts[0] == "levels" and int(parts[1]) in own else None
-        decay, no_decay = buckets[lvl]
+        key: Key = None
+        if parts[0] == "levels" and int(parts[1]) in priors and parts[2] == "prior":
+            key = ("prior", int(parts[1]))
+        elif parts[0] == "levels" and int(parts[1]) in own:
+            key = ("level", int(parts[1]))
+        decay, no_decay = buckets[key]
         (decay if p.ndim >= 2 and name != "embed" else no_decay).append(p)
     groups = []
-    for lvl, (decay, no_decay) in buckets.items():
-        tag = {} if lvl is None else {"level": lvl}
+    for key, (decay, no_decay) in buckets.items():
+        tag = {} if key is None else {key[0]: key[1]}
         groups += [{"params": decay, "weight_decay": weight_decay, **tag},
                    {"params": no_decay, "weight_decay": 0.0, **tag}]
     return groups
@@ -246,8 +255,10 @@ class Trainer:
         levels = self.recipe.model.levels
         level_lr = {i: lr_at(self.step, self.cfg, levels[i].schedule.lr_start, levels[i].schedule.lr_scale)
                     for i in {g["level"] for g in self.optimizer.param_groups if "level" in g}}
+        prior_lr = {i: lr_at(self.step, self.cfg, levels[i].prior.lr_start, levels[i].prior.lr_scale)
+                    for i in {g["prior"] for g in self.optimizer.param_groups if "prior" in g}}
         for g in self.optimizer.param_groups:
-            g["lr"] = level_lr[g["level"]] if "level" in g else lr
+            g["lr"] = level_lr[g["level"]] if "level" in g else prior_lr[g["prior"]] if "prior" in g else lr
         scales = self.cfg.scales(self.step)
         out = self.model(batch.tokens, batch.valid, scales=scales)
         loss = out.loss
@@ -257,6 +268,7 @@ class Trainer:
         values.update(out.stats)
         values["lr"] = lr
         values.update({f"lr.l{i}": v for i, v in level_lr.items()})
+        values.update({f"lr.l{i}.prior": v for i, v in prior_lr.items()})
         values.update({f"w.{k}": v for k, v in scales.items()})
         if not torch.isfinite(loss):
             self.nonfinite_run += 1

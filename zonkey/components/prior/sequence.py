@@ -184,6 +184,9 @@ class SequencePriorConfig(ComponentConfig):
                          "draws and sampler steps): > 1 puts them nearer σ = 1, where a latent of many "
                          "dimensions is decided")
     self_cond: float = Field(0.5, ge=0, le=1, description="probability of a self-conditioned training pass")
+    lr_start: int = Field(0, ge=0, description="step at which the prior's parameters start their own warm-up "
+                          "and cosine decay (lr 0 before); set it to where its loss ramps in")
+    lr_scale: float = Field(0.25, gt=0, description="multiplies train.lr for the prior's parameters")
     infill: float = Field(0.3, ge=0, le=1, description="share of training rows that keep everything outside "
                           "one random span clean (learns p(gap | context))")
 
