@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 import zonkey.core.registry as registry_mod
 from zonkey.cli.app import app
 from zonkey.core.recipe import bundled_recipes_dir, validate_recipe
-from zonkey.core.registry import ENTRY_POINT_GROUP, KINDS
+from zonkey.core.registry import ALL_KINDS, ENTRY_POINT_GROUP, KINDS
 
 TINY = bundled_recipes_dir() / "tiny.yaml"
 runner = CliRunner()
@@ -49,7 +49,7 @@ def test_components_json_lists_every_kind_and_the_attention_backends():
     result = invoke("components", "--json")
     assert result.exit_code == 0
     table = json.loads(result.stdout)  # pure JSON, one object
-    assert set(table) == set(KINDS)
+    assert set(table) == set(ALL_KINDS)
     assert {"reference", "sdpa", "flex", "hard"} <= set(table["attention"])
     hard = table["attention"]["hard"]
     assert hard["doc"]

@@ -45,8 +45,8 @@ def scratch():
 
 
 def test_every_kind_has_a_registry():
-    assert set(registry_mod.REGISTRIES) == set(KINDS)
-    for kind in KINDS:
+    assert set(registry_mod.REGISTRIES) == set(registry_mod.ALL_KINDS) == set(KINDS) | {"prior"}
+    for kind in registry_mod.ALL_KINDS:
         assert registry(kind).kind == kind
 
 

@@ -26,7 +26,7 @@ from zonkey.core.recipe import (
     read_yaml,
     resolve_recipe_path,
 )
-from zonkey.core.registry import KINDS, RegistryError, load_plugins, registry
+from zonkey.core.registry import ALL_KINDS, RegistryError, load_plugins, registry
 
 #: exit code of a recipe or component error (the input was read but is wrong)
 EXIT_INVALID = 1
@@ -128,7 +128,7 @@ def describe_components(kind: str | None = None) -> dict[str, dict[str, dict[str
     Raises:
         UnknownComponentError: ``kind`` is not a component kind.
     """
-    kinds = [registry(kind).kind] if kind is not None else list(KINDS)
+    kinds = [registry(kind).kind] if kind is not None else list(ALL_KINDS)
     return {
         k: {e.name: {"doc": e.doc, "fields": e.fields()} for e in registry(k).entries()} for k in kinds
     }

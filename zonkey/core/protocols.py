@@ -7,7 +7,7 @@ letters of :mod:`zonkey.core.shapes`.
 Each config registered in :mod:`zonkey.core.registry` builds its module with one signature per
 kind (:data:`BUILD_SIGNATURES`, checked when the config is registered):
 
-* level components (splitter, compressor, denoiser, objective, stitcher): ``build(ctx)`` with the
+* level components (splitter, compressor, denoiser, objective, stitcher, prior): ``build(ctx)`` with the
   :class:`~zonkey.core.shapes.LevelContext` of their level;
 * attention backends: ``build()``. The backend is built once per model, before any level exists,
   and is itself part of every ``LevelContext`` (``ctx.attention``); it has no context to receive.
@@ -28,7 +28,7 @@ from zonkey.core.outputs import DenoiseOutput, ObjectiveOutput, SplitOutput, Sti
 
 CompressFn = Callable[[Tensor, Tensor], Tensor]  # (x (s, m, d), log_existence (s, m)) -> z (s, k·d)
 
-LEVEL_KINDS: tuple[str, ...] = ("splitter", "compressor", "denoiser", "objective", "stitcher")
+LEVEL_KINDS: tuple[str, ...] = ("splitter", "compressor", "denoiser", "objective", "stitcher", "prior")
 
 # The parameters of ``build`` after ``self``, per kind.
 BUILD_SIGNATURES: dict[str, tuple[str, ...]] = {"attention": (), **{kind: ("ctx",) for kind in LEVEL_KINDS}}
@@ -221,6 +221,29 @@ class Stitcher(Protocol):
         ...
 
 
+@runtime_checkable
+class Prior(Protocol):
+    """A diffusion model of the sequence of a level's latents (generation, infilling)."""
+
+    def loss(self, z0: Tensor, valid: Tensor, generator: torch.Generator | None = None) -> tuple[Tensor, dict[str, float]]:
+        """Training loss.
+
+        Args:
+            z0: (b, n, D) clean latent sequences (detached). valid: (b, n) bool real positions.
+            generator: source of the noise.
+
+        Returns:
+            the scalar loss and statistics.
+        """
+        ...
+
+    def sample(self, b: int, n: int, *, steps: int, eta: float = 0.0, generator: torch.Generator | None = None,
+               known_z: Tensor | None = None, known: Tensor | None = None, valid: Tensor | None = None,
+               device: torch.device | str = "cpu", on_step: Callable[[int, Tensor], None] | None = None) -> Tensor:
+        """Draw (b, n, D) latent sequences; ``known`` positions are given as ``known_z``."""
+        ...
+
+
 PROTOCOLS: dict[str, type] = {
     "attention": Attention,
     "splitter": Splitter,
@@ -228,4 +251,5 @@ PROTOCOLS: dict[str, type] = {
     "denoiser": Denoiser,
     "objective": Objective,
     "stitcher": Stitcher,
+    "prior": Prior,
 }

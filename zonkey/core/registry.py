@@ -31,7 +31,11 @@ from torch import nn
 
 from zonkey.core.protocols import BUILD_SIGNATURES
 
-KINDS: tuple[str, ...] = ("attention", "splitter", "compressor", "denoiser", "objective", "stitcher", "prior")
+#: The kinds every recipe has a node of (each with a default component).
+KINDS: tuple[str, ...] = ("attention", "splitter", "compressor", "denoiser", "objective", "stitcher")
+#: Kinds a recipe may leave out altogether (no default component): a level's sequence prior.
+OPTIONAL_KINDS: tuple[str, ...] = ("prior",)
+ALL_KINDS: tuple[str, ...] = KINDS + OPTIONAL_KINDS
 ENTRY_POINT_GROUP = "zonkey.components"
 DISTRIBUTION = "zonkey"  # the distribution whose own entry in the group holds the built-ins
 BUILTIN_MODULE = "zonkey.components"  # imported by name when that entry cannot be found
@@ -221,19 +225,19 @@ class Registry:
         return iter(self.names())
 
 
-REGISTRIES: dict[str, Registry] = {kind: Registry(kind) for kind in KINDS}
+REGISTRIES: dict[str, Registry] = {kind: Registry(kind) for kind in ALL_KINDS}
 
 
 def registry(kind: str) -> Registry:
     """The registry of one component kind.
 
     Raises:
-        UnknownComponentError: ``kind`` is not one of :data:`KINDS`.
+        UnknownComponentError: ``kind`` is not one of :data:`ALL_KINDS`.
     """
     try:
         return REGISTRIES[kind]
     except KeyError:
-        raise UnknownComponentError(f"unknown component kind {kind!r}; kinds: {', '.join(KINDS)}") from None
+        raise UnknownComponentError(f"unknown component kind {kind!r}; kinds: {', '.join(ALL_KINDS)}") from None
 
 
 def register(kind: str, name: str) -> Callable[[C], C]:

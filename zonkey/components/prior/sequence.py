@@ -196,6 +196,6 @@ class SequencePriorConfig(ComponentConfig):
             raise ValueError(f"d_model ({self.d_model}) must be divisible by heads ({self.heads})")
         return self
 
-    def build(self, ctx: LevelContext, **_: Any) -> SequencePrior:
+    def build(self, ctx: LevelContext) -> SequencePrior:
         """The prior over ``ctx``'s latents (dimension ``n_compress × d_model``)."""
         return SequencePrior(self, ctx.n_compress * ctx.d_model, ctx.attention)

@@ -18,7 +18,7 @@ from pydantic import ValidationError
 from zonkey.core.recipe.components import DEFAULT_COMPONENTS
 from zonkey.core.recipe.errors import RecipeError, error_path
 from zonkey.core.recipe.schema import Recipe
-from zonkey.core.registry import KINDS
+from zonkey.core.registry import ALL_KINDS
 
 
 def parse_override(text: str) -> tuple[list[str], str]:
@@ -87,7 +87,7 @@ def apply_override(data: dict[str, Any], text: str, *, source: str = "<dict>") -
     else:
         raise RecipeError(f"override {text!r}: cannot set {last!r} on a {type(node).__name__}")
     current = node[key] if isinstance(node, list) or key in node else None
-    if isinstance(value, str) and (_is_component_node(current) or last in KINDS):
+    if isinstance(value, str) and (_is_component_node(current) or last in ALL_KINDS):
         value = {"name": value}  # swap a component for another with its defaults
     node[key] = value
     if not isinstance(value, (str, dict, list)) and raw.strip():
