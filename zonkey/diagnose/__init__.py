@@ -7,6 +7,7 @@ result (a dataclass with ``as_dict()`` for JSON and ``lines()`` for text). ``zon
 - :mod:`zonkey.diagnose.byte_errors`: where level 0's t = 0 reconstruction errors are.
 - :mod:`zonkey.diagnose.roundtrip_chunks`: the level-1 round trip at several document lengths.
 - :mod:`zonkey.diagnose.probe_level1`: a fresh level 1 trained on a run's frozen level-0 latents.
+- :mod:`zonkey.diagnose.denoise`: held-out latents noised to σ and denoised back; prior samples.
 """
 
 
