@@ -230,10 +230,10 @@ def test_denoise_level1_rows_match_the_round_trip_and_samples_are_scored(two_lev
     assert clean["slot_top1"] == pytest.approx(ref["l1_recon_acc"])
     assert clean["char_acc"] == pytest.approx(ref["roundtrip_char_acc"])
     samples = lvl["samples"]
-    assert samples["n"] == 3 and samples["steps"] == 2 and set(samples["rows"]) == {"prior", "real"}
+    assert samples["n"] == 3 and samples["steps"] == 2 and set(samples["rows"]) == {"per-segment", "real"}
     for row in samples["rows"].values():
         assert 0.0 <= row["valid_word_rate"] <= 1.0 and row["byte_entropy"] >= 0.0
-    assert len(samples["examples"]["prior"]) == 3
+    assert len(samples["examples"]["per-segment"]) == 3
 
 
 def test_denoise_text_table(two_level):
@@ -249,7 +249,35 @@ def test_denoise_text_table(two_level):
         for ln, sigma in zip(lines[i + 2:i + 4], ("0.1", "1"), strict=True):
             cells = ln.split()
             assert cells[0] == sigma and all(0.0 <= float(c) <= 1.0 for c in cells[1:]), ln
-        assert "prior alone" in lines[i + 4] and lines[i + 6].split()[0] == "prior" and lines[i + 7].split()[0] == "real"
+        assert "prior alone" in lines[i + 4] and lines[i + 6].split()[0] == "per-segment" and lines[i + 7].split()[0] == "real"
+
+
+@pytest.fixture(scope="module")
+def with_prior(tmp_path_factory):
+    """The one-level micro run with a sequence prior on level 0, trained two steps."""
+    directory = tmp_path_factory.mktemp("denoise-prior")
+    data = recipe_to_dict(micro_recipe(steps=2))
+    data["model"]["levels"][0]["prior"] = {"name": "sequence", "d_model": 32, "layers": 1, "heads": 2, "max_len": 32}
+    data["sample"] = {"length": 6, "steps": 2}
+    recipe = directory / "prior.yaml"
+    recipe.write_text(yaml.safe_dump(recipe_to_dict(validate_recipe(data))))
+    res = runner.invoke(app, ["train", str(recipe), "--out", str(directory / "run"), "--no-progress", "--json"])
+    assert res.exit_code == 0, res.output
+    return directory / "run"
+
+
+def test_denoise_scores_both_priors_where_the_level_has_a_sequence_prior(with_prior):
+    from zonkey.core.model import ZonkeyModel
+    from zonkey.core.sample import sample
+
+    (lvl,) = _denoise(with_prior, "--sigmas", "0", "--max-batches", "1", "--samples", "2")["levels"]
+    assert set(lvl["samples"]["rows"]) == {"per-segment", "sequence", "real"}
+    model = ZonkeyModel.from_run(with_prior)
+    assert lvl["samples"]["examples"]["sequence"] == sample(model, 2, level=0).texts
+    forced = sample(model, 2, level=0, per_segment=True).texts
+    assert lvl["samples"]["examples"]["per-segment"] == forced
+    model.levels[0].prior = None  # without its prior the level samples segment by segment: the same texts
+    assert sample(model, 2, level=0).texts == forced
 
 
 @pytest.mark.parametrize(("args", "message", "code"), [

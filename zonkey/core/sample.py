@@ -42,7 +42,8 @@ def _texts(pieces: list[bytes]) -> list[str]:
 @torch.no_grad()
 def sample(model: ZonkeyModel, n: int = 4, *, steps: Optional[int] = None, seed: int = 0, level: Optional[int] = None,
            segments: Optional[int] = None, epsilon: Optional[float] = None, trace: bool = False,
-           progress: Optional[ProgressFn] = None, length: Optional[int] = None) -> SampleResult:
+           progress: Optional[ProgressFn] = None, length: Optional[int] = None,
+           per_segment: bool = False) -> SampleResult:
     """Generate ``n`` texts from noise, starting at ``level`` (default: the top level).
 
     Args:
@@ -59,6 +60,7 @@ def sample(model: ZonkeyModel, n: int = 4, *, steps: Optional[int] = None, seed:
             down the levels, no noise drawn: tracing does not change the result).
         progress: called as ``progress(done, total)`` after every step.
         length: latents per text drawn by a sequence prior (default ``sample.length``).
+        per_segment: draw from the per-segment denoiser even where the level has a sequence prior.
 
     Returns:
         the texts, their byte lengths and raw bytes, and the trace if asked for.
@@ -79,7 +81,7 @@ def sample(model: ZonkeyModel, n: int = 4, *, steps: Optional[int] = None, seed:
             raise ValueError(f"{name} must be at least 1 (got {v})")
     device = next(model.parameters()).device
     gen = torch.Generator(device=device).manual_seed(seed)
-    with_prior = prior_level(model, level)
+    with_prior = None if per_segment else prior_level(model, level)
     if with_prior is not None:
         return sample_with_prior(model, n, level=with_prior, steps=steps, length=cfg.length if length is None else length,
                                  eta=cfg.eta, epsilon=epsilon, generator=gen, progress=progress, trace=trace)

@@ -17,9 +17,9 @@ sampler (``Level.decode``). Each σ row reports:
   An original that ties the best cosine counts as retrieved (identical segments have identical
   latents).
 
-The sample rows score texts generated from a level's prior alone (``sample(model, n, level=L)``)
-with the generation metrics of ``zonkey eval`` (:func:`zonkey.core.gen_eval.text_row`) beside
-held-out text cut to the same lengths.
+The sample rows score texts generated from a level's prior alone (``sample(model, n, level=L)``:
+its per-segment denoiser, and its sequence prior where it has one) with the generation metrics of
+``zonkey eval`` (:func:`zonkey.core.gen_eval.text_row`) beside held-out text cut to the same lengths.
 """
 
 from __future__ import annotations
@@ -262,13 +262,17 @@ def prior_samples(model: ZonkeyModel, level: int, n: int, train: Any, heldout: S
         steps: denoising steps at ``level`` (default: the recipe's ``sample.steps``).
 
     Returns:
-        ``{"n", "steps", "rows": {"prior": text_row, "real": text_row}, "examples": {"prior": [...], "real": [...]}}``.
+        ``{"n", "steps", "rows": {name: text_row}, "examples": {name: [first texts]}}`` with the names
+        ``per-segment`` (the level's own denoiser, segment by segment), ``sequence`` (its sequence prior,
+        only where the level has one) and ``real`` (held-out text cut to the per-segment samples' lengths).
     """
     from zonkey.core.gen_eval import reference_texts, text_row
     from zonkey.core.sample import sample
 
     steps = model.recipe.sample.steps if steps is None else steps
-    texts = list(sample(model, n, level=level, seed=seed, steps=steps).texts)
-    real = reference_texts(texts, heldout, train, seed)["real"]
-    return {"n": n, "steps": steps, "rows": {"prior": text_row(texts, train), "real": text_row(real, train)},
-            "examples": {"prior": texts[:5], "real": real[:5]}}
+    drawn = {"per-segment": list(sample(model, n, level=level, seed=seed, steps=steps, per_segment=True).texts)}
+    if _level(model, level).prior is not None:
+        drawn["sequence"] = list(sample(model, n, level=level, seed=seed, steps=steps).texts)
+    drawn["real"] = reference_texts(drawn["per-segment"], heldout, train, seed)["real"]
+    return {"n": n, "steps": steps, "rows": {k: text_row(v, train) for k, v in drawn.items()},
+            "examples": {k: v[:5] for k, v in drawn.items()}}
