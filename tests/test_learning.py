@@ -62,7 +62,7 @@ def test_level0_reconstruction_learns(tmp_path):
 
 @pytest.mark.learning
 def test_compressor_skip_speeds_up_reconstruction(tmp_path):
-    """The cls compressor's linear skip path (docs/experiments.md, session 3) makes reconstruction
+    """The cls compressor's linear skip path (docs/experiments.md, "A linear skip path in the compressor") makes reconstruction
     take off within tens of steps: measured against the same recipe without it."""
     accs = {}
     for skip in (False, True):
@@ -105,7 +105,7 @@ def _rare_byte_accuracy(run) -> tuple[float, float]:
 
 @pytest.mark.learning
 def test_token_balance_lets_rare_bytes_be_decoded(tmp_path):
-    """Session 7's finding at micro scale: with the plain byte loss the accented bytes (3% of this
+    """The class-balanced byte loss at micro scale: with the plain byte loss the accented bytes (3% of this
     corpus) are never decoded, even on training text; the class-balanced loss learns them."""
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("\n".join(RARE_LINES * 4) + "\n")
@@ -147,7 +147,7 @@ def tiny_result(tmp_path_factory):
 
 @pytest.mark.slow
 def test_tiny_recipe_reaches_reconstruction_targets(tiny_result):
-    """Issue 3's targets on the default recipe."""
+    """The level-0 targets on the default recipe (t-0 reconstruction >= 0.99, from σ 0.3 >= 0.90)."""
     rec, res = tiny_result
     assert res["recon_acc_noise"]["0.3"] >= 0.90
     target = rec.model.levels[0].splitter.target_segment
@@ -157,15 +157,15 @@ def test_tiny_recipe_reaches_reconstruction_targets(tiny_result):
 
 @pytest.mark.slow
 def test_tiny_recipe_finds_words(tiny_result):
-    """Issue 4's boundary target: the learned splitter alone, strict F1 against word edges."""
+    """The hierarchy's boundary target: the learned splitter alone, strict F1 against word edges."""
     _, res = tiny_result
     assert res["boundary_f1"] >= 0.90, res["boundary"]
 
 
 @pytest.mark.slow
 def test_small_recipe_round_trip_and_words(tmp_path_factory):
-    """Issue 4 on `recipes/small.yaml` (about 48 minutes on 2 cores; the issue allows ≤ 60 when
-    quality needs it): text -> level 1 -> bytes at a character accuracy (1 − edit distance /
+    """The round-trip target on `recipes/small.yaml` (about 48 minutes on 2 cores; the target
+    allows ≤ 60 when quality needs it): text -> level 1 -> bytes at a character accuracy (1 − edit distance /
     bytes) of at least 0.95, with word edges still found by the learned splitter alone."""
     _, res = _train_and_evaluate(tmp_path_factory, "small")
     assert res["roundtrip_char_acc"] >= 0.95, (res["roundtrip_char_acc"], res["roundtrip_acc"])
@@ -187,7 +187,7 @@ def _two_level_recipe(tmp_path, steps: int) -> object:
 
 @pytest.mark.learning
 def test_two_level_bos_rises_at_word_edges(tmp_path):
-    """Issue 4: trained only through its downstream losses, the level-0 splitter of a two-level
+    """The hierarchy's boundary target: trained only through its downstream losses, the level-0 splitter of a two-level
     model puts more BOS probability on word edges (the first byte of a word, or the whitespace
     before it) than elsewhere. Measured on the training batches (logged; never fed to the model)."""
     rec = _two_level_recipe(tmp_path, 200)
