@@ -114,3 +114,35 @@ def reconstruct_texts(model: ZonkeyModel, texts: Sequence[str], *, sigma: float 
     own = seg.own_span
     buf[seg.doc[:, None].expand_as(own)[own], seg.positions[own]] = pred[own]
     return [bytes(buf[i, : len(t.encode("utf-8"))].tolist()).decode("utf-8", errors="replace") for i, t in enumerate(texts)]
+
+
+@torch.no_grad()
+def encode_to_level(model: ZonkeyModel, texts: Sequence[str], level: int) -> list[Tensor]:
+    """Each text as the input sequence of ``level``: (n_i, d_level) per text (n_i = 0 for "").
+
+    Level 0: the byte embeddings. Level l >= 1: deterministic splits and compression through
+    levels 0..l−1 (the encoder walk), each level's latents in BOS order.
+
+    Args:
+        texts: the texts ("" allowed). level: the level whose input sequence is wanted.
+
+    Returns:
+        per text, its vectors (n_i, d_level) in order.
+    """
+    # level l's input is level l-1's latents; level == len(levels) gives the top level's latents
+    d = model.levels[level - 1].latent_dim if level > 0 else model.levels[0].cfg.d_model
+    device = model.table.device
+    out = [torch.zeros(0, d, device=device) for _ in texts]
+    idx = [i for i, t in enumerate(texts) if t]
+    if not idx:
+        return out
+    batch = encode_texts([texts[i] for i in idx]).to(device)
+    if level == 0:
+        x, valid = model.embed_bytes(batch.tokens, batch.valid), batch.valid
+    else:
+        top = model.encode(batch.tokens, batch.valid, upto=level)[-1].above
+        assert top is not None
+        x, valid = top.x, top.valid
+    for j, i in enumerate(idx):
+        out[i] = x[j][valid[j]]
+    return out

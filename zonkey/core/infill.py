@@ -62,9 +62,9 @@ from zonkey.core.level import Level
 from zonkey.core.model import ZonkeyModel
 from zonkey.core.outputs import DenoiseOutput, InfillResult
 from zonkey.core.descent import ProgressFn, descend
+from zonkey.core.inference import encode_to_level
 from zonkey.core.prior_gen import infill_with_prior, prior_level
 from zonkey.core.sphere import to_sphere
-from zonkey.data import encode_texts
 
 
 __all__ = ["InfillResult", "default_level", "encode_to_level", "gap_lengths", "infill", "infill_many"]
@@ -91,37 +91,6 @@ def gap_lengths(model: ZonkeyModel, level: int, gap: Optional[tuple[int, int] | 
     if lo < 1 or hi < lo:
         raise ValueError(f"gap length range ({lo}, {hi}) must satisfy 1 <= lo <= hi")
     return list(range(lo, hi + 1))
-
-
-@torch.no_grad()
-def encode_to_level(model: ZonkeyModel, texts: Sequence[str], level: int) -> list[Tensor]:
-    """Each text as the input sequence of ``level``: (n_i, d_level) per text (n_i = 0 for "").
-
-    Level 0: the byte embeddings. Level l >= 1: deterministic splits and compression through
-    levels 0..l−1 (the encoder walk), each level's latents in BOS order.
-
-    Args:
-        texts: the texts ("" allowed). level: the level whose input sequence is wanted.
-
-    Returns:
-        per text, its vectors (n_i, d_level) in order.
-    """
-    d = model.levels[level].cfg.d_model
-    device = model.table.device
-    out = [torch.zeros(0, d, device=device) for _ in texts]
-    idx = [i for i, t in enumerate(texts) if t]
-    if not idx:
-        return out
-    batch = encode_texts([texts[i] for i in idx]).to(device)
-    if level == 0:
-        x, valid = model.embed_bytes(batch.tokens, batch.valid), batch.valid
-    else:
-        top = model.encode(batch.tokens, batch.valid, upto=level)[-1].above
-        assert top is not None
-        x, valid = top.x, top.valid
-    for j, i in enumerate(idx):
-        out[i] = x[j][valid[j]]
-    return out
 
 
 @dataclass

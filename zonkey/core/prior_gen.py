@@ -23,7 +23,7 @@ from zonkey.core import schedule
 from zonkey.core.model import ZonkeyModel
 from zonkey.core.outputs import InfillResult, SampleResult
 from zonkey.core.descent import ProgressFn, descend
-from zonkey.data import encode_texts
+from zonkey.core.inference import encode_to_level
 
 SCORE_TIMES = (0.35, 0.55, 0.75)  # schedule times at which a candidate's context agreement is measured
 
@@ -83,26 +83,6 @@ def sample_with_prior(model: ZonkeyModel, n: int, *, level: int, steps: int, len
 
 
 @torch.no_grad()
-def encode_latents(model: ZonkeyModel, texts: Sequence[str], level: int) -> list[Tensor]:
-    """Each text as its level-``level`` latents in order: (n_i, D) per text (n_i = 0 for "").
-
-    The walk is deterministic (BOS where p > 0.5), as at inference everywhere.
-    """
-    dim = model.levels[level].latent_dim
-    device = model.table.device
-    out = [torch.zeros(0, dim, device=device) for _ in texts]
-    idx = [i for i, t in enumerate(texts) if t]
-    if not idx:
-        return out
-    batch = encode_texts([texts[i] for i in idx]).to(device)
-    p = model.encode(batch.tokens, batch.valid, upto=level + 1)[level]
-    doc = p.split.segments.doc
-    for j, i in enumerate(idx):
-        out[i] = p.latents[doc == j]
-    return out
-
-
-@torch.no_grad()
 def infill_with_prior(model: ZonkeyModel, pairs: Sequence[tuple[str, str]], *, level: int, gaps: Sequence[int],
                       steps: int, eta: float, epsilon: float, generator: torch.Generator,
                       progress: ProgressFn | None = None) -> list[InfillResult]:
@@ -124,8 +104,8 @@ def infill_with_prior(model: ZonkeyModel, pairs: Sequence[tuple[str, str]], *, l
     device = model.table.device
     cap = prior.cfg.max_len
     # a prefix is encoded without its trailing whitespace: the gap's first segment carries its own space
-    pre = encode_latents(model, [p.rstrip() for p, _ in pairs], level)
-    suf = encode_latents(model, [s for _, s in pairs], level)
+    pre = encode_to_level(model, [p.rstrip() for p, _ in pairs], level + 1)
+    suf = encode_to_level(model, [s for _, s in pairs], level + 1)
     rows: list[tuple[int, int, int, int]] = []  # (pair, gap, prefix kept, suffix kept)
     for i in range(len(pairs)):
         for g in gaps:
