@@ -10,9 +10,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
-
-from zonkey.core.recipe import Recipe, RecipeError, load_recipe  # noqa: E402
+from zonkey.core.recipe import Recipe, RecipeError, load_recipe
+from zonkey.version import __version__
 
 if TYPE_CHECKING:
     from zonkey.api import infill, load, reconstruct, sample, split

@@ -20,7 +20,7 @@ import typer
 from rich.table import Table
 from rich.markup import escape
 
-from zonkey import __version__
+from zonkey.version import __version__
 from zonkey.cli import common
 from zonkey.core.recipe import RecipeError, recipe_to_dict, recipe_to_yaml
 

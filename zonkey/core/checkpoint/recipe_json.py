@@ -16,6 +16,7 @@ from pydantic import BaseModel
 from zonkey.core.checkpoint.layout import FORMAT_VERSION, RECIPE_FILE, STATE_FILE
 from zonkey.core.recipe import MIGRATIONS, SCHEMA_VERSION, RecipeError, validate_recipe
 from zonkey.io import CheckpointError, atomic_write_json, read_json
+from zonkey.version import __version__
 
 __all__ = [
     "RECIPE_MIGRATIONS",
@@ -36,9 +37,7 @@ RECIPE_MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = MIGRA
 
 def zonkey_version() -> str:
     """The running zonkey's version string (written beside every recipe and checkpoint)."""
-    import zonkey
-
-    return zonkey.__version__
+    return __version__
 
 
 def check_versions(info: dict[str, Any], where: Path) -> None:

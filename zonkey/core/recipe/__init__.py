@@ -16,25 +16,25 @@ from zonkey.core.recipe.inherit import merge
 from zonkey.core.recipe.loading import (
     METADATA_KEYS,
     bundled_recipes_dir,
-    load_recipe,
     read_yaml,
     recipe_to_dict,
     recipe_to_yaml,
     resolve_recipe_path,
     upgrade,
-    validate_recipe,
 )
-from zonkey.core.recipe.migrate import MIGRATIONS, v1_to_v2
-from zonkey.core.recipe.overrides import apply_override, parse_override
+from zonkey.core.recipe.migrate import MIGRATIONS, SCHEMA_VERSION, v1_to_v2
+from zonkey.core.recipe.overrides import parse_override
 from zonkey.core.recipe.schema import (
     BALANCE_CAP,
-    SCHEMA_VERSION,
     ByteLossConfig,
     GradFromAbove,
     LevelConfig,
     ModelConfig,
     Recipe,
     ScheduleConfig,
+    apply_override,
+    load_recipe,
+    validate_recipe,
 )
 from zonkey.core.recipe.sections import DataConfig, LossWeights, Ramp, SampleConfig, TrainConfig
 

@@ -3,7 +3,8 @@
 A recipe file is YAML, or a run's saved ``recipe.json``. The order is fixed: read the file, set
 the saved metadata aside, upgrade an older ``schema_version`` (:mod:`zonkey.core.recipe.migrate`),
 resolve ``base:`` (:mod:`zonkey.core.recipe.inherit`), apply the overrides
-(:mod:`zonkey.core.recipe.overrides`), validate (:class:`~zonkey.core.recipe.schema.Recipe`).
+(:mod:`zonkey.core.recipe.overrides`), validate (:class:`~zonkey.core.recipe.schema.Recipe`, which
+these readers are given).
 Every error names the file and the full dotted path, e.g. ``recipes/x.yaml:
 model.levels.1.splitter.window: Input should be a valid integer``.
 """
@@ -16,21 +17,26 @@ import json
 import logging
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import yaml
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from zonkey.core.recipe.errors import RecipeError, format_validation_error
 from zonkey.core.recipe.inherit import expand_base
-from zonkey.core.recipe.migrate import MIGRATIONS
-from zonkey.core.recipe.overrides import apply_override
-from zonkey.core.recipe.schema import SCHEMA_VERSION, Recipe
+from zonkey.core.recipe.migrate import MIGRATIONS, SCHEMA_VERSION
+from zonkey.core.recipe.overrides import apply_override_as
+
+if TYPE_CHECKING:
+    from zonkey.core.recipe.schema import Recipe
 
 logger = logging.getLogger(__name__)
 
 #: keys a run's saved recipe.json carries beside the recipe (who wrote it), set aside when read
 METADATA_KEYS: tuple[str, ...] = ("zonkey_version",)
+
+# the recipe class the readers validate with (:class:`~zonkey.core.recipe.schema.Recipe`, which calls them)
+R = TypeVar("R", bound=BaseModel)
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:
@@ -97,14 +103,15 @@ def _read_base(path: Path) -> dict[str, Any]:
     return _current(read_yaml(path), str(path))
 
 
-def validate_recipe(data: dict[str, Any], *, source: str = "<dict>", overrides: Sequence[str] = (),
-                    base_dir: str | Path | None = None) -> Recipe:
-    """Validate a recipe mapping.
+def validate_as(schema: type[R], data: dict[str, Any], *, source: str = "<dict>", overrides: Sequence[str] = (),
+                base_dir: str | Path | None = None) -> R:
+    """Validate a recipe mapping as ``schema`` (what :meth:`Recipe.from_dict` does).
 
     The saved metadata is set aside, an older schema upgraded, ``base:`` resolved and the
     overrides applied, in that order.
 
     Args:
+        schema: the recipe class.
         data: the recipe as plain data (not modified).
         source: what error messages name as the origin.
         overrides: ``a.b.c=value`` strings, applied in order after ``base:``.
@@ -116,13 +123,21 @@ def validate_recipe(data: dict[str, Any], *, source: str = "<dict>", overrides: 
     Raises:
         RecipeError: one line per problem, ``source: dotted.path: message``.
     """
-    return _validate(data, source, overrides, Path(base_dir) if base_dir is not None else None, ())
+    return _validate(schema, data, source, overrides, Path(base_dir) if base_dir is not None else None, ())
 
 
-def load_recipe(path: str | Path, overrides: Sequence[str] = ()) -> Recipe:
-    """Read, resolve and validate a recipe file (YAML, or a run's ``recipe.json``).
+def load_as(schema: type[R], path: str | Path, overrides: Sequence[str] = ()) -> R:
+    """Read, resolve and validate a recipe file as ``schema`` (what :meth:`Recipe.load` does).
 
     A recipe without ``name`` is named after its file (a base's name is not inherited).
+
+    Args:
+        schema: the recipe class.
+        path: a YAML recipe, or a run's saved ``recipe.json``.
+        overrides: ``a.b.c=value`` strings, applied in order.
+
+    Returns:
+        The validated recipe.
 
     Raises:
         RecipeError: unreadable file, invalid YAML, a bad ``base:`` or override, or a validation
@@ -132,17 +147,17 @@ def load_recipe(path: str | Path, overrides: Sequence[str] = ()) -> Recipe:
     data = read_yaml(p)
     if "name" not in data:
         data["name"] = p.stem
-    return _validate(data, str(path), overrides, p.parent, (p.resolve(),))
+    return _validate(schema, data, str(path), overrides, p.parent, (p.resolve(),))
 
 
-def _validate(data: dict[str, Any], source: str, overrides: Sequence[str], here: Path | None,
-              seen: tuple[Path, ...]) -> Recipe:
+def _validate(schema: type[R], data: dict[str, Any], source: str, overrides: Sequence[str], here: Path | None,
+              seen: tuple[Path, ...]) -> R:
     data = _current(data, source)
     data = expand_base(data, here=here, source=source, read=_read_base, find_bundled=_bundled_file, seen=seen)
     for ov in overrides:
-        data = apply_override(data, ov, source=source)
+        data = apply_override_as(schema, data, ov, source=source)
     try:
-        return Recipe.model_validate(data)
+        return schema.model_validate(data)
     except ValidationError as exc:
         raise RecipeError(format_validation_error(exc, source)) from None
 

@@ -78,6 +78,8 @@ def _move_level_keys(level: dict[str, Any], index: int) -> dict[str, Any]:
     return byte_loss
 
 
+#: The recipe schema this zonkey writes; an older one is upgraded through :data:`MIGRATIONS`.
+SCHEMA_VERSION = 2
 #: version v -> the function taking a version-v recipe mapping to version v + 1
 MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: v1_to_v2}
 

@@ -13,11 +13,10 @@ import copy
 from typing import Any
 
 import yaml
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from zonkey.core.recipe.components import DEFAULT_COMPONENTS
 from zonkey.core.recipe.errors import RecipeError, error_path
-from zonkey.core.recipe.schema import Recipe
 from zonkey.core.registry import ALL_KINDS
 
 
@@ -46,10 +45,12 @@ def _list_index(node: list[Any], elem: str, text: str, where: str) -> int:
     return int(elem)
 
 
-def apply_override(data: dict[str, Any], text: str, *, source: str = "<dict>") -> dict[str, Any]:
+def apply_override_as(schema: type[BaseModel], data: dict[str, Any], text: str, *,
+                      source: str = "<dict>") -> dict[str, Any]:
     """Apply one override to a copy of a recipe mapping.
 
     Args:
+        schema: the recipe class that types the value (:class:`~zonkey.core.recipe.schema.Recipe`).
         data: the recipe mapping (not modified).
         text: ``a.b.c=value``.
         source: the recipe's origin (kept for callers' messages).
@@ -93,7 +94,7 @@ def apply_override(data: dict[str, Any], text: str, *, source: str = "<dict>") -
     if not isinstance(value, (str, dict, list)) and raw.strip():
         # typed by the schema: keep the parsed value if it validates there, else the raw string
         try:
-            Recipe.model_validate(out)
+            schema.model_validate(out)
         except ValidationError as exc:
             if any(error_path(e["loc"])[: len(path)] == path for e in exc.errors()):
                 node[key] = raw.strip()

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, model_validator
+
 
 from zonkey.core.recipe.components import (
     AttentionNode,
@@ -24,10 +25,11 @@ from zonkey.core.recipe.components import (
     StitcherNode,
     component_field,
 )
+from zonkey.core.recipe.loading import load_as, validate_as
+from zonkey.core.recipe.migrate import SCHEMA_VERSION
+from zonkey.core.recipe.overrides import apply_override_as
 from zonkey.core.recipe.sections import DataConfig, LossWeights, SampleConfig, Strict, TrainConfig
 
-#: The recipe schema this zonkey writes; older ones are upgraded by :mod:`zonkey.core.recipe.migrate`.
-SCHEMA_VERSION = 2
 #: The largest byte weight ``model.byte_loss.balance`` gives (relative to a mean of 1).
 BALANCE_CAP = 30.0
 
@@ -169,6 +171,8 @@ class Recipe(Strict):
     def load(cls, path: str | Path, overrides: Sequence[str] = ()) -> Recipe:
         """Read, resolve (``base:``), override and validate a recipe file.
 
+        A recipe without ``name`` is named after its file (a base's name is not inherited).
+
         Args:
             path: a YAML recipe, or a run's saved ``recipe.json``.
             overrides: ``a.b.c=value`` strings, applied in order.
@@ -180,22 +184,78 @@ class Recipe(Strict):
             RecipeError: unreadable file, invalid YAML, a bad ``base:`` or override, or a
                 validation error (each with the file and the dotted path).
         """
-        from zonkey.core.recipe.loading import load_recipe
-
-        return load_recipe(path, overrides)
+        return load_as(cls, path, overrides)
 
     @classmethod
-    def from_dict(cls, data: dict, *, source: str = "<dict>", overrides: Sequence[str] = ()) -> Recipe:
-        """Validate a recipe mapping (after ``base:`` and the overrides).
+    def from_dict(cls, data: dict[str, Any], *, source: str = "<dict>", overrides: Sequence[str] = (),
+                  base_dir: str | Path | None = None) -> Recipe:
+        """Validate a recipe mapping.
+
+        The saved metadata is set aside, an older schema upgraded, ``base:`` resolved and the
+        overrides applied, in that order.
 
         Args:
             data: the recipe as plain data; it is not modified.
             source: what error messages name as the origin.
-            overrides: ``a.b.c=value`` strings, applied in order.
+            overrides: ``a.b.c=value`` strings, applied in order after ``base:``.
+            base_dir: where a relative ``base:`` path starts (default: the working directory).
+
+        Returns:
+            The validated, frozen recipe.
 
         Raises:
-            RecipeError: one line per validation error, ``source: dotted.path: message``.
+            RecipeError: one line per problem, ``source: dotted.path: message``.
         """
-        from zonkey.core.recipe.loading import validate_recipe
+        return validate_as(cls, data, source=source, overrides=overrides, base_dir=base_dir)
 
-        return validate_recipe(data, source=source, overrides=overrides)
+
+def load_recipe(path: str | Path, overrides: Sequence[str] = ()) -> Recipe:
+    """Read, resolve and validate a recipe file: :meth:`Recipe.load`.
+
+    Args:
+        path: a YAML recipe, or a run's saved ``recipe.json``.
+        overrides: ``a.b.c=value`` strings, applied in order.
+
+    Returns:
+        The validated recipe.
+
+    Raises:
+        RecipeError: as :meth:`Recipe.load`.
+    """
+    return Recipe.load(path, overrides)
+
+
+def validate_recipe(data: dict[str, Any], *, source: str = "<dict>", overrides: Sequence[str] = (),
+                    base_dir: str | Path | None = None) -> Recipe:
+    """Validate a recipe mapping: :meth:`Recipe.from_dict`.
+
+    Args:
+        data: the recipe as plain data (not modified).
+        source: what error messages name as the origin.
+        overrides: ``a.b.c=value`` strings, applied in order after ``base:``.
+        base_dir: where a relative ``base:`` path starts (default: the working directory).
+
+    Returns:
+        The validated, frozen recipe.
+
+    Raises:
+        RecipeError: as :meth:`Recipe.from_dict`.
+    """
+    return Recipe.from_dict(data, source=source, overrides=overrides, base_dir=base_dir)
+
+
+def apply_override(data: dict[str, Any], text: str, *, source: str = "<dict>") -> dict[str, Any]:
+    """Apply one ``a.b.c=value`` override to a copy of a recipe mapping, the value typed by :class:`Recipe`.
+
+    Args:
+        data: the recipe mapping (not modified).
+        text: ``a.b.c=value``.
+        source: the recipe's origin (kept for callers' messages).
+
+    Returns:
+        The new mapping.
+
+    Raises:
+        RecipeError: a malformed override, or a path that does not exist in ``data``'s shape.
+    """
+    return apply_override_as(Recipe, data, text, source=source)
