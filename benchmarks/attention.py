@@ -133,7 +133,7 @@ def _worker(args: argparse.Namespace) -> dict[str, Any]:
         row["note"] = f"no backward on {device} (AttentionBackendError): timed forward only"
         q, k, v, log_e, grad_out = _inputs(shape, device, dtype, requires_grad=False)
 
-        def step() -> None:  # noqa: F811 - the forward-only replacement
+        def step() -> None:  # the forward-only replacement
             with torch.no_grad():
                 probabilistic_attention(q, k, v, log_e, backend=args.backend)
 
@@ -226,7 +226,7 @@ def _table(rows: list[dict[str, Any]]) -> str:
             )
         )
     widths = [max(len(h), *(len(row[i]) for row in body)) for i, h in enumerate(head)]
-    line = lambda cells: "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths)) + " |"  # noqa: E731
+    line = lambda cells: "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths)) + " |"
     sep = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
     return "\n".join([line(head), sep, *(line(row) for row in body)])
 

@@ -25,14 +25,13 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import torch  # noqa: E402
+import torch
+from _common import peak_rss_mib
 
-from _common import peak_rss_mib  # noqa: E402
-
-from zonkey.core.infill import infill  # noqa: E402
-from zonkey.core.model import build_model  # noqa: E402
-from zonkey.core.recipe import load_recipe, resolve_recipe_path  # noqa: E402
-from zonkey.core.sample import sample  # noqa: E402
+from zonkey.core.infill import infill
+from zonkey.core.model import build_model
+from zonkey.core.recipe import load_recipe, resolve_recipe_path
+from zonkey.core.sample import sample
 
 
 def _sync(device: torch.device) -> None:

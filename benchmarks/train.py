@@ -21,14 +21,13 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import torch  # noqa: E402
+import torch
+from _common import peak_rss_mib
 
-from _common import peak_rss_mib  # noqa: E402
-
-from zonkey.core.model import build_model  # noqa: E402
-from zonkey.core.recipe import load_recipe, resolve_recipe_path  # noqa: E402
-from zonkey.core.train import param_groups, resolve_device  # noqa: E402
-from zonkey.data import load_corpus  # noqa: E402
+from zonkey.core.model import build_model
+from zonkey.core.recipe import load_recipe, resolve_recipe_path
+from zonkey.core.train import param_groups, resolve_device
+from zonkey.data import load_corpus
 
 
 def main() -> None:

@@ -189,7 +189,7 @@ class AttentionCase:
     def real(self) -> Tensor:  # (b, n) bool, not hard padding
         return ~torch.isneginf(self.log_existence)
 
-    def to(self, dtype: torch.dtype) -> "AttentionCase":
+    def to(self, dtype: torch.dtype) -> AttentionCase:
         return AttentionCase(self.q.to(dtype), self.k.to(dtype), self.v.to(dtype), self.log_existence.to(dtype))
 
     def inputs(self, *, requires_grad: bool = False) -> tuple[Tensor, Tensor, Tensor, Tensor]:

@@ -15,12 +15,13 @@ This module sits on top of :mod:`zonkey.core`; nothing in core imports it.
 from __future__ import annotations
 
 import os
-from typing import Any, Optional, Sequence, Union
+from collections.abc import Sequence
+from typing import Any, Union
 
 import torch
 
-from zonkey.core.infill import infill as _infill
 from zonkey.core.inference import reconstruct_texts, split_texts
+from zonkey.core.infill import infill as _infill
 from zonkey.core.model import ZonkeyModel
 from zonkey.core.outputs import SampleResult
 from zonkey.core.sample import sample as _sample
@@ -30,8 +31,8 @@ __all__ = ["infill", "load", "reconstruct", "sample", "split"]
 ModelOrRun = Union[ZonkeyModel, str, "os.PathLike[str]"]
 
 
-def load(run_dir: Union[str, "os.PathLike[str]"], *, use_ema: bool = True,
-         device: Union[str, torch.device] = "cpu") -> ZonkeyModel:
+def load(run_dir: str | os.PathLike[str], *, use_ema: bool = True,
+         device: str | torch.device = "cpu") -> ZonkeyModel:
     """Rebuild a trained model from a run directory (``recipe.json`` + the newest checkpoint).
 
     Args:
@@ -90,8 +91,8 @@ def reconstruct(model: ModelOrRun, texts: Sequence[str] | str, *, sigma: float =
     return reconstruct_texts(_model(model), _texts(texts), sigma=sigma, steps=steps, seed=seed)
 
 
-def sample(model: ModelOrRun, n: int = 4, *, steps: Optional[int] = None, seed: int = 0, level: Optional[int] = None,
-           return_details: bool = False, **kwargs: Any) -> Union[list[str], SampleResult]:
+def sample(model: ModelOrRun, n: int = 4, *, steps: int | None = None, seed: int = 0, level: int | None = None,
+           return_details: bool = False, **kwargs: Any) -> list[str] | SampleResult:
     """Generate ``n`` texts from noise (§9.1), starting at ``level`` (default: the top level).
 
     Args:
@@ -111,9 +112,9 @@ def sample(model: ModelOrRun, n: int = 4, *, steps: Optional[int] = None, seed: 
     return res if return_details else res.texts
 
 
-def infill(model: ModelOrRun, prefix: str, suffix: str, *, level: Optional[int] = None,
-           gap: Optional[tuple[int, int] | int] = None, steps: Optional[int] = None, seed: int = 0,
-           return_details: bool = False, **kwargs: Any) -> Union[str, dict[str, Any]]:
+def infill(model: ModelOrRun, prefix: str, suffix: str, *, level: int | None = None,
+           gap: tuple[int, int] | int | None = None, steps: int | None = None, seed: int = 0,
+           return_details: bool = False, **kwargs: Any) -> str | dict[str, Any]:
     """Fill the gap between ``prefix`` and ``suffix`` (§9.2; either may be empty).
 
     Args:

@@ -1,5 +1,6 @@
 """Errors a user can cause (bad data, a corrupt checkpoint, a failed run): the CLI prints their
-message without a traceback. Imported lazily so that ``zonkey --version`` does not load torch."""
+message without a traceback. Imported lazily so that ``zonkey --version`` does not load torch.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     return (CheckpointError, DataError, TrainingError)
 
 
-def __getattr__(name: str):  # noqa: ANN202 - lazy module attribute
+def __getattr__(name: str):
     if name == "USER_ERRORS":
         return _user_errors()
     raise AttributeError(name)

@@ -17,8 +17,8 @@ from zonkey.core.gen_eval import (
     throughput,
 )
 from zonkey.core.infill_eval import byte_accuracy, infill_problems, infill_scores
-from zonkey.core.words import distinct_n, most_frequent_token, normalize_word, valid_word_rate, vocabulary, words
 from zonkey.core.model import build_model
+from zonkey.core.words import distinct_n, most_frequent_token, normalize_word, valid_word_rate, vocabulary, words
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import json
-from typing import Any
 import math
+from typing import Any
 
 import pytest
 import torch

@@ -1,2 +1,3 @@
 """The ``zonkey`` command line (Typer). The app lives in :mod:`zonkey.cli.app`; shared output and
-error helpers in :mod:`zonkey.cli.common`."""
+error helpers in :mod:`zonkey.cli.common`.
+"""

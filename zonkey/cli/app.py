@@ -14,15 +14,15 @@ prints a short message and exits with 1 (invalid input) or 2 (usage), never a tr
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
-from rich.table import Table
 from rich.markup import escape
+from rich.table import Table
 
-from zonkey.version import __version__
 from zonkey.cli import common
 from zonkey.core.recipe import RecipeError, recipe_to_dict, recipe_to_yaml
+from zonkey.version import __version__
 
 app = typer.Typer(
     name="zonkey",
@@ -34,7 +34,7 @@ app = typer.Typer(
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON on stdout instead of text.")]
 Overrides = Annotated[
-    Optional[list[str]],
+    list[str] | None,
     typer.Option("--set", "-s", metavar="KEY=VALUE", help="Override a recipe value, e.g. model.levels.0.d_model=128 "
                  "(repeatable)."),
 ]
@@ -66,7 +66,7 @@ def _root(
 
 @app.command()
 def components(
-    kind: Annotated[Optional[str], typer.Option("--kind", "-k", help="Only this kind (attention, splitter, ...).")] = None,
+    kind: Annotated[str | None, typer.Option("--kind", "-k", help="Only this kind (attention, splitter, ...).")] = None,
     as_json: JsonFlag = False,
 ) -> None:
     """List the registered components of every kind, with their config fields."""
@@ -180,10 +180,12 @@ def validate(
         raise typer.Exit(code)
 
 
-from zonkey.cli.train import train as _train  # noqa: E402
-
-from zonkey.cli.evaluate import eval_cmd as _eval, reconstruct_cmd as _reconstruct, split_cmd as _split  # noqa: E402
-from zonkey.cli.generate import infill_cmd as _infill, sample_cmd as _sample  # noqa: E402
+from zonkey.cli.evaluate import eval_cmd as _eval
+from zonkey.cli.evaluate import reconstruct_cmd as _reconstruct
+from zonkey.cli.evaluate import split_cmd as _split
+from zonkey.cli.generate import infill_cmd as _infill
+from zonkey.cli.generate import sample_cmd as _sample
+from zonkey.cli.train import train as _train
 
 app.command("train")(_train)
 app.command("eval")(_eval)
@@ -192,11 +194,11 @@ app.command("reconstruct")(_reconstruct)
 app.command("sample")(_sample)
 app.command("infill")(_infill)
 
-from zonkey.cli.curves import curves_cmd as _curves  # noqa: E402
+from zonkey.cli.curves import curves_cmd as _curves
 
 app.command("curves")(_curves)
 
-from zonkey.cli.diagnose import app as _diagnose  # noqa: E402
+from zonkey.cli.diagnose import app as _diagnose
 
 app.add_typer(_diagnose, name="diagnose")
 

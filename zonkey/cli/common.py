@@ -10,9 +10,10 @@ from __future__ import annotations
 import json
 import sys
 import warnings
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator, NoReturn, Sequence
+from typing import Any, NoReturn
 
 import typer
 from rich.console import Console

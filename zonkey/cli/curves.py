@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 
@@ -60,7 +60,7 @@ def _fmt(v: Any) -> str:
 
 def curves_cmd(
     run: Annotated[Path, typer.Argument(help="Run directory (or a metrics.jsonl file).")],
-    keys: Annotated[Optional[str], typer.Option("--keys", "-k", help="Comma-separated columns (default: loss, "
+    keys: Annotated[str | None, typer.Option("--keys", "-k", help="Comma-separated columns (default: loss, "
                                                  "byte accuracy, segment length, boundary F1, level-1 recon, w.l1, B/s).")] = None,
     every: Annotated[int, typer.Option("--every", help="Show steps that are multiples of this (and the last).")] = 1,
     list_keys: Annotated[bool, typer.Option("--list", help="List the logged columns and exit.")] = False,

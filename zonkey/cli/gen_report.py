@@ -1,9 +1,10 @@
 """Compact text tables of ``zonkey eval``'s generation sections (samples, steps table,
-throughput, infill, infill items); the JSON output carries the same numbers and more."""
+throughput, infill, infill items); the JSON output carries the same numbers and more.
+"""
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 ROW_NAMES = ("generated", "real", "repeat", "shuffled")
 ROW_LABELS = {"generated": "generated", "real": "real held-out", "repeat": "top word repeated",
@@ -13,7 +14,7 @@ SAMPLE_COLS = (("valid", "valid_word_rate", 4), ("bits/B", "judge_bpb", 3), ("H(
                ("memo-4", "memorisation", 3))
 
 
-def _num(v: Optional[float], digits: int) -> str:
+def _num(v: float | None, digits: int) -> str:
     return "-" if v is None else f"{v:.{digits}f}"
 
 

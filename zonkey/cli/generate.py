@@ -1,14 +1,16 @@
 """``zonkey sample`` and ``zonkey infill``: text from noise, and gaps filled between known text
-(thin wrappers of zonkey.core.sample and zonkey.core.infill)."""
+(thin wrappers of zonkey.core.sample and zonkey.core.infill).
+"""
 
 from __future__ import annotations
 
 import json
 import re
 import sys
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any, Iterator, Optional
+from typing import Annotated, Any
 
 import typer
 from rich.markup import escape
@@ -18,16 +20,17 @@ from zonkey.cli import common
 GAP_MARK = re.compile(r"_{3,}")  # a run of three or more underscores marks the gap
 
 
-def _load(ckpt: Path, use_ema: bool):  # noqa: ANN202
+def _load(ckpt: Path, use_ema: bool):
     from zonkey.core.model import ZonkeyModel
 
     return ZonkeyModel.from_run(ckpt, use_ema=use_ema)
 
 
 @contextmanager
-def _progress(label: str, enabled: Optional[bool]) -> Iterator[Any]:
+def _progress(label: str, enabled: bool | None) -> Iterator[Any]:
     """A transient rich progress bar on stderr (default: when stderr is a terminal); yields the
-    ``progress(done, total)`` callback the library calls, or None."""
+    ``progress(done, total)`` callback the library calls, or None.
+    """
     if not (sys.stderr.isatty() if enabled is None else enabled):
         yield None
         return
@@ -49,19 +52,19 @@ def _write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
         common.fail(f"{path}: cannot write the trace: {exc.strerror or exc}", common.EXIT_USAGE)
 
 
-Progress = Annotated[Optional[bool], typer.Option("--progress/--no-progress",
+Progress = Annotated[bool | None, typer.Option("--progress/--no-progress",
                                                   help="Progress bar on stderr (default: when stderr is a terminal).")]
 
 
 def sample_cmd(
     ckpt: Annotated[Path, typer.Argument(help="Run directory (or checkpoint directory).")],
     n: Annotated[int, typer.Option("-n", help="Number of samples.")] = 4,
-    steps: Annotated[Optional[int], typer.Option("--steps", help="Denoising steps at the top level (default: recipe).")] = None,
+    steps: Annotated[int | None, typer.Option("--steps", help="Denoising steps at the top level (default: recipe).")] = None,
     seed: Annotated[int, typer.Option("--seed")] = 0,
-    level: Annotated[Optional[int], typer.Option("--level", help="Start from this level (default: the top).")] = None,
-    segments: Annotated[Optional[int], typer.Option("--segments", help="Latents per sample at the starting level, "
+    level: Annotated[int | None, typer.Option("--level", help="Start from this level (default: the top).")] = None,
+    segments: Annotated[int | None, typer.Option("--segments", help="Latents per sample at the starting level, "
                                                      "stitched in order (default: recipe sample.top_segments).")] = None,
-    trace: Annotated[Optional[Path], typer.Option("--trace", help="Write the decoded text at every step to this JSONL file.")] = None,
+    trace: Annotated[Path | None, typer.Option("--trace", help="Write the decoded text at every step to this JSONL file.")] = None,
     ema: Annotated[bool, typer.Option("--ema/--no-ema")] = True,
     progress: Progress = None,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per sample: {text, bytes}.")] = False,
@@ -89,7 +92,7 @@ def sample_cmd(
             common.print_text(repr(t))
 
 
-def parse_gap_text(text: Optional[str], prefix: Optional[str], suffix: Optional[str]) -> tuple[str, str]:
+def parse_gap_text(text: str | None, prefix: str | None, suffix: str | None) -> tuple[str, str]:
     """(prefix, suffix) from ``TEXT`` with one ``___`` or from ``--prefix``/``--suffix``.
 
     Raises:
@@ -117,7 +120,7 @@ def parse_gap_text(text: Optional[str], prefix: Optional[str], suffix: Optional[
     return prefix, suffix
 
 
-def parse_gap_range(gap: Optional[str]) -> Optional[tuple[int, int]]:
+def parse_gap_range(gap: str | None) -> tuple[int, int] | None:
     """``"3"`` -> (3, 3); ``"1-4"`` or ``"1:4"`` -> (1, 4); None stays None (the recipe's range)."""
     if gap is None:
         return None
@@ -133,16 +136,16 @@ def parse_gap_range(gap: Optional[str]) -> Optional[tuple[int, int]]:
 
 def infill_cmd(
     ckpt: Annotated[Path, typer.Argument(help="Run directory (or checkpoint directory).")],
-    text: Annotated[Optional[str], typer.Argument(help='Text with one ___ marking the gap, e.g. "Bob is a ___ player in the NBA".')] = None,
-    prefix: Annotated[Optional[str], typer.Option("--prefix", help="Text before the gap (instead of TEXT).")] = None,
-    suffix: Annotated[Optional[str], typer.Option("--suffix", help="Text after the gap (instead of TEXT).")] = None,
-    level: Annotated[Optional[int], typer.Option("--level", help="Level whose sequence holds the gap (default: 1 if the "
+    text: Annotated[str | None, typer.Argument(help='Text with one ___ marking the gap, e.g. "Bob is a ___ player in the NBA".')] = None,
+    prefix: Annotated[str | None, typer.Option("--prefix", help="Text before the gap (instead of TEXT).")] = None,
+    suffix: Annotated[str | None, typer.Option("--suffix", help="Text after the gap (instead of TEXT).")] = None,
+    level: Annotated[int | None, typer.Option("--level", help="Level whose sequence holds the gap (default: 1 if the "
                                                   "model has it, else 0).")] = None,
-    gap: Annotated[Optional[str], typer.Option("--gap", help="Gap lengths to search, N or LO-HI, in positions of that "
+    gap: Annotated[str | None, typer.Option("--gap", help="Gap lengths to search, N or LO-HI, in positions of that "
                                                 "level (bytes at level 0; default: recipe).")] = None,
-    steps: Annotated[Optional[int], typer.Option("--steps", help="Denoising steps (default: recipe sample.infill_steps).")] = None,
+    steps: Annotated[int | None, typer.Option("--steps", help="Denoising steps (default: recipe sample.infill_steps).")] = None,
     seed: Annotated[int, typer.Option("--seed")] = 0,
-    trace: Annotated[Optional[Path], typer.Option("--trace", help="Write every candidate's gap at every step to this JSONL file.")] = None,
+    trace: Annotated[Path | None, typer.Option("--trace", help="Write every candidate's gap at every step to this JSONL file.")] = None,
     ema: Annotated[bool, typer.Option("--ema/--no-ema")] = True,
     progress: Progress = None,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object: {text, gap, score, gap_len, level, candidates}.")] = False,

@@ -1,6 +1,7 @@
 """Gold boundaries and their scoring: word and sentence starts of a byte batch, and precision /
 recall / F1 of predicted boundaries against them (``zonkey eval``'s boundary figures and the
-trainer's cheap per-batch boundary statistics; measurement only, nothing here reaches the model)."""
+trainer's cheap per-batch boundary statistics; measurement only, nothing here reaches the model).
+"""
 
 from __future__ import annotations
 
@@ -44,7 +45,8 @@ class BoundaryCounter:
 
     def add(self, name: str, pred: Tensor, gold: Tensor, tol: int = 0) -> None:
         """Count one batch of predictions ``pred`` (b, n) bool against ``gold`` (b, n) bool under
-        ``name``; a boundary within ``tol`` positions of one on the other side counts as a match."""
+        ``name``; a boundary within ``tol`` positions of one on the other side counts as a match.
+        """
         tp_p = int((pred & _dilate(gold, tol)).sum())  # predicted boundaries near a gold one
         tp_g = int((gold & _dilate(pred, tol)).sum())  # gold boundaries near a predicted one
         c = self.counts.setdefault(name, [0, 0, 0, 0])
@@ -68,7 +70,8 @@ def boundary_stats(p_bos: Tensor, tokens: Tensor, valid: Tensor) -> dict[str, fl
     """Cheap boundary statistics of one batch (logged by the trainer; measurement only, nothing
     here reaches the model): strict F1 of ``p_bos > 0.5`` against both gold variants, and the mean
     BOS probability at gold word edges (the better-aligned variant) versus at all other positions
-    after the first."""
+    after the first.
+    """
     gold = gold_boundaries(tokens, valid)
     pred = (p_bos > 0.5) & valid
     pred[:, 0] = False

@@ -9,7 +9,7 @@ sequence priors and by infilling.
 
 from __future__ import annotations
 
-from typing import Callable, Optional
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
@@ -25,7 +25,7 @@ ProgressFn = Callable[[int, int], None]  # (done, total)
 
 @torch.no_grad()
 def descend(model: ZonkeyModel, level_idx: int, x: Tensor, valid: Tensor, *, steps: int, sigma: float, epsilon: float,
-            generator: Optional[torch.Generator]) -> list[bytes]:
+            generator: torch.Generator | None) -> list[bytes]:
     """A stitched sequence of ``level_idx``'s input vectors down to bytes, one batch per level.
 
     At level 0 the vectors are byte embeddings (argmax against the tied table); above, each valid
@@ -57,8 +57,9 @@ def descend(model: ZonkeyModel, level_idx: int, x: Tensor, valid: Tensor, *, ste
 
 @torch.no_grad()
 def decode_down(model: ZonkeyModel, level_idx: int, x_hat: Tensor, log_existence: Tensor, doc: Tensor, b: int, *,
-                steps: int, sigma: float, epsilon: float, generator: Optional[torch.Generator]) -> list[bytes]:
+                steps: int, sigma: float, epsilon: float, generator: torch.Generator | None) -> list[bytes]:
     """Decoded segments of ``level_idx`` (s, m, d) with their existence (s, m), grouped into ``b``
-    documents by ``doc`` (s,) -> bytes per document: truncate, stitch, descend."""
+    documents by ``doc`` (s,) -> bytes per document: truncate, stitch, descend.
+    """
     st = stitch(model.levels[level_idx].stitcher, x_hat, log_existence, doc, b, epsilon)
     return descend(model, level_idx, st.x, st.valid, steps=steps, sigma=sigma, epsilon=epsilon, generator=generator)

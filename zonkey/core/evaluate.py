@@ -35,7 +35,8 @@ round trip is read from the input but the text itself: every count and length is
 
 from __future__ import annotations
 
-from typing import Any, Optional, Sequence, Union
+from collections.abc import Sequence
+from typing import Any, Union
 
 import torch
 from torch import Tensor
@@ -58,7 +59,6 @@ from zonkey.core.roundtrip import RoundTrip, levenshtein
 from zonkey.core.sample import ProgressFn
 from zonkey.data import Batch, ByteBatches
 
-
 __all__ = [
     "NOISE_LEVELS", "SENTENCE_END", "WHITESPACE", "BoundaryCounter", "RoundTrip", "bos_entropy", "boundary_stats",
     "evaluate", "evaluate_level0", "evaluate_level1", "evaluate_upper", "gold_boundaries", "levenshtein",
@@ -75,8 +75,8 @@ def _batch(batches: Batches, i: int) -> Batch:
 
 @torch.no_grad()
 def evaluate_level0(model: ZonkeyModel, batches: Batches, *, noise_levels: Sequence[float] = NOISE_LEVELS,
-                    steps: int = 4, seed: int = 0, max_batches: Optional[int] = None,
-                    progress: Optional[ProgressFn] = None) -> dict[str, Any]:
+                    steps: int = 4, seed: int = 0, max_batches: int | None = None,
+                    progress: ProgressFn | None = None) -> dict[str, Any]:
     """Level-0 metrics over batches of held-out text (see the module docstring).
 
     Args:
@@ -147,8 +147,8 @@ def evaluate_level0(model: ZonkeyModel, batches: Batches, *, noise_levels: Seque
     }
 
 
-def evaluate(model: ZonkeyModel, corpus: Any, *, batch_bytes: int, seed: int = 0, max_batches: Optional[int] = None,
-             steps: int = 4, progress: Optional[ProgressFn] = None) -> dict[str, Any]:
+def evaluate(model: ZonkeyModel, corpus: Any, *, batch_bytes: int, seed: int = 0, max_batches: int | None = None,
+             steps: int = 4, progress: ProgressFn | None = None) -> dict[str, Any]:
     """All metrics of every level on the held-out split of ``corpus`` (see the module docstring).
 
     Args:
@@ -239,7 +239,8 @@ class _UpperLevel:
 
 def _holds_sentence_start(batch: Batch, passes: list[LevelPass]) -> list[Tensor]:
     """Per level of ``passes``: (s_l,) bool, whether each segment's own span holds a sentence's
-    first byte (level 0: one of its bytes; level l: one of its level-(l−1) segments)."""
+    first byte (level 0: one of its bytes; level l: one of its level-(l−1) segments).
+    """
     seg0 = passes[0].split.segments
     starts_b = sentence_starts(batch.tokens, batch.valid)
     span_pos = seg0.start[:, None] + torch.arange(seg0.valid.shape[1], device=seg0.start.device)[None, :]
@@ -254,8 +255,8 @@ def _holds_sentence_start(batch: Batch, passes: list[LevelPass]) -> list[Tensor]
 
 
 @torch.no_grad()
-def evaluate_upper(model: ZonkeyModel, batches: Batches, *, levels: Optional[Sequence[int]] = None, seed: int = 0,
-                   max_batches: Optional[int] = None) -> dict[str, Any]:
+def evaluate_upper(model: ZonkeyModel, batches: Batches, *, levels: Sequence[int] | None = None, seed: int = 0,
+                   max_batches: int | None = None) -> dict[str, Any]:
     """The metrics of levels >= 1 (see the module docstring), one walk up the hierarchy per batch.
 
     Args:
@@ -292,6 +293,6 @@ def evaluate_upper(model: ZonkeyModel, batches: Batches, *, levels: Optional[Seq
 
 
 def evaluate_level1(model: ZonkeyModel, batches: Batches, *, seed: int = 0,
-                    max_batches: Optional[int] = None) -> dict[str, Any]:
+                    max_batches: int | None = None) -> dict[str, Any]:
     """Level 1's metrics alone (:func:`evaluate_upper` with ``levels=[1]``)."""
     return evaluate_upper(model, batches, levels=[1], seed=seed, max_batches=max_batches)

@@ -130,7 +130,7 @@ def existence_shares(log_existence: Tensor, doc: Tensor, positions: Tensor, seg_
 
 
 def _window_log_no_bos(p_bos: Tensor, valid: Tensor, w: int) -> tuple[Tensor, Tensor]:
-    """log Π_{i<k<=i+w} (1 − p_k) for every i, and whether i+w is still inside the document.
+    """Log Π_{i<k<=i+w} (1 − p_k) for every i, and whether i+w is still inside the document.
 
     Returns:
         (b, n) log probability, (b, n) bool window-inside-document.
@@ -229,6 +229,7 @@ def segment_lengths(bos: Tensor, valid: Tensor) -> Tensor:
 
 def kept_mask(log_existence: Tensor, threshold: float) -> Tensor:
     """(s, m) bool: the leading slots whose existence stays at or above ``threshold`` (the cut used
-    to truncate decoded segments, §9.1)."""
+    to truncate decoded segments, §9.1).
+    """
     alive = log_existence >= math.log(threshold)
     return torch.cumprod(alive.int(), dim=1).bool()

@@ -1,10 +1,11 @@
 """Inference on raw text, read from the encoder walk (``ZonkeyModel.encode``): deterministic splits
 at every level, the level-0 round trip text -> latents -> text, and decoding level-0 slots back to
-bytes through the tied embedding table."""
+bytes through the tied embedding table.
+"""
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor
@@ -13,7 +14,6 @@ from zonkey.core.model import ZonkeyModel
 from zonkey.core.outputs import LevelPass, Segments, SplitOutput, TextSplit
 from zonkey.core.sphere import atanh_cos_logits
 from zonkey.data import Batch, encode_texts
-
 
 __all__ = ["TextSplit", "decode_bytes_from_slots", "decode_own_spans", "reconstruct_texts", "split_batch",
            "split_texts"]

@@ -49,23 +49,23 @@ sees is the few bytes that share a segment with it.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Optional, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from zonkey.core.descent import ProgressFn, descend
 from zonkey.core.existence import NEG_INF
 from zonkey.core.hierarchy import latents_to_sequence
+from zonkey.core.inference import encode_to_level
 from zonkey.core.level import Level
 from zonkey.core.model import ZonkeyModel
 from zonkey.core.outputs import DenoiseOutput, InfillResult
-from zonkey.core.descent import ProgressFn, descend
-from zonkey.core.inference import encode_to_level
 from zonkey.core.prior_gen import infill_with_prior, prior_level
 from zonkey.core.sphere import to_sphere
-
 
 __all__ = ["InfillResult", "default_level", "encode_to_level", "gap_lengths", "infill", "infill_many"]
 
@@ -75,7 +75,7 @@ def default_level(model: ZonkeyModel) -> int:
     return min(1, len(model.levels) - 1)
 
 
-def gap_lengths(model: ZonkeyModel, level: int, gap: Optional[tuple[int, int] | int] = None, *,
+def gap_lengths(model: ZonkeyModel, level: int, gap: tuple[int, int] | int | None = None, *,
                 prior: bool = False) -> list[int]:
     """The searched gap lengths: ``gap`` (an int or an inclusive (lo, hi) range), else the recipe's
     ``sample.infill_gap_bytes`` at level 0 and ``sample.infill_gap`` above. A sequence prior
@@ -107,9 +107,10 @@ class _Windows:
 
 
 def _windows(docs: list[tuple[Tensor, int, Tensor]], m: int, generator: torch.Generator,
-             span: Optional[int] = None) -> _Windows:
+             span: int | None = None) -> _Windows:
     """docs: per candidate (prefix (p, d), gap length g, suffix (q, d)); each window holds ``span``
-    (<= m, default m) document positions, its later slots have existence 0."""
+    (<= m, default m) document positions, its later slots have existence 0.
+    """
     span = m if span is None else max(1, min(span, m))
     known, is_gap, doc_of = [], [], []
     base_l, st_l, len_l, cand_l = [], [], [], []
@@ -148,10 +149,10 @@ class _Clamp:
     def __init__(self, level: Level, w: _Windows) -> None:
         self.level, self.w = level, w
         self.cur = w.known  # (T, d) current document estimate
-        self.raw: Optional[DenoiseOutput] = None  # the last unclamped denoiser output
+        self.raw: DenoiseOutput | None = None  # the last unclamped denoiser output
         self.log_existence = torch.zeros(w.exists.shape, device=w.known.device).masked_fill(~w.exists, NEG_INF)
 
-    def __call__(self, z: Tensor, sigma: Tensor, cond: Optional[Tensor] = None) -> DenoiseOutput:
+    def __call__(self, z: Tensor, sigma: Tensor, cond: Tensor | None = None) -> DenoiseOutput:
         w = self.w
         out = self.level.denoise(z, sigma, cond)
         self.raw = out
@@ -181,7 +182,7 @@ def _scores(clamp: _Clamp) -> Tensor:
 
 
 def _gap_text(model: ZonkeyModel, level: int, clamp: _Clamp, *, steps: int, sigma: float, epsilon: float,
-              generator: Optional[torch.Generator]) -> list[bytes]:
+              generator: torch.Generator | None) -> list[bytes]:
     """Bytes of every candidate's current gap (one batched descent)."""
     w = clamp.w
     n_cand = int(w.doc_of.max()) + 1
@@ -190,10 +191,10 @@ def _gap_text(model: ZonkeyModel, level: int, clamp: _Clamp, *, steps: int, sigm
 
 
 @torch.no_grad()
-def infill_many(model: ZonkeyModel, pairs: Sequence[tuple[str, str]], *, level: Optional[int] = None,
-                gap: Optional[tuple[int, int] | int] = None, steps: Optional[int] = None, seed: int = 0,
-                epsilon: Optional[float] = None, span: Optional[int] = None, trace: bool = False,
-                progress: Optional[ProgressFn] = None) -> list[InfillResult]:
+def infill_many(model: ZonkeyModel, pairs: Sequence[tuple[str, str]], *, level: int | None = None,
+                gap: tuple[int, int] | int | None = None, steps: int | None = None, seed: int = 0,
+                epsilon: float | None = None, span: int | None = None, trace: bool = False,
+                progress: ProgressFn | None = None) -> list[InfillResult]:
     """Fill the gap of every (prefix, suffix) pair; all pairs and gap lengths in one batch.
 
     Args:

@@ -27,8 +27,9 @@ import json
 import random
 import re
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -134,7 +135,8 @@ def infill_scores(preds: Sequence[str], golds: Sequence[str]) -> tuple[float, fl
 
 def score_fills(preds: Sequence[str], candidates: Sequence[Sequence[str]], golds: Sequence[str]) -> dict[str, Any]:
     """Exact match, character and byte accuracy of ``preds`` and EM@k over ``candidates`` (per
-    item, best first) against ``golds`` (see the module docstring)."""
+    item, best first) against ``golds`` (see the module docstring).
+    """
     n = len(golds)
     exact, acc = infill_scores(preds, golds)
     return {
@@ -162,10 +164,11 @@ def baselines(golds: Sequence[str], counts: Counter[str], seed: int = 0) -> dict
     }
 
 
-def run_infill(model: Any, pairs: Sequence[tuple[str, str]], *, steps: Optional[int] = None, seed: int = 0,
-               batch: int = 16, progress: Optional[ProgressFn] = None) -> tuple[list[str], list[list[str]]]:
+def run_infill(model: Any, pairs: Sequence[tuple[str, str]], *, steps: int | None = None, seed: int = 0,
+               batch: int = 16, progress: ProgressFn | None = None) -> tuple[list[str], list[list[str]]]:
     """The model's stripped fill of every (prefix, suffix) pair, and its stripped candidates best
-    first (``batch`` pairs per batched call, each call seeded ``seed + first index``)."""
+    first (``batch`` pairs per batched call, each call seeded ``seed + first index``).
+    """
     from zonkey.core.infill import infill_many
 
     preds: list[str] = []
@@ -182,7 +185,7 @@ def run_infill(model: Any, pairs: Sequence[tuple[str, str]], *, steps: Optional[
 
 
 def infill_metrics(model: Any, problems: Sequence[tuple[str, str, str]], counts: Counter[str], *, seed: int = 0,
-                   steps: Optional[int] = None, batch: int = 16, progress: Optional[ProgressFn] = None) -> dict[str, Any]:
+                   steps: int | None = None, batch: int = 16, progress: ProgressFn | None = None) -> dict[str, Any]:
     """Fill every problem's gap with the model and score it beside the baselines.
 
     Args:

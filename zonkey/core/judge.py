@@ -34,9 +34,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Optional, Sequence
 
 import numpy as np
 
@@ -81,7 +81,8 @@ def _symbols(docs: Iterable[bytes | str], order: int) -> np.ndarray:
 
 def _rolling_keys(sym: np.ndarray, order: int) -> list[np.ndarray]:
     """keys[k − 1][i]: the packed k-gram ending at position i (newest symbol in the low bits);
-    meaningful where i ≥ k − 1, which holds at every byte position thanks to the padding."""
+    meaningful where i ≥ k − 1, which holds at every byte position thanks to the padding.
+    """
     keys = [sym.copy()]
     for _ in range(1, order):
         prev = keys[-1]
@@ -131,7 +132,7 @@ class NgramJudge:
         self.train_bytes = train_bytes
 
     @classmethod
-    def train(cls, docs: Sequence[bytes | str], order: int = DEFAULT_ORDER) -> "NgramJudge":
+    def train(cls, docs: Sequence[bytes | str], order: int = DEFAULT_ORDER) -> NgramJudge:
         """Count the n-grams of ``docs`` (the training split) up to ``order``.
 
         Raises:
@@ -156,7 +157,8 @@ class NgramJudge:
 
     def _probs(self, keys: list[np.ndarray], at: np.ndarray, byte: np.ndarray) -> np.ndarray:
         """P(byte | context) at positions ``at`` of a padded stream whose rolling keys are
-        ``keys``; ``byte`` (q,) uint64 replaces the symbol at each position."""
+        ``keys``; ``byte`` (q,) uint64 replaces the symbol at each position.
+        """
         p = np.full(at.shape, 1.0 / 256.0)
         shift = np.uint64(BITS)
         for k in range(1, self.order + 1):
@@ -172,7 +174,8 @@ class NgramJudge:
 
     def next_byte_probs(self, context: bytes | str) -> np.ndarray:
         """(256,) the distribution of the byte after ``context``, the text so far from its
-        start (a context shorter than ``order − 1`` bytes is preceded by start symbols); sums to 1."""
+        start (a context shorter than ``order − 1`` bytes is preceded by start symbols); sums to 1.
+        """
         ctx = _as_bytes(context)[-(self.order - 1):] if self.order > 1 else b""
         sym = np.concatenate([np.full(self.order - 1, START, dtype=np.uint64),
                               np.frombuffer(ctx, dtype=np.uint8).astype(np.uint64),
@@ -211,7 +214,7 @@ class NgramJudge:
                 "discounts": [t.discount for t in self.tables]}
 
     @classmethod
-    def from_tensors(cls, arrays: dict[str, np.ndarray], meta: dict) -> "NgramJudge":
+    def from_tensors(cls, arrays: dict[str, np.ndarray], meta: dict) -> NgramJudge:
         tables = [_Table(*(arrays[f"o{k}.{n}"] for n in ("keys", "counts", "ctx", "totals", "types")),
                          float(meta["discounts"][k - 1])) for k in range(1, int(meta["order"]) + 1)]
         return cls(tables, str(meta["fingerprint"]), int(meta["train_bytes"]))
@@ -227,7 +230,7 @@ def corpus_fingerprint(docs: Iterable[bytes | str], order: int) -> str:
     return h.hexdigest()[:16]
 
 
-def load_or_train(docs: Sequence[bytes | str], cache_dir: Optional[str | Path] = None, *,
+def load_or_train(docs: Sequence[bytes | str], cache_dir: str | Path | None = None, *,
                   order: int = DEFAULT_ORDER) -> tuple[NgramJudge, bool]:
     """The judge of ``docs``: read from ``cache_dir`` when a judge of the same fingerprint is
     there, else trained (and saved there, atomically, when ``cache_dir`` is given and writable).

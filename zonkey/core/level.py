@@ -76,15 +76,15 @@ class Level(nn.Module):
 
     def split(self, x: Tensor, valid: Tensor, *, sample: bool | None = None, tokens: Tensor | None = None,
               generator: torch.Generator | None = None) -> SplitOutput:
-        """x (b, n, d), valid (b, n) -> SplitOutput; ``sample`` None: sampled BOS in training mode."""
+        """X (b, n, d), valid (b, n) -> SplitOutput; ``sample`` None: sampled BOS in training mode."""
         return self.splitter(x, valid, sample=sample, tokens=tokens, generator=generator)
 
     def compress(self, x: Tensor, log_existence: Tensor) -> Tensor:
-        """x (s, m, d), log_existence (s, m) -> (s, k·d)."""
+        """X (s, m, d), log_existence (s, m) -> (s, k·d)."""
         return self.compressor(x, log_existence)
 
     def denoise(self, z: Tensor, sigma: Tensor, cond: Tensor | None = None) -> DenoiseOutput:
-        """z (s, k·d), sigma (s,), optional self-conditioning cond (s, k·d) -> DenoiseOutput."""
+        """Z (s, k·d), sigma (s,), optional self-conditioning cond (s, k·d) -> DenoiseOutput."""
         return self.denoiser(z, sigma) if cond is None else self.denoiser(z, sigma, cond)
 
     def encode(self, x: Tensor, valid: Tensor, *, sample: bool | None = None, tokens: Tensor | None = None,
@@ -144,7 +144,8 @@ class Level(nn.Module):
         """Masked prediction (§5.2): ~15% of real slots, biased toward high existence, are replaced by
         a learned mask vector; the compressor's state there must pick the original vector among all
         the level's input vectors of the batch (2·atanh(cos), no false negatives), weighted by the
-        existence shares of the targets."""
+        existence shares of the targets.
+        """
         e = seg.log_existence.detach().exp() * seg.valid  # (s, m)
         prob = (rate * e / e.sum().clamp_min(1e-8) * seg.valid.sum()).clamp(max=1.0)
         masked = (torch.rand(prob.shape, device=prob.device, generator=generator) < prob) & seg.valid
@@ -217,7 +218,7 @@ class Level(nn.Module):
                                                                   valid, same_tol=self.same_tol)
             if obj.dirty is not None:
                 r = obj.dirty_rows
-                sel = (lambda t: t) if r is None else (lambda t: t[r])  # noqa: E731
+                sel = (lambda t: t) if r is None else (lambda t: t[r])
                 terms["recon_dirty"], _ = contrastive_recon_loss(obj.dirty.x_hat, sel(seg.doc), sel(seg.positions),
                                                                  sel(seg.shares), x, valid,
                                                                  same_tol=self.same_tol)
@@ -258,7 +259,8 @@ class Level(nn.Module):
                         table: Tensor | None) -> DecodeLossFn:
         """A closure: (z (r, k·d) latents standing for segments ``rows`` (r,)) -> (loss, top-1 accuracy
         on the own spans). The loss is this level's clean reconstruction of those segments' targets
-        plus the existence BCE against their true lengths; targets and weights are not differentiated."""
+        plus the existence BCE against their true lengths; targets and weights are not differentiated.
+        """
 
         def loss_fn(z: Tensor, rows: Tensor) -> tuple[Tensor, Tensor]:
             out = self.denoise(z, z.new_zeros(z.shape[0]))

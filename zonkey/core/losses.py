@@ -1,5 +1,6 @@
 """Loss terms of one level (§8). Each returns an unweighted scalar; the level multiplies by the
-recipe's weight and sums (never averages over however many terms exist)."""
+recipe's weight and sums (never averages over however many terms exist).
+"""
 
 from __future__ import annotations
 
@@ -61,7 +62,8 @@ def log1mexp(x: Tensor) -> Tensor:
 
 def existence_bce(pred_log_e: Tensor, target_log_e: Tensor) -> Tensor:
     """BCE of predicted existence against the splitter's existence profile, minus the target's own
-    entropy so the minimum is 0. Both (s, m) in log space; the target is not differentiated."""
+    entropy so the minimum is 0. Both (s, m) in log space; the target is not differentiated.
+    """
     t = target_log_e.detach().exp()
     p_log, q_log = pred_log_e.clamp_min(-30.0), log1mexp(pred_log_e.clamp_min(-30.0))
     bce = -(t * p_log + (1 - t) * q_log)

@@ -12,8 +12,9 @@ its passes (:meth:`ZonkeyModel.encode`). The user API on top of the model is :mo
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -75,11 +76,11 @@ class ZonkeyModel(nn.Module):
         return to_sphere(self.embed)
 
     def embed_bytes(self, tokens: Tensor, valid: Tensor) -> Tensor:
-        """tokens (b, n) -> (b, n, d0), zero on padding."""
+        """Tokens (b, n) -> (b, n, d0), zero on padding."""
         return self.table[tokens].masked_fill(~valid[..., None], 0.0)
 
-    def walk(self, tokens: Tensor, valid: Tensor, *, sample: Optional[bool] = False,
-             generator: Optional[torch.Generator] = None, upto: Optional[int] = None) -> Iterator[LevelPass]:
+    def walk(self, tokens: Tensor, valid: Tensor, *, sample: bool | None = False,
+             generator: torch.Generator | None = None, upto: int | None = None) -> Iterator[LevelPass]:
         """The encoder walk up the hierarchy, one :class:`LevelPass` per level 0 .. upto−1.
 
         Each level splits its sequence and compresses its segments; their latents, in BOS order
@@ -110,8 +111,8 @@ class ZonkeyModel(nn.Module):
             p.above = latents_to_sequence(up, split.segments.doc, b)
             x, v = p.above.x, p.above.valid
 
-    def encode(self, tokens: Tensor, valid: Tensor, *, sample: Optional[bool] = False,
-               generator: Optional[torch.Generator] = None, upto: Optional[int] = None) -> list[LevelPass]:
+    def encode(self, tokens: Tensor, valid: Tensor, *, sample: bool | None = False,
+               generator: torch.Generator | None = None, upto: int | None = None) -> list[LevelPass]:
         """Every pass of :meth:`walk` (deterministic splits by default), each with its ``above``.
 
         Args:
@@ -123,8 +124,8 @@ class ZonkeyModel(nn.Module):
         """
         return list(self.walk(tokens, valid, sample=sample, generator=generator, upto=upto))
 
-    def forward(self, tokens: Tensor, valid: Tensor, *, generator: Optional[torch.Generator] = None,
-                scales: Optional[dict[str, float]] = None) -> ModelOutput:
+    def forward(self, tokens: Tensor, valid: Tensor, *, generator: torch.Generator | None = None,
+                scales: dict[str, float] | None = None) -> ModelOutput:
         """Training pass over a batch of byte sequences: the encoder walk with each level's losses.
 
         Args:
@@ -179,11 +180,12 @@ class ZonkeyModel(nn.Module):
 
     @staticmethod
     def _decode_term(upper: LevelOutput, below: LevelOutput, fraction: float = 1.0,
-                     generator: Optional[torch.Generator] = None) -> tuple[Tensor, Tensor]:
+                     generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
         """The ``decode`` term of level l >= 1: each own-span slot of its clean decoding is the
         latent of one level-(l−1) segment (its document position is that segment's rank in the
         document); level l−1 decodes it and scores it against that segment's own targets. With
-        ``fraction`` < 1 a random subset of those slots (at least one) is decoded."""
+        ``fraction`` < 1 a random subset of those slots (at least one) is decoded.
+        """
         seg = upper.split.segments
         rows = own_slot_rows(seg, below.split.segments)
         assert upper.decoded is not None and below.decode_loss is not None
@@ -215,18 +217,19 @@ def own_slot_rows(seg: Segments, seg_below: Segments) -> Tensor:
 
 class _ScaleGrad(torch.autograd.Function):
     @staticmethod
-    def forward(ctx: Any, x: Tensor, alpha: float) -> Tensor:  # noqa: D102
+    def forward(ctx: Any, x: Tensor, alpha: float) -> Tensor:
         ctx.alpha = alpha
         return x.view_as(x)
 
     @staticmethod
-    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:  # noqa: D102
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:
         return grad * ctx.alpha, None
 
 
 def scale_grad(x: Tensor, alpha: float) -> Tensor:
-    """x in the forward pass (it may hold -inf, e.g. log existence on padding); its gradient
-    multiplied by ``alpha`` in the backward pass."""
+    """X in the forward pass (it may hold -inf, e.g. log existence on padding); its gradient
+    multiplied by ``alpha`` in the backward pass.
+    """
     if alpha == 1.0:
         return x
     if alpha == 0.0:
@@ -238,7 +241,8 @@ def _latents_for_above(level: Level, out: LevelPass) -> Tensor:
     """Level ``level``'s clean latents as the level above reads them: the same values, with the
     gradient that comes back scaled by ``grad_from_above.latents`` (all of it) and
     ``grad_from_above.split`` (the part reaching the split, through a second compressor pass under
-    scaled existence)."""
+    scaled existence).
+    """
     grad = level.cfg.grad_from_above
     if grad.latents == 0.0:
         return out.latents.detach()

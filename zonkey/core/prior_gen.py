@@ -20,10 +20,10 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from zonkey.core import schedule
-from zonkey.core.model import ZonkeyModel
-from zonkey.core.outputs import InfillResult, SampleResult
 from zonkey.core.descent import ProgressFn, descend
 from zonkey.core.inference import encode_to_level
+from zonkey.core.model import ZonkeyModel
+from zonkey.core.outputs import InfillResult, SampleResult
 
 SCORE_TIMES = (0.35, 0.55, 0.75)  # schedule times at which a candidate's context agreement is measured
 

@@ -1,5 +1,6 @@
 """Scoring texts rebuilt from decoded segments against the input: strict, aligned and character
-accuracy (see :class:`RoundTrip`), and the edit distance the last one needs."""
+accuracy (see :class:`RoundTrip`), and the edit distance the last one needs.
+"""
 
 from __future__ import annotations
 
@@ -18,7 +19,8 @@ def levenshtein(a: bytes, b: bytes) -> int:
 
     One row of the dynamic programme at a time, vectorised over the row: with ``c[j]`` the best
     cost reaching cell j by substitution/match or deletion, insertions chain along the row as
-    ``row[j] = min_{i <= j} (c[i] + j − i)``, a running minimum of ``c − j`` plus j."""
+    ``row[j] = min_{i <= j} (c[i] + j − i)``, a running minimum of ``c − j`` plus j.
+    """
     if len(a) < len(b):
         a, b = b, a
     if not b:
@@ -44,14 +46,16 @@ class RoundTrip:
     * ``aligned``: matching bytes of difflib's alignment over the same denominator;
     * ``char_acc``: 1 − (edit distance / input bytes), the character accuracy of OCR and speech
       evaluation (1 − CER): each dropped, added or wrong byte costs one, wherever it falls.
-      Summed over documents; below 0 only if the output is mostly garbage (clamped at 0)."""
+      Summed over documents; below 0 only if the output is mostly garbage (clamped at 0).
+    """
 
     def __init__(self) -> None:
         self.same = self.matched = self.total = self.edits = self.ref_bytes = 0
 
     def add(self, batch: Batch, pred: Tensor, keep: Tensor, doc: Tensor) -> None:
-        """pred (r, m) decoded bytes, keep (r, m) bool kept slots, doc (r,) document of each row
-        (rows in document order)."""
+        """Pred (r, m) decoded bytes, keep (r, m) bool kept slots, doc (r,) document of each row
+        (rows in document order).
+        """
         for d in range(batch.tokens.shape[0]):
             rows = (doc == d).nonzero().flatten().tolist()
             out = b"".join(bytes(pred[r][keep[r]].tolist()) for r in rows)

@@ -22,8 +22,6 @@ draw from it).
 
 from __future__ import annotations
 
-from typing import Optional
-
 import torch
 
 from zonkey.core.descent import ProgressFn, decode_down, descend
@@ -32,7 +30,6 @@ from zonkey.core.outputs import SampleResult
 from zonkey.core.prior_gen import prior_level, sample_with_prior
 from zonkey.core.stitching import stitch, truncate
 
-
 __all__ = ["ProgressFn", "SampleResult", "decode_down", "descend", "sample", "stitch", "truncate"]
 
 def _texts(pieces: list[bytes]) -> list[str]:
@@ -40,9 +37,9 @@ def _texts(pieces: list[bytes]) -> list[str]:
 
 
 @torch.no_grad()
-def sample(model: ZonkeyModel, n: int = 4, *, steps: Optional[int] = None, seed: int = 0, level: Optional[int] = None,
-           segments: Optional[int] = None, epsilon: Optional[float] = None, trace: bool = False,
-           progress: Optional[ProgressFn] = None, length: Optional[int] = None,
+def sample(model: ZonkeyModel, n: int = 4, *, steps: int | None = None, seed: int = 0, level: int | None = None,
+           segments: int | None = None, epsilon: float | None = None, trace: bool = False,
+           progress: ProgressFn | None = None, length: int | None = None,
            per_segment: bool = False) -> SampleResult:
     """Generate ``n`` texts from noise, starting at ``level`` (default: the top level).
 

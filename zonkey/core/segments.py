@@ -26,7 +26,8 @@ from zonkey.core.outputs import Segments, SplitOutput
 
 def decide_bos(p_bos: Tensor, valid: Tensor, m: int, *, sample: bool, generator: torch.Generator | None = None) -> Tensor:
     """BOS decisions: sampled (u < p) in training, p > 0.5 at inference; position 0 always, and a
-    BOS forced inside any gap of m positions. Returns (b, n) bool."""
+    BOS forced inside any gap of m positions. Returns (b, n) bool.
+    """
     if sample:
         u = torch.rand(p_bos.shape, device=p_bos.device, generator=generator)
         bos = u < p_bos.detach()

@@ -12,9 +12,10 @@ import json
 import math
 import sys
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Optional
 
 import torch
 from torch import nn
@@ -45,7 +46,8 @@ def lr_at(step: int, cfg: TrainConfig, start: int = 0, scale: float = 1.0) -> fl
     """Linear warm-up to ``lr`` then cosine decay to ``lr · min_lr_ratio`` at ``steps``.
 
     ``start``/``scale`` (a level's ``schedule.lr_start``/``schedule.lr_scale``): the same shape over steps
-    ``start … steps`` (0 before ``start``), times ``scale``."""
+    ``start … steps`` (0 before ``start``), times ``scale``.
+    """
     if step < start:
         return 0.0
     step, steps = step - start, cfg.steps - start
@@ -72,7 +74,8 @@ def param_groups(model: nn.Module, weight_decay: float, levels: Sequence[LevelCo
     or ``schedule.lr_scale`` set) gets its own pair of groups, tagged ``level``; a level's sequence
     prior gets its own pair, tagged ``prior`` (it follows the prior's ``lr_start``/``lr_scale``);
     every other parameter (the byte table included) is in the first pair, as when no level sets
-    one, so checkpoints of such recipes keep their optimizer layout."""
+    one, so checkpoints of such recipes keep their optimizer layout.
+    """
     own = {i for i, lv in enumerate(levels) if lv.schedule.is_own}
     priors = {i for i, lv in enumerate(levels) if lv.prior is not None}
     Key = Optional[tuple[str, int]]
@@ -107,7 +110,8 @@ class EMA:
     is min(decay, (1 + n) / (10 + n)) with n the steps it has had a gradient so far. A level that a
     curriculum (or its ``schedule.lr_start``) brings in at step 600 would otherwise keep 0.999^600 ≈ 55% of
     its random initial weights in the average after 600 steps of training. Buffers follow the
-    global step."""
+    global step.
+    """
 
     def __init__(self, model: nn.Module, decay: float) -> None:
         self.decay = decay
@@ -137,9 +141,10 @@ class EMA:
     def state(self) -> dict[str, torch.Tensor]:
         return self.shadow
 
-    def load(self, tensors: dict[str, torch.Tensor], counts: Optional[dict[str, int]] = None) -> None:
+    def load(self, tensors: dict[str, torch.Tensor], counts: dict[str, int] | None = None) -> None:
         """``counts``: the per-parameter trained-step counts saved with the trainer state (older
-        checkpoints have none: every parameter is then taken as trained since step 0)."""
+        checkpoints have none: every parameter is then taken as trained since step 0).
+        """
         missing = set(self.shadow) - set(tensors)
         if missing:
             raise ckpt.CheckpointError(f"EMA state is missing keys {sorted(missing)[:5]}")
@@ -159,8 +164,8 @@ class Trainer:
         log: where log lines go (default: stderr).
     """
 
-    def __init__(self, recipe: Recipe, run_dir: str | Path, *, resume: bool = False, progress: Optional[bool] = None,
-                 log: Optional[Callable[[str], None]] = None) -> None:
+    def __init__(self, recipe: Recipe, run_dir: str | Path, *, resume: bool = False, progress: bool | None = None,
+                 log: Callable[[str], None] | None = None) -> None:
         self.recipe = recipe
         self.cfg = recipe.train
         self.run_dir = Path(run_dir)
@@ -213,7 +218,7 @@ class Trainer:
     def _resume(self) -> None:
         saved = ckpt.read_recipe_json(self.run_dir)
         mine = recipe_to_dict(self.recipe)
-        strip = lambda d: {k: v for k, v in d.items() if k not in ("zonkey_version", "schema_version", "train")}  # noqa: E731
+        strip = lambda d: {k: v for k, v in d.items() if k not in ("zonkey_version", "schema_version", "train")}
         if strip(saved) != strip(mine):
             raise TrainingError(f"{self.run_dir}/recipe.json differs from the recipe given (outside `train`); "
                                 "resume with the same recipe")
@@ -246,7 +251,7 @@ class Trainer:
             f.write(json.dumps(row) + "\n")
 
     # -- one step -----------------------------------------------------------------------------
-    def train_step(self) -> tuple[Optional[float], dict[str, float], int]:
+    def train_step(self) -> tuple[float | None, dict[str, float], int]:
         """One optimisation step. Returns (loss or None if skipped, logged values, bytes in batch)."""
         self.model.train()
         batch = self.batches.batch(self.step).to(self.device)
@@ -293,7 +298,8 @@ class Trainer:
     def _boundary_values(self) -> dict[str, float]:
         """Level-0 boundary statistics of the last training batch against word edges, logged as
         ``l0.space_f1``, ``l0.word_f1``, ``l0.p_bos_edge`` and ``l0.p_bos_other`` (measurement only:
-        the model never sees them)."""
+        the model never sees them).
+        """
         last = getattr(self, "_last_split", None)
         if last is None:
             return {}
@@ -303,7 +309,7 @@ class Trainer:
         return {f"l0.{k}": v for k, v in boundary_stats(p_bos, tokens, valid).items()}
 
     # -- loop ---------------------------------------------------------------------------------
-    def fit(self, stop_at: Optional[int] = None) -> TrainResult:
+    def fit(self, stop_at: int | None = None) -> TrainResult:
         """Train until ``train.steps`` (or ``stop_at``, for tests of resume)."""
         end = min(self.cfg.steps, stop_at) if stop_at is not None else self.cfg.steps
         t0 = time.perf_counter()
@@ -363,7 +369,7 @@ class _Progress:
         self.bar.start()
         self.task = self.bar.add_task("train", total=total, completed=done, info="")
 
-    def update(self, step: int, *, loss: float, bps: float, acc: Optional[float]) -> None:
+    def update(self, step: int, *, loss: float, bps: float, acc: float | None) -> None:
         if self.bar is None:
             return
         info = f"loss {loss:.3f} · {bps:,.0f} B/s" + (f" · acc {acc:.3f}" if acc is not None else "")
@@ -374,7 +380,7 @@ class _Progress:
             self.bar.stop()
 
 
-def train(recipe: Recipe, run_dir: str | Path, *, resume: bool = False, progress: Optional[bool] = None,
-          stop_at: Optional[int] = None) -> TrainResult:
+def train(recipe: Recipe, run_dir: str | Path, *, resume: bool = False, progress: bool | None = None,
+          stop_at: int | None = None) -> TrainResult:
     """Train ``recipe`` into ``run_dir`` (library entry point of ``zonkey train``)."""
     return Trainer(recipe, run_dir, resume=resume, progress=progress).fit(stop_at=stop_at)

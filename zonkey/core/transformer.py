@@ -7,7 +7,7 @@ or ``hard`` path without any other change.
 
 from __future__ import annotations
 
-from typing import Callable, Optional
+from collections.abc import Callable
 
 import torch
 from einops import rearrange
@@ -25,7 +25,7 @@ def _default_attention(q: Tensor, k: Tensor, v: Tensor, log_existence: Tensor, *
 class ProbabilisticSelfAttention(nn.Module):
     """Multi-head self-attention whose scores carry the existence bias."""
 
-    def __init__(self, d: int, heads: int, attention: Optional[nn.Module] = None, dropout: float = 0.0) -> None:
+    def __init__(self, d: int, heads: int, attention: nn.Module | None = None, dropout: float = 0.0) -> None:
         super().__init__()
         if d % heads:
             raise ValueError(f"width {d} is not divisible by {heads} heads")
@@ -36,7 +36,7 @@ class ProbabilisticSelfAttention(nn.Module):
         self.drop = nn.Dropout(dropout)
 
     def forward(self, x: Tensor, log_existence: Tensor, *, causal: bool = False) -> Tensor:
-        """x (b, n, d), log_existence (b, n) -> (b, n, d)."""
+        """X (b, n, d), log_existence (b, n) -> (b, n, d)."""
         q, k, v = rearrange(self.qkv(x), "b n (three h dh) -> three b h n dh", three=3, h=self.heads)
         y = self.attention(q, k, v, log_existence, causal=causal)  # (b, h, n, dh)
         return self.drop(self.out(rearrange(y, "b h n dh -> b n (h dh)")))
@@ -54,7 +54,7 @@ class FeedForward(nn.Module):
 class EncoderBlock(nn.Module):
     """Pre-norm block: x + Attn(LN(x), existence); x + FFN(LN(x))."""
 
-    def __init__(self, d: int, heads: int, attention: Optional[nn.Module] = None, ffn_mult: int = 4, dropout: float = 0.0) -> None:
+    def __init__(self, d: int, heads: int, attention: nn.Module | None = None, ffn_mult: int = 4, dropout: float = 0.0) -> None:
         super().__init__()
         self.norm1 = nn.LayerNorm(d)
         self.attn = ProbabilisticSelfAttention(d, heads, attention, dropout)
@@ -62,7 +62,7 @@ class EncoderBlock(nn.Module):
         self.ffn = FeedForward(d, ffn_mult, dropout)
 
     def forward(self, x: Tensor, log_existence: Tensor, *, causal: bool = False) -> Tensor:
-        """x (b, n, d), log_existence (b, n) -> (b, n, d)."""
+        """X (b, n, d), log_existence (b, n) -> (b, n, d)."""
         x = x + self.attn(self.norm1(x), log_existence, causal=causal)
         return x + self.ffn(self.norm2(x))
 
@@ -80,7 +80,7 @@ class Encoder(nn.Module):
         d: int,
         heads: int,
         layers: int,
-        attention: Optional[nn.Module] = None,
+        attention: nn.Module | None = None,
         ffn_mult: int = 4,
         dropout: float = 0.0,
         final_norm: bool = True,
@@ -90,7 +90,7 @@ class Encoder(nn.Module):
         self.norm = nn.LayerNorm(d) if final_norm else nn.Identity()
 
     def forward(self, x: Tensor, log_existence: Tensor, *, causal: bool = False) -> Tensor:
-        """x (b, n, d), log_existence (b, n) -> (b, n, d). Padded positions (−inf) come out 0."""
+        """X (b, n, d), log_existence (b, n) -> (b, n, d). Padded positions (−inf) come out 0."""
         for block in self.blocks:
             x = block(x, log_existence, causal=causal)
         x = self.norm(x)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import unicodedata
 from collections import Counter
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 
 def _is_punct(ch: str) -> bool:
@@ -75,6 +75,7 @@ def valid_word_rate(texts: Sequence[str], vocab: set[str]) -> float:
 
 def distinct_n(texts: Sequence[str], n: int) -> float:
     """Distinct word n-grams / all word n-grams over ``texts`` (0.0 when there are none); n-grams
-    do not cross texts."""
+    do not cross texts.
+    """
     grams = [tuple(ws[i:i + n]) for t in texts for ws in [words(t)] for i in range(len(ws) - n + 1)]
     return len(set(grams)) / len(grams) if grams else 0.0

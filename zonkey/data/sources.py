@@ -252,7 +252,7 @@ def _load_files(builder: str, files: Sequence[Path], column: str) -> list[str | 
         for f in files:
             try:
                 names = pq.read_schema(f).names
-            except Exception as e:  # noqa: BLE001 - pyarrow raises several kinds
+            except Exception as e:  # pyarrow raises several kinds
                 raise DataError(f"{f}: not a readable parquet file: {_error_text(e)}") from None
             if column not in names:
                 raise DataError(f"{f}: no column {column!r} (columns: {', '.join(names)}); "
@@ -263,7 +263,7 @@ def _load_files(builder: str, files: Sequence[Path], column: str) -> list[str | 
         kwargs["encoding"] = "utf-8-sig"  # a leading byte-order mark is not text
     try:
         ds = datasets.load_dataset(builder, data_files=[str(f) for f in files], split="train", **kwargs)
-    except Exception as e:  # noqa: BLE001 - datasets wraps Arrow/JSON errors in its own types
+    except Exception as e:  # datasets wraps Arrow/JSON errors in its own types
         raise DataError(f"{where}: cannot be read as {builder}: {_error_text(e)}") from None
     return _dataset_column(ds, column, where)
 
@@ -301,7 +301,7 @@ def _read_hub(spec: str, column: str, split: str) -> RawDocuments:
     where = f"hf:{spec} (split {split!r})"
     try:
         ds = datasets.load_dataset(name, config or None, split=split)
-    except Exception as e:  # noqa: BLE001
+    except Exception as e:
         raise DataError(f"{where}: cannot be loaded: {_error_text(e)}") from None
     return _collect(((None, t) for t in _dataset_column(ds, column, where)), text_is_key=True)
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import Literal
 
 import torch
 from pydantic import Field, model_validator
@@ -85,7 +85,8 @@ class SequencePrior(nn.Module):
     # -- training ---------------------------------------------------------------------------------
     def _known_spans(self, valid: Tensor, generator: torch.Generator | None) -> Tensor:
         """(b, n) bool: for a share ``infill`` of the rows, everything outside one random span of
-        each row's real positions is known; other rows have nothing known."""
+        each row's real positions is known; other rows have nothing known.
+        """
         b, n = valid.shape
         dev = valid.device
         lengths = valid.sum(1)  # (b,)

@@ -14,7 +14,6 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-
 from zonkey.core.recipe.components import (
     AttentionNode,
     CompressorNode,
