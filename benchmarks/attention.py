@@ -226,7 +226,7 @@ def _table(rows: list[dict[str, Any]]) -> str:
             )
         )
     widths = [max(len(h), *(len(row[i]) for row in body)) for i, h in enumerate(head)]
-    line = lambda cells: "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths)) + " |"
+    line = lambda cells: "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)) + " |"
     sep = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
     return "\n".join([line(head), sep, *(line(row) for row in body)])
 

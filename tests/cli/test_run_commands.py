@@ -41,7 +41,7 @@ def test_split_json_one_object_per_input_in_order(run_dir):
     assert res.exit_code == 0, res.output
     rows = [json.loads(line) for line in res.stdout.splitlines()]
     assert [r["text"] for r in rows] == texts
-    for r, t in zip(rows, texts):
+    for r, t in zip(rows, texts, strict=True):
         assert "".join(r["segments"]) == t
         assert len(r["p_bos"]) == len(t.encode("utf-8"))
 

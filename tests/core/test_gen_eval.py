@@ -119,7 +119,7 @@ def test_references_fit_the_sample_byte_lengths_and_fool_the_valid_word_rate():
     refs = reference_texts(texts, [b"Real text one here.", b"Another real held-out document."], train, seed=1)
     for rows in refs.values():
         assert len(rows) == 3
-        for r, t in zip(rows, texts):
+        for r, t in zip(rows, texts, strict=True):
             assert r and (len(r.encode()) <= len(t.encode()) or len(r.split()) == 1)
     assert refs["repeat"][0] == " ".join(["the"] * 7)  # 27 bytes: within 30
     assert refs["real"][0].startswith("Real text one here. Another")  # continues into the next document

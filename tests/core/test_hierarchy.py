@@ -200,7 +200,7 @@ def test_decode_fraction_decodes_a_subset_of_level1_slots():
         level0 = model.levels[0]
         calls = []
         inner = level0.denoiser.forward
-        level0.denoiser.forward = lambda *a, **k: (calls.append(a[0].shape[0]), inner(*a, **k))[1]
+        level0.denoiser.forward = lambda *a, calls=calls, inner=inner, **k: (calls.append(a[0].shape[0]), inner(*a, **k))[1]
         tokens = torch.randint(97, 123, (3, 80))
         valid = torch.ones(3, 80, dtype=torch.bool)
         out = model(tokens, valid)

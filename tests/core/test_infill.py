@@ -71,7 +71,7 @@ def test_only_gap_slots_differ_from_the_known_document_in_every_step():
     seen = _spy_compress(m.levels[0])
     res = infill(m, "abcdefghij", "klmnopqrst", gap=4, steps=3, seed=1)  # 24 bytes > m = 8: sliding windows
     doc = torch.cat([res.prefix_vectors, torch.zeros(4, res.prefix_vectors.shape[1]), res.suffix_vectors])
-    for x, le in seen:
+    for x, _le in seen:
         assert x.shape[0] == 8 + 4 - 1  # the windows overlapping the gap
         for r in range(x.shape[0]):
             start = max(0, 10 - 8 + 1) + r

@@ -160,7 +160,7 @@ def test_invalid_utf8_bytes_become_replacement_characters():
     _wrap(m.levels[0], edit)
     res = sample(m, 2, steps=1, seed=0, segments=1)
     assert all(r and set(r) == {0xFF} for r in res.raw)
-    for raw, text in zip(res.raw, res.texts):
+    for raw, text in zip(res.raw, res.texts, strict=True):
         assert text == "\ufffd" * len(raw)
         assert text.encode("utf-8").decode("utf-8") == text  # encodes: no lone surrogates
 

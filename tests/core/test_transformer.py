@@ -67,7 +67,7 @@ def test_reference_and_sdpa_encoders_agree_in_output_and_every_gradient(causal: 
     ref, sdpa = results["reference"], results["sdpa"]
     torch.testing.assert_close(sdpa[0], ref[0], rtol=1e-9, atol=1e-10)
     torch.testing.assert_close(sdpa[1], ref[1], rtol=1e-9, atol=1e-10)
-    for a, r in zip(sdpa[2], ref[2]):
+    for a, r in zip(sdpa[2], ref[2], strict=True):
         torch.testing.assert_close(a, r, rtol=1e-9, atol=1e-10)
 
 

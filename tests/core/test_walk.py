@@ -95,7 +95,7 @@ def test_walk_chains_every_level_and_stops_at_upto():
         two = m.encode(batch.tokens, batch.valid, upto=2)
     assert [p.index for p in passes] == [0, 1, 2] and len(two) == 2
     assert torch.equal(passes[0].x, m.embed_bytes(batch.tokens, batch.valid))
-    for below, here in zip(passes[:-1], passes[1:]):
+    for below, here in zip(passes[:-1], passes[1:], strict=True):
         assert torch.equal(below.above.x, here.x) and torch.equal(below.above.valid, here.valid)
         assert here.latents.shape == (here.split.segments.num, m.levels[here.index].latent_dim)
         assert int(here.valid.sum()) == below.split.segments.num  # one position per segment below

@@ -166,9 +166,9 @@ def _bos_oracle_gaps(bos: torch.Tensor, valid: torch.Tensor) -> list[int]:
     """For every real position, the distance back to the nearest BOS at or before it (plain
     Python, independent of the vectorised code); a large number when there is none."""
     out = []
-    for row_bos, row_valid in zip(bos.tolist(), valid.tolist()):
+    for row_bos, row_valid in zip(bos.tolist(), valid.tolist(), strict=True):
         last = None
-        for j, (is_bos, real) in enumerate(zip(row_bos, row_valid)):
+        for j, (is_bos, real) in enumerate(zip(row_bos, row_valid, strict=True)):
             if not real:
                 break
             if is_bos:
@@ -194,9 +194,9 @@ def test_force_bos_adds_a_bos_only_where_the_previous_is_m_back(batch: zs.BosBat
     bos = ex.force_bos_in_gaps(batch.bos, batch.valid, batch.m)
     sampled = batch.bos & batch.valid
     sampled[:, 0] = batch.valid[:, 0]
-    for row, row_sampled in zip(bos.tolist(), sampled.tolist()):
+    for row, row_sampled in zip(bos.tolist(), sampled.tolist(), strict=True):
         previous = None
-        for j, (is_bos, was_sampled) in enumerate(zip(row, row_sampled)):
+        for j, (is_bos, was_sampled) in enumerate(zip(row, row_sampled, strict=True)):
             if is_bos and not was_sampled:
                 assert previous is not None and j - previous == batch.m
             if is_bos:
@@ -244,7 +244,7 @@ def test_average_bos_is_the_mean_over_real_positions(batch: zs.BosBatch) -> None
 @given(zs.bos_batches(max_n=14, max_m=6))
 def test_long_segment_probability_shrinks_as_the_window_grows(batch: zs.BosBatch) -> None:
     values = [ex.long_segment_probability(batch.p_bos, batch.valid, m).item() for m in range(1, 17)]
-    assert all(later <= earlier + 1e-6 for earlier, later in zip(values, values[1:]))
+    assert all(later <= earlier + 1e-6 for earlier, later in zip(values, values[1:], strict=False))
     longest = max(int(batch.lengths.max()), 1)
     assert values[longest - 1] == 0.0  # a window as long as every document cannot overflow
 
@@ -254,7 +254,7 @@ def test_long_segment_probability_shrinks_as_the_window_grows(batch: zs.BosBatch
 def test_short_segment_probability_grows_with_the_number_of_compression_vectors(batch: zs.BosBatch) -> None:
     values = [ex.short_segment_probability(batch.p_bos, batch.valid, k).item() for k in range(0, 17)]
     assert values[0] == 0.0 and values[1] == 0.0  # one vector fits any segment
-    assert all(later >= earlier - 1e-6 for earlier, later in zip(values, values[1:]))
+    assert all(later >= earlier - 1e-6 for earlier, later in zip(values, values[1:], strict=False))
 
 
 @LAWS

@@ -154,7 +154,7 @@ def describe_recipes() -> dict[str, dict[str, Any]]:
     the validation message (``None`` when valid).
     """
     out: dict[str, dict[str, Any]] = {}
-    for key, path in zip(bundled_recipe_names(), bundled_recipe_files()):
+    for key, path in zip(bundled_recipe_names(), bundled_recipe_files(), strict=True):
         info: dict[str, Any] = {"path": str(path), "name": path.stem, "description": "", "valid": False,
                                 "error": None}
         try:

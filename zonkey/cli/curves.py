@@ -89,4 +89,4 @@ def curves_cmd(
     header = ["step", *cols]
     table = [header] + [[_fmt(r.get("step")), *(_fmt(r.get(k)) for k in cols)] for r in rows]
     widths = [max(len(row[i]) for row in table) for i in range(len(header))]
-    common.print_text("\n".join("  ".join(c.rjust(w) for c, w in zip(row, widths)) for row in table))
+    common.print_text("\n".join("  ".join(c.rjust(w) for c, w in zip(row, widths, strict=True)) for row in table))

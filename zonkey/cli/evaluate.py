@@ -171,7 +171,7 @@ def reconstruct_cmd(
             outs = reconstruct(model, text, sigma=sigma, steps=steps, seed=seed)
         except ValueError as exc:
             common.fail(f"--sigma/--steps: {exc}", common.EXIT_USAGE)
-    for t, o in zip(text, outs):
+    for t, o in zip(text, outs, strict=True):
         if as_json:
             print(json.dumps({"text": t, "reconstruction": o, "sigma": sigma}, ensure_ascii=False))
         else:

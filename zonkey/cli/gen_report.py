@@ -20,9 +20,9 @@ def _num(v: float | None, digits: int) -> str:
 
 def _table(label_width: int, head: list[str], rows: list[tuple[str, list[str]]]) -> list[str]:
     widths = [max(len(h), *(len(r[1][i]) for r in rows)) if rows else len(h) for i, h in enumerate(head)]
-    out = ["  " + " " * label_width + "  ".join(h.rjust(w) for h, w in zip(head, widths))]
+    out = ["  " + " " * label_width + "  ".join(h.rjust(w) for h, w in zip(head, widths, strict=True))]
     for name, cells in rows:
-        out.append("  " + name.ljust(label_width) + "  ".join(c.rjust(w) for c, w in zip(cells, widths)))
+        out.append("  " + name.ljust(label_width) + "  ".join(c.rjust(w) for c, w in zip(cells, widths, strict=True)))
     return out
 
 

@@ -84,7 +84,7 @@ def sample_cmd(
                 common.fail(str(exc))
     if trace is not None:
         _write_jsonl(trace, [{"step": i + 1, "sigma": round(s, 6), "texts": t}
-                             for i, (s, t) in enumerate(zip(res.sigmas, res.trace))])
+                             for i, (s, t) in enumerate(zip(res.sigmas, res.trace, strict=True))])
     for t in res.texts:
         if as_json:
             common.print_json({"text": t, "bytes": len(t.encode("utf-8"))})
@@ -165,8 +165,8 @@ def infill_cmd(
                 common.fail(str(exc))
     if trace is not None:
         lens = [c["gap_len"] for c in res.candidates]
-        _write_jsonl(trace, [{"step": i + 1, "sigma": round(s, 6), "gaps": dict(zip(map(str, lens), gaps))}
-                             for i, (s, gaps) in enumerate(zip(res.sigmas, res.trace))])
+        _write_jsonl(trace, [{"step": i + 1, "sigma": round(s, 6), "gaps": dict(zip(map(str, lens), gaps, strict=True))}
+                             for i, (s, gaps) in enumerate(zip(res.sigmas, res.trace, strict=True))])
     if as_json:
         common.print_json(res.as_dict())
     else:

@@ -245,7 +245,7 @@ def _holds_sentence_start(batch: Batch, passes: list[LevelPass]) -> list[Tensor]
     starts_b = sentence_starts(batch.tokens, batch.valid)
     span_pos = seg0.start[:, None] + torch.arange(seg0.valid.shape[1], device=seg0.start.device)[None, :]
     holds = [(starts_b[seg0.doc[:, None], span_pos.clamp(max=batch.tokens.shape[1] - 1)] & seg0.own_span).any(1)]
-    for below, here in zip(passes[:-1], passes[1:]):
+    for below, here in zip(passes[:-1], passes[1:], strict=True):
         seg = here.split.segments
         own = seg.own_span
         owner = torch.arange(seg.num, device=own.device)[:, None].expand_as(own)[own]

@@ -322,4 +322,4 @@ def score_items(model: Any, items: Sequence[tuple[str, str, str]], counts: Count
     return {"n": len(items), "snap": SNAP, **score_fills(preds, cands, golds),
             "baselines": baselines(golds, counts, seed),
             "items": [{"prefix": p, "suffix": s, "answer": a, "pred": q, "exact": q == a}
-                      for (p, s, a), q in zip(items, preds)]}
+                      for (p, s, a), q in zip(items, preds, strict=True)]}

@@ -48,7 +48,7 @@ def split_texts(model: ZonkeyModel, texts: Sequence[str]) -> list[TextSplit]:
         n = len(raw)
         starts = out.bos[i, :n].nonzero().flatten().tolist()
         bounds = starts + [n]
-        segs = [raw[a:b].decode("utf-8", errors="replace") for a, b in zip(bounds[:-1], bounds[1:])]
+        segs = [raw[a:b].decode("utf-8", errors="replace") for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
         pb = [round(float(p), 6) for p in out.p_bos[i, :n]]
         res.append(TextSplit(text, segs, pb, starts, levels=[{"segments": segs, "p_bos": pb}] if many else None))
     if many:
@@ -63,7 +63,7 @@ def _add_upper_levels(passes: list[LevelPass], res: list[TextSplit]) -> None:
         for i, r in enumerate(res):
             k = len(units[i])
             starts = p.split.bos[i, :k].nonzero().flatten().tolist() + [k]
-            groups = ["".join(units[i][a:b]) for a, b in zip(starts[:-1], starts[1:])]
+            groups = ["".join(units[i][a:b]) for a, b in zip(starts[:-1], starts[1:], strict=True)]
             assert r.levels is not None
             r.levels.append({"segments": groups, "p_bos": [round(float(q), 6) for q in p.split.p_bos[i, :k]]})
             units[i] = groups

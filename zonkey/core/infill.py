@@ -247,7 +247,7 @@ def infill_many(model: ZonkeyModel, pairs: Sequence[tuple[str, str]], *, level: 
     z = lvl.objective.prior(w.cand.shape[0], lvl.latent_dim, device=device, generator=gen)  # (R, k·d)
     sigmas = torch.linspace(cfg.sigma_max, cfg.sigma_min, steps + 1).tolist()
     traces: list[list[str]] = []
-    for t, (a, b) in enumerate(zip(sigmas[:-1], sigmas[1:])):
+    for t, (a, b) in enumerate(zip(sigmas[:-1], sigmas[1:], strict=True)):
         z, _ = lvl.objective.step(z, a, b, clamp, lvl.compress)
         if trace:
             gaps = _gap_text(model, level, clamp, steps=0, sigma=0.0, epsilon=epsilon, generator=None)

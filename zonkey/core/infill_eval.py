@@ -113,7 +113,7 @@ def byte_accuracy(pred: str, gold: str) -> float:
     """Bytes equal at the same position over the longer length (1.0 when both are empty)."""
     p, g = pred.encode("utf-8"), gold.encode("utf-8")
     longest = max(len(p), len(g))
-    return sum(a == b for a, b in zip(p, g)) / longest if longest else 1.0
+    return sum(a == b for a, b in zip(p, g, strict=False)) / longest if longest else 1.0
 
 
 def char_accuracy(pred: str, gold: str) -> float:
@@ -128,8 +128,8 @@ def infill_scores(preds: Sequence[str], golds: Sequence[str]) -> tuple[float, fl
     """(exact match, mean byte accuracy) of predicted gap words against gold words."""
     if not golds:
         return 0.0, 0.0
-    exact = sum(p == g for p, g in zip(preds, golds)) / len(golds)
-    acc = sum(byte_accuracy(p, g) for p, g in zip(preds, golds)) / len(golds)
+    exact = sum(p == g for p, g in zip(preds, golds, strict=True)) / len(golds)
+    acc = sum(byte_accuracy(p, g) for p, g in zip(preds, golds, strict=True)) / len(golds)
     return exact, acc
 
 
@@ -141,9 +141,10 @@ def score_fills(preds: Sequence[str], candidates: Sequence[Sequence[str]], golds
     exact, acc = infill_scores(preds, golds)
     return {
         "exact_match": exact,
-        "char_acc": sum(char_accuracy(p, g) for p, g in zip(preds, golds)) / n if n else 0.0,
+        "char_acc": sum(char_accuracy(p, g) for p, g in zip(preds, golds, strict=True)) / n if n else 0.0,
         "byte_acc": acc,
-        "em_at_k": {str(k): sum(g in list(c)[:k] for c, g in zip(candidates, golds)) / n if n else 0.0 for k in KS},
+        "em_at_k": {str(k): sum(g in list(c)[:k] for c, g in zip(candidates, golds, strict=True)) / n if n else 0.0
+                    for k in KS},
     }
 
 
@@ -206,4 +207,4 @@ def infill_metrics(model: Any, problems: Sequence[tuple[str, str, str]], counts:
             "baseline_word": uni["fill"], "baseline_exact_match": uni["exact_match"],
             "baseline_byte_acc": uni["byte_acc"],
             "examples": [{"prefix": p, "suffix": s, "gold": g, "pred": q, "candidates": c}
-                         for (p, s, g), q, c in zip(problems[:5], preds, cands)]}
+                         for (p, s, g), q, c in zip(problems[:5], preds, cands, strict=False)]}

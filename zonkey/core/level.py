@@ -135,7 +135,7 @@ class Level(nn.Module):
         if sigma > 0 and steps > 0 and z.shape[0]:
             z = self.objective.noise(z, z.new_full((z.shape[0],), sigma), generator)
             sigmas = torch.linspace(sigma, 0.0, steps + 1).tolist()
-            for a, b in zip(sigmas[:-1], sigmas[1:]):
+            for a, b in zip(sigmas[:-1], sigmas[1:], strict=True):
                 z, _ = self.objective.step(z, a, b, self.denoise, self.compress)
         return self.denoise(z, z.new_zeros(z.shape[0]))
 

@@ -60,7 +60,7 @@ class RoundTrip:
             rows = (doc == d).nonzero().flatten().tolist()
             out = b"".join(bytes(pred[r][keep[r]].tolist()) for r in rows)
             ref = bytes(batch.tokens[d][batch.valid[d]].tolist())
-            self.same += sum(1 for a, c in zip(out, ref) if a == c)
+            self.same += sum(1 for a, c in zip(out, ref, strict=False) if a == c)
             self.matched += sum(blk.size for blk in SequenceMatcher(None, out, ref, autojunk=False).get_matching_blocks())
             self.total += max(len(out), len(ref))
             self.edits += levenshtein(out, ref)

@@ -87,7 +87,7 @@ def sample(model: ZonkeyModel, n: int = 4, *, steps: int | None = None, seed: in
     z = lvl.objective.prior(n * segments, lvl.latent_dim, device=device, generator=gen)  # (s, k·d)
     sigmas = torch.linspace(cfg.sigma_max, cfg.sigma_min, steps + 1).tolist()
     traces: list[list[str]] = []
-    for i, (a, b) in enumerate(zip(sigmas[:-1], sigmas[1:])):
+    for i, (a, b) in enumerate(zip(sigmas[:-1], sigmas[1:], strict=True)):
         z, out = lvl.objective.step(z, a, b, lvl.denoise, lvl.compress)
         if trace:
             pieces = decode_down(model, top, out.x_hat, out.log_existence, doc, n, steps=0, sigma=0.0,

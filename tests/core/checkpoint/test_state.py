@@ -89,7 +89,7 @@ def test_optimizer_round_trip_exact(tmp_path: Path, build) -> None:
     optimizer_from_tensors(opt2, back, meta_back)
     a, b = opt.state_dict(), opt2.state_dict()
     assert len(a["param_groups"]) == len(b["param_groups"]) == 2
-    for ga, gb in zip(a["param_groups"], b["param_groups"]):
+    for ga, gb in zip(a["param_groups"], b["param_groups"], strict=True):
         assert ga.keys() == gb.keys()
         for key, va in ga.items():
             vb = gb[key]
