@@ -22,8 +22,9 @@ _API = ("load", "split", "reconstruct", "sample", "infill")
 
 
 def __getattr__(name: str) -> Any:
-    """The user API of :mod:`zonkey.api`, imported on first use: ``import zonkey`` (and so every CLI
-    command) stays free of torch until a model is needed.
+    """The user API of :mod:`zonkey.api`, imported on first use.
+
+    So ``import zonkey`` (and every CLI command) stays free of torch until a model is needed.
     """
     if name in _API:
         from zonkey import api

@@ -61,7 +61,8 @@ def split(model: ModelOrRun, texts: Sequence[str] | str) -> list[dict[str, Any]]
     """The deterministic segmentation of each text.
 
     Args:
-        model: a model or a run directory. texts: one text or several.
+        model: a model or a run directory.
+        texts: one text or several.
 
     Returns:
         per text ``{text, segments, p_bos, starts}`` (level 0: the segments' strings, the BOS
@@ -77,7 +78,8 @@ def reconstruct(model: ModelOrRun, texts: Sequence[str] | str, *, sigma: float =
     """Round trip text -> level-0 latents -> text, optionally noised to ``sigma`` first.
 
     Args:
-        model: a model or a run directory. texts: one text or several.
+        model: a model or a run directory.
+        texts: one text or several.
         sigma: noise level in [0, 1], along level 0's own objective path; 0 decodes the clean latents.
         steps: sampler steps back from ``sigma`` to 0.
         seed: seed of the noise.
@@ -96,9 +98,11 @@ def sample(model: ModelOrRun, n: int = 4, *, steps: int | None = None, seed: int
     """Generate ``n`` texts from noise (§9.1), starting at ``level`` (default: the top level).
 
     Args:
-        model: a model or a run directory. n: number of texts.
+        model: a model or a run directory.
+        n: number of texts.
         steps: denoising steps at the starting level (default: the recipe's ``sample.steps``).
-        seed: seed of all noise. level: the level drawn from the prior.
+        seed: seed of all noise.
+        level: the level drawn from the prior.
         return_details: return the whole :class:`~zonkey.core.outputs.SampleResult`.
         **kwargs: ``segments``, ``epsilon``, ``trace``, ``progress`` of :func:`zonkey.core.sample.sample`.
 
@@ -118,10 +122,13 @@ def infill(model: ModelOrRun, prefix: str, suffix: str, *, level: int | None = N
     """Fill the gap between ``prefix`` and ``suffix`` (§9.2; either may be empty).
 
     Args:
-        model: a model or a run directory. prefix, suffix: the known text around the gap.
+        model: a model or a run directory.
+        prefix: the known text before the gap.
+        suffix: the known text after the gap.
         level: the level whose sequence holds the gap (default: 1 when the model has it, else 0).
         gap: gap lengths searched, an int or an inclusive (lo, hi) range, in positions of that level.
-        steps: denoising steps (default: the recipe's ``sample.infill_steps``). seed: seed of all noise.
+        steps: denoising steps (default: the recipe's ``sample.infill_steps``).
+        seed: seed of all noise.
         return_details: return ``{text, gap, score, gap_len, level, candidates}`` instead of the text.
         **kwargs: ``epsilon``, ``span``, ``trace``, ``progress`` of :func:`zonkey.core.infill.infill_many`.
 

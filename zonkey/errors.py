@@ -1,5 +1,7 @@
-"""Errors a user can cause (bad data, a corrupt checkpoint, a failed run): the CLI prints their
-message without a traceback. Imported lazily so that ``zonkey --version`` does not load torch.
+"""Errors a user can cause (bad data, a corrupt checkpoint, a failed run).
+
+The CLI prints their message without a traceback. Imported lazily so that ``zonkey --version``
+does not load torch.
 """
 
 from __future__ import annotations

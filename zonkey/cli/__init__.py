@@ -1,3 +1,4 @@
-"""The ``zonkey`` command line (Typer). The app lives in :mod:`zonkey.cli.app`; shared output and
-error helpers in :mod:`zonkey.cli.common`.
+"""The ``zonkey`` command line (Typer).
+
+The app lives in :mod:`zonkey.cli.app`; shared output and error helpers in :mod:`zonkey.cli.common`.
 """

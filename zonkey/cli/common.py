@@ -1,5 +1,7 @@
-"""Helpers shared by the CLI commands: output (pure JSON on stdout, readable errors on stderr),
-recipe loading with overrides, and the plain-data views the listing commands print.
+"""Helpers shared by the CLI commands.
+
+Output (pure JSON on stdout, readable errors on stderr), recipe loading with overrides, and the
+plain-data views the listing commands print.
 
 Every function here returns data or prints; none of them trains, samples or touches tensors.
 Commands stay thin: parse arguments, call one of these (or a library function), print.
@@ -36,11 +38,13 @@ EXIT_USAGE = 2
 
 
 def stdout() -> Console:
+    """A rich console on the current ``sys.stdout``."""
     # created per call: CliRunner and pytest swap sys.stdout between invocations
     return Console(file=sys.stdout, soft_wrap=True, highlight=False)
 
 
 def stderr() -> Console:
+    """A rich console on the current ``sys.stderr``."""
     return Console(file=sys.stderr, soft_wrap=True, highlight=False)
 
 

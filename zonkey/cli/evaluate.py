@@ -41,10 +41,12 @@ def eval_cmd(
                                              "judge (trained on the training split, cached in the run).")] = 5,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
-    """Held-out metrics of every level: reconstruction (t=0 and from noise), segment statistics,
-    boundary F1, round trips, and generation: samples (valid words, judge bits/byte, byte entropy,
-    distinct-n, memorisation, each beside real, repeated and shuffled references) and infilling
-    (exact match, character accuracy, EM@k beside the 'the' and unigram baselines).
+    """Held-out metrics of every level.
+
+    Reconstruction (t=0 and from noise), segment statistics, boundary F1, round trips, and
+    generation: samples (valid words, judge bits/byte, byte entropy, distinct-n, memorisation, each
+    beside real, repeated and shuffled references) and infilling (exact match, character accuracy,
+    EM@k beside the 'the' and unigram baselines).
     """
     items = None
     if infill_items is not None:

@@ -1,5 +1,7 @@
-"""Compact text tables of ``zonkey eval``'s generation sections (samples, steps table,
-throughput, infill, infill items); the JSON output carries the same numbers and more.
+"""Compact text tables of ``zonkey eval``'s generation sections.
+
+Samples, steps table, throughput, infill, infill items; the JSON output carries the same numbers
+and more.
 """
 
 from __future__ import annotations

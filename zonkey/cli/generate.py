@@ -1,5 +1,6 @@
-"""``zonkey sample`` and ``zonkey infill``: text from noise, and gaps filled between known text
-(thin wrappers of zonkey.core.sample and zonkey.core.infill).
+"""``zonkey sample`` and ``zonkey infill``: text from noise, and gaps filled between known text.
+
+Thin wrappers of zonkey.core.sample and zonkey.core.infill.
 """
 
 from __future__ import annotations
@@ -28,8 +29,10 @@ def _load(ckpt: Path, use_ema: bool):
 
 @contextmanager
 def _progress(label: str, enabled: bool | None) -> Iterator[Any]:
-    """A transient rich progress bar on stderr (default: when stderr is a terminal); yields the
-    ``progress(done, total)`` callback the library calls, or None.
+    """A transient rich progress bar on stderr (default: when stderr is a terminal).
+
+    Yields:
+        The ``progress(done, total)`` callback the library calls, or None.
     """
     if not (sys.stderr.isatty() if enabled is None else enabled):
         yield None

@@ -1,6 +1,8 @@
-"""Gold boundaries and their scoring: word and sentence starts of a byte batch, and precision /
-recall / F1 of predicted boundaries against them (``zonkey eval``'s boundary figures and the
-trainer's cheap per-batch boundary statistics; measurement only, nothing here reaches the model).
+"""Gold boundaries and their scoring.
+
+Word and sentence starts of a byte batch, and precision / recall / F1 of predicted boundaries
+against them (``zonkey eval``'s boundary figures and the trainer's cheap per-batch boundary
+statistics; measurement only, nothing here reaches the model).
 """
 
 from __future__ import annotations
@@ -44,8 +46,15 @@ class BoundaryCounter:
         self.counts: dict[str, list[int]] = {}
 
     def add(self, name: str, pred: Tensor, gold: Tensor, tol: int = 0) -> None:
-        """Count one batch of predictions ``pred`` (b, n) bool against ``gold`` (b, n) bool under
-        ``name``; a boundary within ``tol`` positions of one on the other side counts as a match.
+        """Count one batch of predictions against gold boundaries under ``name``.
+
+        A boundary within ``tol`` positions of one on the other side counts as a match.
+
+        Args:
+            name: the figure the counts add to.
+            pred: (b, n) bool predicted boundaries.
+            gold: (b, n) bool gold boundaries.
+            tol: positions a match may be off by.
         """
         tp_p = int((pred & _dilate(gold, tol)).sum())  # predicted boundaries near a gold one
         tp_g = int((gold & _dilate(pred, tol)).sum())  # gold boundaries near a predicted one
@@ -67,10 +76,11 @@ class BoundaryCounter:
 
 
 def boundary_stats(p_bos: Tensor, tokens: Tensor, valid: Tensor) -> dict[str, float]:
-    """Cheap boundary statistics of one batch (logged by the trainer; measurement only, nothing
-    here reaches the model): strict F1 of ``p_bos > 0.5`` against both gold variants, and the mean
-    BOS probability at gold word edges (the better-aligned variant) versus at all other positions
-    after the first.
+    """Cheap boundary statistics of one batch.
+
+    Logged by the trainer; measurement only, nothing here reaches the model: strict F1 of
+    ``p_bos > 0.5`` against both gold variants, and the mean BOS probability at gold word edges
+    (the better-aligned variant) versus at all other positions after the first.
     """
     gold = gold_boundaries(tokens, valid)
     pred = (p_bos > 0.5) & valid

@@ -36,7 +36,7 @@ round trip is read from the input but the text itself: every count and length is
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Union
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -66,7 +66,7 @@ __all__ = [
 ]
 
 NOISE_LEVELS = (0.1, 0.3, 0.5)
-Batches = Union[Sequence[Batch], ByteBatches]
+Batches = Sequence[Batch] | ByteBatches
 
 
 def _batch(batches: Batches, i: int) -> Batch:
@@ -80,9 +80,14 @@ def evaluate_level0(model: ZonkeyModel, batches: Batches, *, noise_levels: Seque
     """Level-0 metrics over batches of held-out text (see the module docstring).
 
     Args:
-        batches: the batches. noise_levels: the σ of ``recon_acc_noise``, each run back to 0 in
-            ``steps`` steps of level 0's own sampler. seed: seed of that noise.
-        max_batches: evaluate at most this many batches. progress: ``progress(done, total)``.
+        model: the model (put in eval mode).
+        batches: the batches.
+        noise_levels: the σ of ``recon_acc_noise``, each run back to 0 in ``steps`` steps of level
+            0's own sampler.
+        steps: sampler steps back from each noise level.
+        seed: seed of that noise.
+        max_batches: evaluate at most this many batches.
+        progress: ``progress(done, total)``.
 
     Returns:
         the level-0 keys of the module docstring.
@@ -152,8 +157,11 @@ def evaluate(model: ZonkeyModel, corpus: Any, *, batch_bytes: int, seed: int = 0
     """All metrics of every level on the held-out split of ``corpus`` (see the module docstring).
 
     Args:
-        corpus: a loaded corpus (``load_corpus``). batch_bytes: bytes per batch.
-        seed: seed of the batches and of the noise. max_batches: evaluate at most this many batches.
+        model: the model.
+        corpus: a loaded corpus (``load_corpus``).
+        batch_bytes: bytes per batch.
+        seed: seed of the batches and of the noise.
+        max_batches: evaluate at most this many batches.
         steps: sampler steps back from each noise level of ``recon_acc_noise``.
         progress: ``progress(done, total)`` over the level-0 batches.
 
@@ -192,8 +200,11 @@ class _UpperLevel:
         """Score level l on one batch.
 
         Args:
-            passes: the walk's passes of levels 0..l. holds_below: (s_{l−1},) bool, whether each
-                level-(l−1) segment's own span holds a sentence's first byte.
+            model: the model the passes come from.
+            batch: the batch the walk read.
+            passes: the walk's passes of levels 0..l.
+            holds_below: (s_{l−1},) bool, whether each level-(l−1) segment's own span holds a
+                sentence's first byte.
         """
         below, here = passes[self.level - 1], passes[self.level]
         seq = below.above
@@ -238,8 +249,12 @@ class _UpperLevel:
 
 
 def _holds_sentence_start(batch: Batch, passes: list[LevelPass]) -> list[Tensor]:
-    """Per level of ``passes``: (s_l,) bool, whether each segment's own span holds a sentence's
-    first byte (level 0: one of its bytes; level l: one of its level-(l−1) segments).
+    """Per level of ``passes``, whether each segment's own span holds a sentence's first byte.
+
+    Level 0: one of its bytes; level l: one of its level-(l−1) segments.
+
+    Returns:
+        Per level l, (s_l,) bool.
     """
     seg0 = passes[0].split.segments
     starts_b = sentence_starts(batch.tokens, batch.valid)
@@ -260,7 +275,9 @@ def evaluate_upper(model: ZonkeyModel, batches: Batches, *, levels: Sequence[int
     """The metrics of levels >= 1 (see the module docstring), one walk up the hierarchy per batch.
 
     Args:
-        batches: the batches. levels: the levels to score (default: every level >= 1).
+        model: the model.
+        batches: the batches.
+        levels: the levels to score (default: every level >= 1).
         seed: unused (the metrics draw no noise); kept for a uniform signature.
         max_batches: evaluate at most this many batches.
 

@@ -111,7 +111,8 @@ def existence_shares(log_existence: Tensor, doc: Tensor, positions: Tensor, seg_
         doc: (s,) document of each segment.
         positions: (s, m) document position of each slot.
         seg_valid: (s, m) bool, slots that are real positions.
-        b, n: batch size and sequence length of the level.
+        b: batch size of the level.
+        n: sequence length of the level.
 
     Returns:
         (s, m) shares in [0, 1].
@@ -130,7 +131,7 @@ def existence_shares(log_existence: Tensor, doc: Tensor, positions: Tensor, seg_
 
 
 def _window_log_no_bos(p_bos: Tensor, valid: Tensor, w: int) -> tuple[Tensor, Tensor]:
-    """Log Π_{i<k<=i+w} (1 − p_k) for every i, and whether i+w is still inside the document.
+    """The log of Π_{i<k<=i+w} (1 − p_k) for every i, and whether i+w is still inside the document.
 
     Returns:
         (b, n) log probability, (b, n) bool window-inside-document.
@@ -160,9 +161,18 @@ def average_bos(p_bos: Tensor, valid: Tensor) -> Tensor:
 
 
 def long_segment_probability(p_bos: Tensor, valid: Tensor, m: int) -> Tensor:
-    """Mean probability that a position starts a segment with no BOS in its next ``m`` positions,
-    i.e. a segment longer than the window of ``m`` slots (§4 item 5). Windows that run past the
-    document's end cannot overflow and count as 0. Scalar.
+    """Mean probability that a position starts a segment longer than the window of ``m`` slots.
+
+    That is, no BOS in its next ``m`` positions (§4 item 5). Windows that run past the document's
+    end cannot overflow and count as 0.
+
+    Args:
+        p_bos: (b, n) BOS probabilities.
+        valid: (b, n) bool real positions.
+        m: the window (max segment length).
+
+    Returns:
+        The mean, a scalar.
     """
     p = bos_probability_with_start(p_bos, valid)
     log_w, inside = _window_log_no_bos(p_bos, valid, m)
@@ -171,9 +181,18 @@ def long_segment_probability(p_bos: Tensor, valid: Tensor, m: int) -> Tensor:
 
 
 def short_segment_probability(p_bos: Tensor, valid: Tensor, k: int) -> Tensor:
-    """Mean probability that a position starts a segment and another BOS follows within the next
-    ``k − 1`` positions, i.e. a segment shorter than the ``k`` compression vectors (§4 item 6).
-    Positions past the document's end are not BOS. Scalar.
+    """Mean probability that a position starts a segment shorter than the ``k`` compression vectors.
+
+    That is, another BOS follows within the next ``k − 1`` positions (§4 item 6). Positions past
+    the document's end are not BOS.
+
+    Args:
+        p_bos: (b, n) BOS probabilities.
+        valid: (b, n) bool real positions.
+        k: compression vectors per segment.
+
+    Returns:
+        The mean, a scalar.
     """
     if k <= 1:
         return p_bos.new_zeros(()).float()
@@ -211,7 +230,8 @@ def segment_lengths(bos: Tensor, valid: Tensor) -> Tensor:
     """Length of the span from each BOS to the next BOS (or the document's end), per BOS position.
 
     Args:
-        bos: (b, n) bool, valid: (b, n) bool.
+        bos: (b, n) bool BOS positions.
+        valid: (b, n) bool real positions.
 
     Returns:
         (b, n) long: the span length at BOS positions, 0 elsewhere. Sums to each document's length.
@@ -228,8 +248,16 @@ def segment_lengths(bos: Tensor, valid: Tensor) -> Tensor:
 
 
 def kept_mask(log_existence: Tensor, threshold: float) -> Tensor:
-    """(s, m) bool: the leading slots whose existence stays at or above ``threshold`` (the cut used
-    to truncate decoded segments, §9.1).
+    """The leading slots whose existence stays at or above ``threshold``.
+
+    The cut used to truncate decoded segments (§9.1).
+
+    Args:
+        log_existence: (s, m) log existence of each slot.
+        threshold: the existence (not its log) a kept slot reaches.
+
+    Returns:
+        (s, m) bool.
     """
     alive = log_existence >= math.log(threshold)
     return torch.cumprod(alive.int(), dim=1).bool()

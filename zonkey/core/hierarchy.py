@@ -1,5 +1,6 @@
-"""Wiring levels together (§5.1, §8): level l+1's sequence is level l's clean latents in BOS order
-per document.
+"""Wiring levels together (§5.1, §8).
+
+Level l+1's sequence is level l's clean latents in BOS order per document.
 
 Segments come out of a split sorted by (document, start) (``nonzero`` order), so a segment's place
 in its document's level-(l+1) sequence is its rank among the segments of that document. The gather

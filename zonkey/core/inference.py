@@ -1,6 +1,7 @@
-"""Inference on raw text, read from the encoder walk (``ZonkeyModel.encode``): deterministic splits
-at every level, the level-0 round trip text -> latents -> text, and decoding level-0 slots back to
-bytes through the tied embedding table.
+"""Inference on raw text, read from the encoder walk (``ZonkeyModel.encode``).
+
+Deterministic splits at every level, the level-0 round trip text -> latents -> text, and decoding
+level-0 slots back to bytes through the tied embedding table.
 """
 
 from __future__ import annotations
@@ -71,8 +72,9 @@ def _add_upper_levels(passes: list[LevelPass], res: list[TextSplit]) -> None:
 
 @torch.no_grad()
 def decode_own_spans(model: ZonkeyModel, batch: Batch) -> tuple[Tensor, Tensor, Tensor, Segments]:
-    """Level 0 at t = 0 on a batch, as ``recon_acc`` scores it: split deterministically, compress,
-    decode each segment from its clean latent.
+    """Level 0 at t = 0 on a batch, as ``recon_acc`` scores it.
+
+    Split deterministically, compress, decode each segment from its clean latent.
 
     Returns:
         pred (s, m) decoded bytes, targets (s, m) input bytes, own (s, m) bool (the segment's own
@@ -88,12 +90,16 @@ def decode_own_spans(model: ZonkeyModel, batch: Batch) -> tuple[Tensor, Tensor, 
 @torch.no_grad()
 def reconstruct_texts(model: ZonkeyModel, texts: Sequence[str], *, sigma: float = 0.0, steps: int = 4,
                       seed: int = 0) -> list[str]:
-    """Round trip through level 0: split, compress, (noise to σ along the level objective's own
-    path and denoise back in ``steps`` steps,) decode each segment's own span and concatenate in
-    document order.
+    """Round trip through level 0, text -> latents -> text.
+
+    Split, compress, (noise to σ along the level objective's own path and denoise back in
+    ``steps`` steps,) decode each segment's own span and concatenate in document order.
 
     Args:
-        texts: the texts. sigma: noise level in [0, 1]. steps: sampler steps back to 0.
+        model: the model (put in eval mode).
+        texts: the texts.
+        sigma: noise level in [0, 1].
+        steps: sampler steps back to 0.
         seed: seed of the noise.
 
     Returns:

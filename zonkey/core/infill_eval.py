@@ -125,25 +125,37 @@ def char_accuracy(pred: str, gold: str) -> float:
 
 
 def infill_scores(preds: Sequence[str], golds: Sequence[str]) -> tuple[float, float]:
-    """(exact match, mean byte accuracy) of predicted gap words against gold words."""
+    """(exact match, mean byte accuracy) of predicted gap words against gold words.
+
+    A gold word without a prediction scores 0 (the sampled baseline has none without training tokens).
+    """
     if not golds:
         return 0.0, 0.0
-    exact = sum(p == g for p, g in zip(preds, golds, strict=True)) / len(golds)
-    acc = sum(byte_accuracy(p, g) for p, g in zip(preds, golds, strict=True)) / len(golds)
+    exact = sum(p == g for p, g in zip(preds, golds, strict=False)) / len(golds)
+    acc = sum(byte_accuracy(p, g) for p, g in zip(preds, golds, strict=False)) / len(golds)
     return exact, acc
 
 
 def score_fills(preds: Sequence[str], candidates: Sequence[Sequence[str]], golds: Sequence[str]) -> dict[str, Any]:
-    """Exact match, character and byte accuracy of ``preds`` and EM@k over ``candidates`` (per
-    item, best first) against ``golds`` (see the module docstring).
+    """Exact match, character and byte accuracy of ``preds``, and EM@k over ``candidates``.
+
+    Scored against ``golds`` (see the module docstring); a gold word without a prediction scores 0.
+
+    Args:
+        preds: one fill per item.
+        candidates: per item, the candidate fills best first.
+        golds: the gold words.
+
+    Returns:
+        ``{exact_match, char_acc, byte_acc, em_at_k: {k: ...}}``.
     """
     n = len(golds)
     exact, acc = infill_scores(preds, golds)
     return {
         "exact_match": exact,
-        "char_acc": sum(char_accuracy(p, g) for p, g in zip(preds, golds, strict=True)) / n if n else 0.0,
+        "char_acc": sum(char_accuracy(p, g) for p, g in zip(preds, golds, strict=False)) / n if n else 0.0,
         "byte_acc": acc,
-        "em_at_k": {str(k): sum(g in list(c)[:k] for c, g in zip(candidates, golds, strict=True)) / n if n else 0.0
+        "em_at_k": {str(k): sum(g in list(c)[:k] for c, g in zip(candidates, golds, strict=False)) / n if n else 0.0
                     for k in KS},
     }
 
@@ -167,8 +179,9 @@ def baselines(golds: Sequence[str], counts: Counter[str], seed: int = 0) -> dict
 
 def run_infill(model: Any, pairs: Sequence[tuple[str, str]], *, steps: int | None = None, seed: int = 0,
                batch: int = 16, progress: ProgressFn | None = None) -> tuple[list[str], list[list[str]]]:
-    """The model's stripped fill of every (prefix, suffix) pair, and its stripped candidates best
-    first (``batch`` pairs per batched call, each call seeded ``seed + first index``).
+    """The model's stripped fill of every (prefix, suffix) pair, and its stripped candidates best first.
+
+    ``batch`` pairs go in each batched call, each call seeded ``seed + first index``.
     """
     from zonkey.core.infill import infill_many
 
@@ -190,8 +203,13 @@ def infill_metrics(model: Any, problems: Sequence[tuple[str, str, str]], counts:
     """Fill every problem's gap with the model and score it beside the baselines.
 
     Args:
+        model: the model.
         problems: (prefix, suffix, gold) triples (gold already stripped).
         counts: raw token counts of the training split (the baselines).
+        seed: seed of the fills and of the sampled baseline.
+        steps: denoising steps (default: the recipe's ``sample.infill_steps``).
+        batch: problems per batched call.
+        progress: ``progress(done, total)`` over the problems.
 
     Returns:
         ``n``, ``snap``, the model's scores (:func:`score_fills`), ``baselines`` (per baseline

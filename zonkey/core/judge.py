@@ -80,7 +80,9 @@ def _symbols(docs: Iterable[bytes | str], order: int) -> np.ndarray:
 
 
 def _rolling_keys(sym: np.ndarray, order: int) -> list[np.ndarray]:
-    """keys[k − 1][i]: the packed k-gram ending at position i (newest symbol in the low bits);
+    """The packed k-grams of a symbol stream, for k = 1 .. ``order``.
+
+    ``keys[k − 1][i]`` is the k-gram ending at position i (newest symbol in the low bits); it is
     meaningful where i ≥ k − 1, which holds at every byte position thanks to the padding.
     """
     keys = [sym.copy()]
@@ -156,8 +158,9 @@ class NgramJudge:
         return cls(tables, corpus_fingerprint(docs, order), int(real.sum()))
 
     def _probs(self, keys: list[np.ndarray], at: np.ndarray, byte: np.ndarray) -> np.ndarray:
-        """P(byte | context) at positions ``at`` of a padded stream whose rolling keys are
-        ``keys``; ``byte`` (q,) uint64 replaces the symbol at each position.
+        """P(byte | context) at positions ``at`` of a padded stream whose rolling keys are ``keys``.
+
+        ``byte`` (q,) uint64 replaces the symbol at each position.
         """
         p = np.full(at.shape, 1.0 / 256.0)
         shift = np.uint64(BITS)
@@ -173,8 +176,12 @@ class NgramJudge:
         return p
 
     def next_byte_probs(self, context: bytes | str) -> np.ndarray:
-        """(256,) the distribution of the byte after ``context``, the text so far from its
-        start (a context shorter than ``order − 1`` bytes is preceded by start symbols); sums to 1.
+        """The distribution of the byte after ``context``, the text so far from its start.
+
+        A context shorter than ``order − 1`` bytes is preceded by start symbols.
+
+        Returns:
+            (256,) probabilities, summing to 1.
         """
         ctx = _as_bytes(context)[-(self.order - 1):] if self.order > 1 else b""
         sym = np.concatenate([np.full(self.order - 1, START, dtype=np.uint64),
@@ -202,6 +209,7 @@ class NgramJudge:
     # --- persistence ------------------------------------------------------------------------
 
     def tensors(self) -> dict[str, np.ndarray]:
+        """The count tables as named arrays (what the cache saves as safetensors)."""
         out: dict[str, np.ndarray] = {}
         for k, t in enumerate(self.tables, start=1):
             for name in ("keys", "counts", "ctx", "totals", "types"):
@@ -209,12 +217,22 @@ class NgramJudge:
         return out
 
     def metadata(self) -> dict[str, object]:
+        """What the cache saves beside :meth:`tensors`: kind, format, order, fingerprint, discounts."""
         return {"kind": "byte n-gram, interpolated Kneser-Ney", "format_version": FORMAT_VERSION,
                 "order": self.order, "fingerprint": self.fingerprint, "train_bytes": self.train_bytes,
                 "discounts": [t.discount for t in self.tables]}
 
     @classmethod
     def from_tensors(cls, arrays: dict[str, np.ndarray], meta: dict) -> NgramJudge:
+        """The judge saved as :meth:`tensors` and :meth:`metadata`.
+
+        Args:
+            arrays: the named count tables.
+            meta: the metadata.
+
+        Returns:
+            The judge.
+        """
         tables = [_Table(*(arrays[f"o{k}.{n}"] for n in ("keys", "counts", "ctx", "totals", "types")),
                          float(meta["discounts"][k - 1])) for k in range(1, int(meta["order"]) + 1)]
         return cls(tables, str(meta["fingerprint"]), int(meta["train_bytes"]))
@@ -232,8 +250,10 @@ def corpus_fingerprint(docs: Iterable[bytes | str], order: int) -> str:
 
 def load_or_train(docs: Sequence[bytes | str], cache_dir: str | Path | None = None, *,
                   order: int = DEFAULT_ORDER) -> tuple[NgramJudge, bool]:
-    """The judge of ``docs``: read from ``cache_dir`` when a judge of the same fingerprint is
-    there, else trained (and saved there, atomically, when ``cache_dir`` is given and writable).
+    """The judge of ``docs``, from the cache or trained.
+
+    It is read from ``cache_dir`` when a judge of the same fingerprint is there, else trained (and
+    saved there, atomically, when ``cache_dir`` is given and writable).
 
     Returns:
         (judge, whether it came from the cache).

@@ -76,15 +76,15 @@ class Level(nn.Module):
 
     def split(self, x: Tensor, valid: Tensor, *, sample: bool | None = None, tokens: Tensor | None = None,
               generator: torch.Generator | None = None) -> SplitOutput:
-        """X (b, n, d), valid (b, n) -> SplitOutput; ``sample`` None: sampled BOS in training mode."""
+        """``x`` (b, n, d), ``valid`` (b, n) -> SplitOutput; ``sample`` None: sampled BOS in training mode."""
         return self.splitter(x, valid, sample=sample, tokens=tokens, generator=generator)
 
     def compress(self, x: Tensor, log_existence: Tensor) -> Tensor:
-        """X (s, m, d), log_existence (s, m) -> (s, k·d)."""
+        """``x`` (s, m, d), ``log_existence`` (s, m) -> (s, k·d)."""
         return self.compressor(x, log_existence)
 
     def denoise(self, z: Tensor, sigma: Tensor, cond: Tensor | None = None) -> DenoiseOutput:
-        """Z (s, k·d), sigma (s,), optional self-conditioning cond (s, k·d) -> DenoiseOutput."""
+        """``z`` (s, k·d), ``sigma`` (s,), optional self-conditioning ``cond`` (s, k·d) -> DenoiseOutput."""
         return self.denoiser(z, sigma) if cond is None else self.denoiser(z, sigma, cond)
 
     def encode(self, x: Tensor, valid: Tensor, *, sample: bool | None = None, tokens: Tensor | None = None,

@@ -1,5 +1,7 @@
-"""Loss terms of one level (§8). Each returns an unweighted scalar; the level multiplies by the
-recipe's weight and sums (never averages over however many terms exist).
+"""Loss terms of one level (§8).
+
+Each returns an unweighted scalar; the level multiplies by the recipe's weight and sums (never
+averages over however many terms exist).
 """
 
 from __future__ import annotations
@@ -21,7 +23,9 @@ def token_loss(x_hat: Tensor, targets: Tensor, table: Tensor, weights: Tensor,
     """Level-0 byte cross-entropy with tied logits 2·atanh(cos(x̂, E_v)) (§8 "Token Loss").
 
     Args:
-        x_hat: (s, m, d) denoised slots. targets: (s, m) byte values. table: (v, d) embedding table.
+        x_hat: (s, m, d) denoised slots.
+        targets: (s, m) byte values.
+        table: (v, d) embedding table.
         weights: (s, m) existence shares (0 on padding).
         focal: γ of a focal loss (Lin et al. 2017): each byte's cross-entropy is scaled by
             (1 − p_target)^γ, so bytes already decoded with confidence weigh less and the rare ones
@@ -38,12 +42,18 @@ def token_loss(x_hat: Tensor, targets: Tensor, table: Tensor, weights: Tensor,
 
 
 def byte_balance_weights(counts: Tensor, alpha: float, cap: float) -> Tensor:
-    """Class-balanced byte weights (Cui et al. 2019 use the same idea with an effective number):
+    """Class-balanced byte weights (Cui et al. 2019 use the same idea with an effective number).
+
     w_v ∝ f_v^(−α) with f_v the frequency of byte v (add-one smoothed), normalised so that the mean
     weight over the counted bytes is 1, then capped at ``cap``.
 
     Args:
-        counts: (256,) byte counts of the training split. alpha: 0 gives all ones.
+        counts: (256,) byte counts of the training split.
+        alpha: the exponent α; 0 gives all ones.
+        cap: the largest weight.
+
+    Returns:
+        (256,) float32 weights.
     """
     c = counts.double()
     if alpha == 0 or c.sum() == 0:
@@ -61,8 +71,9 @@ def log1mexp(x: Tensor) -> Tensor:
 
 
 def existence_bce(pred_log_e: Tensor, target_log_e: Tensor) -> Tensor:
-    """BCE of predicted existence against the splitter's existence profile, minus the target's own
-    entropy so the minimum is 0. Both (s, m) in log space; the target is not differentiated.
+    """BCE of predicted existence against the splitter's existence profile, minus the target's entropy.
+
+    So the minimum is 0. Both are (s, m) in log space; the target is not differentiated.
     """
     t = target_log_e.detach().exp()
     p_log, q_log = pred_log_e.clamp_min(-30.0), log1mexp(pred_log_e.clamp_min(-30.0))
@@ -76,7 +87,12 @@ def collapse_loss(z: Tensor, doc: Tensor, max_rows: int = 256) -> Tensor:
     """Mean squared cosine between latents of different documents (§8 "Collapse Prevention").
 
     Args:
-        z: (s, D) latents. doc: (s,) document index.
+        z: (s, D) latents.
+        doc: (s,) document index.
+        max_rows: at most this many latents (evenly spaced) are compared.
+
+    Returns:
+        The scalar loss (0 when every latent is of one document).
     """
     if z.shape[0] > max_rows:
         idx = torch.linspace(0, z.shape[0] - 1, max_rows, device=z.device).long()
@@ -91,18 +107,22 @@ def collapse_loss(z: Tensor, doc: Tensor, max_rows: int = 256) -> Tensor:
 
 def contrastive_recon_loss(x_hat: Tensor, seg_doc: Tensor, positions: Tensor, weights: Tensor,
                            candidates: Tensor, cand_valid: Tensor, same_tol: float = 1e-6) -> tuple[Tensor, Tensor]:
-    """Level >= 1 reconstruction (§8): every decoded slot must pick its own target vector among all
-    the level's input vectors of the batch, with 2·atanh(cos) logits.
+    """Level >= 1 reconstruction (§8), contrastive over the level's input vectors of the batch.
+
+    Every decoded slot must pick its own target vector among them, with 2·atanh(cos) logits.
 
     No false negatives: each document position appears once among the candidates (overlapping
     windows share their targets instead of duplicating them), and a candidate whose vector
     coincides with the target (the same lower-level unit elsewhere) is never a negative.
 
     Args:
-        x_hat: (s, m, D) decoded slots. seg_doc: (s,) document of each segment.
-        positions: (s, m) document position of each slot. weights: (s, m) existence shares (0 on padding).
+        x_hat: (s, m, D) decoded slots.
+        seg_doc: (s,) document of each segment.
+        positions: (s, m) document position of each slot.
+        weights: (s, m) existence shares (0 on padding).
         candidates: (b, n, D) the level's input sequence (targets, not differentiated here).
         cand_valid: (b, n) bool.
+        same_tol: a candidate within this cosine distance of the target counts as the same unit.
 
     Returns:
         (weighted loss, (s, m) bool top-1 correctness).

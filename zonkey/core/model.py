@@ -76,7 +76,7 @@ class ZonkeyModel(nn.Module):
         return to_sphere(self.embed)
 
     def embed_bytes(self, tokens: Tensor, valid: Tensor) -> Tensor:
-        """Tokens (b, n) -> (b, n, d0), zero on padding."""
+        """``tokens`` (b, n) -> (b, n, d0), zero on padding."""
         return self.table[tokens].masked_fill(~valid[..., None], 0.0)
 
     def walk(self, tokens: Tensor, valid: Tensor, *, sample: bool | None = False,

@@ -1,5 +1,7 @@
-"""Scoring texts rebuilt from decoded segments against the input: strict, aligned and character
-accuracy (see :class:`RoundTrip`), and the edit distance the last one needs.
+"""Scoring texts rebuilt from decoded segments against the input.
+
+Strict, aligned and character accuracy (see :class:`RoundTrip`), and the edit distance the last one
+needs.
 """
 
 from __future__ import annotations
@@ -37,8 +39,10 @@ def levenshtein(a: bytes, b: bytes) -> int:
 
 
 class RoundTrip:
-    """Byte accuracy of texts rebuilt from decoded segments: each document's kept bytes are
-    concatenated in segment order (hard stitching) and compared with the input three ways:
+    """Byte accuracy of texts rebuilt from decoded segments.
+
+    Each document's kept bytes are concatenated in segment order (hard stitching) and compared
+    with the input three ways:
 
     * ``strict``: at the same offset, over max(len(output), len(input)) bytes: one wrong length
       shifts everything after it, so the figure depends on where in a document the first slip
@@ -53,8 +57,13 @@ class RoundTrip:
         self.same = self.matched = self.total = self.edits = self.ref_bytes = 0
 
     def add(self, batch: Batch, pred: Tensor, keep: Tensor, doc: Tensor) -> None:
-        """Pred (r, m) decoded bytes, keep (r, m) bool kept slots, doc (r,) document of each row
-        (rows in document order).
+        """Count the round trips of one batch.
+
+        Args:
+            batch: the input batch.
+            pred: (r, m) decoded bytes.
+            keep: (r, m) bool kept slots.
+            doc: (r,) document of each row (rows in document order).
         """
         for d in range(batch.tokens.shape[0]):
             rows = (doc == d).nonzero().flatten().tolist()

@@ -25,8 +25,19 @@ from zonkey.core.outputs import Segments, SplitOutput
 
 
 def decide_bos(p_bos: Tensor, valid: Tensor, m: int, *, sample: bool, generator: torch.Generator | None = None) -> Tensor:
-    """BOS decisions: sampled (u < p) in training, p > 0.5 at inference; position 0 always, and a
-    BOS forced inside any gap of m positions. Returns (b, n) bool.
+    """BOS decisions: sampled (u < p) in training, p > 0.5 at inference.
+
+    Position 0 is always a BOS, and a BOS is forced inside any gap of m positions.
+
+    Args:
+        p_bos: (b, n) BOS probabilities.
+        valid: (b, n) bool real positions.
+        m: segment length.
+        sample: draw the decisions (training) instead of thresholding.
+        generator: source of the draws.
+
+    Returns:
+        (b, n) bool.
     """
     if sample:
         u = torch.rand(p_bos.shape, device=p_bos.device, generator=generator)
@@ -41,9 +52,12 @@ def make_split(x: Tensor, valid: Tensor, p_bos: Tensor, bos: Tensor, m: int, k: 
     """Cut segments at ``bos`` and attach existence, shares and the regularisation statistics.
 
     Args:
-        x: (b, n, d) the level's sequence. valid: (b, n) bool.
-        p_bos: (b, n) BOS probabilities (differentiable). bos: (b, n) bool decisions.
-        m: segment length. k: compression vectors (defines "short").
+        x: (b, n, d) the level's sequence.
+        valid: (b, n) bool.
+        p_bos: (b, n) BOS probabilities (differentiable).
+        bos: (b, n) bool decisions.
+        m: segment length.
+        k: compression vectors (defines "short").
         existence: ``soft`` (§4: e_j = Π(1 − p_bos)) or ``straight_through``: the forward pass uses
             the hard existence of the chosen BOS decisions (1 on each segment's own span, 0 after
             the next BOS, so every position is covered by exactly one segment with share 1) while

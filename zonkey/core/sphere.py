@@ -1,5 +1,6 @@
-"""Helpers for vectors on the sphere of the expected Gaussian norm (§5: "normalized to match the
-expected norm of a normally distributed vector of the same length").
+"""Helpers for vectors on the sphere of the expected Gaussian norm.
+
+§5: "normalized to match the expected norm of a normally distributed vector of the same length".
 """
 
 from __future__ import annotations
@@ -22,8 +23,9 @@ def to_sphere(x: Tensor) -> Tensor:
 
 
 def atanh_cos_logits(a: Tensor, b: Tensor, eps: float = 1e-4) -> Tensor:
-    """2·atanh(cos(a_i, b_j)) for every pair: (..., i, d) × (j, d) -> (..., i, j). Cosines are
-    clamped to ±(1 − eps) so the logits stay finite (|logit| <= 2·atanh(1 − eps) ≈ 9.9).
+    """2·atanh(cos(a_i, b_j)) for every pair: (..., i, d) × (j, d) -> (..., i, j).
+
+    Cosines are clamped to ±(1 − eps) so the logits stay finite (|logit| <= 2·atanh(1 − eps) ≈ 9.9).
     """
     cos = F.normalize(a, dim=-1, eps=1e-8) @ F.normalize(b, dim=-1, eps=1e-8).transpose(-1, -2)
     return 2.0 * torch.atanh(cos.clamp(-1 + eps, 1 - eps))

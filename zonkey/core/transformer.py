@@ -36,18 +36,21 @@ class ProbabilisticSelfAttention(nn.Module):
         self.drop = nn.Dropout(dropout)
 
     def forward(self, x: Tensor, log_existence: Tensor, *, causal: bool = False) -> Tensor:
-        """X (b, n, d), log_existence (b, n) -> (b, n, d)."""
+        """``x`` (b, n, d), ``log_existence`` (b, n) -> (b, n, d)."""
         q, k, v = rearrange(self.qkv(x), "b n (three h dh) -> three b h n dh", three=3, h=self.heads)
         y = self.attention(q, k, v, log_existence, causal=causal)  # (b, h, n, dh)
         return self.drop(self.out(rearrange(y, "b h n dh -> b n (h dh)")))
 
 
 class FeedForward(nn.Module):
+    """The position-wise MLP of a block: Linear(d, mult·d), GELU, Linear(mult·d, d), dropout."""
+
     def __init__(self, d: int, mult: int = 4, dropout: float = 0.0) -> None:
         super().__init__()
         self.net = nn.Sequential(nn.Linear(d, mult * d), nn.GELU(), nn.Linear(mult * d, d), nn.Dropout(dropout))
 
     def forward(self, x: Tensor) -> Tensor:
+        """``x`` (..., d) -> (..., d)."""
         return self.net(x)
 
 
@@ -62,7 +65,7 @@ class EncoderBlock(nn.Module):
         self.ffn = FeedForward(d, ffn_mult, dropout)
 
     def forward(self, x: Tensor, log_existence: Tensor, *, causal: bool = False) -> Tensor:
-        """X (b, n, d), log_existence (b, n) -> (b, n, d)."""
+        """``x`` (b, n, d), ``log_existence`` (b, n) -> (b, n, d)."""
         x = x + self.attn(self.norm1(x), log_existence, causal=causal)
         return x + self.ffn(self.norm2(x))
 
@@ -90,7 +93,7 @@ class Encoder(nn.Module):
         self.norm = nn.LayerNorm(d) if final_norm else nn.Identity()
 
     def forward(self, x: Tensor, log_existence: Tensor, *, causal: bool = False) -> Tensor:
-        """X (b, n, d), log_existence (b, n) -> (b, n, d). Padded positions (−inf) come out 0."""
+        """``x`` (b, n, d), ``log_existence`` (b, n) -> (b, n, d). Padded positions (−inf) come out 0."""
         for block in self.blocks:
             x = block(x, log_existence, causal=causal)
         x = self.norm(x)

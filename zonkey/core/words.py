@@ -55,8 +55,9 @@ def token_counts(docs: Iterable[bytes | str]) -> Counter[str]:
 
 
 def most_frequent_token(docs: Iterable[bytes | str]) -> str:
-    """The most frequent raw whitespace-delimited token (the infill baseline's answer; ties: the
-    token seen first).
+    """The most frequent raw whitespace-delimited token (the infill baseline's answer).
+
+    Ties go to the token seen first.
 
     Raises:
         ValueError: the documents hold no token.
@@ -74,8 +75,9 @@ def valid_word_rate(texts: Sequence[str], vocab: set[str]) -> float:
 
 
 def distinct_n(texts: Sequence[str], n: int) -> float:
-    """Distinct word n-grams / all word n-grams over ``texts`` (0.0 when there are none); n-grams
-    do not cross texts.
+    """Distinct word n-grams / all word n-grams over ``texts`` (0.0 when there are none).
+
+    N-grams do not cross texts.
     """
     grams = [tuple(ws[i:i + n]) for t in texts for ws in [words(t)] for i in range(len(ws) - n + 1)]
     return len(set(grams)) / len(grams) if grams else 0.0
