@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, Union
 
 import torch
@@ -46,7 +47,7 @@ def load(run_dir: str | os.PathLike[str], *, use_ema: bool = True,
     Raises:
         CheckpointError: a missing or invalid recipe, no checkpoint, corrupt or mismatched weights.
     """
-    return ZonkeyModel.from_run(run_dir, use_ema=use_ema, device=device)
+    return ZonkeyModel.from_run(Path(run_dir), use_ema=use_ema, device=device)
 
 
 def _model(model: ModelOrRun) -> ZonkeyModel:

@@ -108,7 +108,7 @@ def parse_gap_text(text: str | None, prefix: str | None, suffix: str | None) -> 
         if prefix is None and suffix is None:
             common.fail('nothing to infill: give TEXT with ___ marking the gap (e.g. "Bob is a ___ player") '
                         "or --prefix/--suffix", common.EXIT_USAGE)
-        prefix, suffix = prefix or "", suffix or ""
+        before, after = prefix or "", suffix or ""
     else:
         if not text.strip():
             common.fail("the text is empty")
@@ -117,10 +117,10 @@ def parse_gap_text(text: str | None, prefix: str | None, suffix: str | None) -> 
             common.fail("the text has no ___ marking the gap (or use --prefix/--suffix)", common.EXIT_USAGE)
         if len(marks) > 1:
             common.fail(f"the text has {len(marks)} gaps (___); exactly one is supported", common.EXIT_USAGE)
-        prefix, suffix = GAP_MARK.split(text)
-    if not prefix and not suffix:
+        before, after = GAP_MARK.split(text)
+    if not before and not after:
         common.fail("nothing around the gap: the prefix and the suffix are both empty")
-    return prefix, suffix
+    return before, after
 
 
 def parse_gap_range(gap: str | None) -> tuple[int, int] | None:

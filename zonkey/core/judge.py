@@ -233,8 +233,9 @@ class NgramJudge:
         Returns:
             The judge.
         """
-        tables = [_Table(*(arrays[f"o{k}.{n}"] for n in ("keys", "counts", "ctx", "totals", "types")),
-                         float(meta["discounts"][k - 1])) for k in range(1, int(meta["order"]) + 1)]
+        tables = [_Table(arrays[f"o{k}.keys"], arrays[f"o{k}.counts"], arrays[f"o{k}.ctx"], arrays[f"o{k}.totals"],
+                         arrays[f"o{k}.types"], float(meta["discounts"][k - 1]))
+                  for k in range(1, int(meta["order"]) + 1)]
         return cls(tables, str(meta["fingerprint"]), int(meta["train_bytes"]))
 
 

@@ -12,6 +12,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import numpy.typing as npt
 import torch
 from torch import Tensor
 
@@ -86,8 +87,8 @@ class Batch:
         return [decode_bytes(self.tokens[i], valid=self.valid[i]) for i in range(self.tokens.shape[0])]
 
 
-def make_batch(chunks: Sequence[bytes], width: int, doc_index: Sequence[int],
-               chunk_index: Sequence[int]) -> Batch:
+def make_batch(chunks: Sequence[bytes], width: int, doc_index: npt.ArrayLike,
+               chunk_index: npt.ArrayLike) -> Batch:
     """Pad byte strings into a :class:`Batch`.
 
     Args:

@@ -15,7 +15,7 @@ import os
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from zonkey.data.bytes import encode_text
 from zonkey.data.errors import DataError
@@ -245,7 +245,7 @@ def _load_files(builder: str, files: Sequence[Path], column: str) -> list[str | 
     import datasets
 
     where = _where(files)
-    kwargs: dict[str, object] = {}
+    kwargs: dict[str, Any] = {}  # the builder's own options, passed through by load_dataset
     if builder == "parquet":
         import pyarrow.parquet as pq
 

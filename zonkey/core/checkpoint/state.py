@@ -147,8 +147,9 @@ def rng_state() -> dict[str, Tensor]:
         import numpy as np
     except ImportError:
         return out
-    kind, keys, pos, has_gauss, cached = np.random.get_state()
-    if kind == "MT19937":
+    state = np.random.get_state(legacy=True)  # the tuple while the global generator is MT19937
+    if isinstance(state, tuple) and state[0] == "MT19937":
+        _, keys, pos, has_gauss, cached = state
         out["numpy.random.keys"] = torch.from_numpy(keys.astype(np.int64))
         out["numpy.random.pos_has_gauss"] = torch.tensor([pos, has_gauss], dtype=torch.int64)
         out["numpy.random.cached_gaussian"] = torch.tensor(cached, dtype=torch.float64)

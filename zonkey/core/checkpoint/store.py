@@ -101,15 +101,18 @@ def _write_durable(path: Path, write: Callable[[Path], None]) -> dict[str, int]:
 
 
 def _copy_to_run(src: Path, dst: Path) -> None:
-    atomic_write(dst, lambda tmp: shutil.copyfile(src, tmp))
+    def copy(tmp: Path) -> None:
+        shutil.copyfile(src, tmp)
+
+    atomic_write(dst, copy)
 
 
 def _unwrap(model: nn.Module) -> nn.Module:
-    while isinstance(getattr(model, "module", None), nn.Module) and type(model).__name__ in (
+    while isinstance(inner := getattr(model, "module", None), nn.Module) and type(model).__name__ in (
         "DistributedDataParallel",
         "DataParallel",
     ):
-        model = model.module
+        model = inner
     return getattr(model, "_orig_mod", model)  # torch.compile wrapper
 
 
