@@ -77,9 +77,11 @@ def default_level(model: ZonkeyModel) -> int:
 
 def gap_lengths(model: ZonkeyModel, level: int, gap: tuple[int, int] | int | None = None, *,
                 prior: bool = False) -> list[int]:
-    """The searched gap lengths: ``gap`` (an int or an inclusive (lo, hi) range), else the recipe's
-    ``sample.infill_gap_bytes`` at level 0 and ``sample.infill_gap`` above. A sequence prior
-    (``prior``) counts latents of its level at every level, so it always takes ``sample.infill_gap``.
+    """The searched gap lengths.
+
+    ``gap`` (an int or an inclusive (lo, hi) range), else the recipe's ``sample.infill_gap_bytes``
+    at level 0 and ``sample.infill_gap`` above. A sequence prior (``prior``) counts latents of its
+    level at every level, so it always takes ``sample.infill_gap``.
 
     Raises:
         ValueError: a range that is empty or starts below 1.
@@ -108,8 +110,10 @@ class _Windows:
 
 def _windows(docs: list[tuple[Tensor, int, Tensor]], m: int, generator: torch.Generator,
              span: int | None = None) -> _Windows:
-    """docs: per candidate (prefix (p, d), gap length g, suffix (q, d)); each window holds ``span``
-    (<= m, default m) document positions, its later slots have existence 0.
+    """The candidate documents laid end to end and the windows cut from them.
+
+    ``docs`` holds per candidate (prefix (p, d), gap length g, suffix (q, d)); each window holds
+    ``span`` (<= m, default m) document positions, its later slots have existence 0.
     """
     span = m if span is None else max(1, min(span, m))
     known, is_gap, doc_of = [], [], []
@@ -198,6 +202,7 @@ def infill_many(model: ZonkeyModel, pairs: Sequence[tuple[str, str]], *, level: 
     """Fill the gap of every (prefix, suffix) pair; all pairs and gap lengths in one batch.
 
     Args:
+        model: the model.
         pairs: (prefix, suffix) texts; one of the two may be empty (continuation / beginning).
         level: the level whose sequence holds the gap (default :func:`default_level`).
         gap: gap lengths searched (int or inclusive range), in positions of that level.

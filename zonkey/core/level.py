@@ -9,13 +9,16 @@ objective's own sampler.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from typing import cast, overload
+
 import torch
 from torch import Tensor, nn
 
 from zonkey.core.existence import log_existence_from_bos_logits
 from zonkey.core.losses import collapse_loss, contrastive_recon_loss, existence_bce, token_loss
 from zonkey.core.outputs import DecodeLossFn, DenoiseOutput, LevelOutput, Segments, SplitOutput
-from zonkey.core.protocols import SlotStatesCompressor
+from zonkey.core.protocols import Compressor, Denoiser, Objective, Prior, SlotStatesCompressor, Splitter, Stitcher
 from zonkey.core.recipe import ByteLossConfig, LevelConfig
 from zonkey.core.shapes import LevelContext
 from zonkey.core.sphere import to_sphere
@@ -32,6 +35,16 @@ class Level(nn.Module):
         same_tol: levels >= 1: a candidate whose cosine to a target exceeds ``1 - same_tol`` counts as
             the same unit, never a negative, in the contrastive losses (default: exact copies only).
     """
+
+    # the components as their kinds' protocols: every registered component fulfils its kind's
+    # protocol (the contract tests build each built-in one and check it), the registry types them nn.Module
+    splitter: Splitter
+    compressor: Compressor
+    denoiser: Denoiser
+    objective: Objective
+    stitcher: Stitcher | None
+    prior: Prior | None
+    byte_weights: Tensor  # level 0 only
 
     def __init__(self, cfg: LevelConfig, index: int, attention: nn.Module,
                  byte_loss: ByteLossConfig | None = None, *, same_tol: float = 1e-6) -> None:
@@ -53,13 +66,13 @@ class Level(nn.Module):
         for kind in ("splitter", "compressor", "denoiser", "objective"):
             if getattr(cfg, kind) is None:
                 raise ValueError(f"model.levels.{index}.{kind} is not set and no default is registered")
-        self.splitter = cfg.splitter.build(self.ctx)
-        self.compressor = cfg.compressor.build(self.ctx)
-        self.denoiser = cfg.denoiser.build(self.ctx)
-        self.objective = cfg.objective.build(self.ctx)
-        self.stitcher = cfg.stitcher.build(self.ctx) if cfg.stitcher is not None else None
+        self.splitter = cast(Splitter, cfg.splitter.build(self.ctx))
+        self.compressor = cast(Compressor, cfg.compressor.build(self.ctx))
+        self.denoiser = cast(Denoiser, cfg.denoiser.build(self.ctx))
+        self.objective = cast(Objective, cfg.objective.build(self.ctx))
+        self.stitcher = cast(Stitcher, cfg.stitcher.build(self.ctx)) if cfg.stitcher is not None else None
         # the optional sequence prior over this level's latents (generation and infilling)
-        self.prior = cfg.prior.build(self.ctx) if cfg.prior is not None else None
+        self.prior = cast(Prior, cfg.prior.build(self.ctx)) if cfg.prior is not None else None
         if index == 0:
             # per-byte weights of the token loss (``model.byte_loss.balance``); set by the trainer from the training
             # split's byte counts, ones otherwise. Not saved: only training reads them.
@@ -72,6 +85,7 @@ class Level(nn.Module):
 
     @property
     def latent_dim(self) -> int:
+        """Width of one latent: ``n_compress × d_model`` (k·d)."""
         return self.cfg.n_compress * self.cfg.d_model
 
     def split(self, x: Tensor, valid: Tensor, *, sample: bool | None = None, tokens: Tensor | None = None,
@@ -92,7 +106,8 @@ class Level(nn.Module):
         """Split the level's sequence and compress every segment to its clean latent.
 
         Args:
-            x: (b, n, d) the level's sequence, 0 on padding. valid: (b, n) bool.
+            x: (b, n, d) the level's sequence, 0 on padding.
+            valid: (b, n) bool.
             sample: sample the BOS decisions (True), threshold them at 0.5 (False), or follow the
                 module's training mode (None).
             tokens: (b, n) byte values (level 0; the whitespace splitter reads them).
@@ -141,10 +156,19 @@ class Level(nn.Module):
 
     def mlm_loss(self, seg: Segments, x: Tensor, valid: Tensor, generator: torch.Generator | None = None,
                  rate: float = 0.15) -> Tensor:
-        """Masked prediction (§5.2): ~15% of real slots, biased toward high existence, are replaced by
-        a learned mask vector; the compressor's state there must pick the original vector among all
-        the level's input vectors of the batch (2·atanh(cos), no false negatives), weighted by the
-        existence shares of the targets.
+        """Masked prediction (§5.2), a scalar loss.
+
+        ~15% of real slots, biased toward high existence, are replaced by a learned mask vector;
+        the compressor's state there must pick the original vector among all the level's input
+        vectors of the batch (2·atanh(cos), no false negatives), weighted by the existence shares of
+        the targets.
+
+        Args:
+            seg: the level's segments.
+            x: (b, n, d) the level's sequence (the candidates).
+            valid: (b, n) bool.
+            generator: source of the masking draws.
+            rate: the share of real slots masked.
         """
         e = seg.log_existence.detach().exp() * seg.valid  # (s, m)
         prob = (rate * e / e.sum().clamp_min(1e-8) * seg.valid.sum()).clamp(max=1.0)
@@ -152,7 +176,8 @@ class Level(nn.Module):
         if not bool(masked.any()):
             return x.new_zeros(())
         inp = torch.where(masked[..., None], self.mask_vector.expand_as(seg.vectors), seg.vectors)
-        _, states = self.compressor.encode(inp, seg.log_existence)  # (s, m, d)
+        # __init__ refused a compressor without slot states when mlm > 0
+        _, states = cast(SlotStatesCompressor, self.compressor).encode(inp, seg.log_existence)  # (s, m, d)
         pred = self.mlm_head(states)
         loss, _ = contrastive_recon_loss(pred, seg.doc, seg.positions, seg.shares * masked, x, valid,
                                          same_tol=self.same_tol)
@@ -163,7 +188,8 @@ class Level(nn.Module):
         """Training pass of the level on its own: :meth:`encode` then :meth:`losses`.
 
         Args:
-            x: (b, n, d) the level's sequence; valid: (b, n) bool.
+            x: (b, n, d) the level's sequence.
+            valid: (b, n) bool.
             tokens: (b, n) byte values (level 0 only: targets of the token loss; baselines may read them).
             table: (256, d) tied byte embedding table on the sphere (level 0 only).
             generator: source of the split's and the objective's randomness.
@@ -181,8 +207,10 @@ class Level(nn.Module):
         """The level's loss terms on top of its encoding (:meth:`encode`).
 
         Args:
-            x: (b, n, d) the level's sequence; valid: (b, n) bool.
-            split: the split of x. z0: (s, k·d) its segments' clean latents.
+            x: (b, n, d) the level's sequence.
+            valid: (b, n) bool.
+            split: the split of x.
+            z0: (s, k·d) its segments' clean latents.
             tokens: (b, n) byte values (level 0 only: targets of the token loss).
             table: (256, d) tied byte embedding table on the sphere (level 0 only).
             generator: source of the objective's and the masked prediction's randomness.
@@ -257,8 +285,10 @@ class Level(nn.Module):
 
     def _decode_loss_fn(self, seg: Segments, x: Tensor, valid: Tensor, tokens: Tensor | None,
                         table: Tensor | None) -> DecodeLossFn:
-        """A closure: (z (r, k·d) latents standing for segments ``rows`` (r,)) -> (loss, top-1 accuracy
-        on the own spans). The loss is this level's clean reconstruction of those segments' targets
+        """The closure the level above scores its decoded latents with.
+
+        It maps (z (r, k·d) latents standing for segments ``rows`` (r,)) to (loss, top-1 accuracy on
+        the own spans). The loss is this level's clean reconstruction of those segments' targets
         plus the existence BCE against their true lengths; targets and weights are not differentiated.
         """
 
@@ -267,6 +297,7 @@ class Level(nn.Module):
             own = seg.own_span[rows]
             w = seg.shares[rows].detach()
             if self.index == 0:
+                assert tokens is not None and table is not None  # level 0's training pass passes both
                 targets = tokens[seg.doc[rows][:, None], seg.positions[rows]]
                 loss, correct = token_loss(out.x_hat, targets, table, self._byte_weighted(w, targets),
                                            self.byte_loss.focal)
@@ -278,3 +309,21 @@ class Level(nn.Module):
             return loss, acc.detach()
 
         return loss_fn
+
+
+class LevelStack(nn.ModuleList):
+    """The model's levels, bottom first: an ``nn.ModuleList`` whose items are typed :class:`Level`."""
+
+    @overload
+    def __getitem__(self, idx: int) -> Level: ...
+
+    @overload
+    def __getitem__(self, idx: slice) -> LevelStack: ...
+
+    def __getitem__(self, idx: int | slice) -> Level | LevelStack:
+        """The level at ``idx``, or the levels of a slice as a stack."""
+        return cast("Level | LevelStack", super().__getitem__(idx))
+
+    def __iter__(self) -> Iterator[Level]:
+        """The levels, bottom first."""
+        return cast("Iterator[Level]", super().__iter__())

@@ -21,7 +21,7 @@ from torch import Tensor, nn
 
 from zonkey.core.checkpoint import load_weights, read_run_recipe
 from zonkey.core.hierarchy import latents_to_sequence
-from zonkey.core.level import Level
+from zonkey.core.level import Level, LevelStack
 from zonkey.core.outputs import LevelOutput, LevelPass, ModelOutput, Segments
 from zonkey.core.recipe import Recipe
 from zonkey.core.shapes import BYTE_VOCAB
@@ -43,7 +43,7 @@ class ZonkeyModel(nn.Module):
         mcfg = recipe.model
         self.attention = mcfg.attention.build()
         self.embed = nn.Parameter(torch.randn(BYTE_VOCAB, mcfg.levels[0].d_model))
-        self.levels = nn.ModuleList(Level(lc, i, self.attention, mcfg.byte_loss) for i, lc in enumerate(mcfg.levels))
+        self.levels = LevelStack(Level(lc, i, self.attention, mcfg.byte_loss) for i, lc in enumerate(mcfg.levels))
 
     @classmethod
     def from_run(cls, run_dir: str | Path, *, use_ema: bool = True,
@@ -91,7 +91,8 @@ class ZonkeyModel(nn.Module):
         carry the gradient scaling of its ``grad_from_above`` (``latents`` and ``split``).
 
         Args:
-            tokens: (b, n) byte values. valid: (b, n) bool.
+            tokens: (b, n) byte values.
+            valid: (b, n) bool.
             sample: sample the BOS decisions (True), threshold them at 0.5 (False, inference), or
                 follow the training mode (None, the training pass).
             generator: source of the BOS sampling.
@@ -116,8 +117,11 @@ class ZonkeyModel(nn.Module):
         """Every pass of :meth:`walk` (deterministic splits by default), each with its ``above``.
 
         Args:
-            tokens: (b, n) byte values. valid: (b, n) bool.
-            sample, generator, upto: as :meth:`walk`.
+            tokens: (b, n) byte values.
+            valid: (b, n) bool.
+            sample: as :meth:`walk`.
+            generator: as :meth:`walk`.
+            upto: as :meth:`walk`.
 
         Returns:
             one pass per level 0 .. upto−1.
@@ -129,7 +133,8 @@ class ZonkeyModel(nn.Module):
         """Training pass over a batch of byte sequences: the encoder walk with each level's losses.
 
         Args:
-            tokens: (b, n) byte values. valid: (b, n) bool.
+            tokens: (b, n) byte values.
+            valid: (b, n) bool.
             generator: source of the split's and the objectives' randomness (default: torch's global one).
             scales: curriculum multipliers (``{"l1": 0.3, "l0.diffusion": 1.0}``), see
                 ``train.curriculum``. Levels that are switched off together with all levels above
@@ -181,10 +186,12 @@ class ZonkeyModel(nn.Module):
     @staticmethod
     def _decode_term(upper: LevelOutput, below: LevelOutput, fraction: float = 1.0,
                      generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
-        """The ``decode`` term of level l >= 1: each own-span slot of its clean decoding is the
-        latent of one level-(l−1) segment (its document position is that segment's rank in the
-        document); level l−1 decodes it and scores it against that segment's own targets. With
-        ``fraction`` < 1 a random subset of those slots (at least one) is decoded.
+        """The ``decode`` term of level l >= 1: (loss, top-1 accuracy).
+
+        Each own-span slot of its clean decoding is the latent of one level-(l−1) segment (its
+        document position is that segment's rank in the document); level l−1 decodes it and scores
+        it against that segment's own targets. With ``fraction`` < 1 a random subset of those slots
+        (at least one) is decoded.
         """
         seg = upper.split.segments
         rows = own_slot_rows(seg, below.split.segments)
@@ -198,13 +205,15 @@ class ZonkeyModel(nn.Module):
 
 
 def own_slot_rows(seg: Segments, seg_below: Segments) -> Tensor:
-    """For every own-span slot of level l's segments (in ``own_span`` order), the index of the
-    level-(l−1) segment it stands for. Level l's positions are ranks of level-(l−1) segments in
+    """The level-(l−1) segment each own-span slot of level l's segments stands for.
+
+    Slots are taken in ``own_span`` order. Level l's positions are ranks of level-(l−1) segments in
     their document, and both are sorted by (document, start), so the result is a permutation of
     ``arange(seg_below.num)`` (the identity when the own spans tile every document).
 
     Args:
-        seg: level l's segments (s, m). seg_below: level l−1's segments (s',).
+        seg: level l's segments (s, m).
+        seg_below: level l−1's segments (s',).
 
     Returns:
         (number of own-span slots,) long indices into level l−1's segments.
@@ -227,8 +236,9 @@ class _ScaleGrad(torch.autograd.Function):
 
 
 def scale_grad(x: Tensor, alpha: float) -> Tensor:
-    """X in the forward pass (it may hold -inf, e.g. log existence on padding); its gradient
-    multiplied by ``alpha`` in the backward pass.
+    """``x`` unchanged in the forward pass, its gradient multiplied by ``alpha`` in the backward pass.
+
+    ``x`` may hold -inf (e.g. log existence on padding).
     """
     if alpha == 1.0:
         return x
@@ -238,10 +248,11 @@ def scale_grad(x: Tensor, alpha: float) -> Tensor:
 
 
 def _latents_for_above(level: Level, out: LevelPass) -> Tensor:
-    """Level ``level``'s clean latents as the level above reads them: the same values, with the
-    gradient that comes back scaled by ``grad_from_above.latents`` (all of it) and
-    ``grad_from_above.split`` (the part reaching the split, through a second compressor pass under
-    scaled existence).
+    """Level ``level``'s clean latents as the level above reads them.
+
+    The same values, with the gradient that comes back scaled by ``grad_from_above.latents`` (all
+    of it) and ``grad_from_above.split`` (the part reaching the split, through a second compressor
+    pass under scaled existence).
     """
     grad = level.cfg.grad_from_above
     if grad.latents == 0.0:

@@ -124,8 +124,8 @@ class LevelOutput:
 
     split: SplitOutput
     latents: Tensor  # (s, k·d) clean latents on the sphere
+    loss: Tensor  # () weighted sum
     terms: dict[str, Tensor] = field(default_factory=dict)  # unweighted loss terms
-    loss: Tensor | None = None  # () weighted sum
     stats: dict[str, float] = field(default_factory=dict)
     decoded: Tensor | None = None  # (s, m, d) the clean latents decoded back to slots (σ ≈ 0)
     decode_loss: DecodeLossFn | None = None  # read by the level above's ``decode`` term

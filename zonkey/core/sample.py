@@ -44,6 +44,7 @@ def sample(model: ZonkeyModel, n: int = 4, *, steps: int | None = None, seed: in
     """Generate ``n`` texts from noise, starting at ``level`` (default: the top level).
 
     Args:
+        model: the model.
         n: number of texts.
         steps: denoising steps at the starting level (default ``sample.steps``).
         seed: seed of the one generator all noise is drawn from.

@@ -8,10 +8,11 @@ are placed one after the other (or by the level's learned stitcher, which predic
 from __future__ import annotations
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from zonkey.core.existence import NEG_INF, kept_mask
 from zonkey.core.outputs import StitchOutput
+from zonkey.core.protocols import Stitcher
 
 
 def chain_starts(lengths: Tensor, doc: Tensor) -> Tensor:
@@ -83,7 +84,7 @@ def truncate(log_existence: Tensor, epsilon: float) -> tuple[Tensor, Tensor]:
     return keep, hard
 
 
-def stitch(stitcher: nn.Module | None, x_hat: Tensor, log_existence: Tensor, doc: Tensor, b: int,
+def stitch(stitcher: Stitcher | None, x_hat: Tensor, log_existence: Tensor, doc: Tensor, b: int,
            epsilon: float) -> StitchOutput:
     """Truncate decoded segments at ``epsilon`` and join each document's segments in order.
 

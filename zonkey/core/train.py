@@ -1,5 +1,7 @@
-"""The training loop: AdamW with warm-up and cosine decay, gradient clipping, EMA weights, atomic
-safetensors checkpoints, exact resume, and a progress bar.
+"""The training loop.
+
+AdamW with warm-up and cosine decay, gradient clipping, EMA weights, atomic safetensors
+checkpoints, exact resume, and a progress bar.
 
 Determinism: the batch of step ``i`` is a pure function of (data config, seed, i); all other
 randomness (BOS sampling, noise, dropout) draws from torch's global generator, whose state is saved
@@ -33,6 +35,8 @@ class TrainingError(RuntimeError):
 
 @dataclass
 class TrainResult:
+    """What a finished training run reports: where it wrote, how far it got, its last figures."""
+
     run_dir: Path
     step: int
     last_loss: float
@@ -59,6 +63,11 @@ def lr_at(step: int, cfg: TrainConfig, start: int = 0, scale: float = 1.0) -> fl
 
 
 def resolve_device(name: str) -> torch.device:
+    """The device ``train.device`` names (``auto``: CUDA when available, else CPU).
+
+    Raises:
+        TrainingError: CUDA asked for where it is not available.
+    """
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dev = torch.device(name)
@@ -120,6 +129,7 @@ class EMA:
 
     @torch.no_grad()
     def update(self, model: nn.Module, step: int) -> None:
+        """Fold the model's current weights into the averages after training step ``step``."""
         params = dict(model.named_parameters())
         for k, v in model.state_dict().items():
             if not v.dtype.is_floating_point:
@@ -139,11 +149,19 @@ class EMA:
             self.shadow[k].mul_(d).add_(v.detach().float(), alpha=1 - d)
 
     def state(self) -> dict[str, torch.Tensor]:
+        """The averaged weights by state-dict key (what a checkpoint saves as the EMA)."""
         return self.shadow
 
     def load(self, tensors: dict[str, torch.Tensor], counts: dict[str, int] | None = None) -> None:
-        """``counts``: the per-parameter trained-step counts saved with the trainer state (older
-        checkpoints have none: every parameter is then taken as trained since step 0).
+        """Restore the averages from a checkpoint.
+
+        Args:
+            tensors: the saved averaged weights by state-dict key.
+            counts: the per-parameter trained-step counts saved with the trainer state (older
+                checkpoints have none: every parameter is then taken as trained since step 0).
+
+        Raises:
+            CheckpointError: the saved averages miss keys of the model.
         """
         missing = set(self.shadow) - set(tensors)
         if missing:
@@ -178,7 +196,7 @@ class Trainer:
         self.model: ZonkeyModel = build_model(recipe).to(self.device)
         self.optimizer = torch.optim.AdamW(
             param_groups(self.model, self.cfg.weight_decay, recipe.model.levels), lr=self.cfg.lr,
-            betas=tuple(self.cfg.betas)
+            betas=self.cfg.betas
         )
         self.ema = EMA(self.model, self.cfg.ema_decay)
         self.corpus = load_corpus(recipe.data)
@@ -241,6 +259,11 @@ class Trainer:
         self.log(f"resumed {self.run_dir} at step {self.step}")
 
     def save(self) -> Path:
+        """Write a checkpoint of the current step (weights, EMA, optimizer, trainer state, recipe).
+
+        Returns:
+            The checkpoint's directory.
+        """
         state = {"step": self.step, "skipped": self.skipped, "nonfinite_run": self.nonfinite_run,
                  "bytes_seen": self.bytes_seen, "ema_counts": dict(self.ema.counts)}
         return ckpt.save_checkpoint(self.run_dir, step=self.step, model=self.model, ema=self.ema.state(),
@@ -296,9 +319,10 @@ class Trainer:
         return float(loss.detach()), values, batch.num_bytes
 
     def _boundary_values(self) -> dict[str, float]:
-        """Level-0 boundary statistics of the last training batch against word edges, logged as
-        ``l0.space_f1``, ``l0.word_f1``, ``l0.p_bos_edge`` and ``l0.p_bos_other`` (measurement only:
-        the model never sees them).
+        """Level-0 boundary statistics of the last training batch against word edges.
+
+        Logged as ``l0.space_f1``, ``l0.word_f1``, ``l0.p_bos_edge`` and ``l0.p_bos_other``
+        (measurement only: the model never sees them).
         """
         last = getattr(self, "_last_split", None)
         if last is None:

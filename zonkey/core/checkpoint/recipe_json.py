@@ -14,7 +14,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from zonkey.core.checkpoint.layout import FORMAT_VERSION, RECIPE_FILE, STATE_FILE
-from zonkey.core.recipe import MIGRATIONS, SCHEMA_VERSION, RecipeError, validate_recipe
+from zonkey.core.recipe import MIGRATIONS, SCHEMA_VERSION, Recipe, RecipeError, validate_recipe
 from zonkey.io import CheckpointError, atomic_write_json, read_json
 from zonkey.version import __version__
 
@@ -155,14 +155,14 @@ def run_dir_of(path: str | Path) -> Path:
     return path.parent.parent if (path / STATE_FILE).is_file() else path
 
 
-def read_run_recipe(path: str | Path) -> BaseModel:
+def read_run_recipe(path: str | Path) -> Recipe:
     """The validated recipe a run (or one of its step directories) was trained with.
 
     Args:
         path: ``RUN`` or ``RUN/checkpoints/step-N``.
 
     Returns:
-        The recipe object (a frozen pydantic model).
+        The recipe (frozen).
 
     Raises:
         CheckpointError: missing or invalid recipe.json, or a recipe that does not validate.
