@@ -63,7 +63,7 @@ def test_infill_keeps_the_context_byte_for_byte(model, prefix, suffix):
 
 def test_infill_many_batches_pairs_and_rejects_an_empty_pair(model):
     out = infill_many(model, [("a b ", " c"), ("x ", "")], seed=0)
-    assert [r.text.startswith(p) for r, p in zip(out, ["a b ", "x "])] == [True, True]
+    assert [r.text.startswith(p) for r, p in zip(out, ["a b ", "x "], strict=True)] == [True, True]
     with pytest.raises(ValueError, match="both empty"):
         infill_many(model, [("", "")])
 

@@ -23,7 +23,7 @@ def test_sigma_rises_with_time_and_with_the_shift():
 def test_sampler_sigmas_walk_down_to_exactly_zero():
     sig = schedule.sampler_sigmas(10, 3.0)
     assert len(sig) == 11 and sig[-1] == 0.0
-    assert all(a > b for a, b in zip(sig[:-1], sig[1:]))
+    assert all(a > b for a, b in zip(sig[:-1], sig[1:], strict=True))
 
 
 def test_deterministic_step_with_the_true_clean_latent_stays_on_its_noise_path():

@@ -34,9 +34,13 @@ def descend(model: ZonkeyModel, level_idx: int, x: Tensor, valid: Tensor, *, ste
     ``Level.decode`` (noised to ``sigma`` and denoised back in ``steps`` steps).
 
     Args:
+        model: the model.
         level_idx: the level whose input vectors x holds.
-        x: (b, n, d) sequence; valid: (b, n) bool (each row's valid positions in order).
-        steps, sigma: each lower level's decoding loop. epsilon: the truncation threshold.
+        x: (b, n, d) sequence.
+        valid: (b, n) bool (each row's valid positions in order).
+        steps: sampler steps of each lower level's decoding loop.
+        sigma: the noise level each lower level's decoding starts from.
+        epsilon: the truncation threshold.
         generator: source of the decoding noise.
 
     Returns:
@@ -58,8 +62,22 @@ def descend(model: ZonkeyModel, level_idx: int, x: Tensor, valid: Tensor, *, ste
 @torch.no_grad()
 def decode_down(model: ZonkeyModel, level_idx: int, x_hat: Tensor, log_existence: Tensor, doc: Tensor, b: int, *,
                 steps: int, sigma: float, epsilon: float, generator: torch.Generator | None) -> list[bytes]:
-    """Decoded segments of ``level_idx`` (s, m, d) with their existence (s, m), grouped into ``b``
-    documents by ``doc`` (s,) -> bytes per document: truncate, stitch, descend.
+    """Decoded segments of ``level_idx`` down to bytes per document: truncate, stitch, descend.
+
+    Args:
+        model: the model.
+        level_idx: the level the segments were decoded at.
+        x_hat: (s, m, d) decoded segments.
+        log_existence: (s, m) their existence.
+        doc: (s,) document of each segment.
+        b: number of documents.
+        steps: sampler steps of each lower level's decoding loop.
+        sigma: the noise level each lower level's decoding starts from.
+        epsilon: the truncation threshold.
+        generator: source of the decoding noise.
+
+    Returns:
+        the bytes of each document.
     """
     st = stitch(model.levels[level_idx].stitcher, x_hat, log_existence, doc, b, epsilon)
     return descend(model, level_idx, st.x, st.valid, steps=steps, sigma=sigma, epsilon=epsilon, generator=generator)

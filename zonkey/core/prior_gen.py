@@ -24,6 +24,7 @@ from zonkey.core.descent import ProgressFn, descend
 from zonkey.core.inference import encode_to_level
 from zonkey.core.model import ZonkeyModel
 from zonkey.core.outputs import InfillResult, SampleResult
+from zonkey.core.protocols import Prior
 
 SCORE_TIMES = (0.35, 0.55, 0.75)  # schedule times at which a candidate's context agreement is measured
 
@@ -32,6 +33,7 @@ def prior_level(model: ZonkeyModel, level: int | None = None) -> int | None:
     """The level that generates with its sequence prior.
 
     Args:
+        model: the model.
         level: the level asked for (it is used when it has a prior); None: the highest level with one.
 
     Returns:
@@ -50,8 +52,13 @@ def sample_with_prior(model: ZonkeyModel, n: int, *, level: int, steps: int, len
     """``n`` texts, each ``length`` level-``level`` latents drawn jointly and decoded to bytes.
 
     Args:
-        n: texts. level: a level with a prior. steps: prior sampler steps. length: latents per text.
-        eta: 0 deterministic steps, 1 ancestral. epsilon: truncation threshold of the decoding.
+        model: the model.
+        n: texts.
+        level: a level with a prior.
+        steps: prior sampler steps.
+        length: latents per text.
+        eta: 0 deterministic steps, 1 ancestral.
+        epsilon: truncation threshold of the decoding.
         generator: the one source of noise.
         progress: called as ``progress(done, total)`` after every prior step.
         trace: record, at every step, the texts decoded from the current clean estimate.
@@ -89,9 +96,13 @@ def infill_with_prior(model: ZonkeyModel, pairs: Sequence[tuple[str, str]], *, l
     """Fill the gap of every (prefix, suffix) pair with the level's sequence prior.
 
     Args:
+        model: the model.
         pairs: (prefix, suffix) texts; either may be empty (a beginning, a continuation).
-        level: a level with a prior. gaps: the gap lengths (level-``level`` positions) searched.
-        steps, eta: the prior's sampler. epsilon: truncation threshold of the decoding.
+        level: a level with a prior.
+        gaps: the gap lengths (level-``level`` positions) searched.
+        steps: the prior's sampler steps.
+        eta: 0 deterministic steps, 1 ancestral.
+        epsilon: truncation threshold of the decoding.
         generator: the one source of noise.
         progress: called as ``progress(done, total)`` per pair scored.
 
@@ -162,14 +173,20 @@ def infill_with_prior(model: ZonkeyModel, pairs: Sequence[tuple[str, str]], *, l
     return results
 
 
-def _agreement(prior: torch.nn.Module, z: Tensor, known: Tensor, valid: Tensor,
+def _agreement(prior: Prior, z: Tensor, known: Tensor, valid: Tensor,
                generator: torch.Generator) -> Tensor:
-    """How well each filled sequence explains its context: the context positions are noised at a
-    few schedule times while the filled gap is given, and the prior's clean estimate of them is
-    compared with the true context latents (mean cosine over context positions and times).
+    """How well each filled sequence explains its context.
+
+    The context positions are noised at a few schedule times while the filled gap is given, and
+    the prior's clean estimate of them is compared with the true context latents (mean cosine over
+    context positions and times).
 
     Args:
-        z: (R, n, D) filled sequences. known: (R, n) the context positions. valid: (R, n).
+        prior: the level's prior.
+        z: (R, n, D) filled sequences.
+        known: (R, n) the context positions.
+        valid: (R, n) real positions.
+        generator: source of the noise.
 
     Returns:
         (R,) scores in [−1, 1]; a row with no context scores 0.

@@ -221,15 +221,50 @@ class Stitcher(Protocol):
         ...
 
 
+class PriorSettings(Protocol):
+    """What the level code reads of a prior's configuration."""
+
+    @property
+    def max_len(self) -> int:
+        """The longest sequence the prior reads."""
+        ...
+
+    @property
+    def shift(self) -> float:
+        """The log-SNR shift of its noise schedule (:func:`zonkey.core.schedule.sigma_at`)."""
+        ...
+
+
 @runtime_checkable
 class Prior(Protocol):
     """A diffusion model of the sequence of a level's latents (generation, infilling)."""
+
+    @property
+    def cfg(self) -> PriorSettings:
+        """The prior's configuration: its longest sequence and its schedule's shift."""
+        ...
+
+    def __call__(self, z: Tensor, sigma: Tensor, known: Tensor, valid: Tensor, cond: Tensor | None = None) -> Tensor:
+        """The clean estimate of every position.
+
+        Args:
+            z: (b, n, D) latents: noised at σ where not known, clean where known.
+            sigma: (b,) noise share of each row.
+            known: (b, n) bool, positions given as context (clean).
+            valid: (b, n) bool, real positions.
+            cond: optional (b, n, D) previous clean estimate (self-conditioning).
+
+        Returns:
+            (b, n, D) clean estimates on the sphere (0 on padding).
+        """
+        ...
 
     def loss(self, z0: Tensor, valid: Tensor, generator: torch.Generator | None = None) -> tuple[Tensor, dict[str, float]]:
         """Training loss.
 
         Args:
-            z0: (b, n, D) clean latent sequences (detached). valid: (b, n) bool real positions.
+            z0: (b, n, D) clean latent sequences (detached).
+            valid: (b, n) bool real positions.
             generator: source of the noise.
 
         Returns:

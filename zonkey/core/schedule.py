@@ -47,7 +47,12 @@ def add_noise(z0: Tensor, sigma: Tensor, eps: Tensor) -> Tensor:
     """``sqrt(1 − σ)·z0 + sqrt(σ)·ε``.
 
     Args:
-        z0: (b, n, D) clean latents. sigma: (b,) noise shares. eps: (b, n, D) standard noise.
+        z0: (b, n, D) clean latents.
+        sigma: (b,) noise shares.
+        eps: (b, n, D) standard noise.
+
+    Returns:
+        (b, n, D) the noised latents.
     """
     s = sigma.to(z0.dtype)[:, None, None]
     return (1 - s).sqrt() * z0 + s.sqrt() * eps
@@ -71,8 +76,12 @@ def step(z: Tensor, z0_hat: Tensor, sigma: float, sigma_next: float, *, eta: flo
     fresh noise of the ancestral (DDPM posterior) step; values between interpolate its variance.
 
     Args:
-        z: (..., D) the current noisy latents at σ. z0_hat: (..., D) the prior's clean estimate.
-        sigma, sigma_next: noise shares, ``sigma_next < sigma``.
+        z: (..., D) the current noisy latents at σ.
+        z0_hat: (..., D) the prior's clean estimate.
+        sigma: the current noise share.
+        sigma_next: the noise share to move to, ``sigma_next < sigma``.
+        eta: 0 the deterministic step, 1 the ancestral one.
+        generator: source of the fresh noise.
 
     Returns:
         (..., D) latents at ``sigma_next`` (``z0_hat`` itself when ``sigma_next`` is 0).

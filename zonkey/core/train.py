@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import torch
 from torch import nn
@@ -76,6 +76,10 @@ def resolve_device(name: str) -> torch.device:
     return dev
 
 
+# an optimizer group pair's tag: ("level", i) or ("prior", i); None for the shared first pair
+_GroupKey = tuple[str, int] | None
+
+
 def param_groups(model: nn.Module, weight_decay: float, levels: Sequence[LevelConfig] = ()) -> list[dict[str, Any]]:
     """No weight decay on biases, norms, embeddings and learned vectors (anything 1-D or the byte table).
 
@@ -87,8 +91,7 @@ def param_groups(model: nn.Module, weight_decay: float, levels: Sequence[LevelCo
     """
     own = {i for i, lv in enumerate(levels) if lv.schedule.is_own}
     priors = {i for i, lv in enumerate(levels) if lv.prior is not None}
-    Key = Optional[tuple[str, int]]
-    buckets: dict[Key, tuple[list[nn.Parameter], list[nn.Parameter]]] = {None: ([], [])}
+    buckets: dict[_GroupKey, tuple[list[nn.Parameter], list[nn.Parameter]]] = {None: ([], [])}
     for i in sorted(own):
         buckets[("level", i)] = ([], [])
     for i in sorted(priors):
@@ -97,7 +100,7 @@ def param_groups(model: nn.Module, weight_decay: float, levels: Sequence[LevelCo
         if not p.requires_grad:
             continue
         parts = name.split(".")
-        key: Key = None
+        key: _GroupKey = None
         if parts[0] == "levels" and int(parts[1]) in priors and parts[2] == "prior":
             key = ("prior", int(parts[1]))
         elif parts[0] == "levels" and int(parts[1]) in own:

@@ -36,6 +36,8 @@ N_FREQ = 32  # Fourier features of the log-SNR
 class SequencePrior(nn.Module):
     """x0-predicting denoiser over (b, n, D) latent sequences with known-position conditioning."""
 
+    freqs: Tensor  # (N_FREQ,) frequencies of the log-SNR features
+
     def __init__(self, cfg: SequencePriorConfig, dim: int, attention: nn.Module | None) -> None:
         super().__init__()
         self.cfg = cfg
@@ -84,8 +86,10 @@ class SequencePrior(nn.Module):
 
     # -- training ---------------------------------------------------------------------------------
     def _known_spans(self, valid: Tensor, generator: torch.Generator | None) -> Tensor:
-        """(b, n) bool: for a share ``infill`` of the rows, everything outside one random span of
-        each row's real positions is known; other rows have nothing known.
+        """(b, n) bool, the positions given as context in training.
+
+        For a share ``infill`` of the rows, everything outside one random span of each row's real
+        positions is known; other rows have nothing known.
         """
         b, n = valid.shape
         dev = valid.device
@@ -101,7 +105,9 @@ class SequencePrior(nn.Module):
         """Denoising loss of a batch of clean latent sequences.
 
         Args:
-            z0: (b, n, D) clean latents (detached by the caller). valid: (b, n) bool.
+            z0: (b, n, D) clean latents (detached by the caller).
+            valid: (b, n) bool.
+            generator: source of the noise, the crops and the known spans.
 
         Returns:
             the mean squared error per dimension over the noised real positions, and statistics.
@@ -142,10 +148,17 @@ class SequencePrior(nn.Module):
         """Draw latent sequences, optionally with some positions given.
 
         Args:
-            b, n: rows and positions. steps: sampler steps (u from 1 to 0, shifted schedule).
+            b: rows.
+            n: positions.
+            steps: sampler steps (u from 1 to 0, shifted schedule).
             eta: 0 deterministic steps, 1 ancestral (fresh noise each step).
+            generator: source of the noise.
             known_z: (b, n, D) clean latents at the known positions (ignored elsewhere).
-            known: (b, n) bool, the given positions. valid: (b, n) bool real positions (default all).
+            known: (b, n) bool, the given positions.
+            valid: (b, n) bool real positions (default all).
+            device: where the latents are drawn.
+            on_step: called as ``on_step(i, estimate)`` after every step with the clean estimate
+                (b, n, D), known positions filled in.
 
         Returns:
             (b, n, D) latents on the sphere; known positions are exactly ``known_z``.
@@ -160,7 +173,7 @@ class SequencePrior(nn.Module):
         sig = schedule.sampler_sigmas(steps, self.cfg.shift)
         cond = None
         z_hat = z
-        for i, (s, s_next) in enumerate(zip(sig[:-1], sig[1:])):
+        for i, (s, s_next) in enumerate(zip(sig[:-1], sig[1:], strict=True)):
             inp = torch.where(known[..., None], base, z)
             z_hat = self(inp, torch.full((b,), s, device=device), known, valid, cond)
             cond = z_hat
