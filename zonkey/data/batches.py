@@ -58,7 +58,8 @@ class Batch:
     @property
     def shape(self) -> tuple[int, int]:
         """``(b, n)``: rows and padded width."""
-        return tuple(self.tokens.shape)  # type: ignore[return-value]
+        b, n = self.tokens.shape
+        return int(b), int(n)
 
     def to(self, device: str | torch.device, non_blocking: bool = False) -> Batch:
         """The same batch on ``device``.
@@ -70,17 +71,19 @@ class Batch:
         Returns:
             A new :class:`Batch`.
         """
+        assert self.chunk_index is not None  # set by __post_init__
         return Batch(
             tokens=self.tokens.to(device, non_blocking=non_blocking),
             valid=self.valid.to(device, non_blocking=non_blocking),
             doc_index=self.doc_index.to(device, non_blocking=non_blocking),
-            chunk_index=self.chunk_index.to(device, non_blocking=non_blocking),  # type: ignore[union-attr]
+            chunk_index=self.chunk_index.to(device, non_blocking=non_blocking),
         )
 
     def pin_memory(self) -> Batch:
         """The same batch in pinned host memory (for asynchronous copies to a GPU)."""
+        assert self.chunk_index is not None  # set by __post_init__
         return Batch(self.tokens.pin_memory(), self.valid.pin_memory(), self.doc_index.pin_memory(),
-                     self.chunk_index.pin_memory())  # type: ignore[union-attr]
+                     self.chunk_index.pin_memory())
 
     def texts(self) -> list[str]:
         """The rows decoded as text (padding removed, invalid UTF-8 replaced)."""
