@@ -130,7 +130,9 @@ def encode_to_level(model: ZonkeyModel, texts: Sequence[str], level: int) -> lis
     levels 0..l−1 (the encoder walk), each level's latents in BOS order.
 
     Args:
-        texts: the texts ("" allowed). level: the level whose input sequence is wanted.
+        model: the model.
+        texts: the texts ("" allowed).
+        level: the level whose input sequence is wanted (``len(model.levels)``: the top level's latents).
 
     Returns:
         per text, its vectors (n_i, d_level) in order.
