@@ -33,13 +33,14 @@ ModelOrRun = Union[ZonkeyModel, str, "os.PathLike[str]"]
 
 
 def load(run_dir: str | os.PathLike[str], *, use_ema: bool = True,
-         device: str | torch.device = "cpu") -> ZonkeyModel:
+         device: str | torch.device = "cpu", verify: bool = True) -> ZonkeyModel:
     """Rebuild a trained model from a run directory (``recipe.json`` + the newest checkpoint).
 
     Args:
         run_dir: a run directory, or one checkpoint directory inside it.
         use_ema: use the EMA weights where the checkpoint has them.
         device: where to put the model.
+        verify: check the checkpoint files against the SHA-256 recorded when they were saved.
 
     Returns:
         the model, in eval mode.
@@ -47,7 +48,7 @@ def load(run_dir: str | os.PathLike[str], *, use_ema: bool = True,
     Raises:
         CheckpointError: a missing or invalid recipe, no checkpoint, corrupt or mismatched weights.
     """
-    return ZonkeyModel.from_run(Path(run_dir), use_ema=use_ema, device=device)
+    return ZonkeyModel.from_run(Path(run_dir), use_ema=use_ema, device=device, verify=verify)
 
 
 def _model(model: ModelOrRun) -> ZonkeyModel:

@@ -9,6 +9,7 @@ Python object serialization is used: tensors go to safetensors, everything else 
 from __future__ import annotations
 
 import errno
+import hashlib
 import json
 import os
 import uuid
@@ -24,6 +25,7 @@ from torch import Tensor
 __all__ = [
     "TMP_PREFIX",
     "CheckpointError",
+    "CheckpointWriteError",
     "atomic_save_safetensors",
     "atomic_write",
     "atomic_write_bytes",
@@ -31,8 +33,10 @@ __all__ = [
     "fsync_dir",
     "fsync_file",
     "json_bytes",
+    "inside",
     "read_json",
     "read_safetensors",
+    "sha256_file",
     "write_bytes",
     "write_safetensors",
 ]
@@ -45,6 +49,61 @@ class CheckpointError(RuntimeError):
 
     The message names the path and fits on one line.
     """
+
+
+class CheckpointWriteError(CheckpointError, OSError):
+    """A checkpoint could not be written (a full disk, a read-only folder): the previous one is intact.
+
+    Both a :class:`CheckpointError` (the command line prints it as one line) and an ``OSError``
+    (what the filesystem raised, kept as ``__cause__``; ``errno`` is copied from it).
+    """
+
+    def __init__(self, message: str, errno_: int | None = None) -> None:
+        super().__init__(message)
+        self.errno = errno_
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+def sha256_file(path: Path) -> str:
+    """The SHA-256 of a file's content, read in chunks.
+
+    Args:
+        path: an existing regular file.
+
+    Returns:
+        64 lowercase hex digits.
+    """
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def inside(root: Path, path: Path, what: str) -> Path:
+    """``path`` resolved (symbolic links followed), refused unless it stays inside ``root``.
+
+    A run directory may come from someone else: a pointer or a link in it must not make zonkey
+    read files elsewhere.
+
+    Args:
+        root: the directory the path must stay in (resolved too).
+        path: the path to check, absolute or relative to the working directory.
+        what: names the file the path was read from, first in the message.
+
+    Returns:
+        The resolved path.
+
+    Raises:
+        CheckpointError: the resolved path lies outside ``root``.
+    """
+    base = Path(root).resolve()
+    resolved = Path(path).resolve()
+    if resolved != base and base not in resolved.parents:
+        raise CheckpointError(f"{what}: {path} resolves outside {root} ({resolved}); refused")
+    return resolved
 
 
 def fsync_dir(path: Path) -> None:

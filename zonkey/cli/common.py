@@ -9,17 +9,21 @@ Commands stay thin: parse arguments, call one of these (or a library function), 
 
 from __future__ import annotations
 
+import errno
 import json
+import re
 import sys
 import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Annotated, Any, NoReturn
 
+import click
 import typer
 from rich.console import Console
 from rich.markup import escape
+from typer.core import TyperGroup
 
 from zonkey.core.recipe import (
     Recipe,
@@ -76,12 +80,42 @@ def fail(message: str, code: int = EXIT_INVALID) -> NoReturn:
     raise typer.Exit(code)
 
 
+#: ``--no-verify``, on every command that loads a run
+NoVerify = Annotated[bool, typer.Option("--no-verify", help="Load the checkpoint without checking its files "
+                                        "against the SHA-256 recorded in state.json.")]
+
+# how torch's CPU allocator, CUDA and Python say that memory ran out
+_NO_MEMORY = re.compile(r"can't allocate memory|cannot allocate memory|out of memory|not enough memory", re.I)
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """Whether ``exc`` reports exhausted memory (``MemoryError``, or torch's allocator failing)."""
+    return isinstance(exc, MemoryError) or (isinstance(exc, RuntimeError) and bool(_NO_MEMORY.search(str(exc))))
+
+
+def out_of_memory_message(exc: BaseException, where: str | None = None) -> str:
+    """One line for an exhausted memory: the command, the size asked for when known, what to try.
+
+    Args:
+        exc: the error.
+        where: the command (default: the one running, from click's context).
+    """
+    if where is None:
+        ctx = click.get_current_context(silent=True)
+        where = ctx.command_path if ctx is not None else "zonkey"
+    m = re.search(r"allocate (\d+) bytes", str(exc))
+    asked = f" ({int(m.group(1)) / 2**30:.1f} GiB asked for)" if m else ""
+    return (f"{where}: out of memory{asked}; try shorter or fewer texts, a smaller -n or --segments, "
+            "or fewer batches")
+
+
 @contextmanager
 def user_errors() -> Iterator[None]:
     """Turn the errors a user can cause into a message and an exit code instead of a traceback.
 
-    Recipe errors (bad YAML, failed validation, bad override) and registry errors (unknown
-    component) exit with :data:`EXIT_INVALID`; a missing file exits with :data:`EXIT_USAGE`.
+    Recipe errors (bad YAML, failed validation, bad override), registry errors (unknown
+    component), a file that cannot be read or written and exhausted memory exit with
+    :data:`EXIT_INVALID`; a missing file exits with :data:`EXIT_USAGE`.
     """
     from zonkey.errors import USER_ERRORS
 
@@ -95,6 +129,66 @@ def user_errors() -> Iterator[None]:
         fail(str(exc), EXIT_INVALID)
     except FileNotFoundError as exc:
         fail(f"{exc.filename}: no such file" if exc.filename else str(exc), EXIT_USAGE)
+    except OSError as exc:  # a folder where a file should be, no permission, a full disk
+        if exc.errno == errno.ENOMEM:
+            fail(out_of_memory_message(exc), EXIT_INVALID)
+        fail(f"{exc.filename}: {exc.strerror}" if exc.filename and exc.strerror else " ".join(str(exc).split()),
+             EXIT_INVALID)
+    except (MemoryError, RuntimeError) as exc:
+        if not is_out_of_memory(exc):
+            raise
+        fail(out_of_memory_message(exc), EXIT_INVALID)
+
+
+class OneLineErrors(TyperGroup):
+    """The root command group: a usage error is one line on stderr, like every other error.
+
+    click prints a usage error as the usage, a hint and a boxed message; here it becomes
+    ``error: zonkey sample: Invalid value for '-n': ... (see 'zonkey sample --help')`` with the same
+    exit code (2). Exhausted memory in any command, where the command itself did not catch it, ends
+    the same way with exit code 1.
+    """
+
+    def main(self, args: Sequence[str] | None = None, prog_name: str | None = None,
+             complete_var: str | None = None, standalone_mode: bool = True, **extra: Any) -> Any:
+        """Run the command line; in standalone mode leave through ``sys.exit`` (as click does)."""
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        try:
+            rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.exceptions.NoArgsIsHelpError as exc:  # the help is printed already
+            sys.exit(exc.exit_code)
+        except click.ClickException as exc:
+            error(usage_line(exc))
+            sys.exit(exc.exit_code)
+        except click.exceptions.Abort:
+            error("aborted")
+            sys.exit(EXIT_INVALID)
+        except (MemoryError, RuntimeError) as exc:
+            if not is_out_of_memory(exc):
+                raise
+            error(out_of_memory_message(exc, _command_path(prog_name, args)))
+            sys.exit(EXIT_INVALID)
+        sys.exit(rv if isinstance(rv, int) else 0)
+
+
+def _command_path(prog_name: str | None, args: Sequence[str] | None) -> str:
+    """``zonkey sample``: the program and the command words of ``args`` (options and values left out)."""
+    words = [prog_name or "zonkey"]
+    for a in list(sys.argv[1:] if args is None else args)[:2]:
+        if a.startswith("-"):
+            break
+        words.append(a)
+    return " ".join(words[:2])
+
+
+def usage_line(exc: click.ClickException) -> str:
+    """``exc``'s message on one line, after the command it concerns, with a pointer to its help."""
+    msg = " ".join(exc.format_message().split())
+    ctx = getattr(exc, "ctx", None)
+    if ctx is None:
+        return msg
+    return f"{ctx.command_path}: {msg} (see '{ctx.command_path} --help')"
 
 
 def load_components() -> None:

@@ -47,10 +47,10 @@ def _errors() -> Iterator[None]:
             common.fail(str(exc))
 
 
-def _load(run: Path, use_ema: bool = True) -> Any:
+def _load(run: Path, use_ema: bool = True, verify: bool = True) -> Any:
     from zonkey.core.model import ZonkeyModel
 
-    return ZonkeyModel.from_run(run, use_ema=use_ema)
+    return ZonkeyModel.from_run(run, use_ema=use_ema, verify=verify)
 
 
 @app.command("byte-errors")
@@ -59,6 +59,7 @@ def byte_errors_cmd(
     batches: Annotated[int, typer.Option("--batches", min=1, help="Count on at most this many batches.")] = 8,
     raw: Annotated[bool, typer.Option("--raw", help="The raw weights instead of the EMA.")] = False,
     split: Annotated[Split, typer.Option("--split", help="Which split to count on.")] = Split.heldout,
+    no_verify: common.NoVerify = False,
     as_json: JsonFlag = False,
 ) -> None:
     """Where level 0's t = 0 reconstruction errors are: by byte class, slot and segment length.
@@ -72,7 +73,7 @@ def byte_errors_cmd(
         from zonkey.data import load_corpus
         from zonkey.diagnose.byte_errors import byte_errors
 
-        model = _load(run, use_ema=not raw)
+        model = _load(run, use_ema=not raw, verify=not no_verify)
         data = model.recipe.data
         with torch.no_grad():
             res = byte_errors(model, load_corpus(data).batches(split.value, seed=0, batch_bytes=data.batch_bytes),
@@ -90,6 +91,7 @@ def roundtrip_chunks_cmd(
                                             "(whole batches).")] = 65536,
     lengths: Annotated[str, typer.Option("--lengths", help="Document lengths (max_doc_bytes) to chunk to, "
                                          "comma-separated.")] = "128,256,512",
+    no_verify: common.NoVerify = False,
     as_json: JsonFlag = False,
 ) -> None:
     """The round trip (text -> level 1 -> bytes) on the same held-out text chunked to several lengths.
@@ -104,7 +106,7 @@ def roundtrip_chunks_cmd(
     with _errors():
         from zonkey.diagnose.roundtrip_chunks import roundtrip_chunks
 
-        model = _load(run)
+        model = _load(run, verify=not no_verify)
         for r in roundtrip_chunks(model, ns, eval_bytes=eval_bytes):
             if as_json:
                 common.print_json(r.as_dict())
@@ -128,6 +130,7 @@ def probe_level1_cmd(
                                                            "the level-1 block, e.g. n_compress=4 (repeatable).")] = None,
     only: Annotated[str | None, typer.Option("--only", metavar="TERMS", help="Comma-separated loss terms to keep "
                                                 "(the others get weight 0), e.g. recon_clean,avg_bos.")] = None,
+    no_verify: common.NoVerify = False,
     as_json: JsonFlag = False,
 ) -> None:
     """Train a fresh level 1 (the run's own level-1 block) on the run's frozen level-0 latents.
@@ -142,7 +145,7 @@ def probe_level1_cmd(
         from zonkey.diagnose.probe_level1 import HEADER, probe_block, probe_level1
 
         common.load_components()
-        model = _load(run)
+        model = _load(run, verify=not no_verify)
         block = probe_block(model, overrides or (), only.split(",") if only else None)
         rows = probe_level1(model, block, steps=steps, lr=lr, random=random, same_cos=same_cos, seed=seed,
                             every=every)
@@ -171,6 +174,7 @@ def denoise_cmd(
                                                      "samples (default: the recipe's sample.steps).")] = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the noise and of the samples.")] = 0,
     raw: Annotated[bool, typer.Option("--raw", help="The raw weights instead of the EMA.")] = False,
+    no_verify: common.NoVerify = False,
     as_json: JsonFlag = False,
 ) -> None:
     """Where each level's content is decided: real held-out latents noised to σ and denoised back.
@@ -192,7 +196,7 @@ def denoise_cmd(
         from zonkey.data import load_corpus
         from zonkey.diagnose.denoise import check_levels, check_sigmas, denoise_sweep, prior_samples
 
-        model = _load(run, use_ema=not raw)
+        model = _load(run, use_ema=not raw, verify=not no_verify)
         levels = check_levels(model, level)
         check_sigmas(sweep)
         corpus = load_corpus(model.recipe.data)

@@ -12,10 +12,10 @@ import typer
 from zonkey.cli import common
 
 
-def _load(ckpt: Path, use_ema: bool):
+def _load(ckpt: Path, use_ema: bool, verify: bool = True):
     from zonkey.core.model import ZonkeyModel
 
-    return ZonkeyModel.from_run(ckpt, use_ema=use_ema)
+    return ZonkeyModel.from_run(ckpt, use_ema=use_ema, verify=verify)
 
 
 def eval_cmd(
@@ -26,6 +26,7 @@ def eval_cmd(
     steps: Annotated[int, typer.Option("--steps", help="Sampler steps when denoising from noise.")] = 4,
     seed: Annotated[int, typer.Option("--seed")] = 0,
     ema: Annotated[bool, typer.Option("--ema/--no-ema", help="Use the EMA weights.")] = True,
+    no_verify: common.NoVerify = False,
     samples: Annotated[int, typer.Option("--samples", min=0, help="Generate this many texts for the sample metrics "
                                          "(valid-word rate, judge bits/byte, byte entropy, distinct-n, length, "
                                          "memorisation); 0 disables.")] = 200,
@@ -57,7 +58,7 @@ def eval_cmd(
         except InfillItemsError as exc:
             common.fail(str(exc))
     with common.user_errors():
-        model = _load(ckpt, ema)
+        model = _load(ckpt, ema, not no_verify)
         from zonkey.core.evaluate import evaluate
         from zonkey.data import load_corpus
 
@@ -117,6 +118,7 @@ def split_cmd(
     text: Annotated[list[str] | None, typer.Argument(help="Text(s) to split.")] = None,
     input_file: Annotated[Path | None, typer.Option("--input", "-i", help="One text per line ('-' for stdin).")] = None,
     ema: Annotated[bool, typer.Option("--ema/--no-ema")] = True,
+    no_verify: common.NoVerify = False,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per input, in input order.")] = False,
 ) -> None:
     """Show how the learned splitter segments each text (segments and p_bos per UTF-8 byte)."""
@@ -140,7 +142,7 @@ def split_cmd(
     with common.user_errors():
         from zonkey.api import split
 
-        results = split(_load(ckpt, ema), texts)
+        results = split(_load(ckpt, ema, not no_verify), texts)
     for r in results:
         if as_json:
             row = {"text": r["text"], "segments": r["segments"], "p_bos": r["p_bos"]}
@@ -159,6 +161,7 @@ def reconstruct_cmd(
     steps: Annotated[int, typer.Option("--steps", help="Sampler steps back from --sigma.")] = 4,
     seed: Annotated[int, typer.Option("--seed")] = 0,
     ema: Annotated[bool, typer.Option("--ema/--no-ema")] = True,
+    no_verify: common.NoVerify = False,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Round trip text -> latents -> text and print both."""
@@ -168,7 +171,7 @@ def reconstruct_cmd(
     with common.user_errors():
         from zonkey.api import reconstruct
 
-        model = _load(ckpt, ema)
+        model = _load(ckpt, ema, not no_verify)
         try:
             outs = reconstruct(model, text, sigma=sigma, steps=steps, seed=seed)
         except ValueError as exc:

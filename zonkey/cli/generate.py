@@ -19,12 +19,17 @@ from rich.markup import escape
 from zonkey.cli import common
 
 GAP_MARK = re.compile(r"_{3,}")  # a run of three or more underscores marks the gap
+#: samples drawn together: a larger -n is drawn in batches of this many, batch i seeded with seed + i,
+#: so memory does not grow with -n
+SAMPLE_BATCH = 256
+#: the most samples one call draws (more is almost certainly a typo; run several calls with other seeds)
+MAX_SAMPLES = 1_000_000
 
 
-def _load(ckpt: Path, use_ema: bool):
+def _load(ckpt: Path, use_ema: bool, verify: bool = True):
     from zonkey.core.model import ZonkeyModel
 
-    return ZonkeyModel.from_run(ckpt, use_ema=use_ema)
+    return ZonkeyModel.from_run(ckpt, use_ema=use_ema, verify=verify)
 
 
 @contextmanager
@@ -69,30 +74,42 @@ def sample_cmd(
                                                      "stitched in order (default: recipe sample.top_segments).")] = None,
     trace: Annotated[Path | None, typer.Option("--trace", help="Write the decoded text at every step to this JSONL file.")] = None,
     ema: Annotated[bool, typer.Option("--ema/--no-ema")] = True,
+    no_verify: common.NoVerify = False,
     progress: Progress = None,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per sample: {text, bytes}.")] = False,
 ) -> None:
-    """Generate texts from noise: the top level's sampler, decoded and stitched down to bytes."""
+    """Generate texts from noise: the top level's sampler, decoded and stitched down to bytes.
+
+    More than 256 samples are drawn 256 at a time (batch i with seed + i) and printed batch by batch.
+    """
     if n < 1:
         common.fail("-n must be at least 1", common.EXIT_USAGE)
+    if n > MAX_SAMPLES:
+        common.fail(f"-n {n}: at most {MAX_SAMPLES} samples per call (run several with different --seed)",
+                    common.EXIT_USAGE)
+    sigmas: list[float] = []
+    steps_texts: list[list[str]] = []
     with common.user_errors():
-        model = _load(ckpt, ema)
+        model = _load(ckpt, ema, not no_verify)
         from zonkey.core.sample import sample
 
-        with _progress("sample", progress) as cb:
-            try:
-                res = sample(model, n, steps=steps, seed=seed, level=level, segments=segments,
-                             trace=trace is not None, progress=cb)
-            except ValueError as exc:
-                common.fail(str(exc))
+        for b, start in enumerate(range(0, n, SAMPLE_BATCH)):
+            with _progress("sample", progress) as cb:
+                try:
+                    res = sample(model, min(SAMPLE_BATCH, n - start), steps=steps, seed=seed + b, level=level,
+                                 segments=segments, trace=trace is not None, progress=cb)
+                except ValueError as exc:
+                    common.fail(str(exc))
+            sigmas = res.sigmas
+            steps_texts = [a + t for a, t in zip(steps_texts, res.trace, strict=True)] if b else res.trace
+            for t in res.texts:
+                if as_json:
+                    common.print_json({"text": t, "bytes": len(t.encode("utf-8"))})
+                else:
+                    common.print_text(repr(t))
     if trace is not None:
         _write_jsonl(trace, [{"step": i + 1, "sigma": round(s, 6), "texts": t}
-                             for i, (s, t) in enumerate(zip(res.sigmas, res.trace, strict=True))])
-    for t in res.texts:
-        if as_json:
-            common.print_json({"text": t, "bytes": len(t.encode("utf-8"))})
-        else:
-            common.print_text(repr(t))
+                             for i, (s, t) in enumerate(zip(sigmas, steps_texts, strict=True))])
 
 
 def parse_gap_text(text: str | None, prefix: str | None, suffix: str | None) -> tuple[str, str]:
@@ -150,6 +167,7 @@ def infill_cmd(
     seed: Annotated[int, typer.Option("--seed")] = 0,
     trace: Annotated[Path | None, typer.Option("--trace", help="Write every candidate's gap at every step to this JSONL file.")] = None,
     ema: Annotated[bool, typer.Option("--ema/--no-ema")] = True,
+    no_verify: common.NoVerify = False,
     progress: Progress = None,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object: {text, gap, score, gap_len, level, candidates}.")] = False,
 ) -> None:
@@ -157,7 +175,7 @@ def infill_cmd(
     prefix, suffix = parse_gap_text(text, prefix, suffix)
     gap_range = parse_gap_range(gap)
     with common.user_errors():
-        model = _load(ckpt, ema)
+        model = _load(ckpt, ema, not no_verify)
         from zonkey.core.infill import infill
 
         with _progress("infill", progress) as cb:

@@ -17,6 +17,7 @@ def train(
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Run directory (default: runs/<recipe name>).")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its newest checkpoint.")] = False,
     progress: Annotated[bool | None, typer.Option("--progress/--no-progress", help="Progress bar (default: when stderr is a terminal).")] = None,
+    no_verify: common.NoVerify = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as one JSON object.")] = False,
 ) -> None:
     """Train RECIPE; checkpoints, recipe.json and metrics.jsonl go to the run directory."""
@@ -26,7 +27,7 @@ def train(
         from zonkey.core.train import train as run_training
 
         run_dir = out if out is not None else Path("runs") / rec.name
-        result = run_training(rec, run_dir, resume=resume, progress=progress)
+        result = run_training(rec, run_dir, resume=resume, progress=progress, verify=not no_verify)
     summary = {"run_dir": str(result.run_dir), "step": result.step, "last_loss": result.last_loss,
                "skipped_steps": result.skipped_steps, "seconds": round(result.seconds, 1),
                "bytes_per_s": round(result.metrics["bytes_per_s"], 1)}

@@ -47,7 +47,7 @@ class ZonkeyModel(nn.Module):
 
     @classmethod
     def from_run(cls, run_dir: str | Path, *, use_ema: bool = True,
-                 device: str | torch.device = "cpu") -> ZonkeyModel:
+                 device: str | torch.device = "cpu", verify: bool = True) -> ZonkeyModel:
         """Rebuild a trained model from a run (or step) directory, in eval mode.
 
         Reads and validates ``recipe.json``, builds the model with :func:`build_model` and loads
@@ -58,6 +58,7 @@ class ZonkeyModel(nn.Module):
             run_dir: ``RUN`` or ``RUN/checkpoints/step-N``.
             use_ema: prefer the EMA weights when the checkpoint has them.
             device: where the model is moved.
+            verify: check the checkpoint files against the SHA-256 in state.json.
 
         Returns:
             The model, in eval mode.
@@ -67,7 +68,7 @@ class ZonkeyModel(nn.Module):
                 files, or weights that don't match the model.
         """
         model = build_model(read_run_recipe(run_dir))
-        load_weights(model, run_dir, use_ema=use_ema)
+        load_weights(model, run_dir, use_ema=use_ema, verify=verify)
         return model.to(device).eval()
 
     @property

@@ -70,11 +70,13 @@ class Trainer:
         resume: continue from the newest checkpoint in ``run_dir`` (the recipe must match).
         progress: show a progress bar (default: when stderr is a terminal; else log lines).
         log: where log lines go (default: stderr).
+        verify: on resume, check the checkpoint's files against their recorded SHA-256.
     """
 
     def __init__(self, recipe: Recipe, run_dir: str | Path, *, resume: bool = False, progress: bool | None = None,
-                 log: Callable[[str], None] | None = None) -> None:
+                 log: Callable[[str], None] | None = None, verify: bool = True) -> None:
         self.recipe = recipe
+        self.verify = verify
         self.cfg = recipe.train
         self.run_dir = Path(run_dir)
         self.log = log or (lambda s: print(s, file=sys.stderr, flush=True))
@@ -130,7 +132,7 @@ class Trainer:
         if strip(saved) != strip(mine):
             raise TrainingError(f"{self.run_dir}/recipe.json differs from the recipe given (outside `train`); "
                                 "resume with the same recipe")
-        c = ckpt.load_checkpoint(self.run_dir)
+        c = ckpt.load_checkpoint(self.run_dir, verify=self.verify)
         ckpt.load_state_strict(self.model, c.model, str(c.dir))
         if c.ema is not None:
             counts = c.state.get("ema_counts")
@@ -189,24 +191,37 @@ class Trainer:
         values.update({f"lr.l{i}.prior": v for i, v in prior_lr.items()})
         values.update({f"w.{k}": v for k, v in scales.items()})
         if not torch.isfinite(loss):
-            self.nonfinite_run += 1
-            self.skipped += 1
-            bad = [k for k, v in values.items() if not math.isfinite(v)]
-            self.log(f"step {self.step}: non-finite loss ({', '.join(bad) or 'total'}); step skipped "
-                     f"({self.nonfinite_run} in a row)")
-            if self.nonfinite_run >= self.cfg.max_nonfinite:
-                raise TrainingError(
-                    f"{self.nonfinite_run} non-finite losses in a row at step {self.step} (terms: {', '.join(bad)}); "
-                    f"stopping. Lower train.lr or check the data; the last good checkpoint is in {self.run_dir}"
-                )
+            self._skip_nonfinite("loss", [k for k, v in values.items() if not math.isfinite(v)])
             return None, values, batch.num_bytes
         loss.backward()
         gn = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
         values["grad_norm"] = float(gn)
+        if not torch.isfinite(gn):  # clipping by an infinite norm would write NaN into the weights
+            self.optimizer.zero_grad(set_to_none=True)
+            self._skip_nonfinite("gradient", ["grad_norm"])
+            return None, values, batch.num_bytes
         self.optimizer.step()
         self.ema.update(self.model, self.step)
         self.nonfinite_run = 0
         return float(loss.detach()), values, batch.num_bytes
+
+    def _skip_nonfinite(self, what: str, bad: list[str]) -> None:
+        """Count and log a skipped step; stop once ``train.max_nonfinite`` come in a row.
+
+        Raises:
+            TrainingError: the limit is reached (the message says where the last good checkpoint is).
+        """
+        self.nonfinite_run += 1
+        self.skipped += 1
+        self.log(f"step {self.step}: non-finite {what} ({', '.join(bad) or 'total'}); step skipped "
+                 f"({self.nonfinite_run} in a row)")
+        if self.nonfinite_run >= self.cfg.max_nonfinite:
+            last = ckpt.find_latest_checkpoint(self.run_dir)
+            where = f"the last good checkpoint is {last}" if last is not None else "no checkpoint was saved"
+            raise TrainingError(
+                f"{self.nonfinite_run} non-finite losses in a row at step {self.step} (terms: {', '.join(bad)}); "
+                f"stopping (train.max_nonfinite is {self.cfg.max_nonfinite}). Lower train.lr or check the data; {where}"
+            )
 
     def _boundary_values(self) -> dict[str, float]:
         """Level-0 boundary statistics of the last training batch against word edges.
@@ -295,6 +310,6 @@ class _Progress:
 
 
 def train(recipe: Recipe, run_dir: str | Path, *, resume: bool = False, progress: bool | None = None,
-          stop_at: int | None = None) -> TrainResult:
-    """Train ``recipe`` into ``run_dir`` (library entry point of ``zonkey train``)."""
-    return Trainer(recipe, run_dir, resume=resume, progress=progress).fit(stop_at=stop_at)
+          stop_at: int | None = None, verify: bool = True) -> TrainResult:
+    """Train ``recipe`` into ``run_dir`` (library entry point of ``zonkey train``; see :class:`Trainer`)."""
+    return Trainer(recipe, run_dir, resume=resume, progress=progress, verify=verify).fit(stop_at=stop_at)

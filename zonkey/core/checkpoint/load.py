@@ -25,7 +25,7 @@ from zonkey.core.checkpoint.layout import (
 )
 from zonkey.core.checkpoint.recipe_json import check_versions
 from zonkey.core.checkpoint.store import find_latest_checkpoint
-from zonkey.io import CheckpointError, read_json, read_safetensors
+from zonkey.io import CheckpointError, inside, read_json, read_safetensors, sha256_file
 
 __all__ = ["Checkpoint", "load_checkpoint", "load_state_strict", "load_weights", "overlay_ema"]
 
@@ -54,15 +54,16 @@ class Checkpoint:
 
 
 def _load_weights_only(run: Path, device: str | torch.device) -> Checkpoint:
-    model, meta = read_safetensors(run / MODEL_FILE, device)
+    # no state.json, so no hashes to check: only the containment of the two files
+    model, meta = read_safetensors(inside(run, run / MODEL_FILE, str(run)), device)
     check_versions(meta, run / MODEL_FILE)
-    ema = read_safetensors(run / EMA_FILE, device)[0] if (run / EMA_FILE).is_file() else None
+    ema = read_safetensors(inside(run, run / EMA_FILE, str(run)), device)[0] if (run / EMA_FILE).is_file() else None
     step = int(meta["step"]) if meta.get("step", "").isdigit() else 0
     return Checkpoint(dir=run, step=step, model=model, ema=ema, optimizer=None, state={}, rng={})
 
 
 def _check_files(step_dir: Path, info: Any) -> dict[str, Any]:
-    """The files state.json lists, each present with the recorded size."""
+    """The files state.json lists, each inside the step directory and present with the recorded size."""
     state_path = step_dir / STATE_FILE
     if not isinstance(info, dict) or not isinstance(info.get("files"), dict) or not isinstance(info.get("step"), int):
         raise CheckpointError(f"{state_path}: not a zonkey checkpoint state (needs 'step' and 'files')")
@@ -72,6 +73,7 @@ def _check_files(step_dir: Path, info: Any) -> dict[str, Any]:
         raise CheckpointError(f"{state_path}: lists no {MODEL_FILE}")
     for fname, entry in files.items():
         fpath = step_dir / fname
+        inside(step_dir, fpath, str(state_path))
         if not fpath.is_file():
             raise CheckpointError(f"{fpath}: missing file (listed in {STATE_FILE})")
         want = entry.get("bytes") if isinstance(entry, dict) else None
@@ -80,6 +82,21 @@ def _check_files(step_dir: Path, info: Any) -> dict[str, Any]:
                 f"{fpath}: truncated or modified ({fpath.stat().st_size} bytes, {STATE_FILE} says {want})"
             )
     return files
+
+
+def _verify(step_dir: Path, files: dict[str, Any], names: Iterable[str]) -> None:
+    """Each named file's SHA-256 against the one state.json recorded (older checkpoints have none)."""
+    for fname in names:
+        entry = files.get(fname)
+        want = entry.get("sha256") if isinstance(entry, dict) else None
+        if want is None:
+            continue
+        fpath = step_dir / fname
+        if not isinstance(want, str) or sha256_file(fpath) != want.lower():
+            raise CheckpointError(
+                f"{fpath}: content does not match the sha256 in {STATE_FILE} (corrupt or modified; "
+                "--no-verify loads it anyway)"
+            )
 
 
 def _read_optimizer(path: Path, device: str | torch.device) -> tuple[dict[str, Tensor], dict[str, Any]]:
@@ -93,9 +110,12 @@ def _read_optimizer(path: Path, device: str | torch.device) -> tuple[dict[str, T
 
 
 def load_checkpoint(
-    path: str | Path, *, device: str | torch.device = "cpu", include_optimizer: bool = True
+    path: str | Path, *, device: str | torch.device = "cpu", include_optimizer: bool = True, verify: bool = True
 ) -> Checkpoint:
     """Load a checkpoint directory, or the newest checkpoint of a run directory.
+
+    Every path read from the run directory (LATEST's pointer, the step directory, the files
+    state.json lists) must resolve inside it, symbolic links followed.
 
     Args:
         path: a step directory (holds state.json) or a run directory: LATEST is followed; without
@@ -103,18 +123,27 @@ def load_checkpoint(
             (and ``RUN/ema.safetensors``) alone. ``.tmp-*`` leftovers are ignored.
         device: where the tensors are loaded.
         include_optimizer: False skips the optimizer file and the generator states (inference).
+        verify: check every file read against the SHA-256 state.json recorded for it (checkpoints
+            saved before hashes were recorded have none and load unchecked). Sizes and the
+            safetensors format are checked either way.
 
     Returns:
         The :class:`Checkpoint`.
 
     Raises:
         CheckpointError: nothing to load, a missing or corrupt file (truncated or invalid
-            safetensors, bad JSON), or a newer format or schema version. The message names the file.
+            safetensors, bad JSON, a content hash that does not match), a path that leads out of
+            the run directory, or a newer format or schema version. The message names the file.
     """
     path = Path(path)
     if not path.is_dir():
         raise CheckpointError(f"{path}: no such checkpoint or run directory")
-    step_dir = path if (path / STATE_FILE).is_file() or STEP_DIR.match(path.name) else find_latest_checkpoint(path)
+    if (path / STATE_FILE).is_file() or STEP_DIR.match(path.name):
+        step_dir: Path | None = path
+    else:
+        step_dir = find_latest_checkpoint(path)
+        if step_dir is not None:
+            inside(path, step_dir, str(path))
     if step_dir is None:
         if (path / MODEL_FILE).is_file():
             return _load_weights_only(path, device)
@@ -137,6 +166,9 @@ def load_checkpoint(
             optimizer = _read_optimizer(step_dir / OPTIMIZER_FILE, device)
         if RNG_FILE in files:
             rng = read_safetensors(step_dir / RNG_FILE, "cpu")[0]
+    if verify:  # after parsing, so that a file safetensors refuses is reported as such
+        read = [MODEL_FILE, EMA_FILE] + ([OPTIMIZER_FILE, RNG_FILE] if include_optimizer else [])
+        _verify(step_dir, files, (f for f in read if f in files))
     trainer = info.get("trainer", {})
     return Checkpoint(
         dir=step_dir, step=info["step"], model=model, ema=ema, optimizer=optimizer,
@@ -212,7 +244,7 @@ def overlay_ema(module: nn.Module, weights: dict[str, Tensor], ema: dict[str, Te
     return out
 
 
-def load_weights(module: nn.Module, path: str | Path, *, use_ema: bool = True) -> None:
+def load_weights(module: nn.Module, path: str | Path, *, use_ema: bool = True, verify: bool = True) -> None:
     """Load the newest weights of a run (or step) directory into ``module``, strictly.
 
     With ``use_ema`` the EMA weights replace the model weights they cover (buffers an EMA does
@@ -222,12 +254,13 @@ def load_weights(module: nn.Module, path: str | Path, *, use_ema: bool = True) -
         module: the model, built from the run's recipe.
         path: ``RUN`` or ``RUN/checkpoints/step-N``.
         use_ema: prefer the EMA weights when the checkpoint has them.
+        verify: check the files' SHA-256 (see :func:`load_checkpoint`).
 
     Raises:
         CheckpointError: no checkpoint, corrupt files, or weights that don't match the model
             (the message names the weights file).
     """
-    ckpt = load_checkpoint(path, include_optimizer=False)
+    ckpt = load_checkpoint(path, include_optimizer=False, verify=verify)
     weights, where = ckpt.model, ckpt.dir / MODEL_FILE
     if use_ema and ckpt.ema is not None:
         weights, where = overlay_ema(module, ckpt.model, ckpt.ema), ckpt.dir / EMA_FILE

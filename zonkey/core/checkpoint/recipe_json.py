@@ -15,7 +15,7 @@ from pydantic import BaseModel
 
 from zonkey.core.checkpoint.layout import FORMAT_VERSION, RECIPE_FILE, STATE_FILE
 from zonkey.core.recipe import MIGRATIONS, SCHEMA_VERSION, Recipe, RecipeError, validate_recipe
-from zonkey.io import CheckpointError, atomic_write_json, read_json
+from zonkey.io import CheckpointError, atomic_write_json, inside, read_json
 from zonkey.version import __version__
 
 __all__ = [
@@ -128,12 +128,14 @@ def read_recipe_json(run_dir: str | Path) -> dict[str, Any]:
         The recipe mapping.
 
     Raises:
-        CheckpointError: missing or invalid file, or a schema_version this zonkey cannot read.
+        CheckpointError: missing or invalid file, a link out of the run directory, or a
+            schema_version this zonkey cannot read.
     """
     run = Path(run_dir)
     path = run / RECIPE_FILE
     if not path.is_file():
         raise CheckpointError(f"missing {RECIPE_FILE} in {run}")
+    inside(run, path, str(run))
     data = read_json(path)
     if not isinstance(data, dict):
         raise CheckpointError(f"{path}: expected a JSON object, got {type(data).__name__}")

@@ -29,6 +29,7 @@ from typing import Any
 
 import torch
 from pydantic import BaseModel
+from safetensors import SafetensorError
 from torch import Tensor, nn
 
 from zonkey.core.checkpoint.layout import (
@@ -51,11 +52,14 @@ from zonkey.core.checkpoint.state import optimizer_to_tensors, rng_state
 from zonkey.core.recipe import SCHEMA_VERSION
 from zonkey.io import (
     CheckpointError,
+    CheckpointWriteError,
     atomic_write,
     atomic_write_json,
     fsync_dir,
     fsync_file,
+    inside,
     json_bytes,
+    sha256_file,
     write_bytes,
     write_safetensors,
 )
@@ -94,10 +98,11 @@ def _recover(run: Path, ckdir: Path) -> None:
     fsync_dir(ckdir)
 
 
-def _write_durable(path: Path, write: Callable[[Path], None]) -> dict[str, int]:
+def _write_durable(path: Path, write: Callable[[Path], None]) -> dict[str, int | str]:
+    """Write and flush one file of a checkpoint; its size and SHA-256 go into state.json."""
     write(path)
     fsync_file(path)
-    return {"bytes": path.stat().st_size}
+    return {"bytes": path.stat().st_size, "sha256": sha256_file(path)}
 
 
 def _copy_to_run(src: Path, dst: Path) -> None:
@@ -146,8 +151,10 @@ def save_checkpoint(
 
     Raises:
         CheckpointError: unserialisable state or optimizer state (nothing written), bad arguments.
-            Any error during the write itself leaves the previous checkpoint and LATEST as they
-            were, like a kill would; the partial ``.tmp-*`` directory is removed by the next save.
+        CheckpointWriteError: the filesystem failed during the write (a full disk, permissions);
+            also an ``OSError``. Any error during the write itself leaves the previous checkpoint
+            and LATEST as they were, like a kill would; the partial ``.tmp-*`` directory is removed
+            by the next save.
     """
     if isinstance(step, bool) or not isinstance(step, int) or step < 0:
         raise CheckpointError(f"step must be a non-negative integer, got {step!r}")
@@ -162,6 +169,32 @@ def save_checkpoint(
         opt_tensors, opt_meta = optimizer_to_tensors(optimizer)
         opt_parts = (opt_tensors, {OPTIMIZER_META_KEY: json.dumps(opt_meta, allow_nan=True)})
 
+    try:
+        final = _write_checkpoint(run, ckdir, step, model, ema, opt_parts, state_bytes, recipe)
+    except (OSError, SafetensorError) as exc:
+        if isinstance(exc, CheckpointError):
+            raise
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else " ".join(str(exc).split())
+        raise CheckpointWriteError(
+            f"{run}: cannot save the checkpoint of step {step} ({reason}); the previous checkpoint is intact",
+            exc.errno if isinstance(exc, OSError) else None,
+        ) from exc
+    _prune(ckdir, step, name, keep)
+    return final
+
+
+def _write_checkpoint(
+    run: Path,
+    ckdir: Path,
+    step: int,
+    model: nn.Module,
+    ema: dict[str, Tensor] | None,
+    opt_parts: tuple[dict[str, Tensor], dict[str, str]] | None,
+    state_bytes: bytes,
+    recipe: dict[str, Any] | BaseModel | None,
+) -> Path:
+    """The writes of :func:`save_checkpoint`, in their crash-safe order; returns the new step directory."""
+    name = step_name(step)
     ckdir.mkdir(parents=True, exist_ok=True)
     _recover(run, ckdir)
     if recipe is not None:
@@ -171,7 +204,7 @@ def save_checkpoint(
     header = {"format": "pt", "step": str(step), "zonkey_version": version, "schema_version": str(SCHEMA_VERSION)}
     tmp = ckdir / f"{TMP_PREFIX}{name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()
-    files: dict[str, dict[str, int]] = {}
+    files: dict[str, dict[str, int | str]] = {}
     model_sd = _unwrap(model).state_dict()
     files[MODEL_FILE] = _write_durable(tmp / MODEL_FILE, lambda p: write_safetensors(p, model_sd, header))
     if ema is not None:
@@ -209,8 +242,6 @@ def save_checkpoint(
         _copy_to_run(final / EMA_FILE, run / EMA_FILE)
     elif (run / EMA_FILE).exists():
         (run / EMA_FILE).unlink()
-
-    _prune(ckdir, step, name, keep)
     return final
 
 
@@ -239,6 +270,9 @@ def find_latest_checkpoint(run_dir: str | Path) -> Path | None:
 
     Returns:
         The step directory, or None when the run has no complete checkpoint.
+
+    Raises:
+        CheckpointError: LATEST points outside the run directory (once resolved).
     """
     run = Path(run_dir)
     ckdir = run / CHECKPOINTS_DIR
@@ -252,6 +286,7 @@ def find_latest_checkpoint(run_dir: str | Path) -> Path | None:
             logger.warning("%s: unreadable (%s); using the newest checkpoint dir instead", latest, exc)
         if isinstance(target, str) and target:
             path = run / target
+            inside(run, path, str(latest))  # a pointer out of the run is refused, not followed
             if path.is_dir():
                 return path
             old = path.with_name(path.name + ".old")
