@@ -53,7 +53,7 @@ def _root(
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
     ] = False,
     threads: Annotated[
-        int, typer.Option("--threads", min=0, envvar="ZONKEY_THREADS",
+        int, typer.Option("--threads", min=0, max=common.MAX_THREADS, envvar="ZONKEY_THREADS",
                           help="CPU threads for torch (0: torch's default). On a shared machine 1 is often "
                                "much faster than oversubscribing the cores. `train` prefers train.threads when it is set.")
     ] = 0,

@@ -10,6 +10,7 @@ Commands stay thin: parse arguments, call one of these (or a library function), 
 from __future__ import annotations
 
 import errno
+import importlib
 import json
 import re
 import sys
@@ -19,7 +20,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
-import click
 import typer
 from rich.console import Console
 from rich.markup import escape
@@ -80,9 +80,24 @@ def fail(message: str, code: int = EXIT_INVALID) -> NoReturn:
     raise typer.Exit(code)
 
 
+#: the largest seed every generator takes (torch's, numpy's, Python's)
+MAX_SEED = 2**63 - 1
+#: ``--seed``: where a command's random draws start
+Seed = Annotated[int, typer.Option("--seed", min=0, max=MAX_SEED, help="Seed of the random draws.")]
+#: the most CPU threads ``--threads`` accepts
+MAX_THREADS = 1024
+
 #: ``--no-verify``, on every command that loads a run
 NoVerify = Annotated[bool, typer.Option("--no-verify", help="Load the checkpoint without checking its files "
                                         "against the SHA-256 recorded in state.json.")]
+
+def _click(part: str) -> Any:
+    """A module of the click that typer runs on: its own copy (newer typer) or the click package."""
+    try:
+        return importlib.import_module(f"typer._click.{part}")
+    except ImportError:
+        return importlib.import_module(f"click.{part}")
+
 
 # how torch's CPU allocator, CUDA and Python say that memory ran out
 _NO_MEMORY = re.compile(r"can't allocate memory|cannot allocate memory|out of memory|not enough memory", re.I)
@@ -101,7 +116,7 @@ def out_of_memory_message(exc: BaseException, where: str | None = None) -> str:
         where: the command (default: the one running, from click's context).
     """
     if where is None:
-        ctx = click.get_current_context(silent=True)
+        ctx = _click("globals").get_current_context(silent=True)
         where = ctx.command_path if ctx is not None else "zonkey"
     m = re.search(r"allocate (\d+) bytes", str(exc))
     asked = f" ({int(m.group(1)) / 2**30:.1f} GiB asked for)" if m else ""
@@ -154,14 +169,15 @@ class OneLineErrors(TyperGroup):
         """Run the command line; in standalone mode leave through ``sys.exit`` (as click does)."""
         if not standalone_mode:
             return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        exceptions = _click("exceptions")
         try:
             rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
-        except click.exceptions.NoArgsIsHelpError as exc:  # the help is printed already
+        except exceptions.NoArgsIsHelpError as exc:  # the help is printed already
             sys.exit(exc.exit_code)
-        except click.ClickException as exc:
+        except exceptions.ClickException as exc:
             error(usage_line(exc))
             sys.exit(exc.exit_code)
-        except click.exceptions.Abort:
+        except (getattr(exceptions, "Abort", typer.Abort), typer.Abort):
             error("aborted")
             sys.exit(EXIT_INVALID)
         except (MemoryError, RuntimeError) as exc:
@@ -182,8 +198,15 @@ def _command_path(prog_name: str | None, args: Sequence[str] | None) -> str:
     return " ".join(words[:2])
 
 
-def usage_line(exc: click.ClickException) -> str:
-    """``exc``'s message on one line, after the command it concerns, with a pointer to its help."""
+def usage_line(exc: Any) -> str:
+    """A click error's message on one line, after the command it concerns, with a pointer to its help.
+
+    Args:
+        exc: a ``ClickException`` (a usage error carries the context of its command).
+
+    Returns:
+        The line, without the ``error:`` prefix.
+    """
     msg = " ".join(exc.format_message().split())
     ctx = getattr(exc, "ctx", None)
     if ctx is None:

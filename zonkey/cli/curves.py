@@ -24,13 +24,27 @@ def read_metrics(run: Path) -> list[dict[str, Any]]:
 
     Raises:
         FileNotFoundError: no metrics file there.
-        ValueError: a line that is not JSON (its number is given).
+        ValueError: a line that is not JSON or not UTF-8 (its number is given), or a metrics file
+            that resolves outside the run directory.
     """
     path = run / "metrics.jsonl" if run.is_dir() else run
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no metrics.jsonl (is {run} a run directory written by `zonkey train`?)")
+    if run.is_dir():
+        from zonkey.io import CheckpointError, inside
+
+        try:
+            inside(run, path, str(run))
+        except CheckpointError as exc:
+            raise ValueError(str(exc)) from None
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise ValueError(f"{path}:{line}: not UTF-8 text") from None
     rows = []
-    for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    for i, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
         try:

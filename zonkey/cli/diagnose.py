@@ -123,8 +123,8 @@ def probe_level1_cmd(
                                          "random unit vectors.")] = False,
     same_cos: Annotated[float | None, typer.Option("--same-cos", help="Treat candidates with cosine > C to the "
                                                       "target as false negatives (default: only exact copies).")] = None,
-    threads: Annotated[int, typer.Option("--threads", min=1, help="CPU threads for torch.")] = 1,
-    seed: Annotated[int, typer.Option("--seed")] = 0,
+    threads: Annotated[int, typer.Option("--threads", min=1, max=common.MAX_THREADS, help="CPU threads for torch.")] = 1,
+    seed: common.Seed = 0,
     every: Annotated[int, typer.Option("--every", min=1, help="Print a row every this many steps.")] = 50,
     overrides: Annotated[list[str] | None, typer.Option("--set", metavar="FIELD=VALUE", help="Override a field of "
                                                            "the level-1 block, e.g. n_compress=4 (repeatable).")] = None,
@@ -172,7 +172,8 @@ def denoise_cmd(
                                          "and scored (valid words, judge bits/byte, byte entropy); 0 disables.")] = 100,
     sample_steps: Annotated[int | None, typer.Option("--sample-steps", min=1, help="Denoising steps of those "
                                                      "samples (default: the recipe's sample.steps).")] = None,
-    seed: Annotated[int, typer.Option("--seed", help="Seed of the noise and of the samples.")] = 0,
+    seed: Annotated[int, typer.Option("--seed", min=0, max=common.MAX_SEED,
+                                      help="Seed of the noise and of the samples.")] = 0,
     raw: Annotated[bool, typer.Option("--raw", help="The raw weights instead of the EMA.")] = False,
     no_verify: common.NoVerify = False,
     as_json: JsonFlag = False,

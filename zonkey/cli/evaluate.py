@@ -24,7 +24,7 @@ def eval_cmd(
                                                   "held-out split ('wiki', a .txt/.jsonl/.parquet file or folder).")] = None,
     max_batches: Annotated[int | None, typer.Option("--max-batches", help="Evaluate at most this many batches.")] = None,
     steps: Annotated[int, typer.Option("--steps", help="Sampler steps when denoising from noise.")] = 4,
-    seed: Annotated[int, typer.Option("--seed")] = 0,
+    seed: common.Seed = 0,
     ema: Annotated[bool, typer.Option("--ema/--no-ema", help="Use the EMA weights.")] = True,
     no_verify: common.NoVerify = False,
     samples: Annotated[int, typer.Option("--samples", min=0, help="Generate this many texts for the sample metrics "
@@ -159,7 +159,7 @@ def reconstruct_cmd(
     text: Annotated[list[str], typer.Argument(help="Text(s) to reconstruct.")],
     sigma: Annotated[float, typer.Option("--sigma", help="Noise the latents to this level first (0 = clean).")] = 0.0,
     steps: Annotated[int, typer.Option("--steps", help="Sampler steps back from --sigma.")] = 4,
-    seed: Annotated[int, typer.Option("--seed")] = 0,
+    seed: common.Seed = 0,
     ema: Annotated[bool, typer.Option("--ema/--no-ema")] = True,
     no_verify: common.NoVerify = False,
     as_json: Annotated[bool, typer.Option("--json")] = False,

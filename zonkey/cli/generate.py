@@ -24,6 +24,8 @@ GAP_MARK = re.compile(r"_{3,}")  # a run of three or more underscores marks the 
 SAMPLE_BATCH = 256
 #: the most samples one call draws (more is almost certainly a typo; run several calls with other seeds)
 MAX_SAMPLES = 1_000_000
+#: the longest gap ``--gap`` searches, in positions of the gap's level
+MAX_GAP = 4096
 
 
 def _load(ckpt: Path, use_ema: bool, verify: bool = True):
@@ -68,7 +70,7 @@ def sample_cmd(
     ckpt: Annotated[Path, typer.Argument(help="Run directory (or checkpoint directory).")],
     n: Annotated[int, typer.Option("-n", help="Number of samples.")] = 4,
     steps: Annotated[int | None, typer.Option("--steps", help="Denoising steps at the top level (default: recipe).")] = None,
-    seed: Annotated[int, typer.Option("--seed")] = 0,
+    seed: common.Seed = 0,
     level: Annotated[int | None, typer.Option("--level", help="Start from this level (default: the top).")] = None,
     segments: Annotated[int | None, typer.Option("--segments", help="Latents per sample at the starting level, "
                                                      "stitched in order (default: recipe sample.top_segments).")] = None,
@@ -96,8 +98,9 @@ def sample_cmd(
         for b, start in enumerate(range(0, n, SAMPLE_BATCH)):
             with _progress("sample", progress) as cb:
                 try:
-                    res = sample(model, min(SAMPLE_BATCH, n - start), steps=steps, seed=seed + b, level=level,
-                                 segments=segments, trace=trace is not None, progress=cb)
+                    res = sample(model, min(SAMPLE_BATCH, n - start), steps=steps,
+                                 seed=(seed + b) % (common.MAX_SEED + 1), level=level, segments=segments,
+                                 trace=trace is not None, progress=cb)
                 except ValueError as exc:
                     common.fail(str(exc))
             sigmas = res.sigmas
@@ -141,7 +144,11 @@ def parse_gap_text(text: str | None, prefix: str | None, suffix: str | None) -> 
 
 
 def parse_gap_range(gap: str | None) -> tuple[int, int] | None:
-    """``"3"`` -> (3, 3); ``"1-4"`` or ``"1:4"`` -> (1, 4); None stays None (the recipe's range)."""
+    """``"3"`` -> (3, 3); ``"1-4"`` or ``"1:4"`` -> (1, 4); None stays None (the recipe's range).
+
+    Raises:
+        typer.Exit: (after a one-line error) not N or LO-HI, or not 1 <= LO <= HI <= :data:`MAX_GAP`.
+    """
     if gap is None:
         return None
     m = re.fullmatch(r"\s*(\d+)\s*(?:[-:]\s*(\d+)\s*)?", gap)
@@ -149,8 +156,8 @@ def parse_gap_range(gap: str | None) -> tuple[int, int] | None:
         common.fail(f"--gap {gap!r}: expected N or LO-HI (e.g. 2 or 1-6)", common.EXIT_USAGE)
     lo = int(m.group(1))
     hi = int(m.group(2)) if m.group(2) is not None else lo
-    if lo < 1 or hi < lo:
-        common.fail(f"--gap {gap!r}: need 1 <= LO <= HI", common.EXIT_USAGE)
+    if lo < 1 or hi < lo or hi > MAX_GAP:
+        common.fail(f"--gap {gap!r}: need 1 <= LO <= HI <= {MAX_GAP}", common.EXIT_USAGE)
     return lo, hi
 
 
@@ -164,7 +171,7 @@ def infill_cmd(
     gap: Annotated[str | None, typer.Option("--gap", help="Gap lengths to search, N or LO-HI, in positions of that "
                                                 "level (bytes at level 0; default: recipe).")] = None,
     steps: Annotated[int | None, typer.Option("--steps", help="Denoising steps (default: recipe sample.infill_steps).")] = None,
-    seed: Annotated[int, typer.Option("--seed")] = 0,
+    seed: common.Seed = 0,
     trace: Annotated[Path | None, typer.Option("--trace", help="Write every candidate's gap at every step to this JSONL file.")] = None,
     ema: Annotated[bool, typer.Option("--ema/--no-ema")] = True,
     no_verify: common.NoVerify = False,

@@ -65,7 +65,7 @@ class ComponentConfig(BaseModel):
     ``registered_name`` when the class is registered.
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True, protected_namespaces=())
+    model_config = ConfigDict(extra="forbid", frozen=True, protected_namespaces=(), allow_inf_nan=False)
 
     kind: ClassVar[str] = ""
     registered_name: ClassVar[str] = ""

@@ -9,9 +9,10 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class Strict(BaseModel):
-    """Base of every recipe section: unknown keys fail, values are immutable."""
+    """Base of every recipe section: unknown keys fail, values are immutable, numbers are finite."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, protected_namespaces=())
+    # an infinite learning rate or width validated and trained to NaN weights without an error
+    model_config = ConfigDict(extra="forbid", frozen=True, protected_namespaces=(), allow_inf_nan=False)
 
 
 class DataConfig(Strict):
@@ -107,13 +108,13 @@ class TrainConfig(Strict):
     betas: tuple[float, float] = (0.9, 0.95)
     grad_clip: float = Field(default=1.0, gt=0)
     ema_decay: float = Field(default=0.999, ge=0, lt=1)
-    seed: int = 0
+    seed: int = Field(default=0, ge=-(2**63), le=2**63 - 1, description="what torch's generator takes")
     log_every: int = Field(default=10, ge=1)
     eval_every: int = Field(default=0, ge=0, description="0: evaluate only at the end")
     save_every: int = Field(default=0, ge=0, description="0: save only at the end")
     max_nonfinite: int = Field(default=5, ge=1, description="stop after this many non-finite losses in a row")
     device: str = Field(default="auto", description="'auto', 'cpu' or 'cuda[:i]'")
-    threads: int = Field(default=0, ge=0, description="torch CPU threads, 0 = torch's default")
+    threads: int = Field(default=0, ge=0, le=1024, description="torch CPU threads, 0 = torch's default")
     curriculum: list[Ramp] = Field(default_factory=list, description="per-level / per-term weight ramps (§8)")
 
     def scales(self, step: int) -> dict[str, float]:
