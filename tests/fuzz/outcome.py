@@ -42,7 +42,8 @@ def zonkey(args: Sequence[str], *, input: str | bytes | None = None, expect: int
     assert not escaped, f"{where}: {type(res.exception).__name__}: {res.exception} escaped the command"
     assert not TRACEBACK.search(res.stderr), f"{where}: a traceback on stderr:\n{res.stderr[-2000:]}"
     codes = {0, 1, 2} if expect is None else {expect} if isinstance(expect, int) else expect
-    assert res.exit_code in codes, f"{where}: exit code {res.exit_code}, expected {sorted(codes)}:\n{res.stderr[-2000:]}"
+    assert res.exit_code in codes, \
+        f"{where}: exit code {res.exit_code}, expected {sorted(codes)}:\n{res.stderr[-2000:]}"
     if res.exit_code != 0:
         lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
         errors = [ln for ln in lines if ln.startswith("error:")]

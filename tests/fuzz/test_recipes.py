@@ -138,3 +138,23 @@ def fuzz_recipe(tmp_path_factory: pytest.TempPathFactory, fuzz_run: FuzzRun) -> 
     dst = tmp_path_factory.mktemp("recipe") / "micro.yaml"
     shutil.copyfile(fuzz_run.recipe, dst)
     return dst
+
+
+def test_listing_commands(tmp_path: Path) -> None:
+    zonkey(["components"], expect=OK)
+    zonkey(["components", "--kind", "splitter", "--json"], expect=OK)
+    zonkey(["components", "--kind", "nope"], expect=2, match="nope")
+    zonkey(["recipes", "--json"], expect=OK)
+    zonkey(["--version"], expect=OK)
+    zonkey(["nope"], expect=2, match="No such command 'nope'")
+    zonkey(["diagnose", "nope"], expect=2, match=r"zonkey diagnose: No such command")
+    zonkey(["show"], expect=2, match=r"zonkey show: Missing argument")
+    zonkey(["show", "tiny", "--bogus"], expect=2, match=r"No such option: --bogus")
+    zonkey(["validate", tmp_path / "nope.yaml"], expect=2, match="nope.yaml")
+
+
+def test_usage_errors_are_one_line_with_the_command_and_its_help(fuzz_run: FuzzRun) -> None:
+    res = zonkey(["sample", fuzz_run.run, "-n", "many"], expect=2)
+    assert res.stderr.strip() == res.stderr.strip().splitlines()[0]
+    assert res.stderr.startswith("error: zonkey sample: Invalid value for '-n'")
+    assert res.stderr.rstrip().endswith("(see 'zonkey sample --help')")

@@ -86,6 +86,10 @@ MAX_SEED = 2**63 - 1
 Seed = Annotated[int, typer.Option("--seed", min=0, max=MAX_SEED, help="Seed of the random draws.")]
 #: the most CPU threads ``--threads`` accepts
 MAX_THREADS = 1024
+#: the most sampler steps a ``--steps`` accepts (recipes use tens; past 2^63 torch cannot even count them)
+MAX_STEPS = 100_000
+#: the most texts, items or segments a count flag (``--samples``, ``--segments`` ...) accepts
+MAX_COUNT = 1_000_000
 
 #: ``--no-verify``, on every command that loads a run
 NoVerify = Annotated[bool, typer.Option("--no-verify", help="Load the checkpoint without checking its files "

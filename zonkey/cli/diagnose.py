@@ -164,13 +164,16 @@ def denoise_cmd(
     level: Annotated[int | None, typer.Option("--level", help="Diagnose this level only (default: every level).")] = None,
     max_batches: Annotated[int, typer.Option("--max-batches", min=1, help="Held-out batches whose latents are "
                                              "swept (also the retrieval pool).")] = 2,
-    steps: Annotated[int | None, typer.Option("--steps", min=1, help="Sampler steps from each σ back to 0 "
+    steps: Annotated[int | None, typer.Option("--steps", min=1, max=common.MAX_STEPS,
+                                              help="Sampler steps from each σ back to 0 "
                                               "(default: the recipe's sample.level_steps).")] = None,
     sigmas: Annotated[str | None, typer.Option("--sigmas", help="Noise levels to sweep, comma-separated "
                                                "(default: 0,0.1,0.3,0.5,0.7,0.8,0.9,0.95,0.98,1).")] = None,
-    samples: Annotated[int, typer.Option("--samples", min=0, help="Texts sampled from each level's prior alone "
+    samples: Annotated[int, typer.Option("--samples", min=0, max=common.MAX_COUNT,
+                                         help="Texts sampled from each level's prior alone "
                                          "and scored (valid words, judge bits/byte, byte entropy); 0 disables.")] = 100,
-    sample_steps: Annotated[int | None, typer.Option("--sample-steps", min=1, help="Denoising steps of those "
+    sample_steps: Annotated[int | None, typer.Option("--sample-steps", min=1, max=common.MAX_STEPS,
+                                                     help="Denoising steps of those "
                                                      "samples (default: the recipe's sample.steps).")] = None,
     seed: Annotated[int, typer.Option("--seed", min=0, max=common.MAX_SEED,
                                       help="Seed of the noise and of the samples.")] = 0,

@@ -69,11 +69,13 @@ Progress = Annotated[bool | None, typer.Option("--progress/--no-progress",
 def sample_cmd(
     ckpt: Annotated[Path, typer.Argument(help="Run directory (or checkpoint directory).")],
     n: Annotated[int, typer.Option("-n", help="Number of samples.")] = 4,
-    steps: Annotated[int | None, typer.Option("--steps", help="Denoising steps at the top level (default: recipe).")] = None,
+    steps: Annotated[int | None, typer.Option("--steps", max=common.MAX_STEPS,
+                                              help="Denoising steps at the top level (default: recipe).")] = None,
     seed: common.Seed = 0,
     level: Annotated[int | None, typer.Option("--level", help="Start from this level (default: the top).")] = None,
-    segments: Annotated[int | None, typer.Option("--segments", help="Latents per sample at the starting level, "
-                                                     "stitched in order (default: recipe sample.top_segments).")] = None,
+    segments: Annotated[int | None, typer.Option("--segments", max=common.MAX_COUNT,
+                                                 help="Latents per sample at the starting level, "
+                                                 "stitched in order (default: recipe sample.top_segments).")] = None,
     trace: Annotated[Path | None, typer.Option("--trace", help="Write the decoded text at every step to this JSONL file.")] = None,
     ema: Annotated[bool, typer.Option("--ema/--no-ema")] = True,
     no_verify: common.NoVerify = False,
@@ -170,7 +172,8 @@ def infill_cmd(
                                                   "model has it, else 0).")] = None,
     gap: Annotated[str | None, typer.Option("--gap", help="Gap lengths to search, N or LO-HI, in positions of that "
                                                 "level (bytes at level 0; default: recipe).")] = None,
-    steps: Annotated[int | None, typer.Option("--steps", help="Denoising steps (default: recipe sample.infill_steps).")] = None,
+    steps: Annotated[int | None, typer.Option("--steps", max=common.MAX_STEPS,
+                                              help="Denoising steps (default: recipe sample.infill_steps).")] = None,
     seed: common.Seed = 0,
     trace: Annotated[Path | None, typer.Option("--trace", help="Write every candidate's gap at every step to this JSONL file.")] = None,
     ema: Annotated[bool, typer.Option("--ema/--no-ema")] = True,

@@ -62,8 +62,8 @@ def _load_weights_only(run: Path, device: str | torch.device) -> Checkpoint:
     return Checkpoint(dir=run, step=step, model=model, ema=ema, optimizer=None, state={}, rng={})
 
 
-def _check_files(step_dir: Path, info: Any) -> dict[str, Any]:
-    """The files state.json lists, each inside the step directory and present with the recorded size."""
+def _check_files(step_dir: Path, info: Any, root: Path) -> dict[str, Any]:
+    """The files state.json lists, each inside ``root`` and present with the recorded size."""
     state_path = step_dir / STATE_FILE
     if not isinstance(info, dict) or not isinstance(info.get("files"), dict) or not isinstance(info.get("step"), int):
         raise CheckpointError(f"{state_path}: not a zonkey checkpoint state (needs 'step' and 'files')")
@@ -73,7 +73,7 @@ def _check_files(step_dir: Path, info: Any) -> dict[str, Any]:
         raise CheckpointError(f"{state_path}: lists no {MODEL_FILE}")
     for fname, entry in files.items():
         fpath = step_dir / fname
-        inside(step_dir, fpath, str(state_path))
+        inside(root, fpath, str(state_path))
         if not fpath.is_file():
             raise CheckpointError(f"{fpath}: missing file (listed in {STATE_FILE})")
         want = entry.get("bytes") if isinstance(entry, dict) else None
@@ -114,7 +114,7 @@ def load_checkpoint(
 ) -> Checkpoint:
     """Load a checkpoint directory, or the newest checkpoint of a run directory.
 
-    Every path read from the run directory (LATEST's pointer, the step directory, the files
+    Every path read from the directory given (LATEST's pointer, the step directory, the files
     state.json lists) must resolve inside it, symbolic links followed.
 
     Args:
@@ -138,6 +138,7 @@ def load_checkpoint(
     path = Path(path)
     if not path.is_dir():
         raise CheckpointError(f"{path}: no such checkpoint or run directory")
+    root = path  # what the files must stay in: the directory given, a run or a step directory
     if (path / STATE_FILE).is_file() or STEP_DIR.match(path.name):
         step_dir: Path | None = path
     else:
@@ -155,7 +156,7 @@ def load_checkpoint(
     if not state_path.is_file():
         raise CheckpointError(f"{state_path}: missing file (incomplete checkpoint)")
     info = read_json(state_path)
-    files = _check_files(step_dir, info)
+    files = _check_files(step_dir, info, root)
 
     model = read_safetensors(step_dir / MODEL_FILE, device)[0]
     ema = read_safetensors(step_dir / EMA_FILE, device)[0] if EMA_FILE in files else None
