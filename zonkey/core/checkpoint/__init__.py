@@ -9,7 +9,9 @@ from it. The parts:
 * :mod:`~zonkey.core.checkpoint.store`: crash-safe saving, recovery, pruning, the newest checkpoint;
 * :mod:`~zonkey.core.checkpoint.load`: loading, strict state loading, EMA weights.
 
-The atomic writes and checked reads themselves live in :mod:`zonkey.io`. The model is rebuilt
+``state.json`` lists every file of a checkpoint with its size and SHA-256, checked when the file
+is loaded (``verify=False`` skips the hashes); every path read from a run directory must resolve
+inside it. The atomic writes and checked reads themselves live in :mod:`zonkey.io`. The model is rebuilt
 from a run by ``ZonkeyModel.from_run`` (this package never imports the model).
 """
 
@@ -48,7 +50,13 @@ from zonkey.core.checkpoint.state import (
     set_rng_state,
 )
 from zonkey.core.checkpoint.store import find_latest_checkpoint, save_checkpoint
-from zonkey.io import CheckpointError, atomic_save_safetensors, atomic_write_bytes, atomic_write_json
+from zonkey.io import (
+    CheckpointError,
+    CheckpointWriteError,
+    atomic_save_safetensors,
+    atomic_write_bytes,
+    atomic_write_json,
+)
 
 __all__ = [
     "CHECKPOINTS_DIR",
@@ -65,6 +73,7 @@ __all__ = [
     "TMP_PREFIX",
     "Checkpoint",
     "CheckpointError",
+    "CheckpointWriteError",
     "atomic_save_safetensors",
     "atomic_write_bytes",
     "atomic_write_json",
