@@ -100,3 +100,41 @@ def test_prior_learns_an_ordered_toy_language():
     alternates = float((half[:, 1:] != half[:, :-1]).float().mean())
     assert on_vocab > 0.8, on_vocab
     assert alternates > 0.8, alternates
+
+
+def test_scattered_rows_hold_many_short_gaps():
+    prior = _prior(infill=1.0, scatter=1.0)
+    valid = torch.ones(64, 16, dtype=torch.bool)
+    known = prior._known_spans(valid, torch.Generator().manual_seed(0))
+    unknown = ~known
+    # a single span would give exactly one run of unknown positions per row; scattered rows give several
+    runs = (unknown[:, 1:] & ~unknown[:, :-1]).sum(1) + unknown[:, 0].long()
+    assert float(runs.float().mean()) > 1.5
+    share = float(unknown.float().mean())
+    assert 0.05 <= share <= 0.5
+
+
+def test_unconstrained_estimates_are_not_on_the_sphere_but_samples_are():
+    torch.manual_seed(0)
+    prior = _prior(sphere_out=False)
+    z = torch.randn(2, 5, 16)
+    out = prior(z, torch.full((2,), 0.9), torch.zeros(2, 5, dtype=torch.bool), torch.ones(2, 5, dtype=torch.bool))
+    radius = to_sphere(torch.ones(1, 16)).norm()
+    assert not torch.allclose(out.norm(dim=-1), radius.expand(2, 5), atol=1e-2)
+    s = prior.sample(2, 5, steps=3, generator=torch.Generator().manual_seed(1))
+    assert torch.allclose(s.norm(dim=-1), radius.expand(2, 5), atol=1e-4)
+
+
+def test_memory_trains_on_the_last_batches_rows():
+    prior = _prior(memory=2)
+    prior.train()
+    seen = []
+    real_crop = prior._crop
+    prior._crop = lambda z0, valid, gen: (seen.append(z0.shape[0]) or real_crop(z0, valid, gen))
+    for n in (5, 7, 6, 4):  # batches of 3 rows with different lengths
+        z = to_sphere(torch.randn(3, n, 16))
+        prior.loss(z, torch.ones(3, n, dtype=torch.bool), torch.Generator().manual_seed(n))
+    assert seen == [3, 6, 9, 9]  # the batch itself, then up to two remembered batches
+    prior.eval()
+    prior.loss(to_sphere(torch.randn(3, 5, 16)), torch.ones(3, 5, dtype=torch.bool))
+    assert seen[-1] == 3  # evaluation losses use the batch alone

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from typing import Literal
 
 import torch
+import torch.nn.functional as F
 from pydantic import Field, model_validator
 from torch import Tensor, nn
 
@@ -31,6 +32,7 @@ from zonkey.core.sphere import to_sphere
 from zonkey.core.transformer import Encoder
 
 N_FREQ = 32  # Fourier features of the log-SNR
+SCATTER_RATE = (0.05, 0.5)  # range of the per-row share of unknown positions in scattered infill rows
 
 
 class SequencePrior(nn.Module):
@@ -53,6 +55,7 @@ class SequencePrior(nn.Module):
         self.time = nn.Sequential(nn.Linear(2 * N_FREQ, w), nn.GELU(), nn.Linear(w, w))
         self.encoder = Encoder(w, cfg.heads, cfg.layers, attention, cfg.ffn_mult, 0.0)
         self.out = nn.Linear(w, dim)
+        self._memory: list[tuple[Tensor, Tensor]] = []  # the last batches' (z0, valid), newest first
         self.register_buffer("freqs", torch.exp(torch.linspace(0.0, math.log(1000.0), N_FREQ)) / 8.0,
                              persistent=False)
 
@@ -82,7 +85,10 @@ class SequencePrior(nn.Module):
             h = h + self.cond_in(cond)
         le = torch.zeros(valid.shape, dtype=torch.float32, device=z.device).masked_fill(~valid, NEG_INF)
         h = self.encoder(h, le)
-        return to_sphere(self.out(h)).masked_fill(~valid[..., None], 0.0)
+        out = self.out(h)
+        if self.cfg.sphere_out:
+            out = to_sphere(out)
+        return out.masked_fill(~valid[..., None], 0.0)
 
     # -- training ---------------------------------------------------------------------------------
     def _known_spans(self, valid: Tensor, generator: torch.Generator | None) -> Tensor:
@@ -99,6 +105,13 @@ class SequencePrior(nn.Module):
         start = (torch.rand(b, device=dev, generator=generator) * (lengths - span + 1).clamp_min(1)).long()
         pos = torch.arange(n, device=dev)[None]
         gap = (pos >= start[:, None]) & (pos < (start + span)[:, None])
+        if self.cfg.scatter > 0:
+            # scattered rows: every position is unknown with the row's own rate, so one row holds
+            # many short gaps between clean neighbours (the one-word infill's situation)
+            scattered = torch.rand(b, device=dev, generator=generator) < self.cfg.scatter
+            rate = SCATTER_RATE[0] + (SCATTER_RATE[1] - SCATTER_RATE[0]) * torch.rand(b, 1, device=dev, generator=generator)
+            holes = torch.rand(b, n, device=dev, generator=generator) < rate
+            gap = torch.where(scattered[:, None], holes, gap)
         return rows[:, None] & valid & ~gap
 
     def loss(self, z0: Tensor, valid: Tensor, generator: torch.Generator | None = None) -> tuple[Tensor, dict[str, float]]:
@@ -112,6 +125,7 @@ class SequencePrior(nn.Module):
         Returns:
             the mean squared error per dimension over the noised real positions, and statistics.
         """
+        z0, valid = self._with_memory(z0.detach(), valid)
         z0, valid = self._crop(z0, valid, generator)
         b = z0.shape[0]
         sigma = schedule.sigma_at(torch.rand(b, device=z0.device, generator=generator), self.cfg.shift)
@@ -127,6 +141,25 @@ class SequencePrior(nn.Module):
         err = (z_hat - z0).pow(2).mean(-1)  # (b, n)
         loss = (err * w).sum() / w.sum().clamp_min(1.0)
         return loss, {"prior_positions": float(w.sum())}
+
+    def _with_memory(self, z0: Tensor, valid: Tensor) -> tuple[Tensor, Tensor]:
+        """The batch's rows and the rows of the last ``memory`` batches, padded to one length.
+
+        The remembered latents are a few optimizer steps old; the encoder moves little in that
+        time, and the prior sees ``memory + 1`` times the rows for the cost of its own passes only.
+        The memory is not saved in checkpoints: a resumed run starts with it empty.
+        """
+        if self.cfg.memory == 0 or not self.training:
+            return z0, valid
+        past = self._memory
+        self._memory = ([(z0, valid)] + past)[: self.cfg.memory]
+        if not past:
+            return z0, valid
+        rows = [(z0, valid)] + past
+        n = max(v.shape[1] for _, v in rows)
+        zs = [F.pad(z, (0, 0, 0, n - z.shape[1])) for z, _ in rows]
+        vs = [F.pad(v, (0, n - v.shape[1])) for _, v in rows]
+        return torch.cat(zs), torch.cat(vs)
 
     def _crop(self, z0: Tensor, valid: Tensor, generator: torch.Generator | None) -> tuple[Tensor, Tensor]:
         """Rows longer than ``max_len`` are cut to a random window of ``max_len`` positions."""
@@ -180,7 +213,7 @@ class SequencePrior(nn.Module):
             if on_step is not None:
                 on_step(i, torch.where(known[..., None], base, z_hat))
             z = schedule.step(z, z_hat, s, s_next, eta=eta, generator=generator)
-        return torch.where(known[..., None], base, z_hat)
+        return torch.where(known[..., None], base, to_sphere(z_hat))
 
 
 @register("prior", "sequence")
@@ -203,6 +236,13 @@ class SequencePriorConfig(ComponentConfig):
     lr_scale: float = Field(0.25, gt=0, description="multiplies train.lr for the prior's parameters")
     infill: float = Field(0.3, ge=0, le=1, description="share of training rows that keep everything outside "
                           "one random span clean (learns p(gap | context))")
+    sphere_out: bool = Field(True, description="put every clean estimate on the sphere; off, the estimate is the "
+                             "unconstrained posterior-mean prediction (inside the ball where it is unsure) and only "
+                             "the sample's last estimate is put on the sphere")
+    memory: int = Field(0, ge=0, le=64, description="the prior also trains on the latent rows of this many "
+                        "previous batches (a few steps old): more rows per step for the cost of its own passes")
+    scatter: float = Field(0.0, ge=0, le=1, description="share of the infill rows whose unknown positions are "
+                           "scattered (each unknown with a per-row probability in [0.05, 0.5]) instead of one span")
 
     @model_validator(mode="after")
     def _heads(self) -> SequencePriorConfig:
