@@ -203,6 +203,10 @@ from zonkey.cli.diagnose import app as _diagnose
 
 app.add_typer(_diagnose, name="diagnose")
 
+from zonkey.cli.baseline import app as _baseline
+
+app.add_typer(_baseline, name="baseline")
+
 
 def main() -> None:
     """Entry point of the ``zonkey`` console script and of ``python -m zonkey``."""

@@ -44,6 +44,11 @@ def eval_cmd(
                                                          "JSON lines {\"prefix\", \"suffix\", \"answer\"}.")] = None,
     judge_order: Annotated[int, typer.Option("--judge-order", min=1, max=7, help="Byte n-gram order of the "
                                              "judge (trained on the training split, cached in the run).")] = 5,
+    noise: Annotated[str | None, typer.Option("--noise", metavar="typos=RATE", help="Evaluate on held-out text "
+                                              "with seeded random character insertions, deletions and "
+                                              "substitutions at RATE per character.")] = None,
+    candidates: Annotated[int, typer.Option("--candidates", min=1, help="Autoregressive baseline runs: infill "
+                                            "by rescoring this many most frequent training tokens.")] = 2000,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Held-out metrics of every level.
@@ -61,6 +66,25 @@ def eval_cmd(
             items = read_infill_items(infill_items)
         except InfillItemsError as exc:
             common.fail(str(exc))
+    spec = None
+    if noise is not None:
+        from zonkey.data.noise import NoiseSpecError, parse_noise
+
+        try:
+            spec = parse_noise(noise)
+        except NoiseSpecError as exc:
+            common.fail(str(exc), common.EXIT_USAGE)
+    from zonkey.baselines.ar_run import is_ar_run
+
+    if is_ar_run(ckpt):  # an autoregressive baseline: the metrics that apply to a byte LM
+        from zonkey.cli.baseline import eval_ar_run
+
+        if steps_table:
+            common.warn("--steps-table does not apply to an autoregressive run (it has no denoising steps)")
+        eval_ar_run(ckpt, data=data, noise=spec, max_batches=max_batches, seed=seed, samples=samples, infill=infill,
+                    candidates=candidates, items=items, judge_order=judge_order, as_json=as_json)
+        return
+    noise_info = None
     with common.user_errors():
         model = _load(ckpt, ema, not no_verify)
         from zonkey.core.evaluate import evaluate
@@ -70,22 +94,30 @@ def eval_cmd(
         if data is not None:
             dcfg = dcfg.model_copy(update={"source": data})
         corpus = load_corpus(dcfg)
+        if spec is not None:
+            from zonkey.data.noise import noisy_corpus
+
+            corpus, noise_info = noisy_corpus(corpus, spec, seed)
         res = evaluate(model, corpus, batch_bytes=dcfg.batch_bytes, seed=seed, max_batches=max_batches, steps=steps)
         if samples or infill or steps_table or items:
             from zonkey.core.gen_eval import evaluate_generation, run_directory
 
             # the vocabulary, judge and baselines come from the model's own training split
-            train_docs = (corpus if data is None else load_corpus(model.recipe.data)).documents("train")
+            train_docs = (corpus if data is None else load_corpus(model.recipe.data)).documents("train")  # noise: held-out only
             res.update(evaluate_generation(model, train_docs, corpus.documents("heldout"), samples=samples,
                                            infill=infill, seed=seed, with_steps_table=steps_table,
                                            throughput_n=throughput_n if samples or steps_table else 0, infill_items=items,
                                            cache_dir=run_directory(ckpt), judge_order=judge_order))
+    if noise_info is not None:
+        res["noise"] = noise_info
     res["checkpoint"] = str(ckpt)
     if as_json:
         common.print_json(res)
         return
     b = res["boundary"]
-    lines = [
+    lines = [f"noise                      {noise_info['spec']}: {noise_info['edits']} edits in "
+             f"{noise_info['chars']} characters"] if noise_info is not None else []
+    lines += [
         f"held-out bytes evaluated   {res['eval_bytes']}",
         f"recon_acc (t=0)            {res['recon_acc']:.4f}",
         "recon_acc from noise       " + "  ".join(f"σ={k}: {v:.4f}" for k, v in res["recon_acc_noise"].items()),

@@ -73,6 +73,11 @@ def param_groups(model: nn.Module, weight_decay: float, levels: Sequence[LevelCo
     return groups
 
 
+def _shadow_copy(v: torch.Tensor) -> torch.Tensor:
+    """An EMA's copy of one state tensor: float32 for floating tensors, the tensor's own dtype otherwise."""
+    return (v.detach().float() if v.dtype.is_floating_point else v.detach()).clone()
+
+
 class EMA:
     """Exponential moving average of the parameters (kept in float32, used for eval and sampling).
 
@@ -85,7 +90,8 @@ class EMA:
 
     def __init__(self, model: nn.Module, decay: float) -> None:
         self.decay = decay
-        self.shadow = {k: v.detach().float().clone() for k, v in model.state_dict().items()}
+        # an integer buffer is a table, not a weight: kept in its own dtype (float32 rounds above 2^24)
+        self.shadow = {k: _shadow_copy(v) for k, v in model.state_dict().items()}
         self.counts: dict[str, int] = {k: 0 for k, _ in model.named_parameters()}
 
     @torch.no_grad()
@@ -127,6 +133,6 @@ class EMA:
         missing = set(self.shadow) - set(tensors)
         if missing:
             raise CheckpointError(f"EMA state is missing keys {sorted(missing)[:5]}")
-        self.shadow = {k: tensors[k].float().clone() for k in self.shadow}
+        self.shadow = {k: _shadow_copy(tensors[k]) for k in self.shadow}
         if counts is not None:
             self.counts.update({k: int(v) for k, v in counts.items() if k in self.counts})

@@ -18,8 +18,8 @@ signatures), which is how a level tells a compressor with per-slot states apart.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Protocol, runtime_checkable
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor
@@ -79,6 +79,27 @@ class Splitter(Protocol):
 
         Returns:
             The :class:`SplitOutput` with its segments (s, m, d).
+        """
+        ...
+
+
+@runtime_checkable
+class FitsTrainingText(Protocol):
+    """A component with a part fitted to the training text before training (not learned by gradient).
+
+    The trainer calls :meth:`fit` once, on a fresh run, with the training split's chunks; what it
+    fits lives in the module's buffers (saved with the model) and its report in the run directory.
+    The ``entropy`` splitter's byte n-gram is one.
+    """
+
+    def fit(self, chunks: Sequence[bytes]) -> dict[str, Any]:
+        """Fit on the training split.
+
+        Args:
+            chunks: the training split's chunks, as the batches hold them.
+
+        Returns:
+            What the fit measured (JSON-able).
         """
         ...
 

@@ -22,6 +22,7 @@ from typing import Any
 import torch
 
 from zonkey.core import checkpoint as ckpt
+from zonkey.core.fit_text import fit_to_training_text
 from zonkey.core.losses import byte_balance_weights
 from zonkey.core.model import ZonkeyModel, build_model
 from zonkey.core.optim import EMA, lr_at, param_groups
@@ -101,6 +102,9 @@ class Trainer:
             self._resume()
         else:
             self._start_fresh()
+            # rule-based parts counted on the training text (their tables are buffers, saved with the model)
+            if fit_to_training_text(self.model.levels, self.corpus.train, self.run_dir, self.log):
+                self.ema = EMA(self.model, self.cfg.ema_decay)  # its copy of the buffers: the fitted ones
         alpha = recipe.model.byte_loss.balance
         if alpha:
             counts = byte_counts(self.corpus.documents("train"))

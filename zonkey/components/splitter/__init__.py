@@ -1,3 +1,3 @@
 """Splitters: the learned Segment Splitter (§4) and the rule-based baselines."""
 
-from zonkey.components.splitter import fixed, learned, whitespace  # noqa: F401
+from zonkey.components.splitter import entropy, fixed, learned, whitespace  # noqa: F401

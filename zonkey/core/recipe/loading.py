@@ -34,6 +34,8 @@ logger = logging.getLogger(__name__)
 
 #: keys a run's saved recipe.json carries beside the recipe (who wrote it), set aside when read
 METADATA_KEYS: tuple[str, ...] = ("zonkey_version",)
+#: keys other commands read from a recipe file, set aside too: ``ablation`` (the grid of ``zonkey ablate``)
+ASIDE_KEYS: tuple[str, ...] = (*METADATA_KEYS, "ablation")
 
 # the recipe class the readers validate with (:class:`~zonkey.core.recipe.schema.Recipe`, which calls them)
 R = TypeVar("R", bound=BaseModel)
@@ -94,8 +96,8 @@ def upgrade(data: dict[str, Any], source: str) -> dict[str, Any]:
 
 
 def _current(data: dict[str, Any], source: str) -> dict[str, Any]:
-    """A copy of ``data`` without saved metadata, at the current schema."""
-    data = {k: v for k, v in copy.deepcopy(data).items() if k not in METADATA_KEYS}
+    """A copy of ``data`` without saved metadata (and the keys of other commands), at the current schema."""
+    data = {k: v for k, v in copy.deepcopy(data).items() if k not in ASIDE_KEYS}
     return upgrade(data, source)
 
 

@@ -1,0 +1,1 @@
+"""Baselines trained and evaluated beside the diffusion model (the autoregressive byte transformer)."""
