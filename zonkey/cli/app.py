@@ -207,6 +207,10 @@ from zonkey.cli.baseline import app as _baseline
 
 app.add_typer(_baseline, name="baseline")
 
+from zonkey.cli.ablate import ablate_cmd as _ablate
+
+app.command("ablate")(_ablate)
+
 
 def main() -> None:
     """Entry point of the ``zonkey`` console script and of ``python -m zonkey``."""

@@ -1,0 +1,1 @@
+"""Ablations as one command: a grid of recipe variants trained, evaluated and tabulated (``zonkey ablate``)."""
