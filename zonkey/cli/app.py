@@ -211,6 +211,10 @@ from zonkey.cli.ablate import ablate_cmd as _ablate
 
 app.command("ablate")(_ablate)
 
+from zonkey.cli.plot import plot_cmd as _plot
+
+app.command("plot")(_plot)
+
 
 def main() -> None:
     """Entry point of the ``zonkey`` console script and of ``python -m zonkey``."""

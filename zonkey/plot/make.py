@@ -1,0 +1,60 @@
+"""What ``zonkey plot`` draws for a path: an ablation's bar charts, or a run's four figures."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+from zonkey.plot.run_plots import heldout_sentences, plot_attention, plot_boundaries, plot_bos, plot_curves
+
+
+class PlotError(ValueError):
+    """Nothing to plot at a path; the message says what was expected."""
+
+
+def plot(path: str | Path, out: str | Path | None = None, *, texts: Sequence[str] = ()) -> list[Path]:
+    """Every figure of a run or of an ablation folder.
+
+    Args:
+        path: a run directory (``metrics.jsonl``; a diffusion run's checkpoint adds the BOS and
+            attention figures) or an ablation folder (``ablation.json``).
+        out: where the PNGs go (default: ``PATH/plots``).
+        texts: sentences for the BOS and attention figures (default: three held-out sentences).
+
+    Returns:
+        The PNGs written.
+
+    Raises:
+        PlotError: ``path`` is neither, or its files cannot be read.
+    """
+    p = Path(path)
+    dest = Path(out) if out is not None else p / "plots"
+    if (p / "ablation.json").is_file():
+        from zonkey.plot.ablation_plots import plot_ablation
+
+        try:
+            report = json.loads((p / "ablation.json").read_text(encoding="utf-8"))
+            return [plot_ablation(report, dest / "ablation.png")]
+        except (ValueError, KeyError, TypeError) as exc:
+            raise PlotError(f"{p / 'ablation.json'}: {exc}") from None
+    if not (p / "metrics.jsonl").is_file():
+        raise PlotError(f"{p}: neither a run (no metrics.jsonl) nor an ablation folder (no ablation.json)")
+    from zonkey.cli.curves import read_metrics
+
+    rows = read_metrics(p)
+    if not rows:
+        raise PlotError(f"{p}/metrics.jsonl is empty (no step has been logged yet)")
+    written = [plot_curves(rows, dest / "curves.png")]
+    if any("l0.word_f1" in r or "l0.mean_segment" in r for r in rows):
+        written.append(plot_boundaries(rows, dest / "boundaries.png"))
+    if (p / "recipe.json").is_file() and ((p / "LATEST").is_file() or (p / "model.safetensors").is_file()):
+        from zonkey.core.model import ZonkeyModel
+        from zonkey.data import load_corpus
+
+        model = ZonkeyModel.from_run(p)
+        chosen = list(texts) or heldout_sentences(load_corpus(model.recipe.data).documents("heldout"))
+        if chosen:
+            written.append(plot_bos(model, chosen, dest / "bos.png"))
+            written.append(plot_attention(model, chosen[0], dest / "attention.png"))
+    return written
