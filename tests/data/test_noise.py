@@ -12,7 +12,15 @@ from typer.testing import CliRunner
 from tests.helpers import train_micro_run
 from zonkey.cli.app import app
 from zonkey.data import load_corpus
-from zonkey.data.noise import EditCounts, NoiseSpec, NoiseSpecError, add_typos, noisy_corpus, noisy_documents, parse_noise
+from zonkey.data.noise import (
+    EditCounts,
+    NoiseSpec,
+    NoiseSpecError,
+    add_typos,
+    noisy_corpus,
+    noisy_documents,
+    parse_noise,
+)
 
 
 @pytest.mark.parametrize(("spec", "msg"), [("typos", "KIND=RATE"), ("=0.1", "KIND=RATE"), ("blur=0.1", "unknown noise"),

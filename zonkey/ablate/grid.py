@@ -43,8 +43,8 @@ class AblationSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     swaps: dict[str, list[SwapValue]] = Field(default_factory=dict, description="dotted key(s) -> values")
-    seeds: int = Field(3, ge=1, description="seeds per variant: the recipe's train.seed, +1, +2, ...")
-    steps: int | None = Field(None, ge=1, description="train.steps of every run (null: the recipe's)")
+    seeds: int = Field(default=3, ge=1, description="seeds per variant: the recipe's train.seed, +1, +2, ...")
+    steps: int | None = Field(default=None, ge=1, description="train.steps of every run (null: the recipe's)")
     baselines: list[Literal["ar"]] = Field(default_factory=list, description="baselines trained beside the grid")
     eval: EvalSettings = EvalSettings(samples=100, infill=100)
 

@@ -30,12 +30,12 @@ class ARConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    d_model: int = Field(128, ge=8, description="width")
-    layers: int = Field(4, ge=1, description="transformer blocks")
-    heads: int = Field(4, ge=1, description="attention heads (d_model must be divisible by them)")
-    ffn_mult: int = Field(4, ge=1, description="hidden width of the feed-forward layer, × d_model")
-    dropout: float = Field(0.0, ge=0, lt=1)
-    context: int = Field(1025, ge=2, description="positions the model can read: the start token and up to "
+    d_model: int = Field(default=128, ge=8, description="width")
+    layers: int = Field(default=4, ge=1, description="transformer blocks")
+    heads: int = Field(default=4, ge=1, description="attention heads (d_model must be divisible by them)")
+    ffn_mult: int = Field(default=4, ge=1, description="hidden width of the feed-forward layer, × d_model")
+    dropout: float = Field(default=0.0, ge=0, lt=1)
+    context: int = Field(default=1025, ge=2, description="positions the model can read: the start token and up to "
                          "context − 1 bytes (the trainer sets it to the recipe's max_doc_bytes + 1)")
 
     @model_validator(mode="after")
@@ -84,7 +84,8 @@ class _Attention(nn.Module):
             cache.v[layer][:, :, start:start + t] = v
             keys, values = cache.k[layer][:, :, :start + t], cache.v[layer][:, :, :start + t]
             # query i (at position start + i) reads keys 0 .. start + i
-            allowed = torch.arange(start + t, device=x.device)[None, :] <= (start + torch.arange(t, device=x.device))[:, None]
+            pos = torch.arange(start + t, device=x.device)
+            allowed = pos[None, :] <= pos[start:, None]  # (t, start + t)
             y = F.scaled_dot_product_attention(q, keys, values, attn_mask=allowed, dropout_p=p)
         return self.out(rearrange(y, "b h t dh -> b t (h dh)"))
 

@@ -49,11 +49,12 @@ class ARRun(BaseModel):
     kind: Literal["ar"] = "ar"
     format_version: int = FORMAT_VERSION
     name: str = "ar"
-    recipe: str = Field("", description="the recipe it was trained beside")
+    recipe: str = Field(default="", description="the recipe it was trained beside")
     model: ARConfig = ARConfig()
     data: DataConfig = DataConfig()
     train: TrainConfig = TrainConfig()
-    seconds: float | None = Field(None, gt=0, description="wall-clock budget of the training (null: train.steps)")
+    seconds: float | None = Field(default=None, gt=0, description="wall-clock budget of the training "
+                                   "(null: train.steps alone)")
 
     @classmethod
     def from_recipe(cls, recipe: Recipe, *, model: ARConfig | None = None, steps: int | None = None,
@@ -89,8 +90,9 @@ def read_ar_run(path: str | Path) -> ARRun:
     if not f.is_file():
         raise CheckpointError(f"{f}: missing file (not an autoregressive baseline run)")
     data = read_json(f)
-    if isinstance(data, dict) and isinstance(data.get("format_version"), int) and data["format_version"] > FORMAT_VERSION:
-        raise CheckpointError(f"{f}: format_version {data['format_version']} is newer than this zonkey reads")
+    version = data.get("format_version") if isinstance(data, dict) else None
+    if isinstance(version, int) and version > FORMAT_VERSION:
+        raise CheckpointError(f"{f}: format_version {version} is newer than this zonkey reads")
     if isinstance(data, dict):
         data = {k: v for k, v in data.items() if k != "zonkey_version"}
     try:
@@ -232,7 +234,8 @@ class ARTrainer:
             if self.step % cfg.log_every == 0 or self.finished:
                 elapsed = time.perf_counter() - t0
                 mean = sum(window) / len(window)
-                row = {"step": self.step, "loss": mean, "bits_per_byte": mean / math.log(2), "lr": lr_at(self.step - 1, cfg),
+                row = {"step": self.step, "loss": mean, "bits_per_byte": mean / math.log(2),
+                       "lr": lr_at(self.step - 1, cfg),
                        "bytes_per_s": (self.bytes_seen - start_bytes) / max(elapsed, 1e-9), "elapsed_s": elapsed}
                 with open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8") as f:
                     f.write(json.dumps(row) + "\n")

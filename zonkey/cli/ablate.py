@@ -20,7 +20,7 @@ def ablate_cmd(
     steps: Annotated[int | None, typer.Option("--steps", min=1, help="train.steps of every run.")] = None,
     seeds: Annotated[int | None, typer.Option("--seeds", min=1, help="Seeds per variant (default 3).")] = None,
     jobs: Annotated[int, typer.Option("--jobs", "-j", min=1, help="Runs trained at once (worker processes).")] = 1,
-    out: Annotated[Path | None, typer.Option("--out", "-o", help="Grid folder (default: runs/ablate-<recipe>).")] = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Grid folder (default: runs/ablate-<name>).")] = None,
     overrides: Annotated[list[str] | None, typer.Option("--set", "-s", metavar="KEY=VALUE",
                                                         help="Override a value of every run (repeatable).")] = None,
     baseline: Annotated[list[str] | None, typer.Option("--baseline", help="Also train and evaluate a baseline "

@@ -103,7 +103,7 @@ def eval_cmd(
             from zonkey.core.gen_eval import evaluate_generation, run_directory
 
             # the vocabulary, judge and baselines come from the model's own training split
-            train_docs = (corpus if data is None else load_corpus(model.recipe.data)).documents("train")  # noise: held-out only
+            train_docs = (corpus if data is None else load_corpus(model.recipe.data)).documents("train")
             res.update(evaluate_generation(model, train_docs, corpus.documents("heldout"), samples=samples,
                                            infill=infill, seed=seed, with_steps_table=steps_table,
                                            throughput_n=throughput_n if samples or steps_table else 0, infill_items=items,

@@ -111,7 +111,7 @@ def generate(model: ByteTransformer, n: int, *, max_bytes: int | None = None, te
 @torch.no_grad()
 def continuation_logprobs(model: ByteTransformer, prefix: bytes, conts: Sequence[bytes], *,
                           batch: int = 128) -> torch.Tensor:
-    """log p(continuation | start token + prefix) of every continuation, the prefix read once.
+    """The log-probability of every continuation given the start token and the prefix (read once).
 
     A continuation longer than half the context loses its last bytes, and the prefix its oldest
     ones when prefix and the longest continuation exceed the context.

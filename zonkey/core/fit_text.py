@@ -9,7 +9,7 @@ written beside the checkpoints as ``RUN/<kind>-l<level>.json``.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +26,7 @@ def fit_report_path(run_dir: str | Path, kind: str, level: int) -> Path:
     return Path(run_dir) / f"{kind}-l{level}.json"
 
 
-def fit_to_training_text(levels: Sequence[nn.Module], chunks: Sequence[bytes], run_dir: str | Path | None,
+def fit_to_training_text(levels: Iterable[nn.Module], chunks: Sequence[bytes], run_dir: str | Path | None,
                          log: Callable[[str], None] | None = None) -> dict[str, dict[str, Any]]:
     """Fit every component of ``levels`` that fits to the training text.
 

@@ -21,16 +21,16 @@ class EvalSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    max_batches: int | None = Field(None, ge=1, description="held-out batches read at most (null: all)")
-    samples: int = Field(200, ge=0, description="texts generated for the sample metrics (0: none)")
-    infill: int = Field(500, ge=0, description="held-out sentences infilled (0: none)")
-    steps_table: bool = Field(False, description="also score the samples at T = 5, 10, 30 and 100")
-    candidates: int = Field(2000, ge=1, description="autoregressive runs: infill candidates rescored")
-    steps: int = Field(4, ge=1, description="sampler steps back from each noise level of the reconstruction")
+    max_batches: int | None = Field(default=None, ge=1, description="held-out batches read at most (null: all)")
+    samples: int = Field(default=200, ge=0, description="texts generated for the sample metrics (0: none)")
+    infill: int = Field(default=500, ge=0, description="held-out sentences infilled (0: none)")
+    steps_table: bool = Field(default=False, description="also score the samples at T = 5, 10, 30 and 100")
+    candidates: int = Field(default=2000, ge=1, description="autoregressive runs: infill candidates rescored")
+    steps: int = Field(default=4, ge=1, description="sampler steps back from each noise level of the reconstruction")
     seed: int = 0
-    judge_order: int = Field(DEFAULT_ORDER, ge=1, le=7)
+    judge_order: int = Field(default=DEFAULT_ORDER, ge=1, le=7)
     ema: bool = True
-    noise: str | None = Field(None, description="typos=RATE: evaluate on noisy held-out text")
+    noise: str | None = Field(default=None, description="typos=RATE: evaluate on noisy held-out text")
 
 
 def evaluate_run(run: str | Path, settings: EvalSettings | None = None) -> dict[str, Any]:

@@ -6,7 +6,7 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
-from zonkey.plot.run_plots import heldout_sentences, plot_attention, plot_boundaries, plot_bos, plot_curves
+from zonkey.plot.run_plots import heldout_sentences, plot_attention, plot_bos, plot_boundaries, plot_curves
 
 
 class PlotError(ValueError):

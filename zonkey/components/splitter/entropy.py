@@ -23,7 +23,14 @@ from pydantic import Field
 from torch import Tensor
 
 from zonkey.components.splitter.base import SplitterBase
-from zonkey.core.byte_entropy import ENTROPY_SCALE, PAD_KEY, bisect_threshold, fit_tables, mean_segment, position_entropy
+from zonkey.core.byte_entropy import (
+    ENTROPY_SCALE,
+    PAD_KEY,
+    bisect_threshold,
+    fit_tables,
+    mean_segment,
+    position_entropy,
+)
 from zonkey.core.existence import P_EPS
 from zonkey.core.registry import ComponentConfig, register
 from zonkey.core.shapes import LevelContext
