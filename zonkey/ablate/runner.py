@@ -111,28 +111,39 @@ def _train(cell: Cell, log: Callable[[str], None]) -> dict[str, Any]:
 
 
 def curve_summary(run: Path) -> dict[str, float | None]:
-    """How fast the level-0 splitter found word edges, from ``metrics.jsonl`` (training batches).
+    """How fast the level-0 splitter found word edges, and the last loss terms, from ``metrics.jsonl``.
+
+    Both are of training batches, not held-out text.
 
     Returns:
-        ``word_f1_final`` (last logged), ``word_f1_auc`` (mean over the logged steps) and
-        ``steps_to_word_f1_{0.5,0.8,0.9}`` (first logged step at or above it; None: never); empty
-        when nothing was logged.
+        ``word_f1_final`` (last logged), ``word_f1_auc`` (mean over the logged steps),
+        ``steps_to_word_f1_{0.5,0.8,0.9}`` (first logged step at or above it; None: never) and
+        ``final.l<i>.<term>``, every loss term of the last logged row (level 1's ``mlm`` among
+        them); empty when nothing was logged.
     """
     path = run / "metrics.jsonl"
-    rows = []
+    logged: list[dict[str, Any]] = []
     if path.is_file():
         for line in path.read_text(encoding="utf-8").splitlines():
             try:
                 row = json.loads(line)
             except ValueError:
                 continue
-            if isinstance(row.get("l0.word_f1"), (int, float)):
-                rows.append((int(row.get("step", 0)), float(row["l0.word_f1"])))
-    if not rows:
-        return {}
-    out: dict[str, float | None] = {"word_f1_final": rows[-1][1], "word_f1_auc": sum(f for _, f in rows) / len(rows)}
-    for t in (0.5, 0.8, 0.9):
-        out[f"steps_to_word_f1_{t}"] = next((float(s) for s, f in rows if f >= t), None)
+            if isinstance(row, dict):
+                logged.append(row)
+    out: dict[str, float | None] = {}
+    if logged:
+        from zonkey.core.recipe import LossWeights
+
+        last = logged[-1]
+        out.update({f"final.{k}": float(v) for k, v in last.items() if isinstance(v, (int, float))
+                    and "." in k and k.split(".", 1)[1] in LossWeights.model_fields and k[0] == "l"})
+    rows = [(int(r.get("step", 0)), float(r["l0.word_f1"])) for r in logged
+            if isinstance(r.get("l0.word_f1"), (int, float))]
+    if rows:
+        out.update({"word_f1_final": rows[-1][1], "word_f1_auc": sum(f for _, f in rows) / len(rows)})
+        for t in (0.5, 0.8, 0.9):
+            out[f"steps_to_word_f1_{t}"] = next((float(s) for s, f in rows if f >= t), None)
     return out
 
 

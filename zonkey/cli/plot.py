@@ -29,7 +29,5 @@ def plot_cmd(
             written = plot(path, out, texts=text or ())
         except PlotError as exc:
             common.fail(str(exc))
-        except ValueError as exc:  # an unreadable metrics.jsonl line
-            common.fail(str(exc))
     for w in written:
         common.print_text(str(w))

@@ -13,6 +13,25 @@ class PlotError(ValueError):
     """Nothing to plot at a path; the message says what was expected."""
 
 
+def _metrics(path: Path) -> list[dict]:
+    """The rows of a ``metrics.jsonl``.
+
+    Raises:
+        PlotError: a line that is not a JSON object (its number is given).
+    """
+    rows = []
+    for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if line.strip():
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise PlotError(f"{path}:{i}: not a JSON line ({exc.msg})") from None
+            if not isinstance(row, dict):
+                raise PlotError(f"{path}:{i}: not a JSON object")
+            rows.append(row)
+    return rows
+
+
 def plot(path: str | Path, out: str | Path | None = None, *, texts: Sequence[str] = ()) -> list[Path]:
     """Every figure of a run or of an ablation folder.
 
@@ -40,9 +59,7 @@ def plot(path: str | Path, out: str | Path | None = None, *, texts: Sequence[str
             raise PlotError(f"{p / 'ablation.json'}: {exc}") from None
     if not (p / "metrics.jsonl").is_file():
         raise PlotError(f"{p}: neither a run (no metrics.jsonl) nor an ablation folder (no ablation.json)")
-    from zonkey.cli.curves import read_metrics
-
-    rows = read_metrics(p)
+    rows = _metrics(p / "metrics.jsonl")
     if not rows:
         raise PlotError(f"{p}/metrics.jsonl is empty (no step has been logged yet)")
     written = [plot_curves(rows, dest / "curves.png")]
