@@ -48,6 +48,9 @@ def test_ablate_trains_evaluates_and_resumes(tmp_path):
     assert "resumed" in r.output
     train = json.loads((out / "splitter=learned" / "seed-4" / "train.json").read_text())
     assert train["steps"] == 5
+    # another recipe in the same folders is refused, run by run, never silently reused
+    r = _ablate(recipe, "--steps", 5, "--set", "train.lr=0.004", *common)
+    assert r.exit_code == 1 and r.output.count("another recipe") >= 6 and "Traceback" not in r.output
 
 
 def test_ablate_in_worker_processes(tmp_path):

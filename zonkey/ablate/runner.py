@@ -9,6 +9,7 @@ with no checkpoint is started afresh.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import sys
@@ -77,6 +78,15 @@ def _finished(run: Path, fingerprint: str) -> dict[str, Any] | None:
     return saved if isinstance(saved, dict) and saved.get("fingerprint") == fingerprint else None
 
 
+def training_hash(recipe: Any, baseline: str | None) -> str:
+    """A hash of what a run trains, its step count left out (more steps continue the same run)."""
+    from zonkey.core.recipe import recipe_to_dict
+
+    d = recipe_to_dict(recipe)
+    d["train"] = {k: v for k, v in d["train"].items() if k != "steps"}
+    return hashlib.sha256(json.dumps({"recipe": d, "baseline": baseline}, sort_keys=True).encode()).hexdigest()[:16]
+
+
 def _train(cell: Cell, log: Callable[[str], None]) -> dict[str, Any]:
     """Train (or resume) the cell's run; its training summary, summed over sessions."""
     from zonkey.core.recipe import Recipe
@@ -86,6 +96,9 @@ def _train(cell: Cell, log: Callable[[str], None]) -> dict[str, Any]:
     steps = recipe.train.steps
     saved = _saved_step(run)
     prev = read_json(run / TRAIN_FILE) if (run / TRAIN_FILE).is_file() else {}
+    same = training_hash(recipe, cell.baseline)
+    if saved is not None and prev and prev.get("training") != same:
+        raise RuntimeError(f"{run} holds a run of another recipe or baseline; remove it or choose another --out")
     if saved is not None and saved >= steps and prev:
         return prev
     if saved is None and run.exists():
@@ -105,7 +118,7 @@ def _train(cell: Cell, log: Callable[[str], None]) -> dict[str, Any]:
     total_s = float(prev.get("seconds", 0.0)) + seconds
     total_b = float(prev.get("bytes", 0.0)) + nbytes
     out = {"steps": step, "seconds": round(total_s, 2), "bytes": int(total_b),
-           "bytes_per_s": round(total_b / max(total_s, 1e-9), 1)}
+           "bytes_per_s": round(total_b / max(total_s, 1e-9), 1), "training": same}
     atomic_write_json(run / TRAIN_FILE, out)
     return out
 
