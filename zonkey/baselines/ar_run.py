@@ -103,15 +103,18 @@ def read_ar_run(path: str | Path) -> ARRun:
         raise CheckpointError(f"{f}: {where}: {first['msg']}") from None
 
 
-def load_ar_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[ByteTransformer, ARRun]:
+def load_ar_model(path: str | Path, device: str | torch.device = "cpu", *,
+                  verify: bool = True) -> tuple[ByteTransformer, ARRun]:
     """The trained byte transformer of a run (or step) directory, in eval mode, and its run config.
+
+    ``verify`` checks the checkpoint's files against their recorded SHA-256.
 
     Raises:
         CheckpointError: no baseline.json, no checkpoint, corrupt files or weights that do not match.
     """
     run = read_ar_run(path)
     model = ByteTransformer(run.model)
-    c = ckpt.load_checkpoint(path, include_optimizer=False)
+    c = ckpt.load_checkpoint(path, include_optimizer=False, verify=verify)
     ckpt.load_state_strict(model, c.model, c.dir / ckpt.MODEL_FILE)
     return model.to(device).eval(), run
 

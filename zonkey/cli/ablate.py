@@ -17,22 +17,22 @@ def ablate_cmd(
     swap: Annotated[list[str] | None, typer.Option("--swap", metavar="KEY=V1,V2", help="Values to swap in at a "
                                                    "recipe key, e.g. model.levels.0.splitter=learned,fixed,entropy "
                                                    "(repeatable: the grid is their product).")] = None,
-    steps: Annotated[int | None, typer.Option("--steps", min=1, help="train.steps of every run.")] = None,
-    seeds: Annotated[int | None, typer.Option("--seeds", min=1, help="Seeds per variant (default 3).")] = None,
-    jobs: Annotated[int, typer.Option("--jobs", "-j", min=1, help="Runs trained at once (worker processes).")] = 1,
+    steps: Annotated[int | None, typer.Option("--steps", min=1, max=10**9, help="train.steps of every run.")] = None,
+    seeds: Annotated[int | None, typer.Option("--seeds", min=1, max=1000, help="Seeds per variant (default 3).")] = None,
+    jobs: Annotated[int, typer.Option("--jobs", "-j", min=1, max=256, help="Runs trained at once (worker processes).")] = 1,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Grid folder (default: runs/ablate-<name>).")] = None,
     overrides: Annotated[list[str] | None, typer.Option("--set", "-s", metavar="KEY=VALUE",
                                                         help="Override a value of every run (repeatable).")] = None,
     baseline: Annotated[list[str] | None, typer.Option("--baseline", help="Also train and evaluate a baseline "
                                                        "at the same budget: ar.")] = None,
-    max_batches: Annotated[int | None, typer.Option("--max-batches", min=1, help="Held-out batches evaluated.")] = None,
-    samples: Annotated[int | None, typer.Option("--samples", min=0, help="Samples generated per run.")] = None,
-    infill: Annotated[int | None, typer.Option("--infill", min=0, help="Infill problems per run.")] = None,
+    max_batches: Annotated[int | None, typer.Option("--max-batches", min=1, max=common.MAX_COUNT, help="Held-out batches evaluated.")] = None,
+    samples: Annotated[int | None, typer.Option("--samples", min=0, max=common.MAX_COUNT, help="Samples generated per run.")] = None,
+    infill: Annotated[int | None, typer.Option("--infill", min=0, max=common.MAX_COUNT, help="Infill problems per run.")] = None,
     steps_table: Annotated[bool | None, typer.Option("--steps-table/--no-steps-table",
                                                      help="Also score samples at T = 5, 10, 30, 100.")] = None,
     noise: Annotated[str | None, typer.Option("--noise", metavar="typos=RATE", help="Also evaluate on noisy "
                                               "held-out text (metrics prefixed noisy.).")] = None,
-    threads: Annotated[int, typer.Option("--run-threads", min=1, help="Torch threads of each run.")] = 1,
+    threads: Annotated[int, typer.Option("--run-threads", min=1, max=common.MAX_THREADS, help="Torch threads of each run.")] = 1,
     as_json: Annotated[bool, typer.Option("--json", help="Print ablation.json's content.")] = False,
 ) -> None:
     """Train every variant of RECIPE over seeds, evaluate each, write ablation.md and ablation.json.

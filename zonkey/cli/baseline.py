@@ -9,6 +9,10 @@ import typer
 
 from zonkey.cli import common
 
+#: the most training steps or seconds a flag accepts (past them a run would not end)
+MAX_TRAIN_STEPS = 10**9
+MAX_SECONDS = 10.0**8
+
 app = typer.Typer(help="Baselines trained on the same data as a recipe, evaluated by the same `zonkey eval`.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_show_locals=False)
 
@@ -17,13 +21,13 @@ app = typer.Typer(help="Baselines trained on the same data as a recipe, evaluate
 def ar_cmd(
     recipe: Annotated[str, typer.Argument(help="The recipe whose data, batches, optimiser and steps it shares.")],
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Run directory (default: runs/<recipe>-ar).")] = None,
-    steps: Annotated[int | None, typer.Option("--steps", min=1, help="Train this many steps (default: the "
+    steps: Annotated[int | None, typer.Option("--steps", min=1, max=MAX_TRAIN_STEPS, help="Train this many steps (default: the "
                                               "recipe's train.steps).")] = None,
-    seconds: Annotated[float | None, typer.Option("--seconds", min=1, help="Stop after this many seconds of "
+    seconds: Annotated[float | None, typer.Option("--seconds", min=1, max=MAX_SECONDS, help="Stop after this many seconds of "
                                                   "training (a time budget; the steps still cap it).")] = None,
-    d_model: Annotated[int, typer.Option("--d-model", min=8, help="Width.")] = 128,
-    layers: Annotated[int, typer.Option("--layers", min=1, help="Transformer blocks.")] = 4,
-    heads: Annotated[int, typer.Option("--heads", min=1, help="Attention heads.")] = 4,
+    d_model: Annotated[int, typer.Option("--d-model", min=8, max=8192, help="Width.")] = 128,
+    layers: Annotated[int, typer.Option("--layers", min=1, max=256, help="Transformer blocks.")] = 4,
+    heads: Annotated[int, typer.Option("--heads", min=1, max=256, help="Attention heads.")] = 4,
     overrides: Annotated[list[str] | None, typer.Option("--set", "-s", metavar="KEY=VALUE",
                                                         help="Override a value of the recipe (repeatable).")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out.")] = False,
@@ -58,11 +62,13 @@ def ar_cmd(
 @app.command("sample")
 def sample_cmd(
     run: Annotated[Path, typer.Argument(help="An autoregressive baseline run.")],
-    n: Annotated[int, typer.Option("-n", min=1, help="Texts to draw.")] = 8,
-    max_bytes: Annotated[int | None, typer.Option("--max-bytes", min=1, help="Longest text (default: the "
-                                                  "model's context).")] = None,
-    temperature: Annotated[float, typer.Option("--temperature", min=0.01, help="Softmax temperature.")] = 1.0,
-    seed: Annotated[int, typer.Option("--seed")] = 0,
+    n: Annotated[int, typer.Option("-n", min=1, max=common.MAX_COUNT, help="Texts to draw.")] = 8,
+    max_bytes: Annotated[int | None, typer.Option("--max-bytes", min=1, max=common.MAX_COUNT,
+                                                  help="Longest text (default: the model's context).")] = None,
+    temperature: Annotated[float, typer.Option("--temperature", min=0.01, max=100.0,
+                                               help="Softmax temperature.")] = 1.0,
+    seed: common.Seed = 0,
+    no_verify: common.NoVerify = False,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per text.")] = False,
 ) -> None:
     """Draw texts from the baseline, byte by byte (a key/value cache keeps it linear)."""
@@ -72,7 +78,7 @@ def sample_cmd(
         from zonkey.baselines.ar_run import load_ar_model
         from zonkey.core.ar_eval import generate
 
-        model, _ = load_ar_model(run)
+        model, _ = load_ar_model(run, verify=not no_verify)
         texts = [t.decode("utf-8", errors="replace") for t in generate(model, n, max_bytes=max_bytes,
                                                                          temperature=temperature, seed=seed)]
     for t in texts:
@@ -81,14 +87,14 @@ def sample_cmd(
 
 def eval_ar_run(run: Path, *, data: str | None, noise: Any, max_batches: int | None, seed: int, samples: int,
                 infill: int, candidates: int, items: list[tuple[str, str, str]] | None, judge_order: int,
-                as_json: bool) -> None:
+                verify: bool, as_json: bool) -> None:
     """``zonkey eval`` of an autoregressive baseline run: the metrics that apply to a byte LM."""
     with common.user_errors():
         from zonkey.baselines.ar_run import load_ar_model, run_dir_of
         from zonkey.core.ar_eval import evaluate_ar
         from zonkey.data import load_corpus
 
-        model, cfg = load_ar_model(run)
+        model, cfg = load_ar_model(run, verify=verify)
         dcfg = cfg.data if data is None else cfg.data.model_copy(update={"source": data})
         corpus = load_corpus(dcfg)
         train_docs = (corpus if data is None else load_corpus(cfg.data)).documents("train")

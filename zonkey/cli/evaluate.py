@@ -47,7 +47,7 @@ def eval_cmd(
     noise: Annotated[str | None, typer.Option("--noise", metavar="typos=RATE", help="Evaluate on held-out text "
                                               "with seeded random character insertions, deletions and "
                                               "substitutions at RATE per character.")] = None,
-    candidates: Annotated[int, typer.Option("--candidates", min=1, help="Autoregressive baseline runs: infill "
+    candidates: Annotated[int, typer.Option("--candidates", min=1, max=common.MAX_COUNT, help="Autoregressive baseline runs: infill "
                                             "by rescoring this many most frequent training tokens.")] = 2000,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
@@ -82,7 +82,8 @@ def eval_cmd(
         if steps_table:
             common.warn("--steps-table does not apply to an autoregressive run (it has no denoising steps)")
         eval_ar_run(ckpt, data=data, noise=spec, max_batches=max_batches, seed=seed, samples=samples, infill=infill,
-                    candidates=candidates, items=items, judge_order=judge_order, as_json=as_json)
+                    candidates=candidates, items=items, judge_order=judge_order, verify=not no_verify,
+                    as_json=as_json)
         return
     noise_info = None
     with common.user_errors():

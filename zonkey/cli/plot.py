@@ -15,6 +15,7 @@ def plot_cmd(
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Folder of the PNGs (default: PATH/plots).")] = None,
     text: Annotated[list[str] | None, typer.Option("--text", help="A sentence for the BOS and attention figures "
                                                    "(repeatable; default: three held-out sentences).")] = None,
+    no_verify: common.NoVerify = False,
 ) -> None:
     """Draw a run's training curves, boundaries, BOS/existence and attention figures, or an ablation's bars."""
     if not path.exists():
@@ -26,7 +27,7 @@ def plot_cmd(
 
     with common.user_errors():
         try:
-            written = plot(path, out, texts=text or ())
+            written = plot(path, out, texts=text or (), verify=not no_verify)
         except PlotError as exc:
             common.fail(str(exc))
     for w in written:

@@ -30,6 +30,7 @@ class EvalSettings(BaseModel):
     seed: int = 0
     judge_order: int = Field(default=DEFAULT_ORDER, ge=1, le=7)
     ema: bool = True
+    verify: bool = Field(default=True, description="check the checkpoint's files against their SHA-256")
     noise: str | None = Field(default=None, description="typos=RATE: evaluate on noisy held-out text")
 
 
@@ -58,7 +59,7 @@ def evaluate_run(run: str | Path, settings: EvalSettings | None = None) -> dict[
         from zonkey.baselines.ar_run import load_ar_model, run_dir_of
         from zonkey.core.ar_eval import evaluate_ar
 
-        model, cfg = load_ar_model(run)
+        model, cfg = load_ar_model(run, verify=s.verify)
         corpus = load_corpus(cfg.data)
         train_docs = corpus.documents("train")
         if spec is not None:
@@ -72,7 +73,7 @@ def evaluate_run(run: str | Path, settings: EvalSettings | None = None) -> dict[
         from zonkey.core.gen_eval import evaluate_generation, run_directory
         from zonkey.core.model import ZonkeyModel
 
-        model = ZonkeyModel.from_run(run, use_ema=s.ema)
+        model = ZonkeyModel.from_run(run, use_ema=s.ema, verify=s.verify)
         corpus = load_corpus(model.recipe.data)
         train_docs = corpus.documents("train")
         if spec is not None:

@@ -32,7 +32,8 @@ def _metrics(path: Path) -> list[dict]:
     return rows
 
 
-def plot(path: str | Path, out: str | Path | None = None, *, texts: Sequence[str] = ()) -> list[Path]:
+def plot(path: str | Path, out: str | Path | None = None, *, texts: Sequence[str] = (),
+         verify: bool = True) -> list[Path]:
     """Every figure of a run or of an ablation folder.
 
     Args:
@@ -40,6 +41,7 @@ def plot(path: str | Path, out: str | Path | None = None, *, texts: Sequence[str
             attention figures) or an ablation folder (``ablation.json``).
         out: where the PNGs go (default: ``PATH/plots``).
         texts: sentences for the BOS and attention figures (default: three held-out sentences).
+        verify: check the checkpoint's files against their SHA-256 before loading the model.
 
     Returns:
         The PNGs written.
@@ -69,7 +71,7 @@ def plot(path: str | Path, out: str | Path | None = None, *, texts: Sequence[str
         from zonkey.core.model import ZonkeyModel
         from zonkey.data import load_corpus
 
-        model = ZonkeyModel.from_run(p)
+        model = ZonkeyModel.from_run(p, verify=verify)
         chosen = list(texts) or heldout_sentences(load_corpus(model.recipe.data).documents("heldout"))
         if chosen:
             written.append(plot_bos(model, chosen, dest / "bos.png"))
