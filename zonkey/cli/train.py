@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -28,6 +29,8 @@ def train(
 
         run_dir = out if out is not None else Path("runs") / rec.name
         result = run_training(rec, run_dir, resume=resume, progress=progress, verify=not no_verify)
+    if os.environ.get("RANK", "0") not in ("", "0"):  # under torchrun only rank 0 reports
+        return
     summary = {"run_dir": str(result.run_dir), "step": result.step, "last_loss": result.last_loss,
                "skipped_steps": result.skipped_steps, "seconds": round(result.seconds, 1),
                "bytes_per_s": round(result.metrics["bytes_per_s"], 1)}

@@ -10,6 +10,7 @@ in every checkpoint. So on CPU, N steps straight and N/2 + resume + N/2 give ide
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import sys
@@ -22,6 +23,8 @@ from typing import Any
 import torch
 
 from zonkey.core import checkpoint as ckpt
+from zonkey.core import distributed
+from zonkey.core.checkpoint.layout import step_name
 from zonkey.core.fit_text import fit_to_training_text
 from zonkey.core.losses import byte_balance_weights
 from zonkey.core.model import ZonkeyModel, build_model
@@ -80,9 +83,15 @@ class Trainer:
         self.verify = verify
         self.cfg = recipe.train
         self.run_dir = Path(run_dir)
-        self.log = log or (lambda s: print(s, file=sys.stderr, flush=True))
-        self.progress = sys.stderr.isatty() if progress is None else progress
-        self.device = resolve_device(self.cfg.device)
+        # under torchrun: a process group, this rank's device; only rank 0 logs and writes
+        self.dist = distributed.setup(self.cfg.device)
+        self.main = self.dist is None or self.dist.main
+        self.log = (log or (lambda s: print(s, file=sys.stderr, flush=True))) if self.main else (lambda s: None)
+        self.progress = (sys.stderr.isatty() if progress is None else progress) and self.main
+        self.device = self.dist.device if self.dist is not None else resolve_device(self.cfg.device)
+        self.autocast = self.cfg.precision == "bf16" and self.device.type == "cuda"
+        if self.cfg.precision == "bf16" and not self.autocast:
+            self.log(f"note: train.precision bf16 applies on CUDA only; this {self.device.type} run trains in float32")
         if self.cfg.threads:
             torch.set_num_threads(self.cfg.threads)
         torch.manual_seed(self.cfg.seed)
@@ -103,7 +112,8 @@ class Trainer:
         else:
             self._start_fresh()
             # rule-based parts counted on the training text (their tables are buffers, saved with the model)
-            if fit_to_training_text(self.model.levels, self.corpus.train, self.run_dir, self.log):
+            if fit_to_training_text(self.model.levels, self.corpus.train, self.run_dir if self.main else None,
+                                    self.log):
                 self.ema = EMA(self.model, self.cfg.ema_decay)  # its copy of the buffers: the fitted ones
         alpha = recipe.model.byte_loss.balance
         if alpha:
@@ -118,6 +128,13 @@ class Trainer:
                 self.log(f"note: model.levels.{i}.schedule.lr_start is {lv.schedule.lr_start} "
                          f">= train.steps {self.cfg.steps}: "
                          f"level {i}'s parameters will not train in this run")
+        self.net: torch.nn.Module = self.model  # what a step calls: the model, or the model under DDP
+        if self.dist is not None:
+            if not resume and not self.dist.main:
+                torch.manual_seed(distributed.rank_seed(self.cfg.seed, self.dist.rank))
+            self.net = distributed.wrap_model(self.model, self.dist)
+            self.log(f"data parallel: {self.dist.world} ranks on {self.device.type}, each {1 / self.dist.world:.3g} "
+                     "of every batch's rows")
 
     # -- run directory ------------------------------------------------------------------------
     def _start_fresh(self) -> None:
@@ -125,6 +142,8 @@ class Trainer:
             raise TrainingError(
                 f"{self.run_dir} already holds a run; pass --resume to continue it or choose another --out"
             )
+        if not self.main:
+            return
         self.run_dir.mkdir(parents=True, exist_ok=True)
         ckpt.write_recipe_json(self.run_dir, recipe_to_dict(self.recipe))
         (self.run_dir / "metrics.jsonl").touch()
@@ -145,9 +164,16 @@ class Trainer:
             self.ema.load(c.ema, counts)
         if c.optimizer is not None:
             ckpt.optimizer_from_tensors(self.optimizer, *c.optimizer)
-        if c.rng:
-            ckpt.set_rng_state(c.rng)
         st = c.state
+        if self.dist is not None and c.rng:
+            dev = f"torch.cuda.{self.device.index}"  # this rank's own device, never every device's
+            ckpt.set_rng_state({k: v for k, v in c.rng.items() if not k.startswith(("rank", "torch.cuda.")) or k == dev})
+            if not self.dist.main and not distributed.restore_rank_rng(self.dist, c.rng, st.get("world"),
+                                                                        self.cfg.seed, int(st["step"])):
+                self.log(f"rank {self.dist.rank}: the checkpoint was saved by {st.get('world', 1)} ranks; "
+                         "fresh generator for this rank")
+        elif c.rng:
+            ckpt.set_rng_state(c.rng)
         self.step = int(st["step"])
         self.skipped = int(st.get("skipped", 0))
         self.nonfinite_run = int(st.get("nonfinite_run", 0))
@@ -161,11 +187,18 @@ class Trainer:
             The checkpoint's directory.
         """
         state = {"step": self.step, "skipped": self.skipped, "nonfinite_run": self.nonfinite_run,
-                 "bytes_seen": self.bytes_seen, "ema_counts": dict(self.ema.counts)}
+                 "bytes_seen": self.bytes_seen, "ema_counts": dict(self.ema.counts),
+                 "world": self.dist.world if self.dist is not None else 1}
+        others = distributed.gather_rng(self.dist)  # a collective: every rank takes part, rank 0 writes
+        if not self.main:
+            return self.run_dir / ckpt.CHECKPOINTS_DIR / step_name(self.step)
         return ckpt.save_checkpoint(self.run_dir, step=self.step, model=self.model, ema=self.ema.state(),
-                                    optimizer=self.optimizer, state=state, recipe=recipe_to_dict(self.recipe))
+                                    optimizer=self.optimizer, state=state, recipe=recipe_to_dict(self.recipe),
+                                    rng_extra=others)
 
     def _write_metrics(self, row: dict[str, Any]) -> None:
+        if not self.main:
+            return
         with open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8") as f:
             f.write(json.dumps(row) + "\n")
 
@@ -173,7 +206,11 @@ class Trainer:
     def train_step(self) -> tuple[float | None, dict[str, float], int]:
         """One optimisation step. Returns (loss or None if skipped, logged values, bytes in batch)."""
         self.model.train()
-        batch = self.batches.batch(self.step).to(self.device)
+        batch = self.batches.batch(self.step)
+        global_bytes, weight = batch.num_bytes, 1.0
+        if self.dist is not None:  # this rank's rows of the step's batch; the loss weighted by their share
+            batch, weight = distributed.shard_batch(batch, self.dist.rank, self.dist.world)
+        batch = batch.to(self.device)
         lr = lr_at(self.step, self.cfg)
         # levels on their own schedule (their groups are tagged by param_groups): one value each
         levels = self.recipe.model.levels
@@ -184,8 +221,9 @@ class Trainer:
         for g in self.optimizer.param_groups:
             g["lr"] = level_lr[g["level"]] if "level" in g else prior_lr[g["prior"]] if "prior" in g else lr
         scales = self.cfg.scales(self.step)
-        out = self.model(batch.tokens, batch.valid, scales=scales)
-        loss = out.loss
+        with torch.autocast("cuda", dtype=torch.bfloat16) if self.autocast else contextlib.nullcontext():
+            out = self.net(batch.tokens, batch.valid, scales=scales)
+        loss = out.loss if weight == 1.0 else out.loss * weight
         self._last_split = (batch.tokens, batch.valid, out.levels[0].split.p_bos.detach()) if out.levels else None
         self.optimizer.zero_grad(set_to_none=True)
         values = {k: float(v.detach()) for k, v in out.terms.items()}
@@ -194,20 +232,21 @@ class Trainer:
         values.update({f"lr.l{i}": v for i, v in level_lr.items()})
         values.update({f"lr.l{i}.prior": v for i, v in prior_lr.items()})
         values.update({f"w.{k}": v for k, v in scales.items()})
-        if not torch.isfinite(loss):
+        mean_loss, finite = distributed.agree_loss(loss, self.dist)  # every rank skips, or none does
+        if not finite:
             self._skip_nonfinite("loss", [k for k, v in values.items() if not math.isfinite(v)])
-            return None, values, batch.num_bytes
+            return None, values, global_bytes
         loss.backward()
         gn = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
         values["grad_norm"] = float(gn)
         if not torch.isfinite(gn):  # clipping by an infinite norm would write NaN into the weights
             self.optimizer.zero_grad(set_to_none=True)
             self._skip_nonfinite("gradient", ["grad_norm"])
-            return None, values, batch.num_bytes
+            return None, values, global_bytes
         self.optimizer.step()
         self.ema.update(self.model, self.step)
         self.nonfinite_run = 0
-        return float(loss.detach()), values, batch.num_bytes
+        return mean_loss, values, global_bytes
 
     def _skip_nonfinite(self, what: str, bad: list[str]) -> None:
         """Count and log a skipped step; stop once ``train.max_nonfinite`` come in a row.
@@ -316,4 +355,7 @@ class _Progress:
 def train(recipe: Recipe, run_dir: str | Path, *, resume: bool = False, progress: bool | None = None,
           stop_at: int | None = None, verify: bool = True) -> TrainResult:
     """Train ``recipe`` into ``run_dir`` (library entry point of ``zonkey train``; see :class:`Trainer`)."""
-    return Trainer(recipe, run_dir, resume=resume, progress=progress, verify=verify).fit(stop_at=stop_at)
+    trainer = Trainer(recipe, run_dir, resume=resume, progress=progress, verify=verify)
+    result = trainer.fit(stop_at=stop_at)
+    distributed.teardown(trainer.dist)  # not on an error: torchrun stops the other ranks then
+    return result

@@ -136,8 +136,13 @@ def rng_state() -> dict[str, Tensor]:
     """
     out: dict[str, Tensor] = {"torch.cpu": torch.get_rng_state()}
     if torch.cuda.is_available() and torch.cuda.is_initialized():
-        for i, s in enumerate(torch.cuda.get_rng_state_all()):
-            out[f"torch.cuda.{i}"] = s
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            # one device per rank: reading every device's generator would open a context on each
+            i = torch.cuda.current_device()
+            out[f"torch.cuda.{i}"] = torch.cuda.get_rng_state(i)
+        else:
+            for i, s in enumerate(torch.cuda.get_rng_state_all()):
+                out[f"torch.cuda.{i}"] = s
     version, internal, gauss_next = random.getstate()
     out["python.random.version"] = torch.tensor(version, dtype=torch.int64)
     out["python.random.state"] = torch.tensor(internal, dtype=torch.int64)

@@ -131,6 +131,7 @@ def save_checkpoint(
     state: dict[str, Any],
     recipe: dict[str, Any] | BaseModel | None = None,
     keep: int = 2,
+    rng_extra: dict[str, Tensor] | None = None,
 ) -> Path:
     """Save a complete checkpoint of step ``step`` atomically and update LATEST and RUN's weights.
 
@@ -145,6 +146,8 @@ def save_checkpoint(
         keep: how many checkpoints to keep, the new one included. Others are removed only after
             LATEST points at the new one; checkpoints of a higher step (an abandoned continuation
             of an earlier state) are removed too.
+        rng_extra: further generator states saved beside this process's own in the generator file
+            (the other ranks' under data-parallel training, keys ``rank<r>.*``).
 
     Returns:
         The new checkpoint directory.
@@ -170,7 +173,7 @@ def save_checkpoint(
         opt_parts = (opt_tensors, {OPTIMIZER_META_KEY: json.dumps(opt_meta, allow_nan=True)})
 
     try:
-        final = _write_checkpoint(run, ckdir, step, model, ema, opt_parts, state_bytes, recipe)
+        final = _write_checkpoint(run, ckdir, step, model, ema, opt_parts, state_bytes, recipe, rng_extra or {})
     except (OSError, SafetensorError) as exc:
         if isinstance(exc, CheckpointError):
             raise
@@ -192,6 +195,7 @@ def _write_checkpoint(
     opt_parts: tuple[dict[str, Tensor], dict[str, str]] | None,
     state_bytes: bytes,
     recipe: dict[str, Any] | BaseModel | None,
+    rng_extra: dict[str, Tensor],
 ) -> Path:
     """The writes of :func:`save_checkpoint`, in their crash-safe order; returns the new step directory."""
     name = step_name(step)
@@ -213,7 +217,7 @@ def _write_checkpoint(
         files[OPTIMIZER_FILE] = _write_durable(
             tmp / OPTIMIZER_FILE, lambda p: write_safetensors(p, opt_parts[0], opt_parts[1])
         )
-    files[RNG_FILE] = _write_durable(tmp / RNG_FILE, lambda p: write_safetensors(p, rng_state(), None))
+    files[RNG_FILE] = _write_durable(tmp / RNG_FILE, lambda p: write_safetensors(p, {**rng_state(), **rng_extra}, None))
     info = {
         "format": "zonkey-checkpoint",
         "format_version": FORMAT_VERSION,

@@ -5,6 +5,8 @@ Also the per-level loss weights, which the curriculum names.
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
@@ -114,6 +116,9 @@ class TrainConfig(Strict):
     save_every: int = Field(default=0, ge=0, description="0: save only at the end")
     max_nonfinite: int = Field(default=5, ge=1, description="stop after this many non-finite losses in a row")
     device: str = Field(default="auto", description="'auto', 'cpu' or 'cuda[:i]'")
+    precision: Literal["fp32", "bf16"] = Field(
+        default="fp32", description="bf16: the forward pass under bfloat16 autocast on CUDA (float32 on CPU, with a "
+        "note); existence math stays float32 either way")
     threads: int = Field(default=0, ge=0, le=1024, description="torch CPU threads, 0 = torch's default")
     curriculum: list[Ramp] = Field(default_factory=list, description="per-level / per-term weight ramps (§8)")
 
