@@ -20,8 +20,9 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from einops import rearrange
-from torch import Tensor
+from torch import Tensor, nn
 
 P_EPS = 1e-6  # p_bos lives in (P_EPS, 1 - P_EPS), §4
 # log(1 − p_bos) for p_bos in [P_EPS, 1 − P_EPS], as exact Python floats (rounded once into the
@@ -33,6 +34,26 @@ NEG_INF = float("-inf")
 
 def _f32(x: Tensor) -> Tensor:
     return x.float() if x.dtype != torch.float64 else x
+
+
+def float32_logits(head: nn.Linear, h: Tensor) -> Tensor:
+    """A BOS head's logits in float32 (float64 stays float64), whatever autocast is on.
+
+    Under bf16 autocast a head's output would be rounded to bf16, and the probabilities near 1
+    that existence depends on with it (bf16 rounds 1 − 1e-4 to 1.0). The head is one row of
+    weights, so running it in float32 costs nothing.
+
+    Args:
+        head: a linear layer ``d -> out``.
+        h: (..., d) its input, any float dtype.
+
+    Returns:
+        (..., out) float32 logits.
+    """
+    dtype = torch.float64 if h.dtype == torch.float64 else torch.float32
+    with torch.autocast(h.device.type, enabled=False):
+        bias = None if head.bias is None else head.bias.to(dtype)
+        return F.linear(h.to(dtype), head.weight.to(dtype), bias)
 
 
 def clamp_p(p_bos: Tensor) -> Tensor:

@@ -21,7 +21,7 @@ from einops import rearrange, repeat
 from pydantic import Field
 from torch import Tensor, nn
 
-from zonkey.core.existence import log_existence_from_bos_logits
+from zonkey.core.existence import float32_logits, log_existence_from_bos_logits
 from zonkey.core.outputs import DenoiseOutput
 from zonkey.core.registry import ComponentConfig, register
 from zonkey.core.shapes import LevelContext
@@ -100,11 +100,11 @@ class DdmmDenoiser(nn.Module):
         prompt = self.prompt(z, sigma, cond)
         p = prompt.shape[1]
         rough = self.expand(prompt)  # (s, m, d)
-        rough_logits = self.rough_bos(rough).squeeze(-1)  # (s, m)
+        rough_logits = float32_logits(self.rough_bos, rough).squeeze(-1)  # (s, m)
         rough_le = log_existence_from_bos_logits(rough_logits)  # (s, m)
         le = torch.cat([rough_le.new_zeros(z.shape[0], p), rough_le], dim=1)  # (s, k+1+m)
         h = self.encoder(torch.cat([prompt, rough + self.slot_pos], dim=1), le)[:, p:]  # (s, m, d)
-        logits = self.bos(h).squeeze(-1)  # (s, m)
+        logits = float32_logits(self.bos, h).squeeze(-1)  # (s, m)
         return DenoiseOutput(
             x_hat=self.out(h),
             bos_logits=logits,

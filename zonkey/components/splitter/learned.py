@@ -26,7 +26,7 @@ from pydantic import Field
 from torch import Tensor, nn
 
 from zonkey.components.splitter.base import SplitterBase
-from zonkey.core.existence import P_EPS
+from zonkey.core.existence import P_EPS, float32_logits
 from zonkey.core.registry import ComponentConfig, register
 from zonkey.core.shapes import LevelContext
 from zonkey.core.transformer import Encoder
@@ -66,7 +66,7 @@ class LearnedSplitter(SplitterBase):
         if self.encoder is not None:
             log_e = torch.zeros(valid.shape, device=x.device).masked_fill(~valid, float("-inf"))
             h = self.encoder(h, log_e, causal=self.causal)
-        logit = self.head(h).squeeze(-1)  # (b, n)
+        logit = float32_logits(self.head, h).squeeze(-1)  # (b, n) float32 even under autocast
         return torch.sigmoid(logit).clamp(P_EPS, 1 - P_EPS).masked_fill(~valid, 0.0)
 
 
