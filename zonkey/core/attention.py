@@ -28,7 +28,7 @@ from torch import Tensor, nn
 from zonkey.core.registry import ComponentConfig, UnknownComponentError, registry
 
 # The backends zonkey ships (registered by ``zonkey.components.attention``); plugins may add more.
-BACKENDS: tuple[str, ...] = ("reference", "sdpa", "flex", "hard")
+BACKENDS: tuple[str, ...] = ("reference", "sdpa", "flex", "hard", "auto")
 FLOAT_DTYPES: tuple[torch.dtype, ...] = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 
@@ -227,7 +227,7 @@ def probabilistic_attention(
         log_existence: (b, n) log existence of every position (0 = certain, −inf = hard padding).
         causal: mask keys after the query as well.
         backend: the registry name of an attention backend (built-in: ``reference``, ``sdpa``,
-            ``flex``, ``hard``), run with its default options.
+            ``flex``, ``hard``, ``auto``: flex on CUDA, sdpa elsewhere), run with its default options.
 
     Returns:
         (b, h, n, dh); rows of padded queries are exactly 0.

@@ -29,3 +29,43 @@ def test_sdpa_on_cuda_matches_reference_in_output_and_every_gradient() -> None:
         results[backend] = (out, q.grad, k.grad, v.grad, log_e.grad)
     for a, r in zip(results["sdpa"], results["reference"], strict=True):
         torch.testing.assert_close(a, r, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_sdpa_on_cuda_returns_the_log_existence_gradient_at_fused_kernel_shapes(dtype: torch.dtype) -> None:
+    """At a shape and dtype where PyTorch would pick a fused kernel (dh 64, half precision), the
+    bias's gradient reaches log_existence and matches the float32 reference's (the cuDNN kernel,
+    preferred on H100/H200, returns none; the backend keeps to kernels that do)."""
+    g = torch.Generator().manual_seed(5)
+    q0, k0, v0 = (torch.randn(2, 4, 256, 64, generator=g).cuda() for _ in range(3))
+    le0 = (-torch.rand(2, 256, generator=g).cumsum(-1) * 0.02).cuda()
+    le0[1, 200:] = float("-inf")
+    grads = {}
+    for backend, dt in (("reference", torch.float32), ("sdpa", dtype)):
+        le = le0.clone().requires_grad_(True)
+        q, k, v = (t.to(dt).requires_grad_(True) for t in (q0, k0, v0))
+        out = probabilistic_attention(q, k, v, le, backend=backend)
+        (out.float() * torch.linspace(-1, 1, out.numel(), device="cuda").reshape(out.shape)).sum().backward()
+        grads[backend] = le.grad
+    assert grads["sdpa"] is not None and grads["sdpa"].abs().sum() > 0
+    torch.testing.assert_close(grads["sdpa"], grads["reference"], rtol=5e-2, atol=5e-2)
+
+
+def test_sdpa_restricts_kernels_only_when_the_bias_needs_a_gradient(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On CPU the kernel choice is PyTorch's; the restriction is for CUDA tensors whose bias requires grad."""
+    import zonkey.components.attention.sdpa as sdpa_mod
+
+    entered: list[object] = []
+    real = sdpa_mod.sdpa_kernel
+
+    def spy(backends):
+        entered.append(backends)
+        return real(backends)
+
+    monkeypatch.setattr(sdpa_mod, "sdpa_kernel", spy)
+    q, k, v, log_e = attention_case(dtype=torch.float32)
+    probabilistic_attention(q, k, v, log_e.requires_grad_(True), backend="sdpa")
+    assert entered == []
+    assert sdpa_mod.SDPBackend.CUDNN_ATTENTION not in sdpa_mod.BIAS_GRAD_KERNELS
+    assert sdpa_mod.SDPBackend.EFFICIENT_ATTENTION in sdpa_mod.BIAS_GRAD_KERNELS

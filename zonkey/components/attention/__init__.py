@@ -1,3 +1,3 @@
-"""Attention backends: one registered entry per file (reference, sdpa, flex, hard)."""
+"""Attention backends: one registered entry per file (reference, sdpa, flex, hard, auto)."""
 
-from zonkey.components.attention import flex, hard, reference, sdpa  # noqa: F401
+from zonkey.components.attention import auto, flex, hard, reference, sdpa  # noqa: F401
