@@ -12,11 +12,15 @@ Peak memory is the growth over the memory held just before the measured call:
    after freed heap pages are returned with ``malloc_trim``; elsewhere ``getrusage`` max RSS,
    which can only over-report (it also covers warm-up).
 
+``sdpa-nobias`` is not a backend: it is PyTorch's ``scaled_dot_product_attention`` without any
+mask (on CUDA the flash kernel), the speed ceiling a probabilistic-attention backend is compared to.
+
 Usage::
 
     python benchmarks/attention.py                       # default backends and shapes, a table
     python benchmarks/attention.py --json                # one JSON object per row
     python benchmarks/attention.py --backends sdpa --shapes 64x8x36x32 --repeats 20
+    python benchmarks/attention.py --device cuda --dtype bfloat16 --sweep   # n = 64 … 8192 beside sdpa-nobias
 """
 
 from __future__ import annotations
@@ -37,6 +41,9 @@ from typing import Any
 DEFAULT_BACKENDS = ("reference", "sdpa", "flex")
 # (b, h, n, dh): b·h = 512 at segment length 36, and b·h = 16 at sequence length 1024
 DEFAULT_SHAPES = ("64x8x36x32", "2x8x1024x32")
+CEILING = "sdpa-nobias"  # bias-free scaled_dot_product_attention: the speed ceiling
+SWEEP_NS = (64, 128, 256, 512, 1024, 2048, 4096, 8192)
+SWEEP_TOKENS = 32768  # b · n of every sweep shape (b = SWEEP_TOKENS / n), h 8, dh 64
 MIB = 1024 * 1024
 
 
@@ -123,7 +130,10 @@ def _worker(args: argparse.Namespace) -> dict[str, Any]:
     def step() -> None:
         for t in (q, k, v, log_e):
             t.grad = None
-        out = probabilistic_attention(q, k, v, log_e, backend=args.backend)
+        if args.backend == CEILING:
+            out = torch.nn.functional.scaled_dot_product_attention(q, k, v)
+        else:
+            out = probabilistic_attention(q, k, v, log_e, backend=args.backend)
         out.backward(grad_out)
 
     try:
@@ -242,6 +252,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds per (backend, shape) subprocess")
     parser.add_argument("--json", action="store_true", help="print one JSON object per row instead of a table")
+    parser.add_argument("--sweep", action="store_true",
+                        help=f"shapes {SWEEP_TOKENS}/n x 8 x n x 64 for n = {', '.join(map(str, SWEEP_NS))}; "
+                        f"backends reference, sdpa, flex and {CEILING} unless --backends is given")
     # internal: one measurement in this process
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--backend", help=argparse.SUPPRESS)
@@ -256,6 +269,10 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(_worker(args)))
         return 0
 
+    if args.sweep:
+        args.shapes = ",".join(f"{max(1, SWEEP_TOKENS // n)}x8x{n}x64" for n in SWEEP_NS)
+        if args.backends == ",".join(DEFAULT_BACKENDS):
+            args.backends = ",".join((*DEFAULT_BACKENDS, CEILING))
     shapes = [s.strip() for s in args.shapes.split(",") if s.strip()]
     for s in shapes:
         _parse_shape(s)
@@ -274,6 +291,12 @@ def main(argv: list[str] | None = None) -> int:
         + (f"; load average {load[0]:.1f}" if load else "")
     )
     print(_table(rows))
+    ceiling = {tuple(r["shape"]): r["median_ms"] for r in rows if r["backend"] == CEILING and "median_ms" in r}
+    ratios = [f"{r['backend']} {'x'.join(map(str, r['shape']))}: {r['median_ms'] / ceiling[tuple(r['shape'])]:.2f}x"
+              for r in rows if r["backend"] != CEILING and "median_ms" in r and tuple(r["shape"]) in ceiling
+              and r.get("mode") == "fwd+bwd"]
+    if ratios:
+        print(f"time over {CEILING} (fwd+bwd): " + "; ".join(ratios))
     methods = sorted({r["memory_method"] for r in rows if "memory_method" in r})
     if methods:
         print(f"peak memory: growth during one call over the memory held before it ({'; '.join(methods)})")

@@ -3,6 +3,7 @@
     python benchmarks/train.py                       # recipes/tiny.yaml
     python benchmarks/train.py --recipe recipes/tiny.yaml --steps 20 --set data.batch_bytes=2048
     python benchmarks/train.py --json
+    python benchmarks/train.py --ddp 1,2 --threads 1 # data parallel: bytes/s per rank count (benchmarks/train_ddp.py)
 
 Times full optimisation steps (forward, backward, clip, AdamW, EMA-free) after warm-up steps, on
 real batches of the recipe's data, and reports the median step time, bytes/s (real bytes of text,
@@ -31,6 +32,10 @@ from zonkey.data import load_corpus
 
 
 def main() -> None:
+    if any(a == "--ddp" or a.startswith("--ddp=") for a in sys.argv[1:]):  # data parallel: one launch per rank count
+        from train_ddp import main as ddp_main
+
+        sys.exit(ddp_main(sys.argv[1:]))
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--recipe", default="tiny")
     ap.add_argument("--set", action="append", default=[], dest="overrides")
