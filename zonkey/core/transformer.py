@@ -14,6 +14,7 @@ from einops import rearrange
 from torch import Tensor, nn
 
 from zonkey.core.attention import probabilistic_attention
+from zonkey.core.local_attention import local_attention
 
 AttentionFn = Callable[..., Tensor]
 
@@ -35,10 +36,20 @@ class ProbabilisticSelfAttention(nn.Module):
         self.attention: AttentionFn = attention if attention is not None else _default_attention
         self.drop = nn.Dropout(dropout)
 
-    def forward(self, x: Tensor, log_existence: Tensor, *, causal: bool = False) -> Tensor:
-        """``x`` (b, n, d), ``log_existence`` (b, n) -> (b, n, d)."""
+    def forward(self, x: Tensor, log_existence: Tensor, *, causal: bool = False, window: int | None = None) -> Tensor:
+        """``x`` (b, n, d), ``log_existence`` (b, n) -> (b, n, d).
+
+        With ``window``, each position attends only to those at most ``window`` positions away
+        (O(n · window)); a window that covers the sequence (n <= window + 1) runs the backend's
+        full attention unchanged.
+        """
         q, k, v = rearrange(self.qkv(x), "b n (three h dh) -> three b h n dh", three=3, h=self.heads)
-        y = self.attention(q, k, v, log_existence, causal=causal)  # (b, h, n, dh)
+        if window is not None and x.shape[1] > window + 1:
+            local = getattr(self.attention, "local", None)
+            y = (local(q, k, v, log_existence, causal=causal, window=window) if callable(local)
+                 else local_attention(q, k, v, log_existence, causal=causal, window=window))
+        else:
+            y = self.attention(q, k, v, log_existence, causal=causal)  # (b, h, n, dh)
         return self.drop(self.out(rearrange(y, "b h n dh -> b n (h dh)")))
 
 
@@ -64,9 +75,9 @@ class EncoderBlock(nn.Module):
         self.norm2 = nn.LayerNorm(d)
         self.ffn = FeedForward(d, ffn_mult, dropout)
 
-    def forward(self, x: Tensor, log_existence: Tensor, *, causal: bool = False) -> Tensor:
-        """``x`` (b, n, d), ``log_existence`` (b, n) -> (b, n, d)."""
-        x = x + self.attn(self.norm1(x), log_existence, causal=causal)
+    def forward(self, x: Tensor, log_existence: Tensor, *, causal: bool = False, window: int | None = None) -> Tensor:
+        """``x`` (b, n, d), ``log_existence`` (b, n) -> (b, n, d); ``window`` as in the attention."""
+        x = x + self.attn(self.norm1(x), log_existence, causal=causal, window=window)
         return x + self.ffn(self.norm2(x))
 
 
@@ -92,9 +103,12 @@ class Encoder(nn.Module):
         self.blocks = nn.ModuleList(EncoderBlock(d, heads, attention, ffn_mult, dropout) for _ in range(layers))
         self.norm = nn.LayerNorm(d) if final_norm else nn.Identity()
 
-    def forward(self, x: Tensor, log_existence: Tensor, *, causal: bool = False) -> Tensor:
-        """``x`` (b, n, d), ``log_existence`` (b, n) -> (b, n, d). Padded positions (−inf) come out 0."""
+    def forward(self, x: Tensor, log_existence: Tensor, *, causal: bool = False, window: int | None = None) -> Tensor:
+        """``x`` (b, n, d), ``log_existence`` (b, n) -> (b, n, d). Padded positions (−inf) come out 0.
+
+        ``window``: every layer attends only within that many positions (None: the whole sequence).
+        """
         for block in self.blocks:
-            x = block(x, log_existence, causal=causal)
+            x = block(x, log_existence, causal=causal, window=window)
         x = self.norm(x)
         return x.masked_fill(torch.isneginf(log_existence)[..., None], 0.0)

@@ -12,6 +12,7 @@ from typing import ClassVar
 from torch import Tensor, nn
 
 from zonkey.core.attention import BackendConstraints, check_constraints, check_inputs
+from zonkey.core.local_attention import local_attention
 from zonkey.core.registry import ComponentConfig
 
 BackendFn = Callable[..., Tensor]  # (q, k, v (b, h, n, dh), log_existence (b, n), *, causal, **options) -> (b, h, n, dh)
@@ -24,14 +25,18 @@ class AttentionBackend(nn.Module):
         name: the backend's registry name.
         fn: the backend function.
         constraints: what the backend can run on; checked on every call.
+        local_fn: the sliding-window form of ``fn`` (default: :func:`zonkey.core.local_attention.local_attention`,
+            the probabilistic-attention scores over each query's band of keys); it gets the same options.
         options: keyword options passed to ``fn`` (e.g. ``threshold``).
     """
 
-    def __init__(self, name: str, fn: BackendFn, constraints: BackendConstraints, **options: object) -> None:
+    def __init__(self, name: str, fn: BackendFn, constraints: BackendConstraints, local_fn: BackendFn | None = None,
+                 **options: object) -> None:
         super().__init__()
         self.name = name
         self.constraints = constraints
         self._fn = fn
+        self._local_fn = local_fn
         self._options = options
 
     def forward(self, q: Tensor, k: Tensor, v: Tensor, log_existence: Tensor, *, causal: bool = False) -> Tensor:
@@ -55,6 +60,27 @@ class AttentionBackend(nn.Module):
         check_constraints(self.name, self.constraints, q, k, v)
         return self._fn(q, k, v, log_existence, causal=causal, **self._options)
 
+    def local(self, q: Tensor, k: Tensor, v: Tensor, log_existence: Tensor, *, window: int,
+              causal: bool = False) -> Tensor:
+        """Attend only to keys within ``window`` positions of each query, in O(n · window).
+
+        Args:
+            q: (b, h, n, dh) queries.
+            k: (b, h, n, dh) keys.
+            v: (b, h, n, dh) values.
+            log_existence: (b, n) log existence (−inf: hard padding).
+            window: the largest query-key distance attended.
+            causal: mask keys after the query as well.
+
+        Returns:
+            (b, h, n, dh).
+        """
+        check_inputs(q, k, v, log_existence)
+        check_constraints(self.name, self.constraints, q, k, v)
+        if self._local_fn is None:
+            return local_attention(q, k, v, log_existence, window=window, causal=causal)
+        return self._local_fn(q, k, v, log_existence, window=window, causal=causal, **self._options)
+
     def extra_repr(self) -> str:
         """The backend name and its options."""
         opts = ", ".join(f"{k}={v}" for k, v in self._options.items())
@@ -71,6 +97,6 @@ class AttentionConfig(ComponentConfig):
 
     constraints: ClassVar[BackendConstraints] = BackendConstraints()
 
-    def module(self, fn: BackendFn, **options: object) -> AttentionBackend:
-        """The backend module of this config: ``fn`` under this class's constraints."""
-        return AttentionBackend(self.registered_name, fn, self.constraints, **options)
+    def module(self, fn: BackendFn, local_fn: BackendFn | None = None, **options: object) -> AttentionBackend:
+        """The backend module of this config: ``fn`` (and its sliding-window form) under this class's constraints."""
+        return AttentionBackend(self.registered_name, fn, self.constraints, local_fn, **options)

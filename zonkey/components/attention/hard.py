@@ -16,7 +16,14 @@ from torch import Tensor
 from zonkey.components.attention.base import AttentionBackend, AttentionConfig
 from zonkey.components.attention.reference import reference_attention
 from zonkey.core.attention import check_inputs
+from zonkey.core.local_attention import local_attention
 from zonkey.core.registry import register
+
+
+def _hard_existence(log_existence: Tensor, threshold: float) -> Tensor:
+    """0 where existence reaches ``threshold``, −inf (hard padding) elsewhere; no gradient."""
+    alive = log_existence.detach() >= math.log(threshold)  # (b, n)
+    return torch.zeros_like(log_existence).masked_fill(~alive, float("-inf")).detach()
 
 
 def hard_attention(
@@ -38,9 +45,14 @@ def hard_attention(
         (b, h, n, dh).
     """
     check_inputs(q, k, v, log_existence)
-    alive = log_existence.detach() >= math.log(threshold)  # (b, n)
-    hard = torch.zeros_like(log_existence).masked_fill(~alive, float("-inf"))
-    return reference_attention(q, k, v, hard.detach(), causal=causal)
+    return reference_attention(q, k, v, _hard_existence(log_existence, threshold), causal=causal)
+
+
+def hard_local_attention(q: Tensor, k: Tensor, v: Tensor, log_existence: Tensor, *, window: int, causal: bool = False,
+                         threshold: float = 0.5) -> Tensor:
+    """:func:`hard_attention` restricted to keys within ``window`` positions (O(n · window))."""
+    check_inputs(q, k, v, log_existence)
+    return local_attention(q, k, v, _hard_existence(log_existence, threshold), window=window, causal=causal)
 
 
 @register("attention", "hard")
@@ -52,4 +64,4 @@ class HardAttentionConfig(AttentionConfig):
 
     def build(self) -> AttentionBackend:
         """The parameter-free backend module."""
-        return self.module(hard_attention, threshold=self.threshold)
+        return self.module(hard_attention, hard_local_attention, threshold=self.threshold)
