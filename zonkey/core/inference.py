@@ -2,22 +2,59 @@
 
 Deterministic splits at every level, the level-0 round trip text -> latents -> text, and decoding
 level-0 slots back to bytes through the tied embedding table.
+
+Documents of any length: texts are encoded in batches of at most :data:`BATCH_BYTES` padded bytes
+(a longer text goes alone), every splitter's attention is local and computed piece by piece,
+segments are compressed and decoded :data:`~zonkey.core.level.SEGMENT_BATCH` at a time. Memory then
+grows with the document only through the per-position results themselves (the sequence of each
+level, its segments and latents), time linearly.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
+from zonkey.core.level import SEGMENT_BATCH
 from zonkey.core.model import ZonkeyModel
-from zonkey.core.outputs import LevelPass, Segments, SplitOutput, TextSplit
+from zonkey.core.outputs import Segments, SplitOutput, TextSplit
 from zonkey.core.sphere import atanh_cos_logits
 from zonkey.data import Batch, encode_texts
 
-__all__ = ["TextSplit", "decode_bytes_from_slots", "decode_own_spans", "reconstruct_texts", "split_batch",
-           "split_texts"]
+__all__ = ["BATCH_BYTES", "TextSplit", "decode_bytes_from_slots", "decode_own_spans", "reconstruct_texts",
+           "split_batch", "split_texts", "text_batches"]
+
+#: texts are encoded together while rows × the longest text stays within this many bytes
+BATCH_BYTES = 1 << 16
+
+
+def text_batches(texts: Sequence[str]) -> list[list[int]]:
+    """Group texts into batches of at most :data:`BATCH_BYTES` padded bytes.
+
+    All texts form one batch when they fit; otherwise they are taken shortest first, so that little
+    padding is encoded, and a text longer than the budget forms a batch of its own.
+
+    Args:
+        texts: the texts.
+
+    Returns:
+        the indices of the texts of every batch.
+    """
+    lengths = [len(t.encode("utf-8")) for t in texts]
+    if not lengths or len(lengths) * max(lengths) <= BATCH_BYTES:
+        return [list(range(len(texts)))]
+    groups: list[list[int]] = []
+    current: list[int] = []
+    for i in sorted(range(len(texts)), key=lambda j: lengths[j]):
+        if current and (len(current) + 1) * lengths[i] > BATCH_BYTES:
+            groups.append(current)
+            current = []
+        current.append(i)
+    groups.append(current)
+    return groups
 
 
 def decode_bytes_from_slots(x_hat: Tensor, table: Tensor) -> Tensor:
@@ -39,9 +76,21 @@ def split_batch(model: ZonkeyModel, batch: Batch) -> SplitOutput:
 def split_texts(model: ZonkeyModel, texts: Sequence[str]) -> list[TextSplit]:
     """Split raw texts at every level (deterministic); with one level, ``levels`` is None."""
     model.eval()
-    batch = encode_texts(list(texts)).to(_device(model))
-    passes = model.encode(batch.tokens, batch.valid)
-    out = passes[0].split
+    texts = list(texts)
+    encode_texts(texts)  # refuses bad input (an empty text, a non-string) before any work
+    res: list[TextSplit | None] = [None] * len(texts)
+    for group in text_batches(texts):
+        for i, r in zip(group, _split_batch_texts(model, [texts[i] for i in group]), strict=True):
+            res[i] = r
+    return [r for r in res if r is not None]
+
+
+def _split_batch_texts(model: ZonkeyModel, texts: list[str]) -> list[TextSplit]:
+    """:func:`split_texts` of texts encoded in one batch."""
+    batch = encode_texts(texts).to(_device(model))
+    # only each level's decisions and probabilities are kept: the rest of a pass is freed as the walk goes up
+    passes = [_Decisions(p.split.bos, p.split.p_bos) for p in model.walk(batch.tokens, batch.valid)]
+    out = passes[0]
     many = len(model.levels) > 1
     res = []
     for i, text in enumerate(texts):
@@ -50,23 +99,31 @@ def split_texts(model: ZonkeyModel, texts: Sequence[str]) -> list[TextSplit]:
         starts = out.bos[i, :n].nonzero().flatten().tolist()
         bounds = starts + [n]
         segs = [raw[a:b].decode("utf-8", errors="replace") for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
-        pb = [round(float(p), 6) for p in out.p_bos[i, :n]]
+        pb = [round(p, 6) for p in out.p_bos[i, :n].tolist()]
         res.append(TextSplit(text, segs, pb, starts, levels=[{"segments": segs, "p_bos": pb}] if many else None))
     if many:
         _add_upper_levels(passes[1:], res)
     return res
 
 
-def _add_upper_levels(passes: list[LevelPass], res: list[TextSplit]) -> None:
+@dataclass
+class _Decisions:
+    """What a split keeps of one level's pass: its BOS decisions and probabilities, both (b, n)."""
+
+    bos: Tensor
+    p_bos: Tensor
+
+
+def _add_upper_levels(passes: list[_Decisions], res: list[TextSplit]) -> None:
     """Deterministic splits of levels >= 1: each level groups the units of the level below."""
     units = [list(r.segments) for r in res]  # per text: the strings of the current level's units
     for p in passes:
         for i, r in enumerate(res):
             k = len(units[i])
-            starts = p.split.bos[i, :k].nonzero().flatten().tolist() + [k]
+            starts = p.bos[i, :k].nonzero().flatten().tolist() + [k]
             groups = ["".join(units[i][a:b]) for a, b in zip(starts[:-1], starts[1:], strict=True)]
             assert r.levels is not None
-            r.levels.append({"segments": groups, "p_bos": [round(float(q), 6) for q in p.split.p_bos[i, :k]]})
+            r.levels.append({"segments": groups, "p_bos": [round(q, 6) for q in p.p_bos[i, :k].tolist()]})
             units[i] = groups
 
 
@@ -110,16 +167,28 @@ def reconstruct_texts(model: ZonkeyModel, texts: Sequence[str], *, sigma: float 
     """
     model.eval()
     device = _device(model)
-    batch = encode_texts(list(texts)).to(device)
-    p0 = model.encode(batch.tokens, batch.valid, upto=1)[0]
-    seg = p0.split.segments
+    texts = list(texts)
+    encode_texts(texts)  # refuses bad input before any work
+    if not 0.0 <= sigma <= 1.0:
+        raise ValueError(f"sigma must lie in [0, 1] (got {sigma})")
+    if steps < 0:
+        raise ValueError(f"steps must be at least 0 (got {steps})")
     gen = torch.Generator(device=device).manual_seed(seed)
-    out = model.levels[0].decode(p0.latents, sigma=sigma, steps=steps, generator=gen)
-    pred = decode_bytes_from_slots(out.x_hat, model.table)  # (s, m)
-    buf = torch.zeros_like(batch.tokens)
-    own = seg.own_span
-    buf[seg.doc[:, None].expand_as(own)[own], seg.positions[own]] = pred[own]
-    return [bytes(buf[i, : len(t.encode("utf-8"))].tolist()).decode("utf-8", errors="replace") for i, t in enumerate(texts)]
+    res = [""] * len(texts)
+    for group in text_batches(texts):
+        batch = encode_texts([texts[i] for i in group]).to(device)
+        p0 = model.encode(batch.tokens, batch.valid, upto=1)[0]
+        seg = p0.split.segments
+        # decoded SEGMENT_BATCH segments at a time: (s, m) bytes are kept, never all (s, m, d) slots
+        pred = torch.cat([decode_bytes_from_slots(
+            model.levels[0].decode(p0.latents[a:a + SEGMENT_BATCH], sigma=sigma, steps=steps, generator=gen).x_hat,
+            model.table) for a in range(0, max(seg.num, 1), SEGMENT_BATCH)])  # (s, m)
+        buf = torch.zeros_like(batch.tokens)
+        own = seg.own_span
+        buf[seg.doc[:, None].expand_as(own)[own], seg.positions[own]] = pred[own]
+        for j, i in enumerate(group):
+            res[i] = bytes(buf[j, : len(texts[i].encode("utf-8"))].tolist()).decode("utf-8", errors="replace")
+    return res
 
 
 @torch.no_grad()
@@ -144,13 +213,15 @@ def encode_to_level(model: ZonkeyModel, texts: Sequence[str], level: int) -> lis
     idx = [i for i, t in enumerate(texts) if t]
     if not idx:
         return out
-    batch = encode_texts([texts[i] for i in idx]).to(device)
-    if level == 0:
-        x, valid = model.embed_bytes(batch.tokens, batch.valid), batch.valid
-    else:
-        top = model.encode(batch.tokens, batch.valid, upto=level)[-1].above
-        assert top is not None
-        x, valid = top.x, top.valid
-    for j, i in enumerate(idx):
-        out[i] = x[j][valid[j]]
+    for group in text_batches([texts[i] for i in idx]):
+        rows = [idx[g] for g in group]
+        batch = encode_texts([texts[i] for i in rows]).to(device)
+        if level == 0:
+            x, valid = model.embed_bytes(batch.tokens, batch.valid), batch.valid
+        else:
+            top = model.encode(batch.tokens, batch.valid, upto=level)[-1].above
+            assert top is not None
+            x, valid = top.x, top.valid
+        for j, i in enumerate(rows):
+            out[i] = x[j][valid[j]]
     return out

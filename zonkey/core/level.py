@@ -23,6 +23,9 @@ from zonkey.core.recipe import ByteLossConfig, LevelConfig
 from zonkey.core.shapes import LevelContext
 from zonkey.core.sphere import to_sphere
 
+#: without gradients, segments are compressed this many at a time (bounded memory on long documents)
+SEGMENT_BATCH = 2048
+
 
 class Level(nn.Module):
     """Components of one level, built from its recipe block.
@@ -115,10 +118,16 @@ class Level(nn.Module):
 
         Returns:
             the split and the latents (s, k·d) on the sphere, one per segment in (document, start) order.
+            Without gradients, more than :data:`SEGMENT_BATCH` segments are compressed in batches of it.
         """
         split = self.split(x, valid, sample=sample, tokens=tokens, generator=generator)
         seg = split.segments
-        return split, self.compress(seg.vectors, seg.log_existence)
+        if torch.is_grad_enabled() or seg.num <= SEGMENT_BATCH:
+            return split, self.compress(seg.vectors, seg.log_existence)
+        # inference on a long sequence: every segment is compressed on its own, so batches change nothing
+        z = [self.compress(seg.vectors[a:a + SEGMENT_BATCH], seg.log_existence[a:a + SEGMENT_BATCH])
+             for a in range(0, seg.num, SEGMENT_BATCH)]
+        return split, torch.cat(z)
 
     def decode(self, z: Tensor, *, sigma: float = 0.0, steps: int = 4,
                generator: torch.Generator | None = None) -> DenoiseOutput:

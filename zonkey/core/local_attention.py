@@ -73,21 +73,33 @@ def local_attention(q: Tensor, k: Tensor, v: Tensor, log_existence: Tensor, *, w
     qp = F.pad(q, (0, 0, 0, nq - n))
     safe, pad = split_existence(log_existence)  # (b, n)
     safe = safe.to(q.dtype) if q.dtype == torch.float64 else safe.float()
+    # existence of the keys on the padded axis (positions outside the sequence count as hard padding)
+    # and of the queries (the last block's filler: 0)
+    safe_k = F.pad(safe, (window, nq - n + right))
+    pad_k = F.pad(pad, (window, nq - n + right), value=True)
+    safe_q = F.pad(safe, (0, nq - n))
+    # what depends only on the query-key offset is the same in every block
+    rel = torch.arange(band, device=q.device)[None, :] - window - torch.arange(blk, device=q.device)[:, None]
+    future = rel > 0  # (blk, band)
+    far = (rel.abs() > window) | future if causal else rel.abs() > window
+    not_self = rel != 0
     group = max(1, GROUP_ELEMENTS // max(1, bsz * h * blk * band))
     scale = 1.0 / math.sqrt(dh)
-    offs_q = torch.arange(blk, device=q.device)
-    offs_k = torch.arange(band, device=q.device)
     outs = []
     for j0 in range(0, nb, group):
         j1 = min(nb, j0 + group)
         g = j1 - j0
-        starts = torch.arange(j0, j1, device=q.device)[:, None] * blk  # (g, 1)
-        qpos = starts + offs_q  # (g, blk)
-        kpos = starts - window + offs_k  # (g, band)
+        keys = slice(j0 * blk, j0 * blk + (g - 1) * blk + band)
         qg = qp[:, :, j0 * blk:j1 * blk].reshape(bsz, h, g, blk, dh)
-        kg = kp[:, :, j0 * blk:j0 * blk + (g - 1) * blk + band].unfold(2, band, blk).transpose(-1, -2)
-        vg = vp[:, :, j0 * blk:j0 * blk + (g - 1) * blk + band].unfold(2, band, blk).transpose(-1, -2)
-        bias = _band_bias(safe, pad, qpos, kpos, n, window, causal).to(q.dtype)  # (b, g, blk, band)
+        kg = kp[:, :, keys].unfold(2, band, blk).transpose(-1, -2)  # (b, h, g, band, dh)
+        vg = vp[:, :, keys].unfold(2, band, blk).transpose(-1, -2)
+        sk = safe_k[:, keys].unfold(1, band, blk)  # (b, g, band)
+        pk = pad_k[:, keys].unfold(1, band, blk)
+        sq = safe_q[:, j0 * blk:j1 * blk].reshape(bsz, g, blk)
+        # the existence bias log p_k − log p_q on keys after the query; −inf on keys out of the window
+        # and on padded keys (a padded query keeps its own key, so its row stays finite; its output is 0)
+        bias = torch.where(future, sk[:, :, None, :] - sq[:, :, :, None], 0.0)  # (b, g, blk, band)
+        bias = bias.masked_fill((pk[:, :, None, :] & not_self) | far, float("-inf")).to(q.dtype)
         # (b, h, g, ·, dh) -> (b·g, h, ·, dh): every block is one attention call of the batch
         qf = qg.transpose(1, 2).reshape(bsz * g, h, blk, dh)
         kf = kg.transpose(1, 2).reshape(bsz * g, h, band, dh)
@@ -96,38 +108,3 @@ def local_attention(q: Tensor, k: Tensor, v: Tensor, log_existence: Tensor, *, w
         outs.append(of.reshape(bsz, g, h, blk, dh).transpose(1, 2).reshape(bsz, h, g * blk, dh))
     out = torch.cat(outs, dim=2)[:, :, :n] if len(outs) > 1 else outs[0][:, :, :n]
     return zero_padded_queries(out, log_existence)
-
-
-def _band_bias(safe: Tensor, pad: Tensor, qpos: Tensor, kpos: Tensor, n: int, window: int, causal: bool) -> Tensor:
-    """The additive bias of a group of blocks against their key bands.
-
-    Args:
-        safe: (b, n) finite log existence (0 on padding).
-        pad: (b, n) bool hard padding.
-        qpos: (g, blk) query positions (>= n: the filler of the last block).
-        kpos: (g, band) key positions (outside [0, n): the bands' edges).
-        n: sequence length.
-        window: the largest distance attended.
-        causal: mask keys after the query.
-
-    Returns:
-        (b, g, blk, band): the probabilistic-attention bias with −inf on masked keys. Filler query
-        rows get no mask at all (their output is dropped), so no row is entirely −inf.
-    """
-    inside_k = (kpos >= 0) & (kpos < n)  # (g, band)
-    real_q = qpos < n  # (g, blk)
-    sk = safe[:, kpos.clamp(0, n - 1)]  # (b, g, band)
-    pk = pad[:, kpos.clamp(0, n - 1)]
-    sq = safe[:, qpos.clamp(max=n - 1)]  # (b, g, blk)
-    pq = pad[:, qpos.clamp(max=n - 1)] | ~real_q[None]
-    rel = kpos[:, None, :] - qpos[:, :, None]  # (g, blk, band) = key − query
-    future = rel > 0
-    diff = sk[:, :, None, :] - sq[:, :, :, None]  # (b, g, blk, band) = log p_k − log p_q
-    bias = torch.where(future[None], diff, torch.zeros_like(diff))
-    bias = bias.masked_fill(pq[..., None], 0.0)  # padded query rows: no bias
-    far = ~inside_k[:, None, :] | (rel.abs() > window)  # (g, blk, band)
-    if causal:
-        far = far | future
-    masked = (pk[:, :, None, :] & ~pq[..., None]) | far[None]
-    masked = masked & real_q[None, :, :, None]
-    return bias.masked_fill(masked, float("-inf"))

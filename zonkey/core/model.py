@@ -112,6 +112,7 @@ class ZonkeyModel(nn.Module):
             up = _latents_for_above(level, p) if lifted else z
             p.above = latents_to_sequence(up, split.segments.doc, b)
             x, v = p.above.x, p.above.valid
+            del p, split, z, up  # a pass the consumer dropped is freed before the next level runs
 
     def encode(self, tokens: Tensor, valid: Tensor, *, sample: bool | None = False,
                generator: torch.Generator | None = None, upto: int | None = None) -> list[LevelPass]:
