@@ -117,7 +117,10 @@ def _one(args: argparse.Namespace) -> dict:
         def encode() -> None:
             with torch.no_grad():
                 batch = encode_texts([text])
-                segments[:] = [p.split.segments.num for p in model.walk(batch.tokens, batch.valid)]
+                segments.clear()
+                for p in model.walk(batch.tokens, batch.valid):
+                    segments.append(p.split.segments.num)
+                    del p  # what `zonkey split` keeps of a pass: it is freed before the next level runs
 
         def reconstruct() -> None:
             out = reconstruct_texts(model, [text])

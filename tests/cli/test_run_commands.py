@@ -58,6 +58,42 @@ def test_split_input_file_and_bad_utf8(run_dir, tmp_path):
     assert res.exit_code == 1 and "not valid UTF-8" in res.output and "line 2" in res.output
 
 
+def _long_line(n: int) -> str:
+    words = ["alpha", "beta", "gamma", "delta", "naive", "cafe", "1987,", "x", "(the)"]
+    out, size, i = [], 0, 0
+    while size < n:
+        w = words[(i * 7 + i // 3) % len(words)]
+        out.append(w)
+        size += len(w.encode("utf-8")) + 1
+        i += 1
+    return " ".join(out).encode("utf-8")[:n].decode("utf-8", errors="ignore").strip()
+
+
+def test_split_a_200_kb_single_line_through_the_cli(run_dir, tmp_path):
+    """One 200,000-byte line goes through ``split --input`` (local attention, pieces, batched segments)."""
+    line = _long_line(200_000)
+    f = tmp_path / "long.txt"
+    f.write_text(line + "\n")
+    res = runner.invoke(app, ["--threads", "1", "split", str(run_dir), "--input", str(f), "--json"])
+    assert res.exit_code == 0, res.output[-500:]
+    row = json.loads(res.stdout)
+    assert "".join(row["segments"]) == line
+    assert len(row["p_bos"]) == len(line.encode("utf-8")) > 199_000
+    assert max(len(s.encode("utf-8")) for s in row["segments"]) <= 8  # max_segment holds far from the start too
+
+
+def test_reconstruct_a_long_line_from_a_file(run_dir, tmp_path):
+    line = _long_line(40_000)
+    f = tmp_path / "long.txt"
+    f.write_text(line + "\n")
+    res = runner.invoke(app, ["--threads", "1", "reconstruct", str(run_dir), "--input", str(f), "--json"])
+    assert res.exit_code == 0, res.output[-500:]
+    row = json.loads(res.stdout)
+    assert row["text"] == line
+    # one decoded byte per input byte (invalid UTF-8 from this 4-step model becomes U+FFFD)
+    assert 0 < len(row["reconstruction"]) <= len(line)
+
+
 def test_reconstruct_json(run_dir):
     res = runner.invoke(app, ["reconstruct", str(run_dir), "abc def", "--json"])
     assert res.exit_code == 0, res.output

@@ -150,6 +150,20 @@ def eval_cmd(
     common.print_text("\n".join(lines))
 
 
+def _read_lines(input_file: Path) -> list[str]:
+    """The non-blank lines of a UTF-8 file ('-': stdin); a one-line error if it cannot be read."""
+    try:
+        raw = sys.stdin.buffer.read() if str(input_file) == "-" else input_file.read_bytes()
+    except OSError as exc:
+        common.fail(f"{input_file}: {exc.strerror or exc}", common.EXIT_USAGE)
+    try:
+        content = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        common.fail(f"{input_file}: not valid UTF-8 at byte {exc.start} (line {line})")
+    return [ln for ln in content.splitlines() if ln.strip()]
+
+
 def split_cmd(
     ckpt: Annotated[Path, typer.Argument(help="Run directory (or checkpoint directory).")],
     text: Annotated[list[str] | None, typer.Argument(help="Text(s) to split.")] = None,
@@ -158,19 +172,11 @@ def split_cmd(
     no_verify: common.NoVerify = False,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per input, in input order.")] = False,
 ) -> None:
-    """Show how the learned splitter segments each text (segments and p_bos per UTF-8 byte)."""
-    texts = list(text or [])
-    if input_file is not None:
-        try:
-            raw = sys.stdin.buffer.read() if str(input_file) == "-" else input_file.read_bytes()
-        except OSError as exc:
-            common.fail(f"{input_file}: {exc.strerror or exc}", common.EXIT_USAGE)
-        try:
-            content = raw.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            line = raw[: exc.start].count(b"\n") + 1
-            common.fail(f"{input_file}: not valid UTF-8 at byte {exc.start} (line {line})")
-        texts += [ln for ln in content.splitlines() if ln.strip()]
+    """Show how the learned splitter segments each text (segments and p_bos per UTF-8 byte).
+
+    A text of any length is split, in memory that grows with the text only through the results.
+    """
+    texts = list(text or []) + (_read_lines(input_file) if input_file is not None else [])
     if not texts:
         common.fail("nothing to split: give TEXT arguments or --input FILE", common.EXIT_USAGE)
     for i, t in enumerate(texts):
@@ -193,7 +199,8 @@ def split_cmd(
 
 def reconstruct_cmd(
     ckpt: Annotated[Path, typer.Argument(help="Run directory (or checkpoint directory).")],
-    text: Annotated[list[str], typer.Argument(help="Text(s) to reconstruct.")],
+    text: Annotated[list[str] | None, typer.Argument(help="Text(s) to reconstruct.")] = None,
+    input_file: Annotated[Path | None, typer.Option("--input", "-i", help="One text per line ('-' for stdin).")] = None,
     sigma: Annotated[float, typer.Option("--sigma", help="Noise the latents to this level first (0 = clean).")] = 0.0,
     steps: Annotated[int, typer.Option("--steps", max=common.MAX_STEPS, help="Sampler steps back from --sigma.")] = 4,
     seed: common.Seed = 0,
@@ -201,7 +208,10 @@ def reconstruct_cmd(
     no_verify: common.NoVerify = False,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
-    """Round trip text -> latents -> text and print both."""
+    """Round trip text -> latents -> text and print both (a text of any length)."""
+    text = list(text or []) + (_read_lines(input_file) if input_file is not None else [])
+    if not text:
+        common.fail("nothing to reconstruct: give TEXT arguments or --input FILE", common.EXIT_USAGE)
     for i, t in enumerate(text):
         if not t:
             common.fail(f"text {i} is empty")

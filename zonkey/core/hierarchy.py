@@ -35,8 +35,11 @@ def latents_to_sequence(latents: Tensor, doc: Tensor, b: int) -> LevelSequence:
     offsets = torch.cumsum(counts, 0) - counts
     position = torch.arange(s, device=latents.device) - offsets[doc]  # (s,)
     n1 = int(counts.max()) if s else 0  # one host sync per level
-    x = latents.new_zeros(b, max(n1, 1), dim)
-    x = x.index_put((doc, position), latents)  # (b, n1, D), differentiable
+    if b == 1 and s and not torch.is_grad_enabled():
+        x = latents[None]  # one document at inference: its latents already are the sequence (no copy)
+    else:
+        x = latents.new_zeros(b, max(n1, 1), dim)
+        x = x.index_put((doc, position), latents)  # (b, n1, D), differentiable
     valid = torch.zeros(b, max(n1, 1), dtype=torch.bool, device=latents.device)
     valid[doc, position] = True
     return LevelSequence(x=x, valid=valid, position=position)

@@ -88,8 +88,12 @@ def split_texts(model: ZonkeyModel, texts: Sequence[str]) -> list[TextSplit]:
 def _split_batch_texts(model: ZonkeyModel, texts: list[str]) -> list[TextSplit]:
     """:func:`split_texts` of texts encoded in one batch."""
     batch = encode_texts(texts).to(_device(model))
-    # only each level's decisions and probabilities are kept: the rest of a pass is freed as the walk goes up
-    passes = [_Decisions(p.split.bos, p.split.p_bos) for p in model.walk(batch.tokens, batch.valid)]
+    # only each level's decisions and probabilities are kept: the rest of a pass is freed before the
+    # walk runs the next level (hence the ``del``: a loop variable would hold it until then)
+    passes = []
+    for p in model.walk(batch.tokens, batch.valid):
+        passes.append(_Decisions(p.split.bos, p.split.p_bos))
+        del p
     out = passes[0]
     many = len(model.levels) > 1
     res = []

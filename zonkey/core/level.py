@@ -125,9 +125,10 @@ class Level(nn.Module):
         if torch.is_grad_enabled() or seg.num <= SEGMENT_BATCH:
             return split, self.compress(seg.vectors, seg.log_existence)
         # inference on a long sequence: every segment is compressed on its own, so batches change nothing
-        z = [self.compress(seg.vectors[a:a + SEGMENT_BATCH], seg.log_existence[a:a + SEGMENT_BATCH])
-             for a in range(0, seg.num, SEGMENT_BATCH)]
-        return split, torch.cat(z)
+        z = seg.vectors.new_empty(seg.num, self.latent_dim)
+        for a in range(0, seg.num, SEGMENT_BATCH):
+            z[a:a + SEGMENT_BATCH] = self.compress(seg.vectors[a:a + SEGMENT_BATCH], seg.log_existence[a:a + SEGMENT_BATCH])
+        return split, z
 
     def decode(self, z: Tensor, *, sigma: float = 0.0, steps: int = 4,
                generator: torch.Generator | None = None) -> DenoiseOutput:

@@ -78,7 +78,9 @@ class ZonkeyModel(nn.Module):
 
     def embed_bytes(self, tokens: Tensor, valid: Tensor) -> Tensor:
         """``tokens`` (b, n) -> (b, n, d0), zero on padding."""
-        return self.table[tokens].masked_fill(~valid[..., None], 0.0)
+        x = self.table[tokens]
+        # in place without gradients: a long document's (b, n, d0) is not held twice
+        return x.masked_fill(~valid[..., None], 0.0) if torch.is_grad_enabled() else x.masked_fill_(~valid[..., None], 0.0)
 
     def walk(self, tokens: Tensor, valid: Tensor, *, sample: bool | None = False,
              generator: torch.Generator | None = None, upto: int | None = None) -> Iterator[LevelPass]:
