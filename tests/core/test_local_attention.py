@@ -118,3 +118,13 @@ def test_encoder_window_covering_the_sequence_is_bit_identical(causal: bool) -> 
     assert torch.equal(enc(x, log_e, causal=causal, window=512), full)
     # a narrower window goes through the blocked path and differs
     assert not torch.allclose(enc(x, log_e, causal=causal, window=3), full, atol=1e-4)
+
+
+@pytest.mark.parametrize("name", ["sdpa", "reference", "auto", "flex"])
+def test_every_backend_has_a_window_form_equal_to_the_dense_reference(name: str) -> None:
+    q, k, v, log_e = _inputs(2, 2, 40, 4, seed=7, lengths=[40, 26], dtype=torch.float32)
+    backend = registry("attention").config(name).build()
+    with torch.no_grad():
+        got = backend.local(q, k, v, log_e, window=5, causal=True)
+    expect = _dense_window(q.double(), k.double(), v.double(), log_e.double(), window=5, causal=True)
+    torch.testing.assert_close(got.double(), expect, rtol=1e-4, atol=1e-5)

@@ -14,6 +14,7 @@ from zonkey.components.attention.base import AttentionBackend, AttentionConfig
 from zonkey.components.attention.flex import flex_attention_backend
 from zonkey.components.attention.sdpa import sdpa_attention
 from zonkey.core.attention import check_inputs
+from zonkey.core.local_attention import local_attention
 from zonkey.core.registry import register
 
 
@@ -36,6 +37,16 @@ def auto_attention(q: Tensor, k: Tensor, v: Tensor, log_existence: Tensor, *, ca
     return sdpa_attention(q, k, v, log_existence, causal=causal)
 
 
+def auto_local_attention(q: Tensor, k: Tensor, v: Tensor, log_existence: Tensor, *, window: int,
+                         causal: bool = False) -> Tensor:
+    """The sliding-window form: ``flex`` with the window in its block mask on CUDA, the blocked
+    :func:`~zonkey.core.local_attention.local_attention` elsewhere."""
+    check_inputs(q, k, v, log_existence)
+    if q.is_cuda:
+        return flex_attention_backend(q, k, v, log_existence, causal=causal, window=window)
+    return local_attention(q, k, v, log_existence, window=window, causal=causal)
+
+
 @register("attention", "auto")
 class AutoAttentionConfig(AttentionConfig):
     """flex on CUDA, sdpa elsewhere (per call, by the device of q)."""
@@ -44,4 +55,4 @@ class AutoAttentionConfig(AttentionConfig):
 
     def build(self) -> AttentionBackend:
         """The parameter-free backend module."""
-        return self.module(auto_attention)
+        return self.module(auto_attention, auto_local_attention)

@@ -155,4 +155,5 @@ class FlexAttentionConfig(AttentionConfig):
 
     def build(self) -> AttentionBackend:
         """The parameter-free backend module."""
-        return self.module(flex_attention_backend, compile=self.compile)
+        # its sliding-window form is the same kernel with the window in its block mask
+        return self.module(flex_attention_backend, flex_attention_backend, compile=self.compile)
