@@ -39,8 +39,11 @@ def auto_attention(q: Tensor, k: Tensor, v: Tensor, log_existence: Tensor, *, ca
 
 def auto_local_attention(q: Tensor, k: Tensor, v: Tensor, log_existence: Tensor, *, window: int,
                          causal: bool = False) -> Tensor:
-    """The sliding-window form: ``flex`` with the window in its block mask on CUDA, the blocked
-    :func:`~zonkey.core.local_attention.local_attention` elsewhere."""
+    """The sliding-window form of ``auto``.
+
+    ``flex`` with the window in its block mask on CUDA, the blocked
+    :func:`~zonkey.core.local_attention.local_attention` elsewhere.
+    """
     check_inputs(q, k, v, log_existence)
     if q.is_cuda:
         return flex_attention_backend(q, k, v, log_existence, causal=causal, window=window)
