@@ -1,13 +1,22 @@
 """Training throughput: bytes of text per second and peak memory for a recipe on this machine.
 
     python benchmarks/train.py                       # recipes/tiny.yaml
-    python benchmarks/train.py --recipe recipes/tiny.yaml --steps 20 --set data.batch_bytes=2048
+    python benchmarks/train.py --recipe bench-proto --threads 1
+    python benchmarks/train.py --recipe tiny --at-step 400 --steps 20 --set data.batch_bytes=2048
+    python benchmarks/train.py --profile             # where one step's time goes, and the matmul ceiling
     python benchmarks/train.py --json
     python benchmarks/train.py --ddp 1,2 --threads 1 # data parallel: bytes/s per rank count (benchmarks/train_ddp.py)
 
-Times full optimisation steps (forward, backward, clip, AdamW, EMA-free) after warm-up steps, on
-real batches of the recipe's data, and reports the median step time, bytes/s (real bytes of text,
-padding excluded) and the process's peak resident memory (CUDA: max allocated).
+Times the trainer's own step (``Trainer.train_step``: batch, forward, backward, clip, AdamW, EMA,
+the logged values) after warm-up steps, on real batches of the recipe's data, at the curriculum of
+step ``--at-step`` (default: the recipe's last steps, where every term is on). Reports the median
+step time, bytes/s (real bytes of text, padding excluded) and the process's peak resident memory
+(CUDA: max allocated).
+
+``--profile`` adds: self CPU time by component (each denoiser pass of the mixed step apart, the
+losses, attention inside every component, the optimizer and the EMA; forward and backward) and by
+op for ``--profile-steps`` profiled steps, the CPU's fp32 matmul peak at 1 and 2 threads, the
+step's model FLOPs and its utilisation of that peak.
 """
 
 from __future__ import annotations
@@ -16,8 +25,10 @@ import argparse
 import json
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -25,10 +36,89 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import torch
 from _common import peak_rss_mib
 
-from zonkey.core.model import build_model
 from zonkey.core.recipe import load_recipe, resolve_recipe_path
-from zonkey.core.train import param_groups, resolve_device
-from zonkey.data import load_corpus
+from zonkey.core.train import Trainer
+
+
+def _timed_steps(trainer: Trainer, start: int, n: int) -> tuple[list[float], list[int]]:
+    times, nbytes = [], []
+    cuda = trainer.device.type == "cuda"
+    for i in range(n):
+        trainer.step = start + i
+        if cuda:
+            torch.cuda.synchronize()
+        t = time.perf_counter()
+        _, _, b = trainer.train_step()
+        if cuda:
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - t)
+        nbytes.append(b)
+    return times, nbytes
+
+
+def _profile(trainer: Trainer, start: int, steps: int, threads: int) -> dict[str, Any]:
+    import _profile as P
+
+    P.label_components(trainer)
+    _timed_steps(trainer, start, 1)  # the wrappers' first call
+    with P.profiled() as prof:
+        times, nbytes = _timed_steps(trainer, start, steps)
+    att = P.attribute(prof.events())
+    scale = 1.0 / steps
+    flops, fbytes = 0, 0
+    for i in range(steps):
+        trainer.step = start + i
+        box: dict[str, int] = {}
+
+        def one() -> None:
+            box["b"] = trainer.train_step()[2]  # noqa: B023
+
+        flops += P.step_flops(one)
+        fbytes += box["b"]
+    peaks = {t: P.matmul_peak(t) for t in sorted({1, 2, threads})}
+    return {
+        "profiled_step_ms": round(1000 * statistics.mean(times), 1),
+        "profiled_bytes_per_step": round(statistics.mean(nbytes), 1),
+        "total_self_ms": round(att["total_ms"] * scale, 1),
+        "attention_ms": {k: round(v * scale, 1) for k, v in att["attention"].items()},
+        "by_component": {k: {kk: round(vv * scale, 2) for kk, vv in v.items()}
+                         for k, v in P.group_scopes(att["by_scope"]).items()},
+        "by_op": {k: {kk: round(vv * scale, 2) for kk, vv in v.items()} for k, v in att["by_op"].items()},
+        "flops_per_byte": flops / max(fbytes, 1),
+        "matmul_peak_gflops": {str(t): round(v, 1) for t, v in peaks.items()},
+    }
+
+
+def _print_profile(p: dict[str, Any], row: dict[str, Any], top: int) -> None:
+    total = p["total_self_ms"]
+    print(f"\nprofile: {p['profiled_step_ms']} ms per profiled step ({total} ms of op self time), "
+          f"{p['profiled_bytes_per_step']} bytes per step")
+    print(f"\n| component | fwd ms | bwd ms | total ms | share |\n|---|---:|---:|---:|---:|")
+    comps = sorted(p["by_component"].items(), key=lambda kv: -(kv[1]["fwd"] + kv[1]["bwd"]))
+    rest = {"fwd": 0.0, "bwd": 0.0}
+    for k, v in comps:
+        t = v["fwd"] + v["bwd"]
+        if t >= 0.005 * total or k.startswith("step."):
+            print(f"| {k} | {v['fwd']:.1f} | {v['bwd']:.1f} | {t:.1f} | {100 * t / total:.1f}% |")
+        else:
+            rest = {kk: rest[kk] + v[kk] for kk in rest}
+    t = rest["fwd"] + rest["bwd"]
+    print(f"| (the rest, each < 0.5%) | {rest['fwd']:.1f} | {rest['bwd']:.1f} | {t:.1f} | {100 * t / total:.1f}% |")
+    a = p["attention_ms"]
+    at = a["fwd"] + a["bwd"]
+    print(f"| (attention inside the above) | {a['fwd']:.1f} | {a['bwd']:.1f} | {at:.1f} | {100 * at / total:.1f}% |")
+    print(f"\n| op | fwd ms | bwd ms | total ms | share |\n|---|---:|---:|---:|---:|")
+    ops = sorted(p["by_op"].items(), key=lambda kv: -(kv[1]["fwd"] + kv[1]["bwd"]))
+    for k, v in ops[:top]:
+        t = v["fwd"] + v["bwd"]
+        print(f"| {k} | {v['fwd']:.1f} | {v['bwd']:.1f} | {t:.1f} | {100 * t / total:.1f}% |")
+    peak = p["matmul_peak_gflops"]
+    th = str(row["threads"])
+    achieved = p["flops_per_byte"] * row["bytes_per_s"] / 1e9
+    print(f"\nfp32 matmul peak (1024³): " + ", ".join(f"{v} GFLOP/s at {t} thread{'s' * (t != '1')}" for t, v in peak.items()))
+    print(f"model FLOPs: {p['flops_per_byte'] / 1e6:.2f} MFLOP per byte, {p['flops_per_byte'] * row['bytes_per_step'] / 1e9:.2f} "
+          f"GFLOP per step; at {row['bytes_per_s']:.0f} B/s: {achieved:.2f} GFLOP/s = "
+          f"{100 * achieved / peak[th]:.1f}% of the {th}-thread peak")
 
 
 def main() -> None:
@@ -41,50 +131,46 @@ def main() -> None:
     ap.add_argument("--set", action="append", default=[], dest="overrides")
     ap.add_argument("--steps", type=int, default=15)
     ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--at-step", type=int, default=None,
+                    help="curriculum step of the first warm-up step (default: the recipe's last steps)")
     ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--profile", action="store_true")
+    ap.add_argument("--profile-steps", type=int, default=3)
+    ap.add_argument("--top-ops", type=int, default=25)
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     recipe = load_recipe(resolve_recipe_path(args.recipe), args.overrides)
-    device = resolve_device(recipe.train.device)
-    torch.manual_seed(0)
-    model = build_model(recipe).to(device)
-    opt = torch.optim.AdamW(param_groups(model, 0.01, recipe.model.levels), lr=recipe.train.lr)
-    batches = load_corpus(recipe.data).batches("train", seed=0, batch_bytes=recipe.data.batch_bytes)
-    times, nbytes = [], []
-    for i in range(args.warmup + args.steps):
-        b = batches.batch(i).to(device)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        t = time.perf_counter()
-        out = model(b.tokens, b.valid)
-        opt.zero_grad(set_to_none=True)
-        out.loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        if i >= args.warmup:
-            times.append(time.perf_counter() - t)
-            nbytes.append(b.num_bytes)
-    med = statistics.median(times)
-    row = {
-        "recipe": recipe.name,
-        "device": str(device),
-        "threads": torch.get_num_threads(),
-        "params": sum(p.numel() for p in model.parameters()),
-        "steps": args.steps,
-        "median_step_s": round(med, 4),
-        "bytes_per_step": round(statistics.mean(nbytes), 1),
-        "bytes_per_s": round(sum(nbytes) / sum(times), 1),
-        "peak_mem_mib": round(torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else peak_rss_mib(), 1),
-    }
+    total = args.warmup + args.steps
+    start = args.at_step if args.at_step is not None else max(0, recipe.train.steps - total)
+    with tempfile.TemporaryDirectory() as tmp:
+        trainer = Trainer(recipe, Path(tmp) / "run", progress=False, log=lambda s: None)
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        _timed_steps(trainer, start, args.warmup)
+        times, nbytes = _timed_steps(trainer, start + args.warmup, args.steps)
+        row: dict[str, Any] = {
+            "recipe": recipe.name,
+            "device": str(trainer.device),
+            "threads": torch.get_num_threads(),
+            "params": sum(p.numel() for p in trainer.model.parameters()),
+            "at_step": start + args.warmup,
+            "steps": args.steps,
+            "median_step_s": round(statistics.median(times), 4),
+            "bytes_per_step": round(statistics.mean(nbytes), 1),
+            "bytes_per_s": round(sum(nbytes) / sum(times), 1),
+            "peak_mem_mib": round(torch.cuda.max_memory_allocated() / 2**20 if trainer.device.type == "cuda"
+                                  else peak_rss_mib(), 1),
+        }
+        prof = _profile(trainer, start + args.warmup, args.profile_steps, row["threads"]) if args.profile else None
     if args.json:
-        print(json.dumps(row))
-    else:
-        for k, v in row.items():
-            print(f"{k:>16}: {v}")
+        print(json.dumps(row if prof is None else {**row, "profile": prof}))
+        return
+    for k, v in row.items():
+        print(f"{k:>16}: {v}")
+    if prof is not None:
+        _print_profile(prof, row, args.top_ops)
 
 
 if __name__ == "__main__":
