@@ -10,8 +10,10 @@
 Times the trainer's own step (``Trainer.train_step``: batch, forward, backward, clip, AdamW, EMA,
 the logged values) after warm-up steps, on real batches of the recipe's data, at the curriculum of
 step ``--at-step`` (default: the recipe's last steps, where every term is on). Reports the median
-step time, bytes/s (real bytes of text, padding excluded) and the process's peak resident memory
-(CUDA: max allocated).
+step time, bytes/s (real bytes of text, padding excluded), the same per second of the process's CPU
+time (with ``--threads 1`` on a machine that other work shares, the steadier figure: wall time
+there counts the time others held the core) and the process's peak resident memory (CUDA: max
+allocated).
 
 ``--profile`` adds: self CPU time by component (each denoiser pass of the mixed step apart, the
 losses, attention inside every component, the optimizer and the EMA; forward and backward) and by
@@ -40,18 +42,21 @@ from zonkey.core.recipe import load_recipe, resolve_recipe_path
 from zonkey.core.train import Trainer
 
 
-def _timed_steps(trainer: Trainer, start: int, n: int) -> tuple[list[float], list[int]]:
+def _timed_steps(trainer: Trainer, start: int, n: int,
+                 cpu: list[float] | None = None) -> tuple[list[float], list[int]]:
     times, nbytes = [], []
     cuda = trainer.device.type == "cuda"
     for i in range(n):
         trainer.step = start + i
         if cuda:
             torch.cuda.synchronize()
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         _, _, b = trainer.train_step()
         if cuda:
             torch.cuda.synchronize()
         times.append(time.perf_counter() - t)
+        if cpu is not None:
+            cpu.append(time.process_time() - c)
         nbytes.append(b)
     return times, nbytes
 
@@ -85,7 +90,8 @@ def _profile(trainer: Trainer, start: int, steps: int, threads: int) -> dict[str
                          for k, v in P.group_scopes(att["by_scope"]).items()},
         "by_op": {k: {kk: round(vv * scale, 2) for kk, vv in v.items()} for k, v in att["by_op"].items()},
         "flops_per_byte": flops / max(fbytes, 1),
-        "matmul_peak_gflops": {str(t): round(v, 1) for t, v in peaks.items()},
+        "matmul_peak_gflops": {str(t): round(v[0], 1) for t, v in peaks.items()},
+        "matmul_peak_cpu_gflops": {str(t): round(v[1], 1) for t, v in peaks.items()},
     }
 
 
@@ -112,13 +118,20 @@ def _print_profile(p: dict[str, Any], row: dict[str, Any], top: int) -> None:
     for k, v in ops[:top]:
         t = v["fwd"] + v["bwd"]
         print(f"| {k} | {v['fwd']:.1f} | {v['bwd']:.1f} | {t:.1f} | {100 * t / total:.1f}% |")
-    peak = p["matmul_peak_gflops"]
+    peak, peak_cpu = p["matmul_peak_gflops"], p["matmul_peak_cpu_gflops"]
     th = str(row["threads"])
-    achieved = p["flops_per_byte"] * row["bytes_per_s"] / 1e9
-    print(f"\nfp32 matmul peak (1024³): " + ", ".join(f"{v} GFLOP/s at {t} thread{'s' * (t != '1')}" for t, v in peak.items()))
-    print(f"model FLOPs: {p['flops_per_byte'] / 1e6:.2f} MFLOP per byte, {p['flops_per_byte'] * row['bytes_per_step'] / 1e9:.2f} "
-          f"GFLOP per step; at {row['bytes_per_s']:.0f} B/s: {achieved:.2f} GFLOP/s = "
-          f"{100 * achieved / peak[th]:.1f}% of the {th}-thread peak")
+    print("\nfp32 matmul peak (1024³, best of 5): " + ", ".join(
+        f"{v} GFLOP/s at {t} thread{'s' * (t != '1')} ({peak_cpu[t]} per CPU-second of each thread)"
+        for t, v in peak.items()))
+    fpb = p["flops_per_byte"]
+    print(f"model FLOPs (forward + backward): {fpb / 1e6:.2f} MFLOP per byte, {fpb * row['bytes_per_step'] / 1e9:.2f} "
+          f"GFLOP per step")
+    wall = fpb * row["bytes_per_s"] / 1e9
+    print(f"utilisation by wall time: {wall:.2f} GFLOP/s = {100 * wall / peak[th]:.1f}% of the {th}-thread peak")
+    if th == "1":
+        cpu = fpb * row["bytes_per_cpu_s"] / 1e9
+        print(f"utilisation by CPU time:  {cpu:.2f} GFLOP/s = {100 * cpu / peak_cpu[th]:.1f}% of the 1-thread peak "
+              "(both per CPU-second)")
 
 
 def main() -> None:
@@ -149,7 +162,8 @@ def main() -> None:
         if args.threads:
             torch.set_num_threads(args.threads)
         _timed_steps(trainer, start, args.warmup)
-        times, nbytes = _timed_steps(trainer, start + args.warmup, args.steps)
+        cpu: list[float] = []
+        times, nbytes = _timed_steps(trainer, start + args.warmup, args.steps, cpu)
         row: dict[str, Any] = {
             "recipe": recipe.name,
             "device": str(trainer.device),
@@ -160,6 +174,9 @@ def main() -> None:
             "median_step_s": round(statistics.median(times), 4),
             "bytes_per_step": round(statistics.mean(nbytes), 1),
             "bytes_per_s": round(sum(nbytes) / sum(times), 1),
+            # CPU time of the process: on a shared machine a steadier measure of the work than wall time
+            "median_step_cpu_s": round(statistics.median(cpu), 4),
+            "bytes_per_cpu_s": round(sum(nbytes) / sum(cpu), 1),
             "peak_mem_mib": round(torch.cuda.max_memory_allocated() / 2**20 if trainer.device.type == "cuda"
                                   else peak_rss_mib(), 1),
         }

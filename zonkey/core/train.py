@@ -28,7 +28,7 @@ from zonkey.core.checkpoint.layout import step_name
 from zonkey.core.fit_text import fit_to_training_text
 from zonkey.core.losses import byte_balance_weights
 from zonkey.core.model import ZonkeyModel, build_model
-from zonkey.core.optim import EMA, lr_at, param_groups
+from zonkey.core.optim import EMA, adamw, lr_at, param_groups
 from zonkey.core.recipe import BALANCE_CAP, Recipe, recipe_to_dict
 from zonkey.data import ByteBatches, byte_counts, load_corpus
 
@@ -96,10 +96,8 @@ class Trainer:
             torch.set_num_threads(self.cfg.threads)
         torch.manual_seed(self.cfg.seed)
         self.model: ZonkeyModel = build_model(recipe).to(self.device)
-        self.optimizer = torch.optim.AdamW(
-            param_groups(self.model, self.cfg.weight_decay, recipe.model.levels), lr=self.cfg.lr,
-            betas=self.cfg.betas
-        )
+        self.optimizer = adamw(param_groups(self.model, self.cfg.weight_decay, recipe.model.levels), self.cfg.lr,
+                               self.cfg.betas)
         self.ema = EMA(self.model, self.cfg.ema_decay)
         self.corpus = load_corpus(recipe.data)
         self.batches: ByteBatches = self.corpus.batches("train", seed=self.cfg.seed, batch_bytes=recipe.data.batch_bytes)

@@ -53,7 +53,7 @@ def test_sdpa_on_cuda_returns_the_log_existence_gradient_at_fused_kernel_shapes(
 
 
 def test_sdpa_restricts_kernels_only_when_the_bias_needs_a_gradient(monkeypatch: pytest.MonkeyPatch) -> None:
-    """On CPU the kernel choice is PyTorch's; the restriction is for CUDA tensors whose bias requires grad."""
+    """On CPU no kernel is restricted; the restriction is for CUDA tensors whose bias requires grad."""
     import zonkey.components.attention.sdpa as sdpa_mod
 
     entered: list[object] = []
@@ -69,3 +69,29 @@ def test_sdpa_restricts_kernels_only_when_the_bias_needs_a_gradient(monkeypatch:
     assert entered == []
     assert sdpa_mod.SDPBackend.CUDNN_ATTENTION not in sdpa_mod.BIAS_GRAD_KERNELS
     assert sdpa_mod.SDPBackend.EFFICIENT_ATTENTION in sdpa_mod.BIAS_GRAD_KERNELS
+
+
+def _grads(backend: str, causal: bool, calls: int) -> tuple[torch.Tensor, ...]:
+    q, k, v, log_e = (t.clone().requires_grad_(True) for t in attention_case(dtype=torch.float64, seed=5))
+    outs = [probabilistic_attention(q, k, v, log_e, causal=causal, backend=backend) for _ in range(calls)]
+    sum((i + 1) * o.square().sum() for i, o in enumerate(outs)).backward()
+    return (*outs, q.grad, k.grad, v.grad, log_e.grad)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_sdpa_with_an_existence_gradient_on_cpu_matches_reference_in_output_and_every_gradient(causal: bool) -> None:
+    # the existence requires grad: the explicit CPU path; two calls on one log existence share its bias
+    ref, out = _grads("reference", causal, 2), _grads("sdpa", causal, 2)
+    for a, r in zip(out, ref, strict=True):
+        torch.testing.assert_close(a.nan_to_num(), r.nan_to_num(), rtol=1e-10, atol=1e-12)
+    if not causal:  # causal attention never reads the bias of later keys: no existence gradient there
+        assert out[-1].abs().sum() > 0
+
+
+def test_sdpa_rebuilds_the_bias_when_the_log_existence_changes_in_place() -> None:
+    q, k, v, log_e = attention_case(dtype=torch.float64, seed=2)
+    first = probabilistic_attention(q, k, v, log_e, backend="sdpa")
+    log_e[1, 2] = -5.0  # same tensor, new values: a reused bias would be stale
+    again = probabilistic_attention(q, k, v, log_e, backend="sdpa")
+    torch.testing.assert_close(again, probabilistic_attention(q, k, v, log_e, backend="reference"))
+    assert not torch.allclose(first[1], again[1])
