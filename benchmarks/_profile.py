@@ -213,10 +213,10 @@ def group_scopes(by_scope: dict[str, dict[str, float]]) -> dict[str, dict[str, f
 
 
 def matmul_peak(threads: int, n: int = 1024, repeats: int = 5) -> tuple[float, float]:
-    """fp32 GFLOP/s of an (n, n) @ (n, n) product at ``threads``: (best by wall time, best by CPU time per thread).
+    """fp32 GFLOP/s of an (n, n) @ (n, n) product at ``threads``: (best by wall time, best per core-second).
 
-    The second divides the process's CPU time by ``threads``: on a machine other work shares, it
-    leaves out the time the product waited for a core.
+    The second divides by the process's CPU time (all threads together): on a machine other work
+    shares, it leaves out the time the product waited for a core.
     """
     old = torch.get_num_threads()
     torch.set_num_threads(threads)
@@ -229,7 +229,7 @@ def matmul_peak(threads: int, n: int = 1024, repeats: int = 5) -> tuple[float, f
             t, c = time.perf_counter(), time.process_time()
             a @ b
             wall = min(wall, time.perf_counter() - t)
-            cpu = min(cpu, (time.process_time() - c) / threads)
+            cpu = min(cpu, time.process_time() - c)
         return 2 * n**3 / wall / 1e9, 2 * n**3 / cpu / 1e9
     finally:
         torch.set_num_threads(old)

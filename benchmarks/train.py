@@ -121,7 +121,7 @@ def _print_profile(p: dict[str, Any], row: dict[str, Any], top: int) -> None:
     peak, peak_cpu = p["matmul_peak_gflops"], p["matmul_peak_cpu_gflops"]
     th = str(row["threads"])
     print("\nfp32 matmul peak (1024³, best of 5): " + ", ".join(
-        f"{v} GFLOP/s at {t} thread{'s' * (t != '1')} ({peak_cpu[t]} per CPU-second of each thread)"
+        f"{v} GFLOP/s at {t} thread{'s' * (t != '1')} ({peak_cpu[t]} per core-second)"
         for t, v in peak.items()))
     fpb = p["flops_per_byte"]
     print(f"model FLOPs (forward + backward): {fpb / 1e6:.2f} MFLOP per byte, {fpb * row['bytes_per_step'] / 1e9:.2f} "
@@ -130,8 +130,8 @@ def _print_profile(p: dict[str, Any], row: dict[str, Any], top: int) -> None:
     print(f"utilisation by wall time: {wall:.2f} GFLOP/s = {100 * wall / peak[th]:.1f}% of the {th}-thread peak")
     if th == "1":
         cpu = fpb * row["bytes_per_cpu_s"] / 1e9
-        print(f"utilisation by CPU time:  {cpu:.2f} GFLOP/s = {100 * cpu / peak_cpu[th]:.1f}% of the 1-thread peak "
-              "(both per CPU-second)")
+        print(f"utilisation by CPU time:  {cpu:.2f} GFLOP per core-second = {100 * cpu / peak_cpu[th]:.1f}% of the "
+              "1-thread peak per core-second")
 
 
 def main() -> None:
