@@ -99,7 +99,7 @@ def _print_profile(p: dict[str, Any], row: dict[str, Any], top: int) -> None:
     total = p["total_self_ms"]
     print(f"\nprofile: {p['profiled_step_ms']} ms per profiled step ({total} ms of op self time), "
           f"{p['profiled_bytes_per_step']} bytes per step")
-    print(f"\n| component | fwd ms | bwd ms | total ms | share |\n|---|---:|---:|---:|---:|")
+    print("\n| component | fwd ms | bwd ms | total ms | share |\n|---|---:|---:|---:|---:|")
     comps = sorted(p["by_component"].items(), key=lambda kv: -(kv[1]["fwd"] + kv[1]["bwd"]))
     rest = {"fwd": 0.0, "bwd": 0.0}
     for k, v in comps:
@@ -113,7 +113,7 @@ def _print_profile(p: dict[str, Any], row: dict[str, Any], top: int) -> None:
     a = p["attention_ms"]
     at = a["fwd"] + a["bwd"]
     print(f"| (attention inside the above) | {a['fwd']:.1f} | {a['bwd']:.1f} | {at:.1f} | {100 * at / total:.1f}% |")
-    print(f"\n| op | fwd ms | bwd ms | total ms | share |\n|---|---:|---:|---:|---:|")
+    print("\n| op | fwd ms | bwd ms | total ms | share |\n|---|---:|---:|---:|---:|")
     ops = sorted(p["by_op"].items(), key=lambda kv: -(kv[1]["fwd"] + kv[1]["bwd"]))
     for k, v in ops[:top]:
         t = v["fwd"] + v["bwd"]
