@@ -135,8 +135,8 @@ class EMA:
             shadows.append(self.shadow[k])
             values.append(v.detach() if v.dtype == torch.float32 else v.detach().float())
         for d, (shadows, values) in groups.items():
-            torch._foreach_mul_(shadows, d)
-            torch._foreach_add_(shadows, values, alpha=1 - d)
+            torch._foreach_mul_(shadows, d)  # pyright: ignore[reportPrivateImportUsage]
+            torch._foreach_add_(shadows, values, alpha=1 - d)  # pyright: ignore[reportPrivateImportUsage]
 
     def state(self) -> dict[str, torch.Tensor]:
         """The averaged weights by state-dict key (what a checkpoint saves as the EMA)."""

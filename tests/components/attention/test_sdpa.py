@@ -95,3 +95,11 @@ def test_sdpa_rebuilds_the_bias_when_the_log_existence_changes_in_place() -> Non
     again = probabilistic_attention(q, k, v, log_e, backend="sdpa")
     torch.testing.assert_close(again, probabilistic_attention(q, k, v, log_e, backend="reference"))
     assert not torch.allclose(first[1], again[1])
+
+
+def test_sdpa_runs_on_inference_tensors() -> None:
+    with torch.inference_mode():
+        q, k, v, log_e = attention_case(dtype=torch.float32, seed=4)
+        out = probabilistic_attention(q, k, v, log_e, backend="sdpa")
+        ref = probabilistic_attention(q, k, v, log_e, backend="reference")
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-6)

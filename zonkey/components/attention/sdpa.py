@@ -78,10 +78,13 @@ def _bias(log_existence: Tensor, causal: bool, dtype: torch.dtype) -> Tensor:
 
     The key holds a weak reference, so a freed tensor never matches a new one at the same address.
     """
+    if log_existence.is_inference() or torch.compiler.is_compiling():
+        # inference tensors keep no version counter; a compiled graph builds its bias itself
+        return existence_bias(log_existence, causal=causal, dtype=dtype)
     key = (log_existence._version, causal, dtype, torch.is_grad_enabled(), log_existence.device)
-    ref, last_key, bias = getattr(_last, "entry", (None, None, None))
-    if ref is not None and ref() is log_existence and last_key == key:
-        return bias
+    entry: tuple[weakref.ref[Tensor], tuple[object, ...], Tensor] | None = getattr(_last, "entry", None)
+    if entry is not None and entry[0]() is log_existence and entry[1] == key:
+        return entry[2]
     bias = existence_bias(log_existence, causal=causal, dtype=dtype)
     _last.entry = (weakref.ref(log_existence), key, bias)
     return bias
