@@ -106,6 +106,8 @@ def label_components(trainer: Any) -> None:
     for mod in model.modules():
         if type(mod).__name__ == "AttentionBackend":
             _wrap_attr(mod, "forward", "attention")
+            if hasattr(mod, "local"):  # the sliding-window form
+                _wrap_attr(mod, "local", "attention")
     for fn in ("token_loss", "contrastive_recon_loss", "existence_bce", "collapse_loss"):
         setattr(level_mod, fn, _wrap(getattr(level_mod, fn), "loss." + fn.removesuffix("_loss")))
     for fn in ("contrastive_atanh", "false_negatives"):
