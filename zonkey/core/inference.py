@@ -182,10 +182,14 @@ def reconstruct_texts(model: ZonkeyModel, texts: Sequence[str], *, sigma: float 
     for group in text_batches(texts):
         batch = encode_texts([texts[i] for i in group]).to(device)
         p0 = model.encode(batch.tokens, batch.valid, upto=1)[0]
-        seg = p0.split.segments
+        seg, latents = p0.split.segments, p0.latents
+        # decoding needs the segments' places, not their input vectors or the level's sequence: on a
+        # long document those are most of the memory, freed here before the decode
+        seg.vectors = seg.vectors[:0]
+        del p0
         # decoded SEGMENT_BATCH segments at a time: (s, m) bytes are kept, never all (s, m, d) slots
         pred = torch.cat([decode_bytes_from_slots(
-            model.levels[0].decode(p0.latents[a:a + SEGMENT_BATCH], sigma=sigma, steps=steps, generator=gen).x_hat,
+            model.levels[0].decode(latents[a:a + SEGMENT_BATCH], sigma=sigma, steps=steps, generator=gen).x_hat,
             model.table) for a in range(0, max(seg.num, 1), SEGMENT_BATCH)])  # (s, m)
         buf = torch.zeros_like(batch.tokens)
         own = seg.own_span
