@@ -83,3 +83,28 @@ def test_eval_reports_generation_keys(run_dir):
     res = runner.invoke(app, ["eval", str(run_dir), "--max-batches", "1", "--samples", "2", "--infill", "0"])
     assert res.exit_code == 0, res.output
     assert "valid-word rate" in res.stdout and "infill" not in res.stdout
+
+
+def test_sample_settings_override_at_generation_time(run_dir):
+    base = ["sample", str(run_dir), "-n", "2", "--segments", "2", "--json"]
+    a = runner.invoke(app, [*base, "--steps", "2"])
+    b = runner.invoke(app, [*base, "--set", "sample.steps=2"])
+    assert a.exit_code == 0 and b.exit_code == 0, b.output
+    assert a.stdout == b.stdout  # the override reached the sampler
+    res = runner.invoke(app, ["infill", str(run_dir), "a ___ b", "--set", "sample.guidance=2", "--set",
+                              "sample.infill_steps=2"])
+    assert res.exit_code == 0, res.output
+
+
+@pytest.mark.parametrize(("cmd", "override", "message"), [
+    ("sample", "model.levels.0.d_model=8", "only sample.* settings"),
+    ("infill", "sample.guidance=-1", "guidance"),
+    ("eval", "sample.nope=1", "nope"),
+    ("eval", "sample.steps", "a.b.c=value"),
+])
+def test_bad_sample_overrides_are_one_line_errors(run_dir, cmd, override, message):
+    extra = ["a ___ b"] if cmd == "infill" else []
+    res = runner.invoke(app, [cmd, str(run_dir), *extra, "--set", override])
+    assert res.exit_code == 1, res.output
+    assert message in res.output and "Traceback" not in res.output
+    assert len(res.output.strip().splitlines()) == 1

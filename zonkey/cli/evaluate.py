@@ -50,6 +50,7 @@ def eval_cmd(
     candidates: Annotated[int, typer.Option("--candidates", min=1, max=common.MAX_COUNT, help="Autoregressive baseline runs: infill "
                                             "by rescoring this many most frequent training tokens.")] = 2000,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    sets: common.SampleSets = None,
 ) -> None:
     """Held-out metrics of every level.
 
@@ -79,6 +80,8 @@ def eval_cmd(
     if is_ar_run(ckpt):  # an autoregressive baseline: the metrics that apply to a byte LM
         from zonkey.cli.baseline import eval_ar_run
 
+        if sets:
+            common.warn("--set does not apply to an autoregressive run (it has no sample settings)")
         if steps_table:
             common.warn("--steps-table does not apply to an autoregressive run (it has no denoising steps)")
         eval_ar_run(ckpt, data=data, noise=spec, max_batches=max_batches, seed=seed, samples=samples, infill=infill,
@@ -87,7 +90,7 @@ def eval_cmd(
         return
     noise_info = None
     with common.user_errors():
-        model = _load(ckpt, ema, not no_verify)
+        model = _load(ckpt, ema, not no_verify).with_sample_settings(sets or [])
         from zonkey.core.evaluate import evaluate
         from zonkey.data import load_corpus
 

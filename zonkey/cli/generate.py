@@ -81,6 +81,7 @@ def sample_cmd(
     no_verify: common.NoVerify = False,
     progress: Progress = None,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per sample: {text, bytes}.")] = False,
+    sets: common.SampleSets = None,
 ) -> None:
     """Generate texts from noise: the top level's sampler, decoded and stitched down to bytes.
 
@@ -94,7 +95,7 @@ def sample_cmd(
     sigmas: list[float] = []
     steps_texts: list[list[str]] = []
     with common.user_errors():
-        model = _load(ckpt, ema, not no_verify)
+        model = _load(ckpt, ema, not no_verify).with_sample_settings(sets or [])
         from zonkey.core.sample import sample
 
         for b, start in enumerate(range(0, n, SAMPLE_BATCH)):
@@ -180,12 +181,13 @@ def infill_cmd(
     no_verify: common.NoVerify = False,
     progress: Progress = None,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object: {text, gap, score, gap_len, level, candidates}.")] = False,
+    sets: common.SampleSets = None,
 ) -> None:
     """Fill a gap between a prefix and a suffix (either may be empty: a continuation or a beginning)."""
     prefix, suffix = parse_gap_text(text, prefix, suffix)
     gap_range = parse_gap_range(gap)
     with common.user_errors():
-        model = _load(ckpt, ema, not no_verify)
+        model = _load(ckpt, ema, not no_verify).with_sample_settings(sets or [])
         from zonkey.core.infill import infill
 
         with _progress("infill", progress) as cb:

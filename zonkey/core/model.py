@@ -12,7 +12,7 @@ its passes (:meth:`ZonkeyModel.encode`). The user API on top of the model is :mo
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,7 @@ from zonkey.core.checkpoint import load_weights, read_run_recipe
 from zonkey.core.hierarchy import latents_to_sequence
 from zonkey.core.level import Level, LevelStack
 from zonkey.core.outputs import LevelOutput, LevelPass, ModelOutput, Segments
-from zonkey.core.recipe import Recipe
+from zonkey.core.recipe import Recipe, RecipeError, recipe_to_dict
 from zonkey.core.shapes import BYTE_VOCAB
 from zonkey.core.sphere import to_sphere
 
@@ -70,6 +70,28 @@ class ZonkeyModel(nn.Module):
         model = build_model(read_run_recipe(run_dir))
         load_weights(model, run_dir, use_ema=use_ema, verify=verify)
         return model.to(device).eval()
+
+    def with_sample_settings(self, overrides: Sequence[str]) -> ZonkeyModel:
+        """Change the recipe's generation defaults (``sample.*``) in place, e.g. for an evaluation.
+
+        Args:
+            overrides: ``sample.key=value`` strings, applied in order and validated as the recipe's
+                ``sample`` section.
+
+        Returns:
+            the model itself.
+
+        Raises:
+            RecipeError: an override outside ``sample.``, or a value that does not validate.
+        """
+        if not overrides:
+            return self
+        for text in overrides:
+            if not text.strip().startswith("sample."):
+                raise RecipeError(f"override {text!r}: only sample.* settings can change after training "
+                                  "(the rest of the recipe describes the trained weights)")
+        self.recipe = Recipe.from_dict(recipe_to_dict(self.recipe), source="the run's recipe", overrides=overrides)
+        return self
 
     @property
     def table(self) -> Tensor:

@@ -80,8 +80,9 @@ def sample_with_prior(model: ZonkeyModel, n: int, *, level: int, steps: int, len
         if progress is not None:
             progress(i + 1, steps)
 
-    z = prior.sample(n, length, steps=steps, eta=eta, generator=generator, device=device, on_step=on_step)
     cfg = model.recipe.sample
+    z = prior.sample(n, length, steps=steps, eta=eta, generator=generator, device=device, on_step=on_step,
+                     project_below=cfg.project_below)
     pieces = descend(model, level + 1, z, valid, steps=cfg.level_steps, sigma=cfg.level_sigma, epsilon=epsilon,
                      generator=generator)
     return SampleResult(texts=[p.decode("utf-8", errors="replace") for p in pieces],
@@ -139,15 +140,15 @@ def infill_with_prior(model: ZonkeyModel, pairs: Sequence[tuple[str, str]], *, l
         known[r, p + g:p + g + q] = True
         valid[r, :p + g + q] = True
         gap_mask[r, p:p + g] = True
+    cfg = model.recipe.sample
     z = prior.sample(len(rows), n, steps=steps, eta=eta, generator=generator, known_z=known_z, known=known,
-                     valid=valid, device=device)
+                     valid=valid, device=device, guidance=cfg.guidance, project_below=cfg.project_below)
     scores = _agreement(prior, z, known, valid, generator)  # (R,)
     gap_z = torch.zeros(len(rows), max(gaps), dim, device=device)
     gap_valid = torch.zeros(len(rows), max(gaps), dtype=torch.bool, device=device)
     for r, (_, g, p, _) in enumerate(rows):
         gap_z[r, :g] = z[r, p:p + g]
         gap_valid[r, :g] = True
-    cfg = model.recipe.sample
     pieces = descend(model, level + 1, gap_z, gap_valid, steps=cfg.level_steps, sigma=cfg.level_sigma,
                      epsilon=epsilon, generator=generator)
     results = []

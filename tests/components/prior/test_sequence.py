@@ -138,3 +138,62 @@ def test_memory_trains_on_the_last_batches_rows():
     prior.eval()
     prior.loss(to_sphere(torch.randn(3, 5, 16)), torch.ones(3, 5, dtype=torch.bool))
     assert seen[-1] == 3  # evaluation losses use the batch alone
+
+
+def _known_rows(b: int = 3, n: int = 6):
+    known_z = to_sphere(torch.randn(b, n, 16, generator=torch.Generator().manual_seed(5)))
+    known = torch.zeros(b, n, dtype=torch.bool)
+    known[:2, :2] = True  # rows 0 and 1 have context; row 2 has none
+    known[:2, 4:] = True
+    return known_z, known
+
+
+def test_guidance_moves_only_the_unknown_positions_of_rows_with_context():
+    torch.manual_seed(0)
+    prior = _prior()
+    prior.eval()
+    known_z, known = _known_rows()
+
+    def draw(w):
+        return prior.sample(3, 6, steps=4, generator=torch.Generator().manual_seed(2), known_z=known_z, known=known,
+                            guidance=w)
+
+    plain, same, guided = draw(1.0), prior.sample(3, 6, steps=4, generator=torch.Generator().manual_seed(2),
+                                                   known_z=known_z, known=known), draw(3.0)
+    assert torch.equal(plain, same)  # 1 is off
+    assert torch.equal(guided[known], known_z[known])
+    assert torch.equal(guided[2], plain[2])  # a row without context is not guided
+    assert not torch.allclose(guided[0, 2:4], plain[0, 2:4], atol=1e-4)
+    radius = to_sphere(torch.ones(1, 16)).norm()
+    assert torch.allclose(guided.norm(dim=-1), radius.expand(3, 6), atol=1e-4)
+
+
+def test_guidance_zero_ignores_the_context():
+    """w = 0 keeps only the estimate given nothing: the gap is what the same draw without context gives."""
+    torch.manual_seed(0)
+    prior = _prior()
+    prior.eval()
+    known_z, known = _known_rows()
+    g0 = prior.sample(3, 6, steps=4, generator=torch.Generator().manual_seed(2), known_z=known_z, known=known,
+                      guidance=0.0)
+    free = prior.sample(3, 6, steps=4, generator=torch.Generator().manual_seed(2))
+    assert torch.allclose(g0[~known], free[~known], atol=1e-5)
+
+
+def test_project_below_puts_late_estimates_on_the_sphere():
+    torch.manual_seed(0)
+    prior = _prior(sphere_out=False)
+    prior.eval()
+    radius = float(to_sphere(torch.ones(1, 16)).norm())
+
+    def on_sphere_per_step(project_below):
+        seen = []
+        prior.sample(2, 5, steps=6, generator=torch.Generator().manual_seed(1), project_below=project_below,
+                     on_step=lambda i, est: seen.append(bool(torch.allclose(est.norm(dim=-1),
+                                                                           torch.full((2, 5), radius), atol=1e-4))))
+        return seen
+
+    assert on_sphere_per_step(1.0) == [True] * 6
+    assert not any(on_sphere_per_step(0.0))
+    late = on_sphere_per_step(0.5)
+    assert late[-1] and not late[0]

@@ -177,7 +177,8 @@ class SequencePrior(nn.Module):
     @torch.no_grad()
     def sample(self, b: int, n: int, *, steps: int, eta: float = 0.0, generator: torch.Generator | None = None,
                known_z: Tensor | None = None, known: Tensor | None = None, valid: Tensor | None = None,
-               device: torch.device | str = "cpu", on_step: Callable[[int, Tensor], None] | None = None) -> Tensor:
+               device: torch.device | str = "cpu", on_step: Callable[[int, Tensor], None] | None = None,
+               guidance: float = 1.0, project_below: float = 0.0) -> Tensor:
         """Draw latent sequences, optionally with some positions given.
 
         Args:
@@ -192,6 +193,14 @@ class SequencePrior(nn.Module):
             device: where the latents are drawn.
             on_step: called as ``on_step(i, estimate)`` after every step with the clean estimate
                 (b, n, D), known positions filled in.
+            guidance: context guidance where positions are known: the estimate is
+                ``u + guidance · (c − u)``, c with the known positions given, u with nothing given
+                (every position as the trajectory has it). 1 is the plain conditional estimate;
+                > 1 pushes the unknown positions toward what the context implies beyond the
+                prior's marginal. Rows without known positions are unaffected.
+            project_below: for a prior trained with ``sphere_out: false``, estimates at steps whose
+                σ is at most this are put on the sphere (0: only the last one; 1: every one, as
+                ``sphere_out: true`` does).
 
         Returns:
             (b, n, D) latents on the sphere; known positions are exactly ``known_z``.
@@ -205,11 +214,24 @@ class SequencePrior(nn.Module):
         z = torch.randn(shape, device=device, generator=generator)
         sig = schedule.sampler_sigmas(steps, self.cfg.shift)
         cond = None
+        cond_u = None
+        guided = guidance != 1.0 and bool(known.any())
+        nothing = torch.zeros_like(known)
         z_hat = z
         for i, (s, s_next) in enumerate(zip(sig[:-1], sig[1:], strict=True)):
             inp = torch.where(known[..., None], base, z)
-            z_hat = self(inp, torch.full((b,), s, device=device), known, valid, cond)
+            sigma = torch.full((b,), s, device=device)
+            z_hat = self(inp, sigma, known, valid, cond)
             cond = z_hat
+            if guided:
+                z_u = self(z, sigma, nothing, valid, cond_u)
+                cond_u = z_u
+                mix = z_u + guidance * (z_hat - z_u)
+                if self.cfg.sphere_out:
+                    mix = to_sphere(mix)
+                z_hat = torch.where(known.any(1)[:, None, None], mix, z_hat)
+            if not self.cfg.sphere_out and s <= project_below:
+                z_hat = to_sphere(z_hat)
             if on_step is not None:
                 on_step(i, torch.where(known[..., None], base, z_hat))
             z = schedule.step(z, z_hat, s, s_next, eta=eta, generator=generator)
