@@ -197,3 +197,60 @@ def test_project_below_puts_late_estimates_on_the_sphere():
     assert not any(on_sphere_per_step(0.0))
     late = on_sphere_per_step(0.5)
     assert late[-1] and not late[0]
+
+
+def test_mixture_one_is_refused():
+    with pytest.raises(ValueError, match="mixture"):
+        SequencePriorConfig(mixture=1)
+
+
+def test_mixture_shapes_weights_and_seeded_draws():
+    torch.manual_seed(0)
+    prior = _prior(mixture=4)
+    z = torch.randn(2, 5, 16)
+    valid = torch.ones(2, 5, dtype=torch.bool)
+    valid[1, 3:] = False
+    nothing = torch.zeros(2, 5, dtype=torch.bool)
+    means, logw = prior.components(z, torch.full((2,), 0.9), nothing, valid)
+    assert means.shape == (2, 5, 4, 16) and logw is not None and logw.shape == (2, 5, 4)
+    assert torch.allclose(logw.exp().sum(-1), torch.ones(2, 5), atol=1e-5)
+    a = prior(z, torch.full((2,), 0.9), nothing, valid, generator=torch.Generator().manual_seed(1))
+    b = prior(z, torch.full((2,), 0.9), nothing, valid, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(a, b) and torch.all(a[1, 3:] == 0)
+    # every drawn estimate is one of its position's candidates
+    hit = (means[0] - a[0][:, None]).abs().amax(-1).min(-1).values
+    assert torch.all(hit < 1e-6)
+    loss, stats = prior.loss(to_sphere(torch.randn(3, 6, 16)), torch.ones(3, 6, dtype=torch.bool),
+                             torch.Generator().manual_seed(0))
+    assert loss.ndim == 0 and torch.isfinite(loss) and 0 < stats["prior_mixture_used"] <= 1
+    with pytest.raises(ValueError, match="guidance"):
+        known = torch.zeros(1, 4, dtype=torch.bool)
+        known[0, 0] = True
+        prior.sample(1, 4, steps=2, known=known, known_z=torch.zeros(1, 4, 16), guidance=2.0)
+
+
+@pytest.mark.learning
+def test_mixture_draws_words_where_the_mean_is_a_blur():
+    """Positions draw independently from 4 words. In one sampler step from pure noise, the single
+    estimate can only be the words' mean (a blur, far from each word), while the mixture's draw
+    lands on a word and draws every word."""
+    torch.manual_seed(0)
+    g = torch.Generator().manual_seed(0)
+    vocab = to_sphere(torch.randn(4, 16, generator=g))
+    results = {}
+    for k in (0, 8):
+        prior = _prior(infill=0.0, self_cond=0.0, mixture=k)
+        opt = torch.optim.AdamW(prior.parameters(), lr=3e-3)
+        for _ in range(120):
+            words = torch.randint(0, 4, (8, 6), generator=g)
+            loss, _ = prior.loss(vocab[words], torch.ones(8, 6, dtype=torch.bool), generator=g)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        prior.eval()
+        z = prior.sample(64, 6, steps=1, generator=torch.Generator().manual_seed(1))
+        cos = torch.nn.functional.normalize(z, dim=-1) @ torch.nn.functional.normalize(vocab, dim=-1).T
+        best, word = cos.max(-1)
+        results[k] = (float((best > 0.9).float().mean()), int(word[best > 0.9].unique().numel()))
+    assert results[0][0] < 0.2, results
+    assert results[8][0] > 0.8 and results[8][1] == 4, results

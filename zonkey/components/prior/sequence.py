@@ -32,6 +32,8 @@ from zonkey.core.sphere import to_sphere
 from zonkey.core.transformer import Encoder
 
 N_FREQ = 32  # Fourier features of the log-SNR
+MIX_FLOOR = 0.05  # share of a mixture's responsibility spread evenly over its candidates
+MIX_WEIGHT_LOSS = 0.1  # weight of the mixture weights' cross-entropy beside the candidates' error
 SCATTER_RATE = (0.05, 0.5)  # range of the per-row share of unknown positions in scattered infill rows
 
 
@@ -54,7 +56,10 @@ class SequencePrior(nn.Module):
         self.known_flag = nn.Parameter(torch.randn(w) * 0.02)
         self.time = nn.Sequential(nn.Linear(2 * N_FREQ, w), nn.GELU(), nn.Linear(w, w))
         self.encoder = Encoder(w, cfg.heads, cfg.layers, attention, cfg.ffn_mult, 0.0)
-        self.out = nn.Linear(w, dim)
+        k = max(cfg.mixture, 1)
+        self.out = nn.Linear(w, k * dim)
+        # mixture weights of the K candidate estimates (absent for the single-estimate prior)
+        self.mix = nn.Linear(w, cfg.mixture) if cfg.mixture else None
         self._memory: list[tuple[Tensor, Tensor]] = []  # the last batches' (z0, valid), newest first
         self.register_buffer("freqs", torch.exp(torch.linspace(0.0, math.log(1000.0), N_FREQ)) / 8.0,
                              persistent=False)
@@ -63,8 +68,9 @@ class SequencePrior(nn.Module):
         a = schedule.log_snr(sigma)[:, None] * self.freqs  # (b, N_FREQ)
         return torch.cat([a.sin(), a.cos()], dim=-1)  # (b, 2·N_FREQ)
 
-    def forward(self, z: Tensor, sigma: Tensor, known: Tensor, valid: Tensor, cond: Tensor | None = None) -> Tensor:
-        """The clean estimate of every position.
+    def components(self, z: Tensor, sigma: Tensor, known: Tensor, valid: Tensor,
+                   cond: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
+        """The candidate clean estimates of every position and their log weights.
 
         Args:
             z: (b, n, D) latents: noised at σ where not known, clean where known.
@@ -74,9 +80,10 @@ class SequencePrior(nn.Module):
             cond: optional (b, n, D) previous clean estimate (self-conditioning).
 
         Returns:
-            (b, n, D) clean estimates on the sphere (0 on padding).
+            (b, n, K, D) candidate estimates (K = ``mixture``, or 1), on the sphere with
+            ``sphere_out``, 0 on padding; and their (b, n, K) log weights, or None without a mixture.
         """
-        n = z.shape[1]
+        b, n, _ = z.shape
         if n > self.cfg.max_len:
             raise ValueError(f"sequence of {n} positions is longer than the prior's max_len ({self.cfg.max_len})")
         h = self.inp(z) + self.pos[:n] + self.time(self._time_features(sigma))[:, None]
@@ -85,10 +92,39 @@ class SequencePrior(nn.Module):
             h = h + self.cond_in(cond)
         le = torch.zeros(valid.shape, dtype=torch.float32, device=z.device).masked_fill(~valid, NEG_INF)
         h = self.encoder(h, le)
-        out = self.out(h)
+        means = self.out(h).view(b, n, -1, self.dim)
         if self.cfg.sphere_out:
-            out = to_sphere(out)
-        return out.masked_fill(~valid[..., None], 0.0)
+            means = to_sphere(means)
+        means = means.masked_fill(~valid[..., None, None], 0.0)
+        logw = F.log_softmax(self.mix(h).float(), dim=-1) if self.mix is not None else None
+        return means, logw
+
+    def forward(self, z: Tensor, sigma: Tensor, known: Tensor, valid: Tensor, cond: Tensor | None = None,
+                generator: torch.Generator | None = None) -> Tensor:
+        """The clean estimate of every position.
+
+        Args:
+            z: (b, n, D) latents: noised at σ where not known, clean where known.
+            sigma: (b,) noise share of each row.
+            known: (b, n) bool, positions given as context (clean).
+            valid: (b, n) bool, real positions (padding is masked out of attention).
+            cond: optional (b, n, D) previous clean estimate (self-conditioning).
+            generator: with a mixture, the estimate is one candidate drawn by its weight from this
+                generator; without one (None), the weighted mean of the candidates.
+
+        Returns:
+            (b, n, D) clean estimates (on the sphere with ``sphere_out``; 0 on padding).
+        """
+        means, logw = self.components(z, sigma, known, valid, cond)
+        if logw is None:
+            return means[:, :, 0]
+        if generator is None:
+            est = (logw.exp()[..., None].to(means.dtype) * means).sum(2)
+            est = to_sphere(est) if self.cfg.sphere_out else est
+            return est.masked_fill(~valid[..., None], 0.0)
+        u = torch.rand(logw.shape[:-1], device=z.device, generator=generator)[..., None]
+        pick = (logw.exp().cumsum(-1) < u).sum(-1, keepdim=True).clamp_max(logw.shape[-1] - 1)  # (b, n, 1)
+        return means.gather(2, pick[..., None].expand(-1, -1, 1, self.dim))[:, :, 0]
 
     # -- training ---------------------------------------------------------------------------------
     def _known_spans(self, valid: Tensor, generator: torch.Generator | None) -> Tensor:
@@ -133,14 +169,41 @@ class SequencePrior(nn.Module):
         known = self._known_spans(valid, generator)
         zt = torch.where(known[..., None], z0, schedule.add_noise(z0, sigma, eps))
         cond = None
+        draw = generator if generator is not None else torch.Generator(device=z0.device).manual_seed(0)
         if self.cfg.self_cond > 0 and float(torch.rand((), generator=generator)) < self.cfg.self_cond:
             with torch.no_grad():
-                cond = self(zt, sigma, known, valid)
-        z_hat = self(zt, sigma, known, valid, cond)
+                cond = self(zt, sigma, known, valid, generator=draw if self.mix is not None else None)
+        means, logw = self.components(zt, sigma, known, valid, cond)
         w = (valid & ~known).to(z0.dtype)
-        err = (z_hat - z0).pow(2).mean(-1)  # (b, n)
-        loss = (err * w).sum() / w.sum().clamp_min(1.0)
-        return loss, {"prior_positions": float(w.sum())}
+        err = (means - z0[:, :, None]).pow(2).mean(-1)  # (b, n, K)
+        stats: dict[str, float] = {"prior_positions": float(w.sum())}
+        if logw is None:
+            per = err[:, :, 0]
+        else:
+            per, weight_ce, used = self._mixture_terms(err, logw)
+            per = per + MIX_WEIGHT_LOSS * weight_ce
+            stats["prior_mixture_used"] = used
+        loss = (per * w).sum() / w.sum().clamp_min(1.0)
+        return loss, stats
+
+    def _mixture_terms(self, err: Tensor, logw: Tensor) -> tuple[Tensor, Tensor, float]:
+        """Per-position losses of the mixture: responsibility-weighted error and weight cross-entropy.
+
+        Each candidate's responsibility for the clean latent is softmax(log w − err / τ), detached,
+        with a floor of ``MIX_FLOOR / K`` so that no candidate stops learning; the candidates move
+        toward the latents they are responsible for, and the weights learn to predict the
+        responsibilities.
+
+        Returns:
+            (b, n) weighted errors, (b, n) cross-entropies, and the share of candidates that are
+            some position's most responsible one (a collapse shows as a share near 1/K).
+        """
+        k = err.shape[-1]
+        with torch.no_grad():
+            resp = torch.softmax(logw - err.float() / self.cfg.mixture_temp, dim=-1)
+            resp = (1 - MIX_FLOOR) * resp + MIX_FLOOR / k
+            used = float(torch.zeros(k).index_fill_(0, resp.argmax(-1).flatten().unique().cpu(), 1.0).mean())
+        return (resp.to(err.dtype) * err).sum(-1), -(resp * logw).sum(-1).to(err.dtype), used
 
     def _with_memory(self, z0: Tensor, valid: Tensor) -> tuple[Tensor, Tensor]:
         """The batch's rows and the rows of the last ``memory`` batches, padded to one length.
@@ -216,12 +279,18 @@ class SequencePrior(nn.Module):
         cond = None
         cond_u = None
         guided = guidance != 1.0 and bool(known.any())
+        if guided and self.mix is not None:
+            raise ValueError("context guidance needs a single-estimate prior (mixture: 0); this prior has "
+                             f"mixture {self.cfg.mixture}")
+        draw = generator if self.mix is not None else None
+        if self.mix is not None and draw is None:
+            draw = torch.Generator(device=device).manual_seed(0)
         nothing = torch.zeros_like(known)
         z_hat = z
         for i, (s, s_next) in enumerate(zip(sig[:-1], sig[1:], strict=True)):
             inp = torch.where(known[..., None], base, z)
             sigma = torch.full((b,), s, device=device)
-            z_hat = self(inp, sigma, known, valid, cond)
+            z_hat = self(inp, sigma, known, valid, cond, generator=draw)
             cond = z_hat
             if guided:
                 z_u = self(z, sigma, nothing, valid, cond_u)
@@ -266,10 +335,18 @@ class SequencePriorConfig(ComponentConfig):
     scatter: float = Field(0.0, ge=0, le=1, description="share of the infill rows whose unknown positions are "
                            "scattered (each unknown with a per-row probability in [0.05, 0.5]) instead of one span")
 
+    mixture: int = Field(0, ge=0, le=256, description="0: one clean estimate per position (mean squared error, "
+                         "the posterior mean); K >= 2: K candidate estimates with weights, trained as a "
+                         "mixture, and the sampler draws one candidate per position at every step")
+    mixture_temp: float = Field(0.05, gt=0, le=10, description="mixture: temperature τ of the responsibilities "
+                                "softmax(log w − mean squared error / τ); smaller is closer to winner-takes-all")
+
     @model_validator(mode="after")
     def _heads(self) -> SequencePriorConfig:
         if self.d_model % self.heads:
             raise ValueError(f"d_model ({self.d_model}) must be divisible by heads ({self.heads})")
+        if self.mixture == 1:
+            raise ValueError("mixture must be 0 (a single estimate) or at least 2 candidates")
         return self
 
     def build(self, ctx: LevelContext) -> SequencePrior:
