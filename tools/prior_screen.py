@@ -1,16 +1,19 @@
 """Screen sequence-prior variants on the frozen level-0 latents of a trained run.
 
-    python tools/prior_screen.py extract RUN --cache lat.pt --chunks 6000
-    python tools/prior_screen.py train RUN --cache lat.pt --tag base --steps 900 --batch 8 --lr 5e-4
-    python tools/prior_screen.py train RUN --cache lat.pt --tag w128 --batch 32 --lr 4e-3 --over '{"d_model": 128}'
+    python tools/prior_screen.py extract RUN --cache lat.safetensors --chunks 6000
+    python tools/prior_screen.py train RUN --cache lat.safetensors --tag base --steps 900 --batch 8 --lr 5e-4
+    python tools/prior_screen.py train RUN --cache lat.safetensors --tag w128 --batch 32 --lr 4e-3 --over '{"d_model": 128}'
+    python tools/prior_screen.py eval RUN --cache lat.safetensors --tag base --over '{...}' --set sample.guidance=2
 
 ``extract`` encodes random training chunks with the run's encoder and saves their level-0 latent
-sequences. ``train`` fits a fresh ``sequence`` prior (config fields from ``--over``) on them for
-``--steps`` steps (AdamW, warm-up 50, cosine to 0.1x), optionally with an in-batch latent
-classification term (``--nce``) or a byte cross-entropy through level 0's decoder (``--ce``),
-saves it as ``prior-TAG.pt`` beside the cache, plugs it into the run as its level-0 prior and
-prints one ``RESULT`` JSON line: sample metrics at T 30 (100 samples, snap off) and infill exact
-match with the gap length fixed at 1 and searched over 1-4. Used for the prior screens of
+sequences (safetensors). ``train`` fits a fresh ``sequence`` prior (config fields from ``--over``)
+on them for ``--steps`` steps (AdamW, warm-up 50, cosine to 0.1x), optionally with an in-batch
+latent classification term (``--nce``) or a byte cross-entropy through level 0's decoder
+(``--ce``), saves it as ``prior-TAG.safetensors`` beside the cache, plugs it into the run as its
+level-0 prior and prints one ``RESULT`` JSON line: sample metrics at T 30 (100 samples, snap off)
+and infill exact match with the gap length fixed at 1 and searched over 1-4. ``eval`` scores a
+prior saved by ``train`` (same ``--tag`` and ``--over``) again, with the ``--set sample.*``
+settings of the call (sampler options such as guidance). Used for the prior screens of
 docs/experiments.md; the run itself is not changed on disk.
 """
 
@@ -23,6 +26,7 @@ import time
 from pathlib import Path
 
 import torch
+from safetensors.torch import load_file, save_file
 
 from zonkey.core.inference import encode_to_level
 from zonkey.core.model import ZonkeyModel
@@ -36,6 +40,7 @@ ap.add_argument("--lr", type=float, default=5e-4); ap.add_argument("--over", def
 ap.add_argument("--tag", default="x"); ap.add_argument("--n", type=int, default=100)
 ap.add_argument("--infill", type=int, default=100); ap.add_argument("--seed", type=int, default=0)
 ap.add_argument("--threads", type=int, default=1)
+ap.add_argument("--set", dest="sets", action="append", default=[])  # sample.* settings for the scoring
 ap.add_argument("--ce", type=float, default=0.0)  # weight of the decode cross-entropy of x_hat
 ap.add_argument("--ce-max-sigma", type=float, default=1.0)
 ap.add_argument("--nce", type=float, default=0.0)  # weight of the in-batch latent classification of x_hat
@@ -43,6 +48,7 @@ ap.add_argument("--nce-temp", type=float, default=1.0)
 args = ap.parse_args()
 torch.set_num_threads(args.threads)
 model = ZonkeyModel.from_run(args.run); model.eval()
+model.with_sample_settings(args.sets)
 
 if args.cmd == "extract":
     corpus = load_corpus(model.recipe.data)
@@ -60,13 +66,13 @@ if args.cmd == "extract":
     z = torch.zeros(len(seqs), L, seqs[0].shape[1]); valid = torch.zeros(len(seqs), L, dtype=torch.bool)
     for i, s in enumerate(seqs):
         z[i, :len(s)] = s; valid[i, :len(s)] = True
-    torch.save({"z": z, "valid": valid}, args.cache)
+    save_file({"z": z.contiguous(), "valid": valid.contiguous()}, args.cache)
     print(f"{len(seqs)} rows, max len {L}, mean {valid.sum(1).float().mean():.1f}, {time.time()-t0:.0f}s")
     sys.exit()
 
 from zonkey.components.prior.sequence import SequencePriorConfig
 
-data = torch.load(args.cache)
+data = load_file(args.cache)
 Z, V = data["z"], data["valid"]
 over = json.loads(args.over)
 cfg = SequencePriorConfig(**over)
@@ -78,7 +84,6 @@ gen = torch.Generator().manual_seed(args.seed)
 warm = 50
 import torch.nn.functional as F
 
-from zonkey.core import schedule
 from zonkey.core.sphere import atanh_cos_logits
 
 for p_ in model.parameters():
@@ -89,16 +94,7 @@ table = model.table
 
 def ce_loss(z0, valid):
     """The prior's loss with the optional classification and decoded cross-entropy terms."""
-    z0, valid = prior._crop(z0, valid, gen)
-    b = z0.shape[0]
-    sigma = schedule.sigma_at(torch.rand(b, generator=gen), prior.cfg.shift)
-    eps = torch.randn(z0.shape, generator=gen)
-    known = prior._known_spans(valid, gen)
-    zt = torch.where(known[..., None], z0, schedule.add_noise(z0, sigma, eps))
-    cond = None
-    if prior.cfg.self_cond > 0 and float(torch.rand((), generator=gen)) < prior.cfg.self_cond:
-        with torch.no_grad():
-            cond = prior(zt, sigma, known, valid)
+    z0, valid, zt, sigma, known, cond = prior.training_inputs(z0, valid, gen)
     z_hat = prior(zt, sigma, known, valid, cond)
     w = (valid & ~known).float()
     mse = ((z_hat - z0).pow(2).mean(-1) * w).sum() / w.sum().clamp_min(1)
@@ -128,6 +124,10 @@ def ce_loss(z0, valid):
     ce = (ce * ex).sum() / ex.sum().clamp_min(1)
     return mse + args.ce * ce
 t0 = time.time()
+saved = Path(args.cache).with_name(f"prior-{args.tag}.safetensors")
+if args.cmd == "eval":  # score a prior trained before, with this call's --set settings
+    prior.load_state_dict(load_file(str(saved)))
+    args.steps = 0
 for step in range(args.steps):
     lr = args.lr * min(1.0, (step + 1) / warm) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * step / args.steps)))
     for g in opt.param_groups: g["lr"] = lr
@@ -143,7 +143,8 @@ for step in range(args.steps):
     if step % 100 == 0 or step == args.steps - 1:
         print(f"[{args.tag}] step {step} loss {loss.item():.4f} {time.time()-t0:.0f}s", flush=True)
 train_s = time.time() - t0
-torch.save(prior.state_dict(), str(Path(args.cache).with_name(f"prior-{args.tag}.pt")))
+if args.cmd == "train":
+    save_file({k: v.contiguous() for k, v in prior.state_dict().items()}, str(saved))
 prior.eval()
 model.levels[0].prior = prior
 from zonkey.core.gen_eval import TrainingText, _sample, text_row
@@ -151,7 +152,7 @@ from zonkey.core.infill_eval import infill_problems, run_infill, score_fills
 
 corpus = load_corpus(model.recipe.data)
 train = TrainingText.build(corpus.documents("train"), args.run)
-out = {"tag": args.tag, "over": over, "lr": args.lr, "steps": args.steps, "batch": args.batch, "train_s": round(train_s)}
+out = {"tag": args.tag, "sets": args.sets, "over": over, "lr": args.lr, "steps": args.steps, "batch": args.batch, "train_s": round(train_s)}
 for T in (30,):
     base = model.recipe
     texts, nb, sec = _sample(model, args.n, steps=T, seed=0)

@@ -150,16 +150,18 @@ class SequencePrior(nn.Module):
             gap = torch.where(scattered[:, None], holes, gap)
         return rows[:, None] & valid & ~gap
 
-    def loss(self, z0: Tensor, valid: Tensor, generator: torch.Generator | None = None) -> tuple[Tensor, dict[str, float]]:
-        """Denoising loss of a batch of clean latent sequences.
+    def training_inputs(self, z0: Tensor, valid: Tensor, generator: torch.Generator | None = None
+                        ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor | None]:
+        """One training draw for a batch of clean latent sequences: what :meth:`loss` scores.
 
-        Args:
-            z0: (b, n, D) clean latents (detached by the caller).
-            valid: (b, n) bool.
-            generator: source of the noise, the crops and the known spans.
+        The remembered rows are added (``memory``), long rows cropped, a noise level drawn per row,
+        the known positions chosen (``infill``, ``scatter``), the rest noised, and with probability
+        ``self_cond`` a first estimate made without gradient.
 
         Returns:
-            the mean squared error per dimension over the noised real positions, and statistics.
+            (z0, valid, zt, sigma, known, cond): the clean rows and their real positions after
+            memory and crop, the network's input, (b,) noise shares, (b, n) known positions and
+            the self-conditioning estimate (or None).
         """
         z0, valid = self._with_memory(z0.detach(), valid)
         z0, valid = self._crop(z0, valid, generator)
@@ -169,10 +171,28 @@ class SequencePrior(nn.Module):
         known = self._known_spans(valid, generator)
         zt = torch.where(known[..., None], z0, schedule.add_noise(z0, sigma, eps))
         cond = None
-        draw = generator if generator is not None else torch.Generator(device=z0.device).manual_seed(0)
         if self.cfg.self_cond > 0 and float(torch.rand((), generator=generator)) < self.cfg.self_cond:
+            draw = None
+            if self.mix is not None:
+                draw = generator if generator is not None else torch.Generator(device=z0.device).manual_seed(0)
             with torch.no_grad():
-                cond = self(zt, sigma, known, valid, generator=draw if self.mix is not None else None)
+                cond = self(zt, sigma, known, valid, generator=draw)
+        return z0, valid, zt, sigma, known, cond
+
+    def loss(self, z0: Tensor, valid: Tensor, generator: torch.Generator | None = None) -> tuple[Tensor, dict[str, float]]:
+        """Denoising loss of a batch of clean latent sequences.
+
+        Args:
+            z0: (b, n, D) clean latents (detached by the caller).
+            valid: (b, n) bool.
+            generator: source of the noise, the crops and the known spans.
+
+        Returns:
+            the mean squared error per dimension over the noised real positions (with a mixture:
+            the candidates' responsibility-weighted error plus the weights' cross-entropy), and
+            statistics.
+        """
+        z0, valid, zt, sigma, known, cond = self.training_inputs(z0, valid, generator)
         means, logw = self.components(zt, sigma, known, valid, cond)
         w = (valid & ~known).to(z0.dtype)
         err = (means - z0[:, :, None]).pow(2).mean(-1)  # (b, n, K)
