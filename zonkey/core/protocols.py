@@ -296,12 +296,13 @@ class Prior(Protocol):
     def sample(self, b: int, n: int, *, steps: int, eta: float = 0.0, generator: torch.Generator | None = None,
                known_z: Tensor | None = None, known: Tensor | None = None, valid: Tensor | None = None,
                device: torch.device | str = "cpu", on_step: Callable[[int, Tensor], None] | None = None,
-               guidance: float = 1.0, project_below: float = 0.0) -> Tensor:
+               guidance: float = 1.0, project_below: float = 0.0, mean_below: float = 0.0) -> Tensor:
         """Draw (b, n, D) latent sequences; ``known`` positions are given as ``known_z``.
 
         ``guidance`` scales the context's pull on the unknown positions (1: none beyond the
         conditional estimate); ``project_below`` is the σ at or under which an unconstrained
-        estimate is put on the sphere.
+        estimate is put on the sphere; ``mean_below`` the σ at or under which a mixture prior
+        follows the weighted mean of its candidates instead of a draw.
         """
         ...
 

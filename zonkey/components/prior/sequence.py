@@ -261,7 +261,7 @@ class SequencePrior(nn.Module):
     def sample(self, b: int, n: int, *, steps: int, eta: float = 0.0, generator: torch.Generator | None = None,
                known_z: Tensor | None = None, known: Tensor | None = None, valid: Tensor | None = None,
                device: torch.device | str = "cpu", on_step: Callable[[int, Tensor], None] | None = None,
-               guidance: float = 1.0, project_below: float = 0.0) -> Tensor:
+               guidance: float = 1.0, project_below: float = 0.0, mean_below: float = 0.0) -> Tensor:
         """Draw latent sequences, optionally with some positions given.
 
         Args:
@@ -284,6 +284,8 @@ class SequencePrior(nn.Module):
             project_below: for a prior trained with ``sphere_out: false``, estimates at steps whose
                 σ is at most this are put on the sphere (0: only the last one; 1: every one, as
                 ``sphere_out: true`` does).
+            mean_below: for a mixture prior, at steps whose σ is at most this the estimate is the
+                weighted mean of the candidates instead of a draw (0: a draw at every step).
 
         Returns:
             (b, n, D) latents on the sphere; known positions are exactly ``known_z``.
@@ -310,7 +312,7 @@ class SequencePrior(nn.Module):
         for i, (s, s_next) in enumerate(zip(sig[:-1], sig[1:], strict=True)):
             inp = torch.where(known[..., None], base, z)
             sigma = torch.full((b,), s, device=device)
-            z_hat = self(inp, sigma, known, valid, cond, generator=draw)
+            z_hat = self(inp, sigma, known, valid, cond, generator=draw if s > mean_below else None)
             cond = z_hat
             if guided:
                 z_u = self(z, sigma, nothing, valid, cond_u)

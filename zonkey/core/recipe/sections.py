@@ -159,4 +159,6 @@ class SampleConfig(Strict):
                             "(estimate u + w·(c − u), c given the context, u given nothing); 1 is off")
     project_below: float = Field(default=0.0, ge=0, le=1, description="sequence prior trained with sphere_out "
                                  "false: estimates at σ ≤ this are put on the sphere (0: only the last)")
+    mean_below: float = Field(default=0.0, ge=0, le=1, description="sequence prior with a mixture: at steps with "
+                              "σ ≤ this the estimate is the candidates' weighted mean, not a draw (0: always a draw)")
     use_ema: bool = True
