@@ -69,26 +69,26 @@ def _long_line(n: int) -> str:
     return " ".join(out).encode("utf-8")[:n].decode("utf-8", errors="ignore").strip()
 
 
-def test_split_a_200_kb_single_line_through_the_cli(run_dir, tmp_path):
-    """One 200,000-byte line goes through ``split --input`` (local attention, pieces, batched segments)."""
-    line = _long_line(200_000)
+def _run_on_long_line(cmd, run_dir, tmp_path, n):
+    """``zonkey CMD RUN --input FILE --json`` on one n-byte line: the line and the JSON row."""
+    line = _long_line(n)
     f = tmp_path / "long.txt"
     f.write_text(line + "\n")
-    res = runner.invoke(app, ["--threads", "1", "split", str(run_dir), "--input", str(f), "--json"])
+    res = runner.invoke(app, ["--threads", "1", cmd, str(run_dir), "--input", str(f), "--json"])
     assert res.exit_code == 0, res.output[-500:]
-    row = json.loads(res.stdout)
+    return line, json.loads(res.stdout)
+
+
+def test_split_a_200_kb_single_line_through_the_cli(run_dir, tmp_path):
+    """One 200,000-byte line goes through ``split --input`` (local attention, pieces, batched segments)."""
+    line, row = _run_on_long_line("split", run_dir, tmp_path, 200_000)
     assert "".join(row["segments"]) == line
     assert len(row["p_bos"]) == len(line.encode("utf-8")) > 199_000
     assert max(len(s.encode("utf-8")) for s in row["segments"]) <= 8  # max_segment holds far from the start too
 
 
 def test_reconstruct_a_long_line_from_a_file(run_dir, tmp_path):
-    line = _long_line(40_000)
-    f = tmp_path / "long.txt"
-    f.write_text(line + "\n")
-    res = runner.invoke(app, ["--threads", "1", "reconstruct", str(run_dir), "--input", str(f), "--json"])
-    assert res.exit_code == 0, res.output[-500:]
-    row = json.loads(res.stdout)
+    line, row = _run_on_long_line("reconstruct", run_dir, tmp_path, 40_000)
     assert row["text"] == line
     # one decoded byte per input byte (invalid UTF-8 from this 4-step model becomes U+FFFD)
     assert 0 < len(row["reconstruction"]) <= len(line)
