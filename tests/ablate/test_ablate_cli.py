@@ -33,7 +33,7 @@ def test_ablate_trains_evaluates_and_resumes(tmp_path):
     assert [v["name"] for v in rep["variants"]] == ["splitter=learned", "splitter=entropy", "baseline=ar"]
     ent = rep["variants"][1]["metrics"]
     for key in ("boundary_f1", "recon_acc", "recon_acc_noise.0.3", "samples.valid_word_rate", "infill.exact_match",
-                "noisy.boundary_f1", "train.bytes_per_s", "train.word_f1_auc"):
+                "noisy.boundary_f1", "train.bytes_per_s", "train.edge_f1_auc"):
         assert ent[key]["n"] == 2, key
     assert rep["variants"][2]["metrics"]["bits_per_byte"]["n"] == 2
     md = (out / "ablation.md").read_text()

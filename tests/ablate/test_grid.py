@@ -3,6 +3,7 @@ they make, the recipe's own component kept, and the report's mean ± std over se
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -101,3 +102,18 @@ def test_flatten_and_mean_std(tmp_path):
     assert rep["variants"][1]["metrics"] == {} and rep["failed"][0]["error"] == "boom"
     md = markdown(rep, "zonkey ablate x")
     assert "| splitter=learned | 2 | 0.6000 ± 0.1414 |" in md and "boom" in md and "zonkey ablate x" in md
+
+
+def test_curve_summary_scores_each_step_by_the_better_edge_convention(tmp_path):
+    from zonkey.ablate.runner import curve_summary
+
+    rows = [{"step": 50, "l0.word_f1": 0.1, "l0.space_f1": 0.6, "l0.token": 2.0},
+            {"step": 100, "l0.word_f1": 0.85, "l0.space_f1": 0.2, "l0.token": 1.0},
+            {"step": 150, "l0.word_f1": 0.3, "l0.space_f1": 0.95, "l0.token": 0.5}]
+    (tmp_path / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\nnot json\n")
+    out = curve_summary(tmp_path)
+    assert out["edge_f1_auc"] == pytest.approx((0.6 + 0.85 + 0.95) / 3)
+    assert out["word_f1_auc"] == pytest.approx((0.1 + 0.85 + 0.3) / 3)
+    assert out["steps_to_edge_f1_0.8"] == 100.0 and out["steps_to_space_f1_0.8"] == 150.0
+    assert out["steps_to_word_f1_0.9"] is None and out["steps_to_edge_f1_0.9"] == 150.0
+    assert out["space_f1_final"] == 0.95 and out["final.l0.token"] == 0.5

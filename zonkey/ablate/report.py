@@ -3,7 +3,7 @@
 Each cell's ``zonkey eval`` result is flattened to dotted keys (``boundary.word.f1``,
 ``recon_acc_noise.0.3``, ``samples.rows.generated.judge_bpb``, ``steps_table.T30.valid_word_rate``,
 ``noisy.boundary_f1``); its training adds ``train.seconds``, ``train.bytes_per_s`` and the curve
-summary (``train.word_f1_auc``, ``train.steps_to_word_f1_0.8`` ...). The std is the sample standard
+summary (``train.edge_f1_auc``, ``train.steps_to_edge_f1_0.8`` ...). The std is the sample standard
 deviation over seeds (0 for one seed); a metric a seed lacks is averaged over the others (``n``
 says over how many).
 """
@@ -26,7 +26,7 @@ HEADLINE = (
     ("L1 recon", "l1_recon_acc"), ("round trip", "roundtrip_char_acc"), ("bits/B", "bits_per_byte"),
     ("valid words", "samples.valid_word_rate"), ("judge bits/B", "samples.rows.generated.judge_bpb"),
     ("infill EM", "infill.exact_match"), ("noisy F1", "noisy.boundary_f1"), ("noisy recon", "noisy.recon_acc"),
-    ("F1 AUC (train)", "train.word_f1_auc"), ("train B/s", "train.bytes_per_s"),
+    ("edge F1 AUC (train)", "train.edge_f1_auc"), ("steps to F1 0.8", "train.steps_to_edge_f1_0.8"), ("train B/s", "train.bytes_per_s"),
 )
 
 
