@@ -24,7 +24,7 @@ from typing import Any
 
 from zonkey.ablate.grid import Grid, Variant
 from zonkey.core.run_eval import EvalSettings
-from zonkey.io import atomic_write_json, read_json
+from zonkey.io import atomic_write_json, inside, read_json
 
 EVAL_FILE = "eval.json"
 TRAIN_FILE = "train.json"
@@ -62,7 +62,7 @@ def _saved_step(run: Path) -> int | None:
     step_dir = find_latest_checkpoint(run)
     if step_dir is None:
         return None
-    state = read_json(step_dir / "state.json")
+    state = read_json(inside(run, step_dir / "state.json", str(run)))
     return int(state["step"]) if isinstance(state, dict) and isinstance(state.get("step"), int) else None
 
 
@@ -71,6 +71,7 @@ def _finished(run: Path, fingerprint: str) -> dict[str, Any] | None:
     f = run / EVAL_FILE
     if not f.is_file():
         return None
+    inside(run, f, str(run))
     try:
         saved = json.loads(f.read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -95,7 +96,7 @@ def _train(cell: Cell, log: Callable[[str], None]) -> dict[str, Any]:
     recipe = Recipe.load(cell.recipe_path, cell.overrides)
     steps = recipe.train.steps
     saved = _saved_step(run)
-    prev = read_json(run / TRAIN_FILE) if (run / TRAIN_FILE).is_file() else {}
+    prev = read_json(inside(run, run / TRAIN_FILE, str(run))) if (run / TRAIN_FILE).is_file() else {}
     same = training_hash(recipe, cell.baseline)
     if saved is not None and prev and prev.get("training") != same:
         raise RuntimeError(f"{run} holds a run of another recipe or baseline; remove it or choose another --out")
@@ -140,6 +141,7 @@ def curve_summary(run: Path) -> dict[str, float | None]:
     path = run / "metrics.jsonl"
     logged: list[dict[str, Any]] = []
     if path.is_file():
+        inside(run, path, str(run))
         for line in path.read_text(encoding="utf-8").splitlines():
             try:
                 row = json.loads(line)
@@ -189,12 +191,12 @@ def run_cell(cell: Cell, log: Callable[[str], None] | None = None) -> dict[str, 
     tag = f"[{cell.variant} seed {cell.seed}] "
     say = log or (lambda s: print(tag + s, file=sys.stderr, flush=True))
     head = {"variant": cell.variant, "seed": cell.seed, "run_dir": cell.run_dir}
-    done = _finished(run, cell.fingerprint)
-    if done is not None:
-        # the curve is re-read from metrics.jsonl, so a report always has this code's summary of it
-        return {**head, "status": "skipped", "train": done.get("train", {}), "eval": done.get("eval", {}),
-                "curve": curve_summary(run)}
     try:
+        done = _finished(run, cell.fingerprint)
+        if done is not None:
+            # the curve is re-read from metrics.jsonl, so a report always has this code's summary of it
+            return {**head, "status": "skipped", "train": done.get("train", {}), "eval": done.get("eval", {}),
+                    "curve": curve_summary(run)}
         t0 = time.perf_counter()
         train = _train(cell, say)
         from zonkey.core.run_eval import evaluate_run

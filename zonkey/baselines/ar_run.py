@@ -34,7 +34,7 @@ from zonkey.core import checkpoint as ckpt
 from zonkey.core.optim import lr_at
 from zonkey.core.recipe import DataConfig, Recipe, TrainConfig
 from zonkey.data import load_corpus
-from zonkey.io import CheckpointError, atomic_write_json, read_json
+from zonkey.io import CheckpointError, atomic_write_json, inside, read_json
 from zonkey.version import __version__
 
 AR_FILE = "baseline.json"
@@ -72,7 +72,7 @@ class ARRun(BaseModel):
 def run_dir_of(path: str | Path) -> Path:
     """The run directory of an autoregressive run or of one of its step directories."""
     p = Path(path)
-    return p.parent.parent if (p / ckpt.STATE_FILE).is_file() and not (p / AR_FILE).is_file() else p
+    return ckpt.run_dir_of(p) if not (p / AR_FILE).is_file() else p
 
 
 def is_ar_run(path: str | Path) -> bool:
@@ -86,9 +86,11 @@ def read_ar_run(path: str | Path) -> ARRun:
     Raises:
         CheckpointError: a missing, unreadable or invalid ``baseline.json`` (the message names it).
     """
-    f = run_dir_of(path) / AR_FILE
+    run = run_dir_of(path)
+    f = run / AR_FILE
     if not f.is_file():
         raise CheckpointError(f"{f}: missing file (not an autoregressive baseline run)")
+    inside(run, f, str(run))
     data = read_json(f)
     version = data.get("format_version") if isinstance(data, dict) else None
     if isinstance(version, int) and version > FORMAT_VERSION:
@@ -176,6 +178,7 @@ class ARTrainer:
 
     def _resume(self) -> None:
         saved = read_ar_run(self.run_dir)
+        inside(self.run_dir, self.run_dir / "metrics.jsonl", str(self.run_dir))  # appended to: never a link out
         strip = lambda r: r.model_dump(exclude={"train", "seconds"})
         if strip(saved) != strip(self.run):
             raise CheckpointError(f"{self.run_dir}/{AR_FILE} differs from the baseline asked for (outside `train`); "

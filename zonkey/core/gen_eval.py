@@ -55,10 +55,9 @@ _MIX = np.uint64(0x9E3779B97F4A7C15)  # an odd 64-bit multiplier: token ids -> 4
 
 def run_directory(path: str | Path) -> Path:
     """The run directory of a run or step directory (where the judge is cached)."""
-    from zonkey.core.checkpoint.layout import STATE_FILE
+    from zonkey.core.checkpoint.recipe_json import run_dir_of
 
-    p = Path(path)
-    return p.parent.parent if (p / STATE_FILE).is_file() else p
+    return run_dir_of(path)
 
 
 def _fill_bytes(tokens: Sequence[str], start: int, budget: int) -> tuple[str, int]:

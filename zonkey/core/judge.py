@@ -254,20 +254,26 @@ def load_or_train(docs: Sequence[bytes | str], cache_dir: str | Path | None = No
     """The judge of ``docs``, from the cache or trained.
 
     It is read from ``cache_dir`` when a judge of the same fingerprint is there, else trained (and
-    saved there, atomically, when ``cache_dir`` is given and writable).
+    saved there, atomically, when ``cache_dir`` is given and writable). ``cache_dir`` is usually a
+    run directory, which may come from someone else: both cache files must resolve inside it.
 
     Returns:
         (judge, whether it came from the cache).
+
+    Raises:
+        CheckpointError: a cache file (a symbolic link) that resolves outside ``cache_dir``.
     """
     from safetensors import SafetensorError
     from safetensors.numpy import load, save
 
-    from zonkey.io import atomic_write_bytes, atomic_write_json
+    from zonkey.io import atomic_write_bytes, atomic_write_json, inside
 
     fp = corpus_fingerprint(docs, order)
     if cache_dir is not None:
         base = Path(cache_dir) / f"judge-{fp}"
         weights, meta_path = base.with_suffix(".safetensors"), base.with_suffix(".json")
+        for f in (weights, meta_path):  # neither read nor replaced when a link leads elsewhere
+            inside(Path(cache_dir), f, f"{cache_dir}: judge cache")
         try:
             meta = json.loads(meta_path.read_text())
             if meta.get("fingerprint") == fp and meta.get("format_version") == FORMAT_VERSION:

@@ -31,6 +31,7 @@ from zonkey.core.model import ZonkeyModel, build_model
 from zonkey.core.optim import EMA, adamw, lr_at, param_groups
 from zonkey.core.recipe import BALANCE_CAP, Recipe, recipe_to_dict
 from zonkey.data import ByteBatches, byte_counts, load_corpus
+from zonkey.io import inside
 
 
 class TrainingError(RuntimeError):
@@ -148,6 +149,7 @@ class Trainer:
 
     def _resume(self) -> None:
         saved = ckpt.read_recipe_json(self.run_dir)
+        inside(self.run_dir, self.run_dir / "metrics.jsonl", str(self.run_dir))  # appended to: never a link out
         mine = recipe_to_dict(self.recipe)
         strip = lambda d: {k: v for k, v in d.items() if k not in ("zonkey_version", "schema_version", "train")}
         if strip(saved) != strip(mine):

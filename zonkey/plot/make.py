@@ -32,6 +32,17 @@ def _metrics(path: Path) -> list[dict]:
     return rows
 
 
+def _inside(folder: Path, name: str) -> Path:
+    """``folder/name``, refused (:class:`PlotError`) when a link takes it out of ``folder``."""
+    from zonkey.io import CheckpointError, inside
+
+    try:
+        inside(folder, folder / name, str(folder))
+    except CheckpointError as exc:
+        raise PlotError(str(exc)) from None
+    return folder / name
+
+
 def plot(path: str | Path, out: str | Path | None = None, *, texts: Sequence[str] = (),
          verify: bool = True) -> list[Path]:
     """Every figure of a run or of an ablation folder.
@@ -54,6 +65,7 @@ def plot(path: str | Path, out: str | Path | None = None, *, texts: Sequence[str
     if (p / "ablation.json").is_file():
         from zonkey.plot.ablation_plots import plot_ablation
 
+        _inside(p, "ablation.json")
         try:
             report = json.loads((p / "ablation.json").read_text(encoding="utf-8"))
             return [plot_ablation(report, dest / "ablation.png")]
@@ -61,7 +73,7 @@ def plot(path: str | Path, out: str | Path | None = None, *, texts: Sequence[str
             raise PlotError(f"{p / 'ablation.json'}: {exc}") from None
     if not (p / "metrics.jsonl").is_file():
         raise PlotError(f"{p}: neither a run (no metrics.jsonl) nor an ablation folder (no ablation.json)")
-    rows = _metrics(p / "metrics.jsonl")
+    rows = _metrics(_inside(p, "metrics.jsonl"))
     if not rows:
         raise PlotError(f"{p}/metrics.jsonl is empty (no step has been logged yet)")
     written = [plot_curves(rows, dest / "curves.png")]

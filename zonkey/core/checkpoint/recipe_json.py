@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from zonkey.core.checkpoint.layout import FORMAT_VERSION, RECIPE_FILE, STATE_FILE
+from zonkey.core.checkpoint.layout import CHECKPOINTS_DIR, FORMAT_VERSION, RECIPE_FILE, STATE_FILE
 from zonkey.core.recipe import MIGRATIONS, SCHEMA_VERSION, Recipe, RecipeError, validate_recipe
 from zonkey.io import CheckpointError, atomic_write_json, inside, read_json
 from zonkey.version import __version__
@@ -147,6 +147,9 @@ def read_recipe_json(run_dir: str | Path) -> dict[str, Any]:
 def run_dir_of(path: str | Path) -> Path:
     """The run directory of a run or step directory (a step directory holds state.json).
 
+    Only a step directory inside a ``checkpoints`` folder leads up to its run; any other directory
+    is its own run, so that nothing derived from it lies outside the directory given.
+
     Args:
         path: ``RUN`` or ``RUN/checkpoints/step-N``.
 
@@ -154,7 +157,8 @@ def run_dir_of(path: str | Path) -> Path:
         ``RUN``.
     """
     path = Path(path)
-    return path.parent.parent if (path / STATE_FILE).is_file() else path
+    step = (path / STATE_FILE).is_file() and path.parent.name == CHECKPOINTS_DIR
+    return path.parent.parent if step else path
 
 
 def read_run_recipe(path: str | Path) -> Recipe:
