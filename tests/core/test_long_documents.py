@@ -82,3 +82,37 @@ def test_text_batches_keep_every_text_once_and_bound_the_padding():
         longest = max(len(texts[i]) for i in g)
         assert len(g) == 1 or len(g) * longest <= inference.BATCH_BYTES
     assert text_batches(["ab", "c"]) == [[0, 1]]
+
+
+def test_reconstruction_holds_no_batch_and_no_input_vectors_while_it_decodes(model, monkeypatch):
+    """While level 0 decodes batch after batch, the level's sequence, its segment vectors and every
+    earlier batch's slots are already freed (a slice of the vectors would keep them alive)."""
+    import weakref
+
+    monkeypatch.setattr(inference, "SEGMENT_BATCH", 50)
+    encode, decode = model.encode, model.levels[0].decode
+    held: dict[str, weakref.ref] = {}
+    slots: list[weakref.ref] = []
+    alive: list[list[str]] = []
+
+    def encode_spy(*args, **kwargs):
+        passes = encode(*args, **kwargs)
+        held["sequence"] = weakref.ref(passes[0].x)
+        held["segment vectors"] = weakref.ref(passes[0].split.segments.vectors)
+        return passes
+
+    def decode_spy(*args, **kwargs):
+        alive.append([k for k, r in held.items() if r() is not None]
+                     + [f"slots of batch {i}" for i, r in enumerate(slots) if r() is not None])
+        out = decode(*args, **kwargs)
+        slots.append(weakref.ref(out.x_hat))
+        return out
+
+    monkeypatch.setattr(model, "encode", encode_spy)
+    monkeypatch.setattr(model.levels[0], "decode", decode_spy)
+    text = _text(3000)
+    got = reconstruct_texts(model, [text])
+    assert len(alive) > 5  # the document really was decoded in many batches
+    assert alive == [[]] * len(alive)
+    monkeypatch.undo()
+    assert got == reconstruct_texts(model, [text])  # the spies changed nothing

@@ -81,12 +81,18 @@ class LearnedSplitter(SplitterBase):
         if torch.is_grad_enabled() or n <= self.piece:
             return self._probabilities(x, valid)
         before, after = self.reach
-        parts = []
+        # written into one tensor made at the first piece: small results kept between the pieces'
+        # large temporaries would fragment the heap
+        p: Tensor | None = None
         for a in range(0, n, self.piece):
             b = min(n, a + self.piece)
             lo, hi = max(0, a - before), min(n, b + after)
-            parts.append(self._probabilities(x[:, lo:hi], valid[:, lo:hi])[:, a - lo:b - lo])
-        return torch.cat(parts, dim=1)
+            part = self._probabilities(x[:, lo:hi], valid[:, lo:hi])[:, a - lo:b - lo]
+            if p is None:
+                p = part.new_empty(valid.shape)  # float32, or float64 for a float64 input
+            p[:, a:b] = part
+        assert p is not None  # n > piece >= 1: at least one piece
+        return p
 
     def _probabilities(self, x: Tensor, valid: Tensor) -> Tensor:
         """One pass of :meth:`bos_probabilities` over the whole of ``x`` (b, n, d)."""
