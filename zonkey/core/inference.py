@@ -200,9 +200,9 @@ def _decode_into(model: ZonkeyModel, seg: Segments, latents: Tensor, buf: Tensor
     """Decode level-0 latents :data:`SEGMENT_BATCH` at a time and write each segment's own span into ``buf`` (b, n).
 
     Own spans never overlap, so every batch's bytes go straight to their places: nothing of a batch
-    outlives it (no (s, m, d) slots and no per-batch results held until the end). Holding small
-    per-batch results between the batches' large temporaries fragmented the heap: on a 1 MB
-    document the resident memory then grew by about 12 MB a batch.
+    outlives it (no (s, m, d) slots and no per-batch results held until the end). While they were
+    held, a 1 MB document's resident memory grew by about 12 MB a batch with the memory in use flat
+    (a fragmented heap: small results kept between the batches' large temporaries).
     """
     for a in range(0, seg.num, SEGMENT_BATCH):
         rows = slice(a, a + SEGMENT_BATCH)
