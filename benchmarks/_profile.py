@@ -12,6 +12,10 @@ Used by ``benchmarks/train.py --profile``. Three measurements:
 * ``matmul_peak`` times large fp32 matrix products (the CPU's own ceiling, GFLOP/s), and
   ``step_flops`` counts the step's model FLOPs (matmuls, attention, convolutions; forward and
   backward) with ``torch.utils.flop_counter``.
+* ``matmul_calls`` and ``time_alone`` give the step's floor at its own shapes: every matrix product
+  the profiled step ran (forward and backward, with its operand shapes), each timed again alone on
+  fresh operands. Their sum is what the step would cost if nothing but its matmuls took time and
+  each ran as fast as it does by itself: no rewrite that keeps the model's products can beat it.
 """
 
 from __future__ import annotations
@@ -248,12 +252,117 @@ def step_flops(run_step: Callable[[], Any]) -> int:
 
 
 @contextlib.contextmanager
-def profiled() -> Iterator[Any]:
-    """A CPU ``torch.profiler`` session; yields the profiler."""
+def profiled(record_shapes: bool = False) -> Iterator[Any]:
+    """A CPU ``torch.profiler`` session (operand shapes recorded when asked); yields the profiler."""
     from torch.profiler import ProfilerActivity, profile
 
-    with profile(activities=[ProfilerActivity.CPU]) as prof:
+    with profile(activities=[ProfilerActivity.CPU], record_shapes=record_shapes) as prof:
         yield prof
+
+
+# the leaf matrix-product ops and which of their inputs are the two factors
+_FACTORS = {"aten::mm": (0, 1), "aten::addmm": (1, 2), "aten::bmm": (0, 1), "aten::baddbmm": (1, 2)}
+
+Shapes = tuple[tuple[int, ...], ...]
+
+
+def product_flops(op: str, shapes: Shapes) -> int:
+    """FLOPs of one matrix-product call (2·m·k·n, times the batch for ``bmm``), from its operand shapes.
+
+    Raises:
+        ValueError: ``op`` is not a product op, or its factor shapes do not multiply.
+    """
+    if op not in _FACTORS:
+        raise ValueError(f"not a matrix-product op: {op}")
+    i, j = _FACTORS[op]
+    a, b = shapes[i], shapes[j]
+    if len(a) != len(b) or len(a) not in (2, 3) or a[-1] != b[-2] or (len(a) == 3 and a[0] != b[0]):
+        raise ValueError(f"{op}: factors {a} and {b} do not multiply")
+    batch = a[0] if len(a) == 3 else 1
+    return 2 * batch * a[-2] * a[-1] * b[-1]
+
+
+def matmul_calls(events: Any) -> dict[tuple[str, Shapes], dict[str, float]]:
+    """The profiled matrix products grouped by (op, operand shapes): call count, self ms, FLOPs.
+
+    Needs a profile taken with ``record_shapes``. An op is counted where it ran (forward or
+    backward); composite ops (``linear``, ``matmul``) are left to the leaf products they call.
+    """
+    out: dict[tuple[str, Shapes], dict[str, float]] = {}
+    for e in events:
+        if e.name not in _FACTORS:
+            continue
+        shapes: Shapes = tuple(tuple(int(d) for d in s) for s in e.input_shapes)
+        key = (e.name, shapes)
+        row = out.setdefault(key, {"calls": 0, "self_ms": 0.0, "flops": 0})
+        row["calls"] += 1
+        row["self_ms"] += e.self_cpu_time_total / 1000.0
+        row["flops"] += product_flops(e.name, shapes)
+    return out
+
+
+def _operands(op: str, shapes: Shapes) -> list[torch.Tensor]:
+    """Fresh contiguous operands for one product (the added term too, for ``addmm`` / ``baddbmm``)."""
+    n = 3 if op in ("aten::addmm", "aten::baddbmm") else 2
+    return [torch.randn(s) for s in shapes[:n]]
+
+
+def time_alone(op: str, shapes: Shapes, threads: int = 1, min_s: float = 0.002, rounds: int = 3) -> float:
+    """CPU seconds of one call of the product ``op`` at ``shapes`` run by itself (best of ``rounds``).
+
+    Each round repeats the call until ``min_s`` of CPU time has passed, so small products are timed
+    over many calls. CPU time, not wall time: on a shared machine it leaves out the waits for a core.
+    """
+    fn = {"aten::mm": torch.mm, "aten::addmm": torch.addmm, "aten::bmm": torch.bmm,
+          "aten::baddbmm": torch.baddbmm}[op]
+    args = _operands(op, shapes)
+    old = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        with torch.no_grad():
+            for _ in range(2):
+                fn(*args)
+            best = float("inf")
+            for _ in range(rounds):
+                n, c = 0, time.process_time()
+                while True:
+                    fn(*args)
+                    n += 1
+                    spent = time.process_time() - c
+                    if spent >= min_s:
+                        break
+                best = min(best, spent / n)
+        return best
+    finally:
+        torch.set_num_threads(old)
+
+
+def matmul_floor(events: Any, steps: int, threads: int = 1) -> dict[str, Any]:
+    """The profiled steps' matrix products, per step: their time in the step and alone at the same shapes.
+
+    Returns:
+        ``{"calls", "distinct_shapes", "gflop", "in_step_ms", "alone_cpu_ms", "alone_gflops",
+        "largest": [(op, shapes, calls, alone GFLOP/s), ...]}``, every count and time per step.
+    """
+    calls = matmul_calls(events)
+    alone_s = 0.0
+    rows = []
+    for (op, shapes), r in calls.items():
+        t = time_alone(op, shapes, threads)
+        alone_s += t * r["calls"]
+        rows.append((op, shapes, r, t))
+    flops = sum(r["flops"] for _, _, r, _ in rows)
+    rows.sort(key=lambda x: -x[3] * x[2]["calls"])
+    return {
+        "calls": sum(r["calls"] for _, _, r, _ in rows) / steps,
+        "distinct_shapes": len(rows),
+        "gflop": flops / steps / 1e9,
+        "in_step_ms": sum(r["self_ms"] for _, _, r, _ in rows) / steps,
+        "alone_cpu_ms": 1000.0 * alone_s / steps,
+        "alone_gflops": flops / max(alone_s, 1e-12) / 1e9,
+        "largest": [[op, [list(s) for s in shapes], r["calls"] / steps,
+                     round(r["flops"] / r["calls"] / max(t, 1e-12) / 1e9, 1)] for op, shapes, r, t in rows[:8]],
+    }
 
 
 def median_ms(values: list[float]) -> float:

@@ -66,9 +66,10 @@ def _profile(trainer: Trainer, start: int, steps: int, threads: int) -> dict[str
 
     P.label_components(trainer)
     _timed_steps(trainer, start, 1)  # the wrappers' first call
-    with P.profiled() as prof:
+    with P.profiled(record_shapes=True) as prof:
         times, nbytes = _timed_steps(trainer, start, steps)
     att = P.attribute(prof.events())
+    floor = P.matmul_floor(prof.events(), steps, threads=1)
     scale = 1.0 / steps
     flops, fbytes = 0, 0
     for i in range(steps):
@@ -92,6 +93,7 @@ def _profile(trainer: Trainer, start: int, steps: int, threads: int) -> dict[str
         "flops_per_byte": flops / max(fbytes, 1),
         "matmul_peak_gflops": {str(t): round(v[0], 1) for t, v in peaks.items()},
         "matmul_peak_cpu_gflops": {str(t): round(v[1], 1) for t, v in peaks.items()},
+        "matmul_floor": floor,
     }
 
 
@@ -132,6 +134,26 @@ def _print_profile(p: dict[str, Any], row: dict[str, Any], top: int) -> None:
         cpu = fpb * row["bytes_per_cpu_s"] / 1e9
         print(f"utilisation by CPU time:  {cpu:.2f} GFLOP per core-second = {100 * cpu / peak_cpu[th]:.1f}% of the "
               "1-thread peak per core-second")
+    _print_floor(p["matmul_floor"], row, total, p["profiled_step_ms"])
+
+
+def _print_floor(f: dict[str, Any], row: dict[str, Any], total_ms: float, step_ms: float) -> None:
+    """The step's floor at its own matmul shapes, and what it leaves for any speed-up."""
+    print(f"\nmatrix products per step: {f['calls']:.0f} calls at {f['distinct_shapes']} distinct shapes, "
+          f"{f['gflop']:.2f} GFLOP")
+    print(f"  their self time in the profiled step: {f['in_step_ms']:.1f} ms = {100 * f['in_step_ms'] / total_ms:.1f}% "
+          f"of its op time ({step_ms} ms a step under the profiler)")
+    print(f"  the same products alone (1 thread, CPU time): {f['alone_cpu_ms']:.1f} ms, {f['alone_gflops']:.1f} "
+          "GFLOP per core-second at these shapes")
+    cpu_ms = 1000 * row["median_step_cpu_s"]
+    bound = row["bytes_per_step"] / (f["alone_cpu_ms"] / 1000)
+    print(f"  the floor: a step of nothing but these products, each as fast as alone, is {f['alone_cpu_ms']:.1f} ms of "
+          f"CPU time against the measured {cpu_ms:.1f} ms: at most {cpu_ms / f['alone_cpu_ms']:.2f}x faster, "
+          f"{bound:.0f} bytes per core-second")
+    print("  the products that cost most alone: " + "; ".join(
+        f"{op.removeprefix('aten::')} {'x'.join(map(str, s[0 if op in ('aten::mm', 'aten::bmm') else 1]))} @ "
+        f"{'x'.join(map(str, s[1 if op in ('aten::mm', 'aten::bmm') else 2]))} ×{c:.0f} ({g} GFLOP/s)"
+        for op, s, c, g in f["largest"][:5]))
 
 
 def main() -> None:
