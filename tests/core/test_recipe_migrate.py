@@ -35,11 +35,13 @@ def test_the_schema_is_version_2_and_the_table_reaches_it():
 
 
 def test_a_v1_recipe_json_loads_as_the_v2_tiny_recipe(tmp_path):
-    # the fixture was saved before tiny's level-1 splitter got its own window (128); it has the default
+    # the fixture was saved before tiny's level-1 splitter got its own window (128) and before its
+    # level-0 target_segment moved from 6 to 7; it has the old values
     from zonkey.components.splitter.learned import LearnedSplitterConfig
 
     default = LearnedSplitterConfig.model_fields["window"].default
-    tiny = load_recipe(TINY, overrides=[f"model.levels.1.splitter.window={default}"])
+    tiny = load_recipe(TINY, overrides=[f"model.levels.1.splitter.window={default}",
+                                        "model.levels.0.splitter.target_segment=6.0"])
     v1 = json.loads(TINY_V1.read_text())
     assert v1["schema_version"] == 1 and "token_focal" in v1["model"]["levels"][0]
     assert validate_recipe(v1) == tiny
