@@ -342,7 +342,8 @@ def matmul_floor(events: Any, steps: int, threads: int = 1) -> dict[str, Any]:
 
     Returns:
         ``{"calls", "distinct_shapes", "gflop", "in_step_ms", "alone_cpu_ms", "alone_gflops",
-        "largest": [(op, shapes, calls, alone GFLOP/s), ...]}``, every count and time per step.
+        "largest": [(op, factor a shape, factor b shape, calls, alone GFLOP/s), ...]}``, every count
+        and time per step.
     """
     calls = matmul_calls(events)
     alone_s = 0.0
@@ -360,7 +361,8 @@ def matmul_floor(events: Any, steps: int, threads: int = 1) -> dict[str, Any]:
         "in_step_ms": sum(r["self_ms"] for _, _, r, _ in rows) / steps,
         "alone_cpu_ms": 1000.0 * alone_s / steps,
         "alone_gflops": flops / max(alone_s, 1e-12) / 1e9,
-        "largest": [[op, [list(s) for s in shapes], r["calls"] / steps,
+        # (op, first factor's shape, second factor's shape, calls per step, GFLOP/s alone)
+        "largest": [[op, list(shapes[_FACTORS[op][0]]), list(shapes[_FACTORS[op][1]]), r["calls"] / steps,
                      round(r["flops"] / r["calls"] / max(t, 1e-12) / 1e9, 1)] for op, shapes, r, t in rows[:8]],
     }
 

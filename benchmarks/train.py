@@ -151,9 +151,8 @@ def _print_floor(f: dict[str, Any], row: dict[str, Any], total_ms: float, step_m
           f"CPU time against the measured {cpu_ms:.1f} ms: at most {cpu_ms / f['alone_cpu_ms']:.2f}x faster, "
           f"{bound:.0f} bytes per core-second")
     print("  the products that cost most alone: " + "; ".join(
-        f"{op.removeprefix('aten::')} {'x'.join(map(str, s[0 if op in ('aten::mm', 'aten::bmm') else 1]))} @ "
-        f"{'x'.join(map(str, s[1 if op in ('aten::mm', 'aten::bmm') else 2]))} ×{c:.0f} ({g} GFLOP/s)"
-        for op, s, c, g in f["largest"][:5]))
+        f"{op.removeprefix('aten::')} {'x'.join(map(str, a))} @ {'x'.join(map(str, b))} ×{c:.0f} ({g} GFLOP/s)"
+        for op, a, b, c, g in f["largest"][:5]))
 
 
 def main() -> None:

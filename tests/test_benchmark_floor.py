@@ -57,3 +57,5 @@ def test_floor_counts_every_product_of_a_step(prof_mod):
     assert floor["alone_cpu_ms"] > 0
     assert floor["alone_gflops"] > 0
     assert floor["in_step_ms"] > 0
+    factors = {(tuple(a), tuple(b)) for _, a, b, _, _ in floor["largest"]}
+    assert ((64, 48), (48, 32)) in factors  # the linear layer's forward product, x @ Wᵀ
