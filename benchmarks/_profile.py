@@ -1,6 +1,6 @@
 """Where one training step spends its time, and how close it comes to the CPU's matmul peak.
 
-Used by ``benchmarks/train.py --profile``. Three measurements:
+Used by ``benchmarks/train.py --profile``. Four measurements:
 
 * ``label_components`` wraps the model's components (splitter, compressor, each denoiser pass of
   the objective, the losses, the prior, the attention calls) and the trainer's phases (batch,
@@ -260,8 +260,14 @@ def profiled(record_shapes: bool = False) -> Iterator[Any]:
         yield prof
 
 
-# the leaf matrix-product ops and which of their inputs are the two factors
-_FACTORS = {"aten::mm": (0, 1), "aten::addmm": (1, 2), "aten::bmm": (0, 1), "aten::baddbmm": (1, 2)}
+# the leaf matrix-product ops: the function that runs one, and which of its inputs are the two
+# factors (``addmm`` / ``baddbmm`` take the added term first)
+_PRODUCTS: dict[str, tuple[Callable[..., torch.Tensor], tuple[int, int]]] = {
+    "aten::mm": (torch.mm, (0, 1)),
+    "aten::addmm": (torch.addmm, (1, 2)),
+    "aten::bmm": (torch.bmm, (0, 1)),
+    "aten::baddbmm": (torch.baddbmm, (1, 2)),
+}
 
 Shapes = tuple[tuple[int, ...], ...]
 
@@ -272,9 +278,9 @@ def product_flops(op: str, shapes: Shapes) -> int:
     Raises:
         ValueError: ``op`` is not a product op, or its factor shapes do not multiply.
     """
-    if op not in _FACTORS:
+    if op not in _PRODUCTS:
         raise ValueError(f"not a matrix-product op: {op}")
-    i, j = _FACTORS[op]
+    i, j = _PRODUCTS[op][1]
     a, b = shapes[i], shapes[j]
     if len(a) != len(b) or len(a) not in (2, 3) or a[-1] != b[-2] or (len(a) == 3 and a[0] != b[0]):
         raise ValueError(f"{op}: factors {a} and {b} do not multiply")
@@ -290,7 +296,7 @@ def matmul_calls(events: Any) -> dict[tuple[str, Shapes], dict[str, float]]:
     """
     out: dict[tuple[str, Shapes], dict[str, float]] = {}
     for e in events:
-        if e.name not in _FACTORS:
+        if e.name not in _PRODUCTS:
             continue
         shapes: Shapes = tuple(tuple(int(d) for d in s) for s in e.input_shapes)
         key = (e.name, shapes)
@@ -301,21 +307,14 @@ def matmul_calls(events: Any) -> dict[tuple[str, Shapes], dict[str, float]]:
     return out
 
 
-def _operands(op: str, shapes: Shapes) -> list[torch.Tensor]:
-    """Fresh contiguous operands for one product (the added term too, for ``addmm`` / ``baddbmm``)."""
-    n = 3 if op in ("aten::addmm", "aten::baddbmm") else 2
-    return [torch.randn(s) for s in shapes[:n]]
-
-
 def time_alone(op: str, shapes: Shapes, threads: int = 1, min_s: float = 0.002, rounds: int = 3) -> float:
     """CPU seconds of one call of the product ``op`` at ``shapes`` run by itself (best of ``rounds``).
 
     Each round repeats the call until ``min_s`` of CPU time has passed, so small products are timed
     over many calls. CPU time, not wall time: on a shared machine it leaves out the waits for a core.
     """
-    fn = {"aten::mm": torch.mm, "aten::addmm": torch.addmm, "aten::bmm": torch.bmm,
-          "aten::baddbmm": torch.baddbmm}[op]
-    args = _operands(op, shapes)
+    fn, (_, last) = _PRODUCTS[op]
+    args = [torch.randn(s) for s in shapes[:last + 1]]  # fresh contiguous operands, the added term too
     old = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
@@ -362,7 +361,7 @@ def matmul_floor(events: Any, steps: int, threads: int = 1) -> dict[str, Any]:
         "alone_cpu_ms": 1000.0 * alone_s / steps,
         "alone_gflops": flops / max(alone_s, 1e-12) / 1e9,
         # (op, first factor's shape, second factor's shape, calls per step, GFLOP/s alone)
-        "largest": [[op, list(shapes[_FACTORS[op][0]]), list(shapes[_FACTORS[op][1]]), r["calls"] / steps,
+        "largest": [[op, *(list(shapes[i]) for i in _PRODUCTS[op][1]), r["calls"] / steps,
                      round(r["flops"] / r["calls"] / max(t, 1e-12) / 1e9, 1)] for op, shapes, r, t in rows[:8]],
     }
 
