@@ -66,7 +66,7 @@ class _PassNames:
 def label_components(trainer: Any) -> None:
     """Wrap every component of ``trainer``'s model and the trainer's phases in named scopes."""
     import zonkey.components.objective.ddmm as ddmm_obj
-    import zonkey.core.level as level_mod
+    import zonkey.core.model.level as level_mod
 
     model = trainer.model
     for i, lv in enumerate(model.levels):

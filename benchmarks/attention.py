@@ -103,7 +103,7 @@ def _inputs(shape: tuple[int, int, int, int], device: str, dtype: Any, requires_
 def _worker(args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
-    from zonkey.core.attention import AttentionBackendError, probabilistic_attention
+    from zonkey.core.nn.attention import AttentionBackendError, probabilistic_attention
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -54,7 +54,7 @@ def _text(n: int) -> str:
 
 
 def _model(args: argparse.Namespace):
-    from zonkey.core.model import ZonkeyModel, build_model
+    from zonkey.core.model.network import ZonkeyModel, build_model
     from zonkey.core.recipe import load_recipe, resolve_recipe_path
 
     if args.run:
@@ -107,7 +107,7 @@ def _one(args: argparse.Namespace) -> dict:
     torch.set_num_threads(args.threads)
     model = _model(args)
     if args.kind in ("encode", "reconstruct"):
-        from zonkey.core.inference import reconstruct_texts
+        from zonkey.core.model.inference import reconstruct_texts
         from zonkey.data import encode_texts
 
         text = _text(args.size)
@@ -138,7 +138,7 @@ def _one(args: argparse.Namespace) -> dict:
 
 
 def _train_row(args: argparse.Namespace, model) -> dict:
-    from zonkey.core.train import param_groups
+    from zonkey.core.train.trainer import param_groups
     from zonkey.data.batches import make_batch
 
     doc = args.size

@@ -28,10 +28,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import torch
 from _common import peak_rss_mib
 
-from zonkey.core.infill import infill
-from zonkey.core.model import build_model
+from zonkey.core.generate.infill import infill
+from zonkey.core.generate.sample import sample
+from zonkey.core.model.network import build_model
 from zonkey.core.recipe import load_recipe, resolve_recipe_path
-from zonkey.core.sample import sample
 
 
 def _sync(device: torch.device) -> None:
@@ -56,7 +56,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     if args.ckpt:
-        from zonkey.core.model import ZonkeyModel
+        from zonkey.core.model.network import ZonkeyModel
 
         model = ZonkeyModel.from_run(args.ckpt, device=device)
         name = args.ckpt

@@ -39,7 +39,7 @@ import torch
 from _common import peak_rss_mib
 
 from zonkey.core.recipe import load_recipe, resolve_recipe_path
-from zonkey.core.train import Trainer
+from zonkey.core.train.trainer import Trainer
 
 
 def _timed_steps(trainer: Trainer, start: int, n: int,

@@ -34,7 +34,7 @@ def _worker(args: argparse.Namespace) -> None:
     import torch.distributed as dist
 
     from zonkey.core.recipe import load_recipe, resolve_recipe_path
-    from zonkey.core.train import Trainer
+    from zonkey.core.train.trainer import Trainer
 
     overrides = list(args.overrides)
     if args.threads:

@@ -5,7 +5,7 @@ law is *about* (BOS probabilities, log existences, BOS layouts, document lengths
 by element so that hypothesis can shrink a counterexample to the few numbers that matter; inputs
 whose values are incidental (q, k, v) come from a drawn seed and a drawn scale.
 
-Axis letters follow ``zonkey/core/shapes.py``: b documents, n positions, s segments, m max segment
+Axis letters follow ``zonkey/core/contracts/shapes.py``: b documents, n positions, s segments, m max segment
 length, h heads, dh head width.
 """
 

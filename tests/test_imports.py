@@ -1,15 +1,16 @@
-"""The import graph of the package: no cycle between modules, and core imports nothing above it.
+"""The import graph of the package: no cycle between modules, and every import follows the layer table.
 
 Every module of ``zonkey`` is parsed (not imported) and every import statement in it counts,
 those inside functions too: a lazy import hides a cycle from Python but not from a reader.
 Relative imports are resolved; ``from package import name`` points at the submodule ``name`` where
 one exists. An import names one module: importing ``a.b.c`` is an edge to ``a.b.c`` only, not to the
 packages ``a`` and ``a.b`` that Python initialises on the way. Imports under ``if TYPE_CHECKING:``
-never run, so they are left out of the cycle check; the layer rule counts them as well.
+never run, so they are left out of the cycle check; the layer table counts them as well.
 
-The layer rule: ``zonkey.core`` (the model, its walk and its shared math) must not import
-``zonkey.components`` (the registered implementations, loaded through the registry), ``zonkey.cli``
-or ``zonkey.api`` (the user-facing facade), all of which build on core.
+The layer table (:data:`LAYERS`, the same as docs/architecture.md's): each unit of the package (a
+job package of ``zonkey.core``, or a top-level package or module) with the units it may import.
+The table is itself acyclic, so no import runs back up; in particular nothing in ``zonkey.core``
+imports ``zonkey.components``, ``zonkey.baselines``, ``zonkey.cli`` or ``zonkey.api``.
 """
 
 from __future__ import annotations
@@ -23,7 +24,40 @@ import pytest
 import zonkey
 
 CORE = "zonkey.core"
-ABOVE_CORE = ("zonkey.components", "zonkey.cli", "zonkey.api")
+ABOVE_CORE = ("zonkey.components", "zonkey.baselines", "zonkey.cli", "zonkey.api")
+
+#: unit -> the units it may import (names without the ``zonkey.`` prefix), lowest first
+LAYERS: dict[str, set[str]] = {
+    "version": set(),
+    "errors": set(),
+    "io": {"errors"},
+    "core.contracts": {"errors"},
+    "core.recipe": {"core.contracts", "errors"},
+    "core.nn": {"core.contracts", "errors"},
+    "data": {"core.recipe", "errors", "io"},
+    "core.checkpoint": {"core.recipe", "io", "errors", "version"},
+    "core.model": {"core.contracts", "core.nn", "core.recipe", "core.checkpoint", "data", "io", "errors"},
+    "core.train": {"core.contracts", "core.nn", "core.recipe", "core.checkpoint", "core.model", "data", "io",
+                   "errors", "version"},
+    "core.generate": {"core.contracts", "core.nn", "core.recipe", "core.model", "data", "errors"},
+    "core.evaluate": {"core.contracts", "core.nn", "core.recipe", "core.checkpoint", "core.model",
+                      "core.generate", "data", "io", "errors"},
+    "core": set(),  # zonkey/core/__init__.py: a docstring only
+    "components": {"core.contracts", "core.nn", "core.recipe", "data", "io", "errors"},
+    "baselines": {"core.contracts", "core.nn", "core.recipe", "core.checkpoint", "core.train", "core.evaluate",
+                  "data", "io", "errors", "version"},
+    "diagnose": {"core.contracts", "core.nn", "core.recipe", "core.model", "core.generate", "core.evaluate",
+                 "data", "io", "errors"},
+    "api": {"core.contracts", "core.recipe", "core.model", "core.generate", "core.evaluate", "baselines", "data",
+            "errors"},
+    "ablate": {"core.contracts", "core.recipe", "core.checkpoint", "core.train", "core.evaluate", "api",
+               "baselines", "data", "io", "errors"},
+    "plot": {"core.recipe", "core.model", "ablate", "data", "io", "errors"},
+    "cli": {"core.contracts", "core.recipe", "core.checkpoint", "core.train", "core.generate", "core.evaluate",
+            "api", "baselines", "ablate", "diagnose", "plot", "data", "io", "errors", "version"},
+    "": {"api", "core.recipe", "version"},  # zonkey/__init__.py: the user API and recipes
+    "__main__": {"cli"},
+}
 
 
 @dataclass(frozen=True)
@@ -188,15 +222,79 @@ def test_the_package_has_no_import_cycle() -> None:
     )
 
 
-def test_core_imports_neither_components_nor_cli_nor_the_api() -> None:
+def test_core_imports_neither_components_nor_baselines_nor_cli_nor_the_api() -> None:
     found = layer_violations(PACKAGE)
     assert not found, "zonkey.core imports a layer above it:\n" + "\n".join(found)
 
 
+def unit_of(module: str, package: str = "zonkey") -> str:
+    """The layer-table unit of a dotted module: a job package of core, else the top-level name."""
+    parts = module.split(".")[1:]
+    if not parts:
+        return ""
+    if parts[0] == "core" and len(parts) > 1:
+        return ".".join(parts[:2])
+    return parts[0]
+
+
+def table_violations(imports: list[Import], table: dict[str, set[str]]) -> list[str]:
+    """``source:line -> target (unit -> unit)`` for each import between units that the table does not allow."""
+    out = set()
+    for imp in imports:
+        a, b = unit_of(imp.source), unit_of(imp.target)
+        if a != b and b not in table.get(a, set()):
+            out.add(f"{imp.source}:{imp.line} -> {imp.target} ({a or 'zonkey'} -> {b or 'zonkey'})")
+    return sorted(out)
+
+
+def test_every_import_follows_the_layer_table() -> None:
+    found = table_violations(PACKAGE, LAYERS)
+    assert not found, "imports the layer table does not allow:\n" + "\n".join(found)
+
+
+def test_every_unit_of_the_package_is_in_the_table() -> None:
+    units = {unit_of(m) for m in modules_of(Path(zonkey.__file__).parent, "zonkey")}
+    assert units == set(LAYERS), f"not in the table: {sorted(units - set(LAYERS))}; gone: {sorted(set(LAYERS) - units)}"
+
+
+def test_the_layer_table_has_no_cycle_so_no_arrow_runs_back_up() -> None:
+    edges = [Import(f"zonkey.{a}", f"zonkey.{b}", 0, False) for a, allowed in LAYERS.items() for b in allowed]
+    assert cycles(edges) == []
+
+
+def test_the_layer_table_keeps_the_jobs_apart() -> None:
+    above_core = {"components", "baselines", "cli", "api"}
+    for unit, allowed in LAYERS.items():
+        if unit.startswith("core"):
+            assert not allowed & above_core, unit
+    assert LAYERS["core.nn"] <= {"core.contracts", "errors"}
+    assert not LAYERS["core.model"] & {"core.generate", "core.evaluate", "core.train"}
+    assert not LAYERS["core.train"] & {"core.generate", "core.evaluate"}
+
+
+def test_core_holds_job_packages_and_no_module_at_its_root() -> None:
+    core = Path(zonkey.__file__).parent / "core"
+    assert sorted(p.name for p in core.glob("*.py")) == ["__init__.py"]
+    assert {p.name for p in core.iterdir() if p.is_dir() and (p / "__init__.py").exists()} == {
+        u.split(".")[1] for u in LAYERS if u.startswith("core.")}
+
+
+def test_no_package_holds_more_than_a_fifth_of_the_code() -> None:
+    root = Path(zonkey.__file__).parent
+    lines = {p: len(p.read_text(encoding="utf-8").splitlines()) for p in root.rglob("*.py")}
+    total = sum(lines.values())
+    by_unit: dict[str, int] = {}
+    for path, n in lines.items():
+        unit = unit_of(".".join(["zonkey", *path.relative_to(root).with_suffix("").parts]))
+        by_unit[unit] = by_unit.get(unit, 0) + n
+    big = {u: round(n / total, 3) for u, n in by_unit.items() if n > 0.2 * total}
+    assert not big, f"packages over 20% of zonkey's lines: {big}"
+
+
 def test_the_walk_sees_the_package() -> None:
     sources = {imp.source for imp in PACKAGE}
-    assert {"zonkey.core.registry", "zonkey.core.attention", "zonkey.components.attention.flex"} <= sources
-    assert any(imp.target == "zonkey.core.registry" for imp in PACKAGE)
+    assert {"zonkey.core.contracts.registry", "zonkey.core.nn.attention", "zonkey.components.attention.flex"} <= sources
+    assert any(imp.target == "zonkey.core.contracts.registry" for imp in PACKAGE)
 
 
 # ------------------------------------------------------------------------------- the checker itself
@@ -242,6 +340,18 @@ def test_type_checking_imports_are_no_cycle_but_still_break_the_layers(tmp_path:
     })
     assert cycles(imports) == []
     assert layer_violations(imports, "pkg.core", ("pkg.components",)) == ["pkg.core.m:3 -> pkg.components.c"]
+
+
+def test_an_import_the_table_does_not_allow_is_found(tmp_path: Path) -> None:
+    imports = _package(tmp_path, {
+        "core/__init__.py": "",
+        "core/train/__init__.py": "",
+        "core/train/t.py": "def f():\n    from pkg.core.evaluate import e\n",
+        "core/evaluate/__init__.py": "",
+        "core/evaluate/e.py": "from pkg.core.train import t\n",
+    })
+    table = {"core.train": set(), "core.evaluate": {"core.train"}}
+    assert table_violations(imports, table) == ["pkg.core.train.t:2 -> pkg.core.evaluate.e (core.train -> core.evaluate)"]
 
 
 def test_a_lazy_import_from_core_into_a_higher_layer_is_a_violation(tmp_path: Path) -> None:

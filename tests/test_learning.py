@@ -12,7 +12,7 @@ import json
 import pytest
 
 from zonkey.core.recipe import validate_recipe
-from zonkey.core.train import Trainer
+from zonkey.core.train.trainer import Trainer
 
 LINES = [
     "the cat sat on the mat",
@@ -85,8 +85,8 @@ def _rare_byte_accuracy(run) -> tuple[float, float]:
     """t 0 byte accuracy of a trained run on its training text: (non-ASCII bytes, the rest)."""
     import torch
 
-    from zonkey.core.inference import decode_own_spans
-    from zonkey.core.model import ZonkeyModel
+    from zonkey.core.model.inference import decode_own_spans
+    from zonkey.core.model.network import ZonkeyModel
     from zonkey.data import load_corpus
 
     model = ZonkeyModel.from_run(run)
@@ -127,8 +127,8 @@ def test_token_balance_lets_rare_bytes_be_decoded(tmp_path):
 
 def _train_and_evaluate(tmp_path_factory, name: str):
     """Train a bundled recipe with its defaults and evaluate it on 20 held-out batches."""
-    from zonkey.core.evaluate import evaluate
-    from zonkey.core.model import ZonkeyModel
+    from zonkey.core.evaluate.heldout import evaluate
+    from zonkey.core.model.network import ZonkeyModel
     from zonkey.core.recipe import load_recipe, resolve_recipe_path
     from zonkey.data import load_corpus
 

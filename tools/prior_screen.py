@@ -28,8 +28,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from zonkey.core.inference import encode_to_level
-from zonkey.core.model import ZonkeyModel
+from zonkey.core.model.inference import encode_to_level
+from zonkey.core.model.network import ZonkeyModel
 from zonkey.data import chunk_bytes, load_corpus
 
 ap = argparse.ArgumentParser()
@@ -84,7 +84,7 @@ gen = torch.Generator().manual_seed(args.seed)
 warm = 50
 import torch.nn.functional as F
 
-from zonkey.core.sphere import atanh_cos_logits
+from zonkey.core.nn.sphere import atanh_cos_logits
 
 for p_ in model.parameters():
     p_.requires_grad_(False)
@@ -104,7 +104,7 @@ def ce_loss(z0, valid):
     if args.nce > 0:
         cand = z0[valid]  # (N, D) every clean latent of the batch
         q = z_hat[sel]; tgt = z0[sel]
-        from zonkey.core.sphere import atanh_cos_logits as acl
+        from zonkey.core.nn.sphere import atanh_cos_logits as acl
         logits = acl(q[:, None, :], cand)[:, 0] / args.nce_temp  # (s, N)
         with torch.no_grad():
             same = F.cosine_similarity(tgt[:, None, :], cand[None], dim=-1) > 0.98  # the target and its duplicates
@@ -147,8 +147,8 @@ if args.cmd == "train":
     save_file({k: v.contiguous() for k, v in prior.state_dict().items()}, str(saved))
 prior.eval()
 model.levels[0].prior = prior
-from zonkey.core.gen_eval import TrainingText, _sample, text_row
-from zonkey.core.infill_eval import infill_problems, run_infill, score_fills
+from zonkey.core.evaluate.generation import TrainingText, _sample, text_row
+from zonkey.core.evaluate.infill import infill_problems, run_infill, score_fills
 
 corpus = load_corpus(model.recipe.data)
 train = TrainingText.build(corpus.documents("train"), args.run)

@@ -3,7 +3,7 @@
 Paper: Rozental, "Zonkey: A Hierarchical Diffusion Language Model with Differentiable Tokenization
 and Probabilistic Attention". Public API (:mod:`zonkey.api`): :func:`load`, :func:`split`,
 :func:`reconstruct`, :func:`sample`, :func:`infill`; recipes: :class:`Recipe`, :func:`load_recipe`;
-attention: :func:`zonkey.core.attention.probabilistic_attention`.
+attention: :func:`zonkey.core.nn.attention.probabilistic_attention`.
 """
 
 from __future__ import annotations

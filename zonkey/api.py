@@ -8,6 +8,7 @@ Every function takes a model (from :func:`load`) or a run directory, which it lo
     zonkey.reconstruct(model, ["The cat sat."])     # text -> level-0 latents -> text
     zonkey.sample(model, 4, steps=30, seed=0)       # texts generated from noise
     zonkey.infill(model, "Bob is a ", " player in the NBA", return_details=True)
+    zonkey.api.evaluate("runs/tiny", samples=100, infill=100)  # what `zonkey eval` prints, as a dict
 
 This module sits on top of :mod:`zonkey.core`; nothing in core imports it.
 """
@@ -21,13 +22,14 @@ from typing import Any, Union
 
 import torch
 
-from zonkey.core.inference import reconstruct_texts, split_texts
-from zonkey.core.infill import infill as _infill
-from zonkey.core.model import ZonkeyModel
-from zonkey.core.outputs import SampleResult
-from zonkey.core.sample import sample as _sample
+from zonkey.core.contracts.outputs import ProgressFn, SampleResult
+from zonkey.core.evaluate.run import EvalSettings, evaluate_model
+from zonkey.core.generate.infill import infill as _infill
+from zonkey.core.generate.sample import sample as _sample
+from zonkey.core.model.inference import reconstruct_texts, split_texts
+from zonkey.core.model.network import ZonkeyModel
 
-__all__ = ["infill", "load", "reconstruct", "sample", "split"]
+__all__ = ["EvalSettings", "evaluate", "infill", "load", "reconstruct", "sample", "split"]
 
 ModelOrRun = Union[ZonkeyModel, str, "os.PathLike[str]"]
 
@@ -105,8 +107,8 @@ def sample(model: ModelOrRun, n: int = 4, *, steps: int | None = None, seed: int
         steps: denoising steps at the starting level (default: the recipe's ``sample.steps``).
         seed: seed of all noise.
         level: the level drawn from the prior.
-        return_details: return the whole :class:`~zonkey.core.outputs.SampleResult`.
-        **kwargs: ``segments``, ``epsilon``, ``trace``, ``progress`` of :func:`zonkey.core.sample.sample`.
+        return_details: return the whole :class:`~zonkey.core.contracts.outputs.SampleResult`.
+        **kwargs: ``segments``, ``epsilon``, ``trace``, ``progress`` of :func:`zonkey.core.generate.sample.sample`.
 
     Returns:
         the texts, or the SampleResult with ``return_details``.
@@ -132,7 +134,7 @@ def infill(model: ModelOrRun, prefix: str, suffix: str, *, level: int | None = N
         steps: denoising steps (default: the recipe's ``sample.infill_steps``).
         seed: seed of all noise.
         return_details: return ``{text, gap, score, gap_len, level, candidates}`` instead of the text.
-        **kwargs: ``epsilon``, ``span``, ``trace``, ``progress`` of :func:`zonkey.core.infill.infill_many`.
+        **kwargs: ``epsilon``, ``span``, ``trace``, ``progress`` of :func:`zonkey.core.generate.infill.infill_many`.
 
     Returns:
         prefix + gap + suffix, or the details with ``return_details``.
@@ -142,3 +144,41 @@ def infill(model: ModelOrRun, prefix: str, suffix: str, *, level: int | None = N
     """
     res = _infill(_model(model), prefix, suffix, level=level, gap=gap, steps=steps, seed=seed, **kwargs)
     return res.as_dict() if return_details else res.text
+
+
+def evaluate(run: str | os.PathLike[str], settings: EvalSettings | None = None, *,
+             progress: ProgressFn | None = None, **fields: Any) -> dict[str, Any]:
+    """Every metric ``zonkey eval`` reports for a run directory, of either kind.
+
+    The one evaluation path: ``zonkey eval`` prints what this returns, and ``zonkey ablate`` scores
+    its cells with it. A diffusion run (``recipe.json``) gets every level's held-out metrics and the
+    generation sections; an autoregressive baseline run (``baseline.json``) gets the metrics of a
+    byte LM (:func:`zonkey.baselines.ar_eval.evaluate_ar_run`).
+
+    Args:
+        run: a run directory, or one checkpoint directory inside it.
+        settings: what to compute (default: ``zonkey eval``'s defaults).
+        progress: ``progress(done, total)`` over the infill problems (diffusion runs).
+        **fields: fields of :class:`~zonkey.core.evaluate.run.EvalSettings` that replace those of
+            ``settings``, e.g. ``samples=100``.
+
+    Returns:
+        the result dict of ``zonkey eval --json``.
+
+    Raises:
+        CheckpointError: an unreadable run.
+        RecipeError: a ``sample_sets`` override that does not validate.
+        NoiseSpecError: a noise spec that cannot be read.
+        pydantic.ValidationError: a field out of its range.
+    """
+    from zonkey.baselines.ar_eval import evaluate_ar_run
+    from zonkey.baselines.ar_run import is_ar_run
+
+    run = Path(run)
+    s = settings or EvalSettings()
+    if fields:
+        s = EvalSettings.model_validate({**s.model_dump(), **fields})
+    if is_ar_run(run):
+        return evaluate_ar_run(run, s)
+    model = load(run, use_ema=s.ema, verify=s.verify).with_sample_settings(list(s.sample_sets))
+    return evaluate_model(model, run, s, progress)

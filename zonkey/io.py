@@ -22,6 +22,8 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import Tensor
 
+from zonkey.errors import CheckpointError, CheckpointWriteError
+
 __all__ = [
     "TMP_PREFIX",
     "CheckpointError",
@@ -43,27 +45,6 @@ __all__ = [
 
 TMP_PREFIX = ".tmp-"  # names starting with it are unfinished writes: readers ignore them
 
-
-class CheckpointError(RuntimeError):
-    """A checkpoint, run directory or one of their files cannot be written or read.
-
-    The message names the path and fits on one line.
-    """
-
-
-class CheckpointWriteError(CheckpointError, OSError):
-    """A checkpoint could not be written (a full disk, a read-only folder): the previous one is intact.
-
-    Both a :class:`CheckpointError` (the command line prints it as one line) and an ``OSError``
-    (what the filesystem raised, kept as ``__cause__``; ``errno`` is copied from it).
-    """
-
-    def __init__(self, message: str, errno_: int | None = None) -> None:
-        super().__init__(message)
-        self.errno = errno_
-
-    def __str__(self) -> str:
-        return str(self.args[0])
 
 
 def sha256_file(path: Path) -> str:

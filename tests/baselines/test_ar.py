@@ -10,10 +10,10 @@ import torch
 from typer.testing import CliRunner
 
 from tests.helpers import micro_recipe
+from zonkey.baselines.ar_eval import continuation_logprobs, generate, rescore_infill
 from zonkey.baselines.ar_model import BOS, END, ARConfig, ByteTransformer, shift_inputs
 from zonkey.baselines.ar_run import ARRun, ARTrainer, is_ar_run, load_ar_model, read_ar_run, train_ar
 from zonkey.cli.app import app
-from zonkey.core.ar_eval import continuation_logprobs, generate, rescore_infill
 from zonkey.io import CheckpointError
 
 SMALL = ARConfig(d_model=16, layers=2, heads=2, ffn_mult=2, context=64)
@@ -138,7 +138,7 @@ def test_cli_trains_and_eval_scores_the_run(tmp_path):
 @pytest.mark.learning
 def test_the_baseline_learns_held_out_text(tmp_path):
     """150 steps on the micro data: held-out 3.89 bits per byte when measured (uniform bytes: 8)."""
-    from zonkey.core.ar_eval import heldout_bits
+    from zonkey.baselines.ar_eval import heldout_bits
     from zonkey.data import load_corpus
 
     run = ARRun.from_recipe(micro_recipe(steps=150, lr=0.003, warmup_steps=10),

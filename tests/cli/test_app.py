@@ -12,10 +12,10 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-import zonkey.core.registry as registry_mod
+import zonkey.core.contracts.registry as registry_mod
 from zonkey.cli.app import app
+from zonkey.core.contracts.registry import ALL_KINDS, ENTRY_POINT_GROUP, KINDS
 from zonkey.core.recipe import bundled_recipes_dir, validate_recipe
-from zonkey.core.registry import ALL_KINDS, ENTRY_POINT_GROUP, KINDS
 
 TINY = bundled_recipes_dir() / "tiny.yaml"
 runner = CliRunner()

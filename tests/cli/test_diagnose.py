@@ -56,8 +56,8 @@ def test_byte_class_and_show():
 
 @pytest.mark.parametrize("split", ["heldout", "train"])
 def test_byte_errors_counts_add_up_and_match_the_decoder(one_level, split):
-    from zonkey.core.inference import decode_own_spans
-    from zonkey.core.model import ZonkeyModel
+    from zonkey.core.model.inference import decode_own_spans
+    from zonkey.core.model.network import ZonkeyModel
     from zonkey.data import load_corpus
 
     (out,) = _json_lines(runner.invoke(app, ["diagnose", "byte-errors", str(one_level), "--split", split,
@@ -91,8 +91,8 @@ def test_byte_errors_text_report(one_level):
 
 
 def test_roundtrip_chunks_one_row_per_length_and_the_recipe_length_matches_eval(two_level):
-    from zonkey.core.evaluate import evaluate_level1
-    from zonkey.core.model import ZonkeyModel
+    from zonkey.core.evaluate.heldout import evaluate_level1
+    from zonkey.core.model.network import ZonkeyModel
     from zonkey.data import load_corpus
 
     rows = _json_lines(runner.invoke(app, ["diagnose", "roundtrip-chunks", str(two_level), "--lengths", "48,96",
@@ -153,7 +153,7 @@ LINES = ["the cat sat on the mat", "a dog ran in the park", "we like to read boo
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """A one-level micro model trained until level 0 reconstructs most of its (repetitive) held-out text."""
-    from zonkey.core.train import Trainer
+    from zonkey.core.train.trainer import Trainer
 
     tmp = tmp_path_factory.mktemp("denoise")
     corpus = tmp / "corpus.txt"
@@ -194,8 +194,8 @@ def test_denoise_content_is_lost_as_sigma_grows_on_a_trained_model(trained):
 
 
 def test_denoise_level0_clean_row_is_evals_reconstruction(one_level):
-    from zonkey.core.evaluate import evaluate_level0
-    from zonkey.core.model import ZonkeyModel
+    from zonkey.core.evaluate.heldout import evaluate_level0
+    from zonkey.core.model.network import ZonkeyModel
     from zonkey.data import load_corpus
 
     out = _denoise(one_level, "--sigmas", "0,0.5", "--max-batches", "2", "--samples", "0", "--raw")
@@ -212,8 +212,8 @@ def test_denoise_level0_clean_row_is_evals_reconstruction(one_level):
 
 
 def test_denoise_level1_rows_match_the_round_trip_and_samples_are_scored(two_level):
-    from zonkey.core.evaluate import evaluate_level1
-    from zonkey.core.model import ZonkeyModel
+    from zonkey.core.evaluate.heldout import evaluate_level1
+    from zonkey.core.model.network import ZonkeyModel
     from zonkey.data import load_corpus
 
     out = _denoise(two_level, "--level", "1", "--sigmas", "0,1", "--max-batches", "1", "--samples", "3",
@@ -267,8 +267,8 @@ def with_prior(tmp_path_factory):
 
 
 def test_denoise_scores_both_priors_where_the_level_has_a_sequence_prior(with_prior):
-    from zonkey.core.model import ZonkeyModel
-    from zonkey.core.sample import sample
+    from zonkey.core.generate.sample import sample
+    from zonkey.core.model.network import ZonkeyModel
 
     (lvl,) = _denoise(with_prior, "--sigmas", "0", "--max-batches", "1", "--samples", "2")["levels"]
     assert set(lvl["samples"]["rows"]) == {"per-segment", "sequence", "real"}

@@ -55,3 +55,45 @@ def test_sample_tables_say_snap_off_and_carry_references(run_dir):
     for needle in ("snap: off", "shuffled train words", "T=5", "T=100", "bits/B"):
         assert needle in text.stdout
     assert "sampling throughput" not in text.stdout
+
+
+def test_every_eval_flag_reaches_the_one_library_call(run_dir, tmp_path, monkeypatch):
+    """``zonkey eval`` builds EvalSettings from its flags and calls ``zonkey.api.evaluate`` with them."""
+    import zonkey.api
+
+    f = tmp_path / "items.jsonl"
+    f.write_text('{"prefix": "The cat ", "suffix": " on the mat.", "answer": "sat"}\n')
+    data = tmp_path / "other.txt"
+    data.write_text("A small text of our own. " * 40)
+    seen = []
+
+    def spy(run, settings=None, **kwargs):
+        seen.append((run, settings))
+        return {"checkpoint": str(run)}
+
+    monkeypatch.setattr(zonkey.api, "evaluate", spy)
+    res = runner.invoke(app, ["eval", str(run_dir), "--data", str(data), "--infill-items", str(f), "--max-batches", "2",
+                              "--samples", "3", "--infill", "4", "--steps", "2", "--seed", "5", "--throughput", "0",
+                              "--judge-order", "4", "--no-ema", "--no-verify", "--noise", "typos=0.05",
+                              "--set", "sample.steps=7", "--json"])
+    assert res.exit_code == 0, res.output
+    (run, s), = seen
+    assert str(run) == str(run_dir)
+    assert s.data == str(data) and s.infill_items == (("The cat ", " on the mat.", "sat"),)
+    assert (s.max_batches, s.samples, s.infill, s.steps, s.seed, s.throughput, s.judge_order) == (2, 3, 4, 2, 5, 0, 4)
+    assert (s.ema, s.verify, s.noise, s.sample_sets) == (False, False, "typos=0.05", ("sample.steps=7",))
+
+
+def test_the_library_call_reads_data_and_items_as_the_cli_does(run_dir, tmp_path):
+    """The same evaluation through the Python API: ``data`` replaces the held-out text, items are scored."""
+    from zonkey.api import evaluate
+
+    data = tmp_path / "other.txt"
+    data.write_text("\n\n".join(f"Paragraph {i} of a small text of our own, with words in it." for i in range(60)))
+    base = evaluate(run_dir, max_batches=1, samples=0, infill=0)
+    own = evaluate(run_dir, max_batches=1, samples=0, infill=0, data=str(data),
+                   infill_items=(("The cat ", " on the mat.", "sat"),))
+    assert own["infill_items"]["n"] == 1 and "infill_items" not in base
+    assert own["eval_bytes"] != base["eval_bytes"]  # another held-out text was read
+    cli = json.loads(runner.invoke(app, ["eval", str(run_dir), *FAST, "--data", str(data), "--json"]).stdout)
+    assert cli["eval_bytes"] == own["eval_bytes"] and cli["recon_acc"] == own["recon_acc"]

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from zonkey.core.registry import registry
-from zonkey.core.shapes import LevelContext
+from zonkey.core.contracts.registry import registry
+from zonkey.core.contracts.shapes import LevelContext
 
 D, M, K, H = 16, 8, 2, 2  # width, max segment, compression vectors, heads
 

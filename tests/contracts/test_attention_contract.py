@@ -19,9 +19,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from tests.strategies import qkv
-from zonkey.core.attention import AttentionBackendError
-from zonkey.core.protocols import BUILD_SIGNATURES, Attention
-from zonkey.core.registry import registry
+from zonkey.core.contracts.protocols import BUILD_SIGNATURES, Attention
+from zonkey.core.contracts.registry import registry
+from zonkey.core.nn.attention import AttentionBackendError
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

@@ -13,9 +13,9 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
 from tests.components.context import D, K, M, batch, ctx
-from zonkey.core.outputs import SplitOutput
-from zonkey.core.protocols import BUILD_SIGNATURES, LEVEL_KINDS, PROTOCOLS, FitsTrainingText
-from zonkey.core.registry import registry
+from zonkey.core.contracts.outputs import SplitOutput
+from zonkey.core.contracts.protocols import BUILD_SIGNATURES, LEVEL_KINDS, PROTOCOLS, FitsTrainingText
+from zonkey.core.contracts.registry import registry
 
 
 def _roundtrip(module: torch.nn.Module) -> None:
@@ -122,7 +122,7 @@ def test_objective_contract(name):
 def test_stitcher_contract(name):
     """Split-then-stitch without compression is the identity on real positions (true starts)."""
     torch.manual_seed(0)
-    from zonkey.core.segments import make_split
+    from zonkey.core.nn.segments import make_split
 
     st = registry("stitcher").config(name).build(ctx())
     x, valid, _ = batch(n=24)
@@ -145,6 +145,8 @@ def test_stitcher_contract(name):
     assert torch.allclose(out.x[:, :n][valid[:, :n]], x[valid], atol=1e-4)
     for v in out.losses.values():
         assert torch.isfinite(v)
+    # ``has_losses`` tells the level whether a training call is worth making
+    assert isinstance(st.has_losses, bool) and st.has_losses == bool(refined.losses)
     # generation mode (no true starts): chains segments end to end by their existence
     gen = st(seg.vectors, seg.log_existence.detach(), seg.doc, 2)
     assert gen.x.shape[0] == 2 and torch.isfinite(gen.x).all()

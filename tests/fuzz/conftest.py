@@ -30,7 +30,7 @@ class FuzzRun:
 def fuzz_run(tmp_path_factory: pytest.TempPathFactory) -> FuzzRun:
     """A micro recipe trained for 4 steps (about a second), checkpoints at steps 2 and 4."""
     from zonkey.core.recipe import recipe_to_dict
-    from zonkey.core.train import Trainer
+    from zonkey.core.train.trainer import Trainer
 
     root = tmp_path_factory.mktemp("fuzz")
     rec = micro_recipe(steps=4, save_every=2)

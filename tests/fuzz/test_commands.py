@@ -52,7 +52,7 @@ def test_a_judge_cache_linked_out_of_the_run_is_refused(run_copy: Path, tmp_path
 
 @links
 def test_the_judge_cache_never_follows_a_link_out(tmp_path: Path) -> None:
-    from zonkey.core.judge import corpus_fingerprint, load_or_train
+    from zonkey.core.evaluate.judge import corpus_fingerprint, load_or_train
     from zonkey.io import CheckpointError
 
     docs = [b"the cat sat on the mat", b"a dog ran"]
@@ -76,7 +76,7 @@ def test_the_judge_cache_never_follows_a_link_out(tmp_path: Path) -> None:
 def test_a_step_directory_outside_a_checkpoints_folder_is_its_own_run(fuzz_run: FuzzRun, tmp_path: Path) -> None:
     """Nothing is read from, or cached in, the folder above a stray step directory."""
     from zonkey.core.checkpoint import run_dir_of
-    from zonkey.core.gen_eval import run_directory
+    from zonkey.core.evaluate.generation import run_directory
 
     stray = tmp_path / "stray" / "step-00000004"
     shutil.copytree(fuzz_run.run / "checkpoints" / "step-00000004", stray)

@@ -10,7 +10,7 @@ import pytest
 
 from tests.fuzz.conftest import FuzzRun
 from tests.fuzz.outcome import OK, zonkey
-from zonkey.core.model import ZonkeyModel
+from zonkey.core.model.network import ZonkeyModel
 
 OOM = r"out of memory"
 
@@ -65,7 +65,7 @@ def test_a_huge_n_is_refused_before_anything_is_allocated(fuzz_run: FuzzRun, mon
 
 
 def test_a_large_n_is_drawn_in_batches(fuzz_run: FuzzRun, monkeypatch) -> None:
-    import zonkey.core.sample as core_sample
+    import zonkey.core.generate.sample as core_sample
 
     real, sizes = core_sample.sample, []
 
@@ -107,7 +107,7 @@ def test_every_command_reports_exhausted_memory_in_one_line(fuzz_run: FuzzRun, m
 
 
 def test_train_reports_exhausted_memory(fuzz_run: FuzzRun, tmp_path: Path, monkeypatch) -> None:
-    import zonkey.core.train as core_train
+    import zonkey.core.train.trainer as core_train
 
     def exhausted(*a, **k):
         raise RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 10 bytes. "

@@ -21,7 +21,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests import strategies as zs
-from zonkey.core.attention import probabilistic_attention
+from zonkey.core.nn.attention import probabilistic_attention
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 LAWS = settings(max_examples=40, deadline=None)

@@ -7,7 +7,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from zonkey.core.evaluate import RoundTrip, levenshtein
+from zonkey.core.evaluate.heldout import RoundTrip, levenshtein
 from zonkey.data import encode_texts
 
 LAWS = settings(max_examples=200, deadline=None)

@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests import strategies as zs
-from zonkey.core import existence as ex
+from zonkey.core.nn import existence as ex
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 LAWS = settings(max_examples=50, deadline=None)

@@ -29,10 +29,11 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from zonkey.core.contracts.registry import ALL_KINDS
+from zonkey.core.evaluate.run import EvalSettings
 from zonkey.core.recipe import Recipe, RecipeError, read_yaml, recipe_to_dict
 from zonkey.core.recipe.overrides import parse_override
-from zonkey.core.registry import ALL_KINDS
-from zonkey.core.run_eval import EvalSettings
+from zonkey.errors import ZonkeyError
 
 SwapValue = str | int | float | bool | dict[str, Any] | None
 
@@ -49,7 +50,7 @@ class AblationSpec(BaseModel):
     eval: EvalSettings = EvalSettings(samples=100, infill=100)
 
 
-class GridError(ValueError):
+class GridError(ZonkeyError, ValueError):
     """A swap or grid that cannot be read; the message names it."""
 
 

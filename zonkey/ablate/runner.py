@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from zonkey.ablate.grid import Grid, Variant
-from zonkey.core.run_eval import EvalSettings
+from zonkey.core.evaluate.run import EvalSettings
 from zonkey.io import atomic_write_json, inside, read_json
 
 EVAL_FILE = "eval.json"
@@ -112,7 +112,7 @@ def _train(cell: Cell, log: Callable[[str], None]) -> dict[str, Any]:
         r = train_ar(ARRun.from_recipe(recipe), run, resume=resume, log=log)
         seconds, nbytes, step = r.seconds, r.bytes_per_s * r.seconds, r.step
     else:
-        from zonkey.core.train import Trainer
+        from zonkey.core.train.trainer import Trainer
 
         res = Trainer(recipe, run, resume=resume, progress=False, log=log).fit()
         seconds, nbytes, step = res.seconds, res.bytes_seen, res.step
@@ -199,12 +199,12 @@ def run_cell(cell: Cell, log: Callable[[str], None] | None = None) -> dict[str, 
                     "curve": curve_summary(run)}
         t0 = time.perf_counter()
         train = _train(cell, say)
-        from zonkey.core.run_eval import evaluate_run
+        from zonkey.api import evaluate
 
         settings = EvalSettings.model_validate(cell.eval)
-        result = evaluate_run(run, settings.model_copy(update={"noise": None}))
+        result = evaluate(run, settings.model_copy(update={"noise": None}))
         if settings.noise is not None:  # the same input-reading metrics on noisy text
-            noisy = evaluate_run(run, settings.model_copy(update={"samples": 0, "infill": 0, "steps_table": False}))
+            noisy = evaluate(run, settings.model_copy(update={"samples": 0, "infill": 0, "steps_table": False}))
             result["noisy"] = noisy
         curve = curve_summary(run)
         atomic_write_json(run / EVAL_FILE, {"fingerprint": cell.fingerprint, "train": train, "eval": result,

@@ -31,8 +31,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from zonkey.baselines.ar_model import ARConfig, ByteTransformer, shift_inputs
 from zonkey.core import checkpoint as ckpt
-from zonkey.core.optim import lr_at
 from zonkey.core.recipe import DataConfig, Recipe, TrainConfig
+from zonkey.core.train.optim import lr_at
 from zonkey.data import load_corpus
 from zonkey.io import CheckpointError, atomic_write_json, inside, read_json
 from zonkey.version import __version__

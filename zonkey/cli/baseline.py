@@ -75,45 +75,14 @@ def sample_cmd(
     import json
 
     with common.user_errors():
+        from zonkey.baselines.ar_eval import generate
         from zonkey.baselines.ar_run import load_ar_model
-        from zonkey.core.ar_eval import generate
 
         model, _ = load_ar_model(run, verify=not no_verify)
         texts = [t.decode("utf-8", errors="replace") for t in generate(model, n, max_bytes=max_bytes,
                                                                          temperature=temperature, seed=seed)]
     for t in texts:
         common.print_text(json.dumps({"text": t}, ensure_ascii=False) if as_json else t)
-
-
-def eval_ar_run(run: Path, *, data: str | None, noise: Any, max_batches: int | None, seed: int, samples: int,
-                infill: int, candidates: int, items: list[tuple[str, str, str]] | None, judge_order: int,
-                verify: bool, as_json: bool) -> None:
-    """``zonkey eval`` of an autoregressive baseline run: the metrics that apply to a byte LM."""
-    with common.user_errors():
-        from zonkey.baselines.ar_run import load_ar_model, run_dir_of
-        from zonkey.core.ar_eval import evaluate_ar
-        from zonkey.data import load_corpus
-
-        model, cfg = load_ar_model(run, verify=verify)
-        dcfg = cfg.data if data is None else cfg.data.model_copy(update={"source": data})
-        corpus = load_corpus(dcfg)
-        train_docs = (corpus if data is None else load_corpus(cfg.data)).documents("train")
-        noise_info = None
-        if noise is not None:
-            from zonkey.data.noise import noisy_corpus
-
-            corpus, noise_info = noisy_corpus(corpus, noise, seed)
-        res = evaluate_ar(model, corpus.batches("heldout", seed=seed, batch_bytes=dcfg.batch_bytes), train_docs,
-                          corpus.documents("heldout"), samples=samples, infill=infill, candidates=candidates,
-                          infill_items=items, seed=seed, max_batches=max_batches, judge_order=judge_order,
-                          cache_dir=str(run_dir_of(run)))
-    if noise_info is not None:
-        res["noise"] = noise_info
-    res["checkpoint"] = str(run)
-    if as_json:
-        common.print_json(res)
-        return
-    common.print_text("\n".join(ar_eval_lines(res)))
 
 
 def ar_eval_lines(res: dict[str, Any]) -> list[str]:

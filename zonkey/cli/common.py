@@ -25,6 +25,7 @@ from rich.console import Console
 from rich.markup import escape
 from typer.core import TyperGroup
 
+from zonkey.core.contracts.registry import ALL_KINDS, RegistryError, load_plugins, registry
 from zonkey.core.recipe import (
     Recipe,
     RecipeError,
@@ -33,7 +34,7 @@ from zonkey.core.recipe import (
     read_yaml,
     resolve_recipe_path,
 )
-from zonkey.core.registry import ALL_KINDS, RegistryError, load_plugins, registry
+from zonkey.errors import ZonkeyError
 
 #: exit code of a recipe or component error (the input was read but is wrong)
 EXIT_INVALID = 1
@@ -140,15 +141,9 @@ def user_errors() -> Iterator[None]:
     component), a file that cannot be read or written and exhausted memory exit with
     :data:`EXIT_INVALID`; a missing file exits with :data:`EXIT_USAGE`.
     """
-    from zonkey.errors import USER_ERRORS
-
     try:
         yield
-    except USER_ERRORS as exc:
-        fail(str(exc), EXIT_INVALID)
-    except RecipeError as exc:
-        fail(str(exc), EXIT_INVALID)
-    except RegistryError as exc:
+    except ZonkeyError as exc:  # data, recipe, registry, checkpoint, training, ...
         fail(str(exc), EXIT_INVALID)
     except FileNotFoundError as exc:
         fail(f"{exc.filename}: no such file" if exc.filename else str(exc), EXIT_USAGE)
@@ -296,3 +291,34 @@ def describe_recipes() -> dict[str, dict[str, Any]]:
             info["error"] = str(exc)
         out[key] = info
     return out
+
+
+Progress = Annotated[bool | None, typer.Option("--progress/--no-progress",
+                                                  help="Progress bar on stderr (default: when stderr is a terminal).")]
+
+
+@contextmanager
+def progress_bar(label: str, enabled: bool | None) -> Iterator[Any]:
+    """A transient rich progress bar on stderr (default: when stderr is a terminal).
+
+    Yields:
+        The ``progress(done, total)`` callback the library calls, or None.
+    """
+    if not (sys.stderr.isatty() if enabled is None else enabled):
+        yield None
+        return
+    from rich.progress import BarColumn, TextColumn, TimeElapsedColumn
+    from rich.progress import Progress as Bar
+
+    bar = Bar(TextColumn(f"[bold]{label}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+              TimeElapsedColumn(), console=stderr(), transient=True)
+    task = bar.add_task(label, total=None)
+    with bar:
+        yield lambda done, total: bar.update(task, completed=done, total=total)
+
+
+def load_model(run: Path, use_ema: bool = True, verify: bool = True) -> Any:
+    """The model of a run or step directory, through the user API's :func:`zonkey.api.load`."""
+    from zonkey.api import load
+
+    return load(run, use_ema=use_ema, verify=verify)

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
@@ -47,12 +47,6 @@ def _errors() -> Iterator[None]:
             common.fail(str(exc))
 
 
-def _load(run: Path, use_ema: bool = True, verify: bool = True) -> Any:
-    from zonkey.core.model import ZonkeyModel
-
-    return ZonkeyModel.from_run(run, use_ema=use_ema, verify=verify)
-
-
 @app.command("byte-errors")
 def byte_errors_cmd(
     run: RunArg,
@@ -73,7 +67,7 @@ def byte_errors_cmd(
         from zonkey.data import load_corpus
         from zonkey.diagnose.byte_errors import byte_errors
 
-        model = _load(run, use_ema=not raw, verify=not no_verify)
+        model = common.load_model(run, use_ema=not raw, verify=not no_verify)
         data = model.recipe.data
         with torch.no_grad():
             res = byte_errors(model, load_corpus(data).batches(split.value, seed=0, batch_bytes=data.batch_bytes),
@@ -106,7 +100,7 @@ def roundtrip_chunks_cmd(
     with _errors():
         from zonkey.diagnose.roundtrip_chunks import roundtrip_chunks
 
-        model = _load(run, verify=not no_verify)
+        model = common.load_model(run, verify=not no_verify)
         for r in roundtrip_chunks(model, ns, eval_bytes=eval_bytes):
             if as_json:
                 common.print_json(r.as_dict())
@@ -145,7 +139,7 @@ def probe_level1_cmd(
         from zonkey.diagnose.probe_level1 import HEADER, probe_block, probe_level1
 
         common.load_components()
-        model = _load(run, verify=not no_verify)
+        model = common.load_model(run, verify=not no_verify)
         block = probe_block(model, overrides or (), only.split(",") if only else None)
         rows = probe_level1(model, block, steps=steps, lr=lr, random=random, same_cos=same_cos, seed=seed,
                             every=every)
@@ -200,14 +194,14 @@ def denoise_cmd(
         from zonkey.data import load_corpus
         from zonkey.diagnose.denoise import check_levels, check_sigmas, denoise_sweep, prior_samples
 
-        model = _load(run, use_ema=not raw, verify=not no_verify)
+        model = common.load_model(run, use_ema=not raw, verify=not no_verify)
         levels = check_levels(model, level)
         check_sigmas(sweep)
         corpus = load_corpus(model.recipe.data)
         batches = corpus.batches("heldout", seed=0, batch_bytes=model.recipe.data.batch_bytes)
         train = None
         if samples:
-            from zonkey.core.gen_eval import TrainingText, run_directory
+            from zonkey.core.evaluate.generation import TrainingText, run_directory
 
             train = TrainingText.build(corpus.documents("train"), run_directory(run))
         results = []

@@ -12,18 +12,12 @@ import typer
 from zonkey.cli import common
 
 
-def _load(ckpt: Path, use_ema: bool, verify: bool = True):
-    from zonkey.core.model import ZonkeyModel
-
-    return ZonkeyModel.from_run(ckpt, use_ema=use_ema, verify=verify)
-
-
 def eval_cmd(
     ckpt: Annotated[Path, typer.Argument(help="Run directory (or checkpoint directory).")],
     data: Annotated[str | None, typer.Option("--data", help="Evaluate on this source instead of the recipe's "
                                                   "held-out split ('wiki', a .txt/.jsonl/.parquet file or folder).")] = None,
-    max_batches: Annotated[int | None, typer.Option("--max-batches", help="Evaluate at most this many batches.")] = None,
-    steps: Annotated[int, typer.Option("--steps", max=common.MAX_STEPS,
+    max_batches: Annotated[int | None, typer.Option("--max-batches", min=1, help="Evaluate at most this many batches.")] = None,
+    steps: Annotated[int, typer.Option("--steps", min=1, max=common.MAX_STEPS,
                                        help="Sampler steps when denoising from noise.")] = 4,
     seed: common.Seed = 0,
     ema: Annotated[bool, typer.Option("--ema/--no-ema", help="Use the EMA weights.")] = True,
@@ -51,6 +45,7 @@ def eval_cmd(
                                             "by rescoring this many most frequent training tokens.")] = 2000,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
     sets: common.SampleSets = None,
+    progress: common.Progress = None,
 ) -> None:
     """Held-out metrics of every level.
 
@@ -61,63 +56,42 @@ def eval_cmd(
     """
     items = None
     if infill_items is not None:
-        from zonkey.core.infill_eval import InfillItemsError, read_infill_items
+        from zonkey.core.evaluate.infill import InfillItemsError, read_infill_items
 
         try:
-            items = read_infill_items(infill_items)
+            items = tuple(read_infill_items(infill_items))
         except InfillItemsError as exc:
             common.fail(str(exc))
-    spec = None
     if noise is not None:
         from zonkey.data.noise import NoiseSpecError, parse_noise
 
         try:
-            spec = parse_noise(noise)
+            parse_noise(noise)
         except NoiseSpecError as exc:
             common.fail(str(exc), common.EXIT_USAGE)
+    from zonkey.api import EvalSettings, evaluate
     from zonkey.baselines.ar_run import is_ar_run
 
-    if is_ar_run(ckpt):  # an autoregressive baseline: the metrics that apply to a byte LM
-        from zonkey.cli.baseline import eval_ar_run
-
-        if sets:
-            common.warn("--set does not apply to an autoregressive run (it has no sample settings)")
-        if steps_table:
-            common.warn("--steps-table does not apply to an autoregressive run (it has no denoising steps)")
-        eval_ar_run(ckpt, data=data, noise=spec, max_batches=max_batches, seed=seed, samples=samples, infill=infill,
-                    candidates=candidates, items=items, judge_order=judge_order, verify=not no_verify,
-                    as_json=as_json)
-        return
-    noise_info = None
-    with common.user_errors():
-        model = _load(ckpt, ema, not no_verify).with_sample_settings(sets or [])
-        from zonkey.core.evaluate import evaluate
-        from zonkey.data import load_corpus
-
-        dcfg = model.recipe.data
-        if data is not None:
-            dcfg = dcfg.model_copy(update={"source": data})
-        corpus = load_corpus(dcfg)
-        if spec is not None:
-            from zonkey.data.noise import noisy_corpus
-
-            corpus, noise_info = noisy_corpus(corpus, spec, seed)
-        res = evaluate(model, corpus, batch_bytes=dcfg.batch_bytes, seed=seed, max_batches=max_batches, steps=steps)
-        if samples or infill or steps_table or items:
-            from zonkey.core.gen_eval import evaluate_generation, run_directory
-
-            # the vocabulary, judge and baselines come from the model's own training split
-            train_docs = (corpus if data is None else load_corpus(model.recipe.data)).documents("train")
-            res.update(evaluate_generation(model, train_docs, corpus.documents("heldout"), samples=samples,
-                                           infill=infill, seed=seed, with_steps_table=steps_table,
-                                           throughput_n=throughput_n if samples or steps_table else 0, infill_items=items,
-                                           cache_dir=run_directory(ckpt), judge_order=judge_order))
-    if noise_info is not None:
-        res["noise"] = noise_info
-    res["checkpoint"] = str(ckpt)
+    ar = is_ar_run(ckpt)
+    if ar and sets:
+        common.warn("--set does not apply to an autoregressive run (it has no sample settings)")
+    if ar and steps_table:
+        common.warn("--steps-table does not apply to an autoregressive run (it has no denoising steps)")
+    settings = EvalSettings(data=data, max_batches=max_batches, samples=samples, infill=infill, infill_items=items,
+                            steps_table=steps_table and not ar, throughput=throughput_n, candidates=candidates,
+                            steps=steps, seed=seed, judge_order=judge_order, ema=ema, verify=not no_verify,
+                            noise=noise, sample_sets=tuple(sets or ()))
+    with common.user_errors(), common.progress_bar("infill", progress) as cb:
+        res = evaluate(ckpt, settings, progress=cb)
     if as_json:
         common.print_json(res)
         return
+    if ar:
+        from zonkey.cli.baseline import ar_eval_lines
+
+        common.print_text("\n".join(ar_eval_lines(res)))
+        return
+    noise_info = res.get("noise")
     b = res["boundary"]
     lines = [f"noise                      {noise_info['spec']}: {noise_info['edits']} edits in "
              f"{noise_info['chars']} characters"] if noise_info is not None else []
@@ -188,7 +162,7 @@ def split_cmd(
     with common.user_errors():
         from zonkey.api import split
 
-        results = split(_load(ckpt, ema, not no_verify), texts)
+        results = split(common.load_model(ckpt, ema, not no_verify), texts)
     for r in results:
         if as_json:
             row = {"text": r["text"], "segments": r["segments"], "p_bos": r["p_bos"]}
@@ -221,7 +195,7 @@ def reconstruct_cmd(
     with common.user_errors():
         from zonkey.api import reconstruct
 
-        model = _load(ckpt, ema, not no_verify)
+        model = common.load_model(ckpt, ema, not no_verify)
         try:
             outs = reconstruct(model, text, sigma=sigma, steps=steps, seed=seed)
         except ValueError as exc:

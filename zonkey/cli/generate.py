@@ -1,15 +1,12 @@
 """``zonkey sample`` and ``zonkey infill``: text from noise, and gaps filled between known text.
 
-Thin wrappers of zonkey.core.sample and zonkey.core.infill.
+Thin wrappers of zonkey.core.generate.sample and zonkey.core.generate.infill.
 """
 
 from __future__ import annotations
 
 import json
 import re
-import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -28,31 +25,6 @@ MAX_SAMPLES = 1_000_000
 MAX_GAP = 4096
 
 
-def _load(ckpt: Path, use_ema: bool, verify: bool = True):
-    from zonkey.core.model import ZonkeyModel
-
-    return ZonkeyModel.from_run(ckpt, use_ema=use_ema, verify=verify)
-
-
-@contextmanager
-def _progress(label: str, enabled: bool | None) -> Iterator[Any]:
-    """A transient rich progress bar on stderr (default: when stderr is a terminal).
-
-    Yields:
-        The ``progress(done, total)`` callback the library calls, or None.
-    """
-    if not (sys.stderr.isatty() if enabled is None else enabled):
-        yield None
-        return
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-
-    bar = Progress(TextColumn(f"[bold]{label}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                   TimeElapsedColumn(), console=common.stderr(), transient=True)
-    task = bar.add_task(label, total=None)
-    with bar:
-        yield lambda done, total: bar.update(task, completed=done, total=total)
-
-
 def _write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
     try:
         with open(path, "w", encoding="utf-8") as f:
@@ -60,10 +32,6 @@ def _write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
                 f.write(json.dumps(row, ensure_ascii=False) + "\n")
     except OSError as exc:
         common.fail(f"{path}: cannot write the trace: {exc.strerror or exc}", common.EXIT_USAGE)
-
-
-Progress = Annotated[bool | None, typer.Option("--progress/--no-progress",
-                                                  help="Progress bar on stderr (default: when stderr is a terminal).")]
 
 
 def sample_cmd(
@@ -79,7 +47,7 @@ def sample_cmd(
     trace: Annotated[Path | None, typer.Option("--trace", help="Write the decoded text at every step to this JSONL file.")] = None,
     ema: Annotated[bool, typer.Option("--ema/--no-ema")] = True,
     no_verify: common.NoVerify = False,
-    progress: Progress = None,
+    progress: common.Progress = None,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per sample: {text, bytes}.")] = False,
     sets: common.SampleSets = None,
 ) -> None:
@@ -95,11 +63,11 @@ def sample_cmd(
     sigmas: list[float] = []
     steps_texts: list[list[str]] = []
     with common.user_errors():
-        model = _load(ckpt, ema, not no_verify).with_sample_settings(sets or [])
-        from zonkey.core.sample import sample
+        model = common.load_model(ckpt, ema, not no_verify).with_sample_settings(sets or [])
+        from zonkey.core.generate.sample import sample
 
         for b, start in enumerate(range(0, n, SAMPLE_BATCH)):
-            with _progress("sample", progress) as cb:
+            with common.progress_bar("sample", progress) as cb:
                 try:
                     res = sample(model, min(SAMPLE_BATCH, n - start), steps=steps,
                                  seed=(seed + b) % (common.MAX_SEED + 1), level=level, segments=segments,
@@ -179,7 +147,7 @@ def infill_cmd(
     trace: Annotated[Path | None, typer.Option("--trace", help="Write every candidate's gap at every step to this JSONL file.")] = None,
     ema: Annotated[bool, typer.Option("--ema/--no-ema")] = True,
     no_verify: common.NoVerify = False,
-    progress: Progress = None,
+    progress: common.Progress = None,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object: {text, gap, score, gap_len, level, candidates}.")] = False,
     sets: common.SampleSets = None,
 ) -> None:
@@ -187,10 +155,10 @@ def infill_cmd(
     prefix, suffix = parse_gap_text(text, prefix, suffix)
     gap_range = parse_gap_range(gap)
     with common.user_errors():
-        model = _load(ckpt, ema, not no_verify).with_sample_settings(sets or [])
-        from zonkey.core.infill import infill
+        model = common.load_model(ckpt, ema, not no_verify).with_sample_settings(sets or [])
+        from zonkey.core.generate.infill import infill
 
-        with _progress("infill", progress) as cb:
+        with common.progress_bar("infill", progress) as cb:
             try:
                 res = infill(model, prefix, suffix, level=level, gap=gap_range, steps=steps, seed=seed,
                              trace=trace is not None, progress=cb)

@@ -1,4 +1,4 @@
-"""``zonkey train``: train a recipe into a run directory (a thin wrapper of zonkey.core.train)."""
+"""``zonkey train``: train a recipe into a run directory (a thin wrapper of zonkey.core.train.trainer)."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ def train(
     common.load_components()
     with common.user_errors():
         rec = common.load_recipe_arg(recipe, overrides)
-        from zonkey.core.train import train as run_training
+        from zonkey.core.train.trainer import train as run_training
 
         run_dir = out if out is not None else Path("runs") / rec.name
         result = run_training(rec, run_dir, resume=resume, progress=progress, verify=not no_verify)

@@ -1,9 +1,9 @@
-"""The one error type of the data package."""
+"""The one error type of the data package (defined with the others in :mod:`zonkey.errors`)."""
 
 from __future__ import annotations
+
+from zonkey.errors import DataError
 
 __all__ = ["DataError"]
 
 
-class DataError(ValueError):
-    """Data could not be read or used. The message says what and where (file, line, row)."""

@@ -10,6 +10,8 @@ result (a dataclass with ``as_dict()`` for JSON and ``lines()`` for text). ``zon
 - :mod:`zonkey.diagnose.denoise`: held-out latents noised to σ and denoised back; prior samples.
 """
 
+from zonkey.errors import ZonkeyError
 
-class DiagnosticError(ValueError):
+
+class DiagnosticError(ZonkeyError, ValueError):
     """A diagnostic cannot run on this model or with these arguments (the message says why)."""

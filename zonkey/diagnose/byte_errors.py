@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from zonkey.core.inference import decode_own_spans
+from zonkey.core.model.inference import decode_own_spans
 
 
 def byte_class(b: int) -> str:

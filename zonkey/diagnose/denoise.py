@@ -19,7 +19,7 @@ sampler (``Level.decode``). Each σ row reports:
 
 The sample rows score texts generated from a level's prior alone (``sample(model, n, level=L)``:
 its per-segment denoiser, and its sequence prior where it has one) with the generation metrics of
-``zonkey eval`` (:func:`zonkey.core.gen_eval.text_row`) beside held-out text cut to the same lengths.
+``zonkey eval`` (:func:`zonkey.core.evaluate.generation.text_row`) beside held-out text cut to the same lengths.
 """
 
 from __future__ import annotations
@@ -31,14 +31,14 @@ from typing import Any, cast
 import torch
 from torch import Tensor
 
-from zonkey.core.existence import kept_mask
-from zonkey.core.inference import decode_bytes_from_slots
-from zonkey.core.level import Level
-from zonkey.core.losses import contrastive_recon_loss
-from zonkey.core.model import ZonkeyModel
-from zonkey.core.outputs import DenoiseOutput
-from zonkey.core.roundtrip import RoundTrip
-from zonkey.core.sphere import to_sphere
+from zonkey.core.contracts.outputs import DenoiseOutput
+from zonkey.core.evaluate.roundtrip import RoundTrip
+from zonkey.core.model.inference import decode_bytes_from_slots
+from zonkey.core.model.level import Level
+from zonkey.core.model.network import ZonkeyModel
+from zonkey.core.nn.existence import kept_mask
+from zonkey.core.nn.losses import contrastive_recon_loss
+from zonkey.core.nn.sphere import to_sphere
 from zonkey.data import ByteBatches
 from zonkey.diagnose import DiagnosticError
 
@@ -266,8 +266,8 @@ def prior_samples(model: ZonkeyModel, level: int, n: int, train: Any, heldout: S
         ``per-segment`` (the level's own denoiser, segment by segment), ``sequence`` (its sequence prior,
         only where the level has one) and ``real`` (held-out text cut to the per-segment samples' lengths).
     """
-    from zonkey.core.gen_eval import reference_texts, text_row
-    from zonkey.core.sample import sample
+    from zonkey.core.evaluate.generation import reference_texts, text_row
+    from zonkey.core.generate.sample import sample
 
     steps = model.recipe.sample.steps if steps is None else steps
     drawn = {"per-segment": list(sample(model, n, level=level, seed=seed, steps=steps, per_segment=True).texts)}

@@ -14,11 +14,11 @@ from typing import Any
 
 import torch
 
-from zonkey.core.hierarchy import latents_to_sequence
-from zonkey.core.inference import split_batch
-from zonkey.core.level import Level
+from zonkey.core.model.hierarchy import latents_to_sequence
+from zonkey.core.model.inference import split_batch
+from zonkey.core.model.level import Level
+from zonkey.core.nn.sphere import to_sphere
 from zonkey.core.recipe import apply_override, recipe_to_dict, validate_recipe
-from zonkey.core.sphere import to_sphere
 from zonkey.data import load_corpus
 from zonkey.diagnose import DiagnosticError
 

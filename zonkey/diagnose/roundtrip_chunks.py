@@ -10,7 +10,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from zonkey.core.evaluate import evaluate_level1
+from zonkey.core.evaluate.heldout import evaluate_level1
 from zonkey.data import load_corpus
 from zonkey.diagnose import DiagnosticError
 

@@ -6,10 +6,11 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
+from zonkey.errors import ZonkeyError
 from zonkey.plot.run_plots import heldout_sentences, plot_attention, plot_bos, plot_boundaries, plot_curves
 
 
-class PlotError(ValueError):
+class PlotError(ZonkeyError, ValueError):
     """Nothing to plot at a path; the message says what was expected."""
 
 
@@ -80,7 +81,7 @@ def plot(path: str | Path, out: str | Path | None = None, *, texts: Sequence[str
     if any("l0.word_f1" in r or "l0.mean_segment" in r for r in rows):
         written.append(plot_boundaries(rows, dest / "boundaries.png"))
     if (p / "recipe.json").is_file() and ((p / "LATEST").is_file() or (p / "model.safetensors").is_file()):
-        from zonkey.core.model import ZonkeyModel
+        from zonkey.core.model.network import ZonkeyModel
         from zonkey.data import load_corpus
 
         model = ZonkeyModel.from_run(p, verify=verify)

@@ -7,7 +7,7 @@ import torch
 
 import zonkey.components.attention.auto as auto_mod
 from tests.components.attention.cases import attention_case, cuda_attention_case
-from zonkey.core.attention import probabilistic_attention
+from zonkey.core.nn.attention import probabilistic_attention
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -26,7 +26,7 @@ def test_auto_runs_sdpa_on_cpu_with_gradients(monkeypatch: pytest.MonkeyPatch) -
 def test_auto_trains_a_micro_model_on_cpu(tmp_path) -> None:
     from tests.helpers import micro_recipe
     from zonkey.core.recipe import recipe_to_dict, validate_recipe
-    from zonkey.core.train import Trainer
+    from zonkey.core.train.trainer import Trainer
 
     data = recipe_to_dict(micro_recipe(steps=1))
     data["model"]["attention"] = {"name": "auto"}

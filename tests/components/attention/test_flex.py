@@ -8,7 +8,7 @@ import torch
 
 from tests.components.attention.cases import attention_case, cuda_attention_case
 from zonkey.components.attention.flex import flex_attention_backend
-from zonkey.core.attention import AttentionBackendError, probabilistic_attention
+from zonkey.core.nn.attention import AttentionBackendError, probabilistic_attention
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -67,7 +67,7 @@ def _long_case(n: int = 300, dtype: torch.dtype = torch.float64, device: str = "
 
 def _windowed_reference(q, k, v, log_e, *, causal: bool, window: int):
     """The reference with keys beyond the window masked: the dense bias plus −inf outside the band."""
-    from zonkey.core.attention import existence_bias
+    from zonkey.core.nn.attention import existence_bias
 
     n = q.shape[2]
     idx = torch.arange(n, device=q.device)

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from tests.components.attention.cases import attention_case
 from zonkey.components.attention.hard import hard_attention
-from zonkey.core.attention import probabilistic_attention
+from zonkey.core.nn.attention import probabilistic_attention
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

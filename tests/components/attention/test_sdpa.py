@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from tests.components.attention.cases import attention_case, cuda_attention_case
-from zonkey.core.attention import probabilistic_attention
+from zonkey.core.nn.attention import probabilistic_attention
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

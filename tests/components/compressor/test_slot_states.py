@@ -7,10 +7,10 @@ import pytest
 import torch
 
 from tests.components.context import D, K, M, ctx
-from zonkey.core.model import build_model
-from zonkey.core.protocols import Compressor, SlotStatesCompressor
+from zonkey.core.contracts.protocols import Compressor, SlotStatesCompressor
+from zonkey.core.contracts.registry import registry
+from zonkey.core.model.network import build_model
 from zonkey.core.recipe import validate_recipe
-from zonkey.core.registry import registry
 
 
 def test_cls_gives_latents_and_a_state_per_slot():

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from tests.components.context import ctx
-from zonkey.core.outputs import DenoiseOutput
-from zonkey.core.registry import registry
+from zonkey.core.contracts.outputs import DenoiseOutput
+from zonkey.core.contracts.registry import registry
 
 
 def _clean_sigmas(power: float, clean_max: float = 0.35, s: int = 4000) -> torch.Tensor:

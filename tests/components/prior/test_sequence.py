@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from zonkey.components.prior.sequence import SequencePriorConfig
-from zonkey.core.shapes import LevelContext
-from zonkey.core.sphere import to_sphere
+from zonkey.core.contracts.shapes import LevelContext
+from zonkey.core.nn.sphere import to_sphere
 
 
 def _prior(**kw):

@@ -12,9 +12,9 @@ import pytest
 import torch
 
 from tests.components.context import ctx
+from zonkey.components.splitter import byte_entropy as be
 from zonkey.components.splitter.entropy import EntropySplitter, NotFittedError
-from zonkey.core import byte_entropy as be
-from zonkey.core.registry import registry
+from zonkey.core.contracts.registry import registry
 from zonkey.data import encode_texts
 
 TEXT = [b"the cat sat on the mat. the dog sat on the log. a cat and a dog ran to the mat.",
@@ -145,9 +145,9 @@ def test_a_trained_run_keeps_the_fitted_tables(tmp_path):
     from safetensors.torch import load_file
 
     from tests.helpers import micro_recipe
-    from zonkey.core.model import ZonkeyModel
+    from zonkey.core.model.network import ZonkeyModel
     from zonkey.core.recipe import recipe_to_dict, validate_recipe
-    from zonkey.core.train import train
+    from zonkey.core.train.trainer import train
 
     data = recipe_to_dict(micro_recipe(steps=2))
     data["model"]["levels"][0]["splitter"] = {"name": "entropy", "target_segment": 4.0}

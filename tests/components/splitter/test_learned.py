@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from tests.components.context import batch, ctx
-from zonkey.core.registry import registry
+from zonkey.core.contracts.registry import registry
 
 
 def test_learned_splitter_reads_only_its_vectors():

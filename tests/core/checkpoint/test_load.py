@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 import zonkey
-import zonkey.core.model
+import zonkey.core.model.network
 from tests.core.checkpoint.helpers import WIDTH, Net, assert_same_tensors, new_ema, save
 from zonkey.core.checkpoint import (
     CheckpointError,
@@ -22,7 +22,7 @@ from zonkey.core.checkpoint import (
     save_checkpoint,
     write_recipe_json,
 )
-from zonkey.core.model import ZonkeyModel
+from zonkey.core.model.network import ZonkeyModel
 from zonkey.core.recipe import SCHEMA_VERSION, recipe_to_dict, validate_recipe
 from zonkey.io import atomic_write_json
 
@@ -123,7 +123,7 @@ def fake_model_module(monkeypatch):
         built.append(recipe)
         return Net(width=recipe.model.levels[0].d_model)
 
-    monkeypatch.setattr(zonkey.core.model, "build_model", build_model)
+    monkeypatch.setattr(zonkey.core.model.network, "build_model", build_model)
     return built
 
 
@@ -160,6 +160,6 @@ def test_checkpoint_and_io_do_not_import_the_model():
     # the model loads itself through the checkpoint package (from_run), never the other way round
     code = ("import sys, zonkey; before = set(sys.modules); import zonkey.io; "
             "assert {m for m in set(sys.modules) - before if m.startswith('zonkey')} == {'zonkey.io'}; "
-            "import zonkey.core.checkpoint; sys.exit('zonkey.core.model' in sys.modules)")
+            "import zonkey.core.checkpoint; sys.exit('zonkey.core.model.network' in sys.modules)")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=120)
     assert proc.returncode == 0, proc.stderr.decode()

@@ -13,9 +13,9 @@ from torch import Tensor
 from zonkey.components.attention.base import AttentionBackend, AttentionConfig
 from zonkey.components.attention.flex import flex_attention_backend
 from zonkey.components.attention.sdpa import sdpa_attention
-from zonkey.core.attention import check_inputs
-from zonkey.core.local_attention import local_attention
-from zonkey.core.registry import register
+from zonkey.core.contracts.registry import register
+from zonkey.core.nn.attention import check_inputs
+from zonkey.core.nn.local_attention import local_attention
 
 
 def auto_attention(q: Tensor, k: Tensor, v: Tensor, log_existence: Tensor, *, causal: bool = False) -> Tensor:
@@ -42,7 +42,7 @@ def auto_local_attention(q: Tensor, k: Tensor, v: Tensor, log_existence: Tensor,
     """The sliding-window form of ``auto``.
 
     ``flex`` with the window in its block mask on CUDA, the blocked
-    :func:`~zonkey.core.local_attention.local_attention` elsewhere.
+    :func:`~zonkey.core.nn.local_attention.local_attention` elsewhere.
     """
     check_inputs(q, k, v, log_existence)
     if q.is_cuda:

@@ -1,7 +1,7 @@
 """The shape every attention backend shares.
 
 A parameter-free module with the probabilistic-attention signature
-(:class:`zonkey.core.protocols.Attention`), built from a recipe node such as ``attention: {name: sdpa}``.
+(:class:`zonkey.core.contracts.protocols.Attention`), built from a recipe node such as ``attention: {name: sdpa}``.
 """
 
 from __future__ import annotations
@@ -11,9 +11,9 @@ from typing import ClassVar
 
 from torch import Tensor, nn
 
-from zonkey.core.attention import BackendConstraints, check_constraints, check_inputs
-from zonkey.core.local_attention import local_attention
-from zonkey.core.registry import ComponentConfig
+from zonkey.core.contracts.registry import ComponentConfig
+from zonkey.core.nn.attention import BackendConstraints, check_constraints, check_inputs
+from zonkey.core.nn.local_attention import local_attention
 
 BackendFn = Callable[..., Tensor]  # (q, k, v (b, h, n, dh), log_existence (b, n), *, causal, **options) -> (b, h, n, dh)
 
@@ -25,7 +25,7 @@ class AttentionBackend(nn.Module):
         name: the backend's registry name.
         fn: the backend function.
         constraints: what the backend can run on; checked on every call.
-        local_fn: the sliding-window form of ``fn`` (default: :func:`zonkey.core.local_attention.local_attention`,
+        local_fn: the sliding-window form of ``fn`` (default: :func:`zonkey.core.nn.local_attention.local_attention`,
             the probabilistic-attention scores over each query's band of keys); it gets the same options.
         options: keyword options passed to ``fn`` (e.g. ``threshold``).
     """
@@ -91,7 +91,7 @@ class AttentionConfig(ComponentConfig):
     """Base config of attention backends.
 
     ``build()`` takes no context: a model builds its backend once, before its levels, and hands it
-    to every level in :class:`~zonkey.core.shapes.LevelContext`. ``constraints`` declares what the
+    to every level in :class:`~zonkey.core.contracts.shapes.LevelContext`. ``constraints`` declares what the
     backend runs on; the dispatch and the built module both check it.
     """
 

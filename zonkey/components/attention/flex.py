@@ -25,14 +25,14 @@ from pydantic import Field
 from torch import Tensor
 
 from zonkey.components.attention.base import AttentionBackend, AttentionConfig
-from zonkey.core.attention import (
+from zonkey.core.contracts.registry import register
+from zonkey.core.nn.attention import (
     AttentionBackendError,
     BackendConstraints,
     check_inputs,
     split_existence,
     zero_padded_queries,
 )
-from zonkey.core.registry import register
 
 _compiled_flex: Callable[..., Tensor] | None = None
 

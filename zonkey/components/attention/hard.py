@@ -15,9 +15,9 @@ from torch import Tensor
 
 from zonkey.components.attention.base import AttentionBackend, AttentionConfig
 from zonkey.components.attention.reference import reference_attention
-from zonkey.core.attention import check_inputs
-from zonkey.core.local_attention import local_attention
-from zonkey.core.registry import register
+from zonkey.core.contracts.registry import register
+from zonkey.core.nn.attention import check_inputs
+from zonkey.core.nn.local_attention import local_attention
 
 
 def _hard_existence(log_existence: Tensor, threshold: float) -> Tensor:

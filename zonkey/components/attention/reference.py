@@ -13,8 +13,8 @@ import torch
 from torch import Tensor
 
 from zonkey.components.attention.base import AttentionBackend, AttentionConfig
-from zonkey.core.attention import check_inputs, existence_bias, zero_padded_queries
-from zonkey.core.registry import register
+from zonkey.core.contracts.registry import register
+from zonkey.core.nn.attention import check_inputs, existence_bias, zero_padded_queries
 
 
 def reference_attention(q: Tensor, k: Tensor, v: Tensor, log_existence: Tensor, *, causal: bool = False) -> Tensor:

@@ -29,8 +29,8 @@ from torch import Tensor
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from zonkey.components.attention.base import AttentionBackend, AttentionConfig
-from zonkey.core.attention import check_inputs, existence_bias, zero_padded_queries
-from zonkey.core.registry import register
+from zonkey.core.contracts.registry import register
+from zonkey.core.nn.attention import check_inputs, existence_bias, zero_padded_queries
 
 #: the SDPA kernels that return the gradient of an additive mask (memory-efficient; the math
 #: fallback for shapes it refuses)

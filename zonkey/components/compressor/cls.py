@@ -20,10 +20,10 @@ from einops import rearrange, repeat
 from pydantic import Field
 from torch import Tensor, nn
 
-from zonkey.core.registry import ComponentConfig, register
-from zonkey.core.shapes import LevelContext
-from zonkey.core.sphere import to_sphere
-from zonkey.core.transformer import Encoder
+from zonkey.core.contracts.registry import ComponentConfig, register
+from zonkey.core.contracts.shapes import LevelContext
+from zonkey.core.nn.sphere import to_sphere
+from zonkey.core.nn.transformer import Encoder
 
 
 class ClsCompressor(nn.Module):

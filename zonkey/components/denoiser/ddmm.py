@@ -21,11 +21,11 @@ from einops import rearrange, repeat
 from pydantic import Field
 from torch import Tensor, nn
 
-from zonkey.core.existence import float32_logits, log_existence_from_bos_logits
-from zonkey.core.outputs import DenoiseOutput
-from zonkey.core.registry import ComponentConfig, register
-from zonkey.core.shapes import LevelContext
-from zonkey.core.transformer import Encoder
+from zonkey.core.contracts.outputs import DenoiseOutput
+from zonkey.core.contracts.registry import ComponentConfig, register
+from zonkey.core.contracts.shapes import LevelContext
+from zonkey.core.nn.existence import float32_logits, log_existence_from_bos_logits
+from zonkey.core.nn.transformer import Encoder
 
 
 class DdmmDenoiser(nn.Module):

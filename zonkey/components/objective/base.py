@@ -8,9 +8,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from zonkey.core.outputs import DenoiseOutput, ObjectiveOutput
-from zonkey.core.protocols import CompressFn, DenoiseFn
-from zonkey.core.sphere import atanh_cos_logits, to_sphere
+from zonkey.core.contracts.outputs import DenoiseOutput, ObjectiveOutput
+from zonkey.core.contracts.protocols import CompressFn, DenoiseFn
+from zonkey.core.nn.sphere import atanh_cos_logits, to_sphere
 
 
 def add_noise(z: Tensor, sigma: Tensor, noise: Tensor | None = None, generator: torch.Generator | None = None) -> Tensor:
@@ -75,7 +75,7 @@ def recompress(compress: CompressFn, out: DenoiseOutput) -> Tensor:
 
 
 class ObjectiveBase(nn.Module):
-    """Base class of the built-in objectives (their contract: :class:`zonkey.core.protocols.Objective`).
+    """Base class of the built-in objectives (their contract: :class:`zonkey.core.contracts.protocols.Objective`).
 
     Subclasses implement :meth:`forward` (training) and, where their noise path differs from the
     variance-preserving one, :meth:`noise`, :meth:`prior` and :meth:`step` (sampling).

@@ -26,11 +26,11 @@ from zonkey.components.objective.base import (
     recompress,
     uniform,
 )
-from zonkey.core.outputs import DenoiseOutput, ObjectiveOutput
-from zonkey.core.protocols import CompressFn, DenoiseFn
-from zonkey.core.registry import ComponentConfig, register
-from zonkey.core.shapes import LevelContext
-from zonkey.core.sphere import to_sphere
+from zonkey.core.contracts.outputs import DenoiseOutput, ObjectiveOutput
+from zonkey.core.contracts.protocols import CompressFn, DenoiseFn
+from zonkey.core.contracts.registry import ComponentConfig, register
+from zonkey.core.contracts.shapes import LevelContext
+from zonkey.core.nn.sphere import to_sphere
 
 
 class FlowObjective(ObjectiveBase):

@@ -19,10 +19,10 @@ from zonkey.components.objective.base import (
     recompress,
     uniform,
 )
-from zonkey.core.outputs import ObjectiveOutput
-from zonkey.core.protocols import CompressFn, DenoiseFn
-from zonkey.core.registry import ComponentConfig, register
-from zonkey.core.shapes import LevelContext
+from zonkey.core.contracts.outputs import ObjectiveOutput
+from zonkey.core.contracts.protocols import CompressFn, DenoiseFn
+from zonkey.core.contracts.registry import ComponentConfig, register
+from zonkey.core.contracts.shapes import LevelContext
 
 
 class PlainObjective(ObjectiveBase):

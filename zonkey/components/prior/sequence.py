@@ -4,7 +4,7 @@ The per-segment denoiser of a level turns one latent into its segment; nothing i
 latents follow each other. This prior does: a bidirectional probabilistic-attention encoder over a
 document's latents of that level (b, n, D), trained to predict the clean latents from noised ones
 (x0 prediction, mean squared error per position on the sphere), at noise levels drawn from a
-cosine schedule shifted toward σ = 1 (``zonkey.core.schedule``), with self-conditioning. Part of
+cosine schedule shifted toward σ = 1 (``zonkey.core.nn.schedule``), with self-conditioning. Part of
 the rows keep a random span of positions clean ("known", existence 1) while the rest is noised, so
 the same network learns p(gap | context) and infills without being told how. Samples of the whole
 hierarchy are sequences drawn from it and decoded down the levels.
@@ -24,12 +24,12 @@ import torch.nn.functional as F
 from pydantic import Field, model_validator
 from torch import Tensor, nn
 
-from zonkey.core import schedule
-from zonkey.core.existence import NEG_INF
-from zonkey.core.registry import ComponentConfig, register
-from zonkey.core.shapes import LevelContext
-from zonkey.core.sphere import to_sphere
-from zonkey.core.transformer import Encoder
+from zonkey.core.contracts.registry import ComponentConfig, register
+from zonkey.core.contracts.shapes import LevelContext
+from zonkey.core.nn import schedule
+from zonkey.core.nn.existence import NEG_INF
+from zonkey.core.nn.sphere import to_sphere
+from zonkey.core.nn.transformer import Encoder
 
 N_FREQ = 32  # Fourier features of the log-SNR
 MIX_FLOOR = 0.05  # share of a mixture's responsibility spread evenly over its candidates

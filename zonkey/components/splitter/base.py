@@ -3,7 +3,7 @@
 A splitter subclasses :class:`SplitterBase` and defines :meth:`SplitterBase.bos_probabilities`;
 the decisions (sampled in training, thresholded at inference, a BOS forced in any gap of
 ``max_segment``) and the cut into segments are the same for all of them. The contract a level
-relies on is :class:`zonkey.core.protocols.Splitter`.
+relies on is :class:`zonkey.core.contracts.protocols.Splitter`.
 """
 
 from __future__ import annotations
@@ -11,9 +11,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from zonkey.core.outputs import SplitOutput
-from zonkey.core.segments import decide_bos, make_split
-from zonkey.core.shapes import LevelContext
+from zonkey.core.contracts.outputs import SplitOutput
+from zonkey.core.contracts.shapes import LevelContext
+from zonkey.core.nn.segments import decide_bos, make_split
 
 
 class SplitterBase(nn.Module):

@@ -2,7 +2,7 @@
 
 A BOS goes where the next-byte entropy of a small byte model exceeds a threshold θ: the bytes a
 model cannot predict from the ones before them (mostly the first letters of words) start segments.
-The byte model is an n-gram of the training split (:mod:`zonkey.core.byte_entropy`) and θ is set
+The byte model is an n-gram of the training split (:mod:`zonkey.components.splitter.byte_entropy`) and θ is set
 by bisection on the training split so that the rule's mean segment length is ``target_segment``.
 Nothing in it learns: ``zonkey train`` fits both before the first step (:meth:`EntropySplitter.fit`)
 and they are saved with the run, the tables in the model's safetensors (integer buffers) and what
@@ -23,7 +23,7 @@ from pydantic import Field
 from torch import Tensor
 
 from zonkey.components.splitter.base import SplitterBase
-from zonkey.core.byte_entropy import (
+from zonkey.components.splitter.byte_entropy import (
     ENTROPY_SCALE,
     PAD_KEY,
     bisect_threshold,
@@ -31,9 +31,9 @@ from zonkey.core.byte_entropy import (
     mean_segment,
     position_entropy,
 )
-from zonkey.core.existence import P_EPS
-from zonkey.core.registry import ComponentConfig, register
-from zonkey.core.shapes import LevelContext
+from zonkey.core.contracts.registry import ComponentConfig, register
+from zonkey.core.contracts.shapes import LevelContext
+from zonkey.core.nn.existence import P_EPS
 
 #: bytes of training text the threshold's bisection reads at most (evenly spaced chunks)
 BISECT_BYTES = 2 ** 20

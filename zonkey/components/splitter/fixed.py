@@ -9,9 +9,9 @@ from pydantic import Field
 from torch import Tensor
 
 from zonkey.components.splitter.base import SplitterBase
-from zonkey.core.existence import P_EPS
-from zonkey.core.registry import ComponentConfig, register
-from zonkey.core.shapes import LevelContext
+from zonkey.core.contracts.registry import ComponentConfig, register
+from zonkey.core.contracts.shapes import LevelContext
+from zonkey.core.nn.existence import P_EPS
 
 
 class FixedSplitter(SplitterBase):

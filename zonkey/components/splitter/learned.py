@@ -30,10 +30,10 @@ from pydantic import Field
 from torch import Tensor, nn
 
 from zonkey.components.splitter.base import SplitterBase
-from zonkey.core.existence import P_EPS, float32_logits
-from zonkey.core.registry import ComponentConfig, register
-from zonkey.core.shapes import LevelContext
-from zonkey.core.transformer import Encoder
+from zonkey.core.contracts.registry import ComponentConfig, register
+from zonkey.core.contracts.shapes import LevelContext
+from zonkey.core.nn.existence import P_EPS, float32_logits
+from zonkey.core.nn.transformer import Encoder
 
 
 class LearnedSplitter(SplitterBase):

@@ -1,6 +1,6 @@
-"""The placement shared by all stitchers (what they return is :class:`zonkey.core.outputs.StitchOutput`).
+"""The placement shared by all stitchers (what they return is :class:`zonkey.core.contracts.outputs.StitchOutput`).
 
-``chain_starts`` and ``place`` live in :mod:`zonkey.core.stitching` (the sampler needs them too)
+``chain_starts`` and ``place`` live in :mod:`zonkey.core.nn.stitching` (the sampler needs them too)
 and are re-exported here for the stitchers.
 """
 
@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from zonkey.core.existence import kept_mask
-from zonkey.core.stitching import chain_starts, place
+from zonkey.core.nn.existence import kept_mask
+from zonkey.core.nn.stitching import chain_starts, place
 
 __all__ = ["chain_starts", "kept_lengths", "place"]
 

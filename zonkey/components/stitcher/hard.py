@@ -13,13 +13,15 @@ from pydantic import Field
 from torch import Tensor, nn
 
 from zonkey.components.stitcher.base import chain_starts, kept_lengths, place
-from zonkey.core.outputs import StitchOutput
-from zonkey.core.registry import ComponentConfig, register
-from zonkey.core.shapes import LevelContext
+from zonkey.core.contracts.outputs import StitchOutput
+from zonkey.core.contracts.registry import ComponentConfig, register
+from zonkey.core.contracts.shapes import LevelContext
 
 
 class HardStitcher(nn.Module):
     """Cuts each segment at its existence threshold and lays the pieces end to end (no parameters)."""
+
+    has_losses = False  # nothing to train: the level skips its training pass
 
     def __init__(self, threshold: float) -> None:
         super().__init__()

@@ -25,15 +25,17 @@ from einops import rearrange
 from torch import Tensor, nn
 
 from zonkey.components.stitcher.base import chain_starts, kept_lengths
-from zonkey.core.losses import log1mexp
-from zonkey.core.outputs import StitchOutput
-from zonkey.core.registry import ComponentConfig, register
-from zonkey.core.shapes import LevelContext
-from zonkey.core.sphere import to_sphere
+from zonkey.core.contracts.outputs import StitchOutput
+from zonkey.core.contracts.registry import ComponentConfig, register
+from zonkey.core.contracts.shapes import LevelContext
+from zonkey.core.nn.losses import log1mexp
+from zonkey.core.nn.sphere import to_sphere
 
 
 class LearnedStitcher(nn.Module):
     """Soft offsets between consecutive segments, a learned refiner, existence-weighted accumulation."""
+
+    has_losses = True  # the offset and overlap terms with the true offsets
 
     def __init__(self, ctx: LevelContext) -> None:
         super().__init__()

@@ -22,7 +22,7 @@ from zonkey.core.recipe.loading import (
     resolve_recipe_path,
     upgrade,
 )
-from zonkey.core.recipe.migrate import MIGRATIONS, SCHEMA_VERSION, v1_to_v2
+from zonkey.core.recipe.migrate import MIGRATIONS, SCHEMA_VERSION, v1_to_v2, v2_to_v3
 from zonkey.core.recipe.overrides import parse_override
 from zonkey.core.recipe.schema import (
     BALANCE_CAP,
@@ -68,5 +68,6 @@ __all__ = [
     "resolve_recipe_path",
     "upgrade",
     "v1_to_v2",
+    "v2_to_v3",
     "validate_recipe",
 ]

@@ -1,6 +1,6 @@
 """Component nodes of a recipe: ``{name: <registry name>, <that component's own fields>}``.
 
-The field types are static (:class:`~zonkey.core.registry.ComponentConfig`, the base of every
+The field types are static (:class:`~zonkey.core.contracts.registry.ComponentConfig`, the base of every
 component config), and a before-validator dispatches on ``name`` to the config class registered
 under that name *at validation time*. So a third-party component registered after this module was
 imported validates exactly like a built-in one, and its field errors keep their full dotted path
@@ -15,7 +15,7 @@ from typing import Annotated, Any
 from pydantic import BeforeValidator, Field, SerializeAsAny
 from pydantic_core import PydanticCustomError
 
-from zonkey.core.registry import ComponentConfig, registry
+from zonkey.core.contracts.registry import ComponentConfig, registry
 
 #: The component each kind gets when a recipe leaves it out (the one place these names are written).
 DEFAULT_COMPONENTS: dict[str, str] = {

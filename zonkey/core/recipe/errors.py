@@ -1,4 +1,4 @@
-"""Recipe errors: one line per problem, ``source: dotted.path: message``."""
+"""Recipe errors: one line per problem, ``source: dotted.path: message`` (:class:`~zonkey.errors.RecipeError`)."""
 
 from __future__ import annotations
 
@@ -7,10 +7,9 @@ from typing import Any
 from pydantic import ValidationError
 
 from zonkey.core.recipe.migrate import moved_hint
+from zonkey.errors import RecipeError
 
-
-class RecipeError(ValueError):
-    """A recipe could not be read or does not validate. The message says where and what."""
+__all__ = ["RecipeError", "error_path", "format_validation_error"]
 
 
 def error_path(loc: tuple[Any, ...]) -> list[str]:

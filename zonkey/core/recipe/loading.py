@@ -17,7 +17,7 @@ import json
 import logging
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 import yaml
 from pydantic import BaseModel, ValidationError
@@ -26,9 +26,6 @@ from zonkey.core.recipe.errors import RecipeError, format_validation_error
 from zonkey.core.recipe.inherit import expand_base
 from zonkey.core.recipe.migrate import MIGRATIONS, SCHEMA_VERSION
 from zonkey.core.recipe.overrides import apply_override_as
-
-if TYPE_CHECKING:
-    from zonkey.core.recipe.schema import Recipe
 
 logger = logging.getLogger(__name__)
 
@@ -164,12 +161,12 @@ def _validate(schema: type[R], data: dict[str, Any], source: str, overrides: Seq
         raise RecipeError(format_validation_error(exc, source)) from None
 
 
-def recipe_to_dict(recipe: Recipe) -> dict[str, Any]:
-    """The resolved recipe as plain JSON-able data (every default filled in)."""
+def recipe_to_dict(recipe: BaseModel) -> dict[str, Any]:
+    """The resolved recipe (a :class:`~zonkey.core.recipe.schema.Recipe`) as plain JSON-able data (every default filled in)."""
     return json.loads(recipe.model_dump_json())
 
 
-def recipe_to_yaml(recipe: Recipe) -> str:
+def recipe_to_yaml(recipe: BaseModel) -> str:
     """The resolved recipe as YAML (every default filled in), in the schema's field order."""
     return yaml.safe_dump(recipe_to_dict(recipe), sort_keys=False)
 

@@ -16,6 +16,9 @@ schema_version 1 (per level)        schema_version 2
 ``levels.L.grad_from_above``        ``levels.L.grad_from_above.latents``
 ``levels.L.split_grad_from_above``  ``levels.L.grad_from_above.split``
 ==================================  =========================================
+
+Schema 3 (from 2) removed ``sample.use_ema``, which no code read: the commands that load a model
+choose its weights (``--ema/--no-ema``, :func:`zonkey.api.load`'s ``use_ema``).
 """
 
 from __future__ import annotations
@@ -78,10 +81,34 @@ def _move_level_keys(level: dict[str, Any], index: int) -> dict[str, Any]:
     return byte_loss
 
 
+#: schema 2 keys that schema 3 removed (read by no code): dotted path -> what to use instead
+REMOVED_V3: dict[str, str] = {
+    "sample.use_ema": "the weights are chosen where a model is loaded (--ema/--no-ema, zonkey.load(use_ema=...))",
+}
+
+
+def v2_to_v3(data: dict[str, Any]) -> dict[str, Any]:
+    """Schema 2 -> 3: drop the keys no code read (:data:`REMOVED_V3`).
+
+    Args:
+        data: a schema-2 recipe mapping (not changed).
+
+    Returns:
+        the schema-3 mapping.
+    """
+    out = copy.deepcopy(data)
+    for path in REMOVED_V3:
+        section, key = path.split(".")
+        if isinstance(out.get(section), dict):
+            out[section].pop(key, None)
+    out["schema_version"] = 3
+    return out
+
+
 #: The recipe schema this zonkey writes; an older one is upgraded through :data:`MIGRATIONS`.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 #: version v -> the function taking a version-v recipe mapping to version v + 1
-MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: v1_to_v2}
+MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: v1_to_v2, 2: v2_to_v3}
 
 
 def moved_hint(path: list[str], value: Any = None) -> str | None:
@@ -91,6 +118,10 @@ def moved_hint(path: list[str], value: Any = None) -> str | None:
         path: the error's location, e.g. ``["model", "levels", "1", "token_focal"]``.
         value: the offending input (a number where schema 2 wants a ``grad_from_above`` group).
     """
+    if ".".join(path) in REMOVED_V3:
+        return f"schema_version 3 removed it: {REMOVED_V3['.'.join(path)]}"
+    if ".".join(path) in REMOVED_V3:
+        return f"schema_version 3 removed it: {REMOVED_V3['.'.join(path)]}"
     if len(path) != 4 or path[:2] != ["model", "levels"]:
         return None
     i, key = path[2], path[3]

@@ -15,9 +15,9 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from zonkey.core.contracts.registry import ALL_KINDS
 from zonkey.core.recipe.components import DEFAULT_COMPONENTS
 from zonkey.core.recipe.errors import RecipeError, error_path
-from zonkey.core.registry import ALL_KINDS
 
 
 def parse_override(text: str) -> tuple[list[str], str]:

@@ -151,7 +151,7 @@ class Recipe(Strict):
 
     name: str = "recipe"
     description: str = ""
-    schema_version: Literal[2] = SCHEMA_VERSION
+    schema_version: Literal[3] = SCHEMA_VERSION
     data: DataConfig = DataConfig()
     model: ModelConfig
     train: TrainConfig = TrainConfig()

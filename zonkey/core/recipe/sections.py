@@ -161,4 +161,3 @@ class SampleConfig(Strict):
                                  "false: estimates at σ ≤ this are put on the sphere (0: only the last)")
     mean_below: float = Field(default=0.0, ge=0, le=1, description="sequence prior with a mixture: at steps with "
                               "σ ≤ this the estimate is the candidates' weighted mean, not a draw (0: always a draw)")
-    use_ema: bool = True

@@ -1,0 +1,347 @@
+"""One level of the hierarchy: Splitter -> Compressor -> Objective/Denoiser (§4-§8).
+
+A level receives its sequence (b, n, d) with a validity mask. :meth:`Level.encode` splits it and
+compresses every segment to its clean latent (the level's output to the level above);
+:meth:`Level.losses` adds the level's weighted loss terms on top of that (training), and
+:meth:`Level.decode` turns latents back into slots, optionally through a short loop of the level
+objective's own sampler.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import cast, overload
+
+import torch
+from torch import Tensor, nn
+
+from zonkey.core.contracts.outputs import DecodeLossFn, DenoiseOutput, LevelOutput, Segments, SplitOutput
+from zonkey.core.contracts.protocols import (
+    Compressor,
+    Denoiser,
+    Objective,
+    Prior,
+    SlotStatesCompressor,
+    Splitter,
+    Stitcher,
+)
+from zonkey.core.contracts.shapes import LevelContext
+from zonkey.core.nn.existence import log_existence_from_bos_logits
+from zonkey.core.nn.losses import collapse_loss, contrastive_recon_loss, existence_bce, token_loss
+from zonkey.core.nn.sphere import to_sphere
+from zonkey.core.recipe import ByteLossConfig, LevelConfig
+
+#: without gradients, segments are compressed this many at a time (bounded memory on long documents)
+SEGMENT_BATCH = 2048
+
+
+class Level(nn.Module):
+    """Components of one level, built from its recipe block.
+
+    Args:
+        cfg: the level's recipe block.
+        index: the level's place in the hierarchy (0 reads bytes).
+        attention: the model's attention backend, shared by every level.
+        byte_loss: level 0's byte-loss weighting (``model.byte_loss``); unused above level 0.
+        same_tol: levels >= 1: a candidate whose cosine to a target exceeds ``1 - same_tol`` counts as
+            the same unit, never a negative, in the contrastive losses (default: exact copies only).
+    """
+
+    # the components as their kinds' protocols: every registered component fulfils its kind's
+    # protocol (the contract tests build each built-in one and check it), the registry types them nn.Module
+    splitter: Splitter
+    compressor: Compressor
+    denoiser: Denoiser
+    objective: Objective
+    stitcher: Stitcher | None
+    prior: Prior | None
+    byte_weights: Tensor  # level 0 only
+
+    def __init__(self, cfg: LevelConfig, index: int, attention: nn.Module,
+                 byte_loss: ByteLossConfig | None = None, *, same_tol: float = 1e-6) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.index = index
+        self.byte_loss = byte_loss or ByteLossConfig()
+        self.same_tol = same_tol
+        self.ctx = LevelContext(
+            level=index,
+            d_model=cfg.d_model,
+            max_segment=cfg.max_segment,
+            n_compress=cfg.n_compress,
+            heads=cfg.heads,
+            ffn_mult=cfg.ffn_mult,
+            dropout=cfg.dropout,
+            attention=attention,
+        )
+        for kind in ("splitter", "compressor", "denoiser", "objective"):
+            if getattr(cfg, kind) is None:
+                raise ValueError(f"model.levels.{index}.{kind} is not set and no default is registered")
+        self.splitter = cast(Splitter, cfg.splitter.build(self.ctx))
+        self.compressor = cast(Compressor, cfg.compressor.build(self.ctx))
+        self.denoiser = cast(Denoiser, cfg.denoiser.build(self.ctx))
+        self.objective = cast(Objective, cfg.objective.build(self.ctx))
+        self.stitcher = cast(Stitcher, cfg.stitcher.build(self.ctx)) if cfg.stitcher is not None else None
+        # the optional sequence prior over this level's latents (generation and infilling)
+        self.prior = cast(Prior, cfg.prior.build(self.ctx)) if cfg.prior is not None else None
+        if index == 0:
+            # per-byte weights of the token loss (``model.byte_loss.balance``); set by the trainer from the training
+            # split's byte counts, ones otherwise. Not saved: only training reads them.
+            self.register_buffer("byte_weights", torch.ones(256), persistent=False)
+        if cfg.losses.mlm > 0:
+            if not isinstance(self.compressor, SlotStatesCompressor):
+                raise ValueError(f"model.levels.{index}.losses.mlm needs a compressor with per-slot states (e.g. cls)")
+            self.mask_vector = nn.Parameter(torch.randn(cfg.d_model))
+            self.mlm_head = nn.Linear(cfg.d_model, cfg.d_model)
+
+    @property
+    def latent_dim(self) -> int:
+        """Width of one latent: ``n_compress × d_model`` (k·d)."""
+        return self.cfg.n_compress * self.cfg.d_model
+
+    def split(self, x: Tensor, valid: Tensor, *, sample: bool | None = None, tokens: Tensor | None = None,
+              generator: torch.Generator | None = None) -> SplitOutput:
+        """``x`` (b, n, d), ``valid`` (b, n) -> SplitOutput; ``sample`` None: sampled BOS in training mode."""
+        return self.splitter(x, valid, sample=sample, tokens=tokens, generator=generator)
+
+    def compress(self, x: Tensor, log_existence: Tensor) -> Tensor:
+        """``x`` (s, m, d), ``log_existence`` (s, m) -> (s, k·d)."""
+        return self.compressor(x, log_existence)
+
+    def denoise(self, z: Tensor, sigma: Tensor, cond: Tensor | None = None) -> DenoiseOutput:
+        """``z`` (s, k·d), ``sigma`` (s,), optional self-conditioning ``cond`` (s, k·d) -> DenoiseOutput."""
+        return self.denoiser(z, sigma) if cond is None else self.denoiser(z, sigma, cond)
+
+    def encode(self, x: Tensor, valid: Tensor, *, sample: bool | None = None, tokens: Tensor | None = None,
+               generator: torch.Generator | None = None) -> tuple[SplitOutput, Tensor]:
+        """Split the level's sequence and compress every segment to its clean latent.
+
+        Args:
+            x: (b, n, d) the level's sequence, 0 on padding.
+            valid: (b, n) bool.
+            sample: sample the BOS decisions (True), threshold them at 0.5 (False), or follow the
+                module's training mode (None).
+            tokens: (b, n) byte values (level 0; the whitespace splitter reads them).
+            generator: source of the BOS sampling.
+
+        Returns:
+            the split and the latents (s, k·d) on the sphere, one per segment in (document, start) order.
+            Without gradients, more than :data:`SEGMENT_BATCH` segments are compressed in batches of it.
+        """
+        split = self.split(x, valid, sample=sample, tokens=tokens, generator=generator)
+        seg = split.segments
+        if torch.is_grad_enabled() or seg.num <= SEGMENT_BATCH:
+            return split, self.compress(seg.vectors, seg.log_existence)
+        # inference on a long sequence: every segment is compressed on its own, so batches change nothing
+        z = seg.vectors.new_empty(seg.num, self.latent_dim)
+        for a in range(0, seg.num, SEGMENT_BATCH):
+            z[a:a + SEGMENT_BATCH] = self.compress(seg.vectors[a:a + SEGMENT_BATCH], seg.log_existence[a:a + SEGMENT_BATCH])
+        return split, z
+
+    def decode(self, z: Tensor, *, sigma: float = 0.0, steps: int = 4,
+               generator: torch.Generator | None = None) -> DenoiseOutput:
+        """Decode latents to slots, optionally through a short loop of the level's own sampler.
+
+        ``z`` is put on the sphere, noised to ``sigma`` along the objective's own path
+        (``objective.noise``), run back to 0 by ``steps`` objective steps at linearly spaced noise
+        levels (``objective.step``: decode, re-compress, move), and decoded at σ = 0. With
+        ``sigma == 0`` or ``steps == 0`` it is one clean decode and no randomness is drawn.
+        Gradients flow where they are enabled; inference callers run it under ``torch.no_grad()``.
+
+        Args:
+            z: (s, k·d) latents of this level.
+            sigma: noise level in [0, 1] to start from.
+            steps: sampler steps back to 0 (>= 0).
+            generator: source of the noise.
+
+        Returns:
+            the denoiser output at σ = 0: slots x_hat (s, m, d) and their existence (s, m).
+
+        Raises:
+            ValueError: sigma outside [0, 1] or steps below 0.
+        """
+        if not 0.0 <= sigma <= 1.0:
+            raise ValueError(f"sigma must lie in [0, 1] (got {sigma})")
+        if steps < 0:
+            raise ValueError(f"steps must be at least 0 (got {steps})")
+        z = to_sphere(z)
+        if sigma > 0 and steps > 0 and z.shape[0]:
+            z = self.objective.noise(z, z.new_full((z.shape[0],), sigma), generator)
+            sigmas = torch.linspace(sigma, 0.0, steps + 1).tolist()
+            for a, b in zip(sigmas[:-1], sigmas[1:], strict=True):
+                z, _ = self.objective.step(z, a, b, self.denoise, self.compress)
+        return self.denoise(z, z.new_zeros(z.shape[0]))
+
+    def mlm_loss(self, seg: Segments, x: Tensor, valid: Tensor, generator: torch.Generator | None = None,
+                 rate: float = 0.15) -> Tensor:
+        """Masked prediction (§5.2), a scalar loss.
+
+        ~15% of real slots, biased toward high existence, are replaced by a learned mask vector;
+        the compressor's state there must pick the original vector among all the level's input
+        vectors of the batch (2·atanh(cos), no false negatives), weighted by the existence shares of
+        the targets.
+
+        Args:
+            seg: the level's segments.
+            x: (b, n, d) the level's sequence (the candidates).
+            valid: (b, n) bool.
+            generator: source of the masking draws.
+            rate: the share of real slots masked.
+        """
+        e = seg.log_existence.detach().exp() * seg.valid  # (s, m)
+        prob = (rate * e / e.sum().clamp_min(1e-8) * seg.valid.sum()).clamp(max=1.0)
+        masked = (torch.rand(prob.shape, device=prob.device, generator=generator) < prob) & seg.valid
+        if not bool(masked.any()):
+            return x.new_zeros(())
+        inp = torch.where(masked[..., None], self.mask_vector.expand_as(seg.vectors), seg.vectors)
+        # __init__ refused a compressor without slot states when mlm > 0
+        _, states = cast(SlotStatesCompressor, self.compressor).encode(inp, seg.log_existence)  # (s, m, d)
+        pred = self.mlm_head(states)
+        loss, _ = contrastive_recon_loss(pred, seg.doc, seg.positions, seg.shares * masked, x, valid,
+                                         same_tol=self.same_tol)
+        return loss
+
+    def forward(self, x: Tensor, valid: Tensor, *, tokens: Tensor | None = None, table: Tensor | None = None,
+                generator: torch.Generator | None = None, scales: dict[str, float] | None = None) -> LevelOutput:
+        """Training pass of the level on its own: :meth:`encode` then :meth:`losses`.
+
+        Args:
+            x: (b, n, d) the level's sequence.
+            valid: (b, n) bool.
+            tokens: (b, n) byte values (level 0 only: targets of the token loss; baselines may read them).
+            table: (256, d) tied byte embedding table on the sphere (level 0 only).
+            generator: source of the split's and the objective's randomness.
+            scales: curriculum multipliers of this level's terms (``{"diffusion": 0.5}``).
+
+        Returns:
+            the split, the clean latents and the level's loss terms.
+        """
+        split, z0 = self.encode(x, valid, tokens=tokens, generator=generator)
+        return self.losses(x, valid, split, z0, tokens=tokens, table=table, generator=generator, scales=scales)
+
+    def losses(self, x: Tensor, valid: Tensor, split: SplitOutput, z0: Tensor, *, tokens: Tensor | None = None,
+               table: Tensor | None = None, generator: torch.Generator | None = None,
+               scales: dict[str, float] | None = None) -> LevelOutput:
+        """The level's loss terms on top of its encoding (:meth:`encode`).
+
+        Args:
+            x: (b, n, d) the level's sequence.
+            valid: (b, n) bool.
+            split: the split of x.
+            z0: (s, k·d) its segments' clean latents.
+            tokens: (b, n) byte values (level 0 only: targets of the token loss).
+            table: (256, d) tied byte embedding table on the sphere (level 0 only).
+            generator: source of the objective's and the masked prediction's randomness.
+            scales: curriculum multipliers of this level's terms (``{"diffusion": 0.5}``).
+
+        Returns:
+            the unweighted terms, their weighted sum, statistics, the clean decoding and the
+            ``decode_loss`` closure the level above reads.
+        """
+        seg = split.segments
+        w = self.cfg.losses
+        scales = scales or {}
+        # while the curriculum weighs the objective's loss and the dirty reconstruction at 0, their
+        # extra denoiser passes are not run (the collapse term then covers the clean latents only)
+        mixed = any(getattr(w, k) * scales.get(k, 1.0) != 0 for k in ("diffusion", "recon_dirty"))
+        obj = self.objective(z0, self.denoise, self.compress, generator=generator, clean_only=not mixed)
+        terms: dict[str, Tensor] = {"diffusion": obj.loss} if mixed else {}
+        stats: dict[str, float] = {}
+        if self.index == 0:
+            assert tokens is not None and table is not None
+            targets = tokens[seg.doc[:, None], seg.positions]  # (s, m)
+            focal = self.byte_loss.focal
+            shares = self._byte_weighted(seg.shares, targets)
+            terms["token"], correct = token_loss(obj.clean.x_hat, targets, table, shares, focal)
+            if obj.dirty is not None:
+                r = obj.dirty_rows
+                terms["recon_dirty"], _ = token_loss(obj.dirty.x_hat, targets if r is None else targets[r], table,
+                                                     shares if r is None else shares[r], focal)
+            own = seg.own_span
+            stats["train_byte_acc"] = float((correct & own).sum()) / max(int(own.sum()), 1)
+        else:
+            terms["recon_clean"], correct = contrastive_recon_loss(obj.clean.x_hat, seg.doc, seg.positions, seg.shares, x,
+                                                                  valid, same_tol=self.same_tol)
+            if obj.dirty is not None:
+                r = obj.dirty_rows
+                sel = (lambda t: t) if r is None else (lambda t: t[r])
+                terms["recon_dirty"], _ = contrastive_recon_loss(obj.dirty.x_hat, sel(seg.doc), sel(seg.positions),
+                                                                 sel(seg.shares), x, valid,
+                                                                 same_tol=self.same_tol)
+            own = seg.own_span
+            stats["train_recon_acc"] = float((correct & own).sum()) / max(int(own.sum()), 1)
+        if w.mlm > 0:
+            terms["mlm"] = self.mlm_loss(seg, x, valid, generator)
+        if self.stitcher is not None and self.stitcher.has_losses and (w.stitch_offset or w.stitch_overlap):
+            # stitcher losses with the true offsets (§7.1), on the clean decoded segments
+            st = self.stitcher(obj.clean.x_hat, obj.clean.log_existence, seg.doc, seg.n_docs, true_starts=seg.start)
+            terms.update(st.losses)
+        terms["bos"] = existence_bce(obj.clean.log_existence, seg.log_existence)
+        if obj.clean.rough_bos_logits is not None:
+            terms["bos"] = terms["bos"] + existence_bce(log_existence_from_bos_logits(obj.clean.rough_bos_logits), seg.log_existence)
+        rate = getattr(self.splitter, "target_rate", None)
+        if rate is not None:
+            # two-sided: the splitter is held near its target rate; reconstruction decides where
+            terms["avg_bos"] = ((split.avg_bos - rate) / rate).pow(2)
+        terms["long"] = split.p_long
+        terms["short"] = split.p_short
+        docs = seg.doc if obj.dirty_rows is None else seg.doc[obj.dirty_rows]
+        terms["collapse"] = collapse_loss(z0, seg.doc) + sum((collapse_loss(z, docs) for z in obj.extra_latents), z0.new_zeros(()))
+        weights = {k: getattr(w, k) * scales.get(k, 1.0) for k in terms}
+        loss = sum((weights[k] * v for k, v in terms.items() if weights[k] != 0), z0.new_zeros(()))
+        stats["segments"] = float(seg.num)
+        stats["avg_bos"] = float(split.avg_bos.detach())
+        stats["mean_segment"] = float(valid.sum()) / max(seg.num, 1)
+        return LevelOutput(split=split, latents=z0, terms=terms, loss=loss, stats=stats, decoded=obj.clean.x_hat,
+                           decode_loss=self._decode_loss_fn(seg, x, valid, tokens, table))
+
+    def _byte_weighted(self, weights: Tensor, targets: Tensor) -> Tensor:
+        """Level 0's token-loss weights (existence shares) × each target byte's ``byte_loss.balance`` weight."""
+        if not self.byte_loss.balance:
+            return weights
+        return weights * self.byte_weights[targets]
+
+    def _decode_loss_fn(self, seg: Segments, x: Tensor, valid: Tensor, tokens: Tensor | None,
+                        table: Tensor | None) -> DecodeLossFn:
+        """The closure the level above scores its decoded latents with.
+
+        It maps (z (r, k·d) latents standing for segments ``rows`` (r,)) to (loss, top-1 accuracy on
+        the own spans). The loss is this level's clean reconstruction of those segments' targets
+        plus the existence BCE against their true lengths; targets and weights are not differentiated.
+        """
+
+        def loss_fn(z: Tensor, rows: Tensor) -> tuple[Tensor, Tensor]:
+            out = self.denoise(z, z.new_zeros(z.shape[0]))
+            own = seg.own_span[rows]
+            w = seg.shares[rows].detach()
+            if self.index == 0:
+                assert tokens is not None and table is not None  # level 0's training pass passes both
+                targets = tokens[seg.doc[rows][:, None], seg.positions[rows]]
+                loss, correct = token_loss(out.x_hat, targets, table, self._byte_weighted(w, targets),
+                                           self.byte_loss.focal)
+            else:
+                loss, correct = contrastive_recon_loss(out.x_hat, seg.doc[rows], seg.positions[rows], w, x, valid,
+                                                       same_tol=self.same_tol)
+            loss = loss + existence_bce(out.log_existence, seg.log_existence[rows].detach())
+            acc = (correct & own).sum() / own.sum().clamp_min(1)
+            return loss, acc.detach()
+
+        return loss_fn
+
+
+class LevelStack(nn.ModuleList):
+    """The model's levels, bottom first: an ``nn.ModuleList`` whose items are typed :class:`Level`."""
+
+    @overload
+    def __getitem__(self, idx: int) -> Level: ...
+
+    @overload
+    def __getitem__(self, idx: slice) -> LevelStack: ...
+
+    def __getitem__(self, idx: int | slice) -> Level | LevelStack:
+        """The level at ``idx``, or the levels of a slice as a stack."""
+        return cast("Level | LevelStack", super().__getitem__(idx))
+
+    def __iter__(self) -> Iterator[Level]:
+        """The levels, bottom first."""
+        return cast("Iterator[Level]", super().__iter__())

@@ -1,0 +1,358 @@
+"""The training loop.
+
+AdamW with warm-up and cosine decay, gradient clipping, EMA weights, atomic safetensors
+checkpoints, exact resume, and a progress bar.
+
+Determinism: the batch of step ``i`` is a pure function of (data config, seed, i); all other
+randomness (BOS sampling, noise, dropout) draws from torch's global generator, whose state is saved
+in every checkpoint. So on CPU, N steps straight and N/2 + resume + N/2 give identical weights.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from zonkey.core import checkpoint as ckpt
+from zonkey.core.checkpoint.layout import step_name
+from zonkey.core.model.network import ZonkeyModel, build_model
+from zonkey.core.nn.losses import byte_balance_weights
+from zonkey.core.recipe import BALANCE_CAP, Recipe, recipe_to_dict
+from zonkey.core.train import distributed
+from zonkey.core.train.fit_text import fit_to_training_text
+from zonkey.core.train.optim import EMA, adamw, lr_at, param_groups
+from zonkey.data import ByteBatches, byte_counts, load_corpus
+from zonkey.errors import TrainingError
+from zonkey.io import inside
+
+
+@dataclass
+class TrainResult:
+    """What a finished training run reports: where it wrote, how far it got, its last figures."""
+
+    run_dir: Path
+    step: int
+    last_loss: float
+    skipped_steps: int
+    bytes_seen: int
+    seconds: float
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+def resolve_device(name: str) -> torch.device:
+    """The device ``train.device`` names (``auto``: CUDA when available, else CPU).
+
+    Raises:
+        TrainingError: CUDA asked for where it is not available.
+    """
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise TrainingError(f"train.device is {name!r} but CUDA is not available here; use 'cpu' or 'auto'")
+    return dev
+
+
+# an optimizer group pair's tag: ("level", i) or ("prior", i); None for the shared first pair
+class Trainer:
+    """Trains a recipe into a run directory.
+
+    Args:
+        recipe: a validated recipe.
+        run_dir: where checkpoints, ``recipe.json`` and ``metrics.jsonl`` go.
+        resume: continue from the newest checkpoint in ``run_dir`` (the recipe must match).
+        progress: show a progress bar (default: when stderr is a terminal; else log lines).
+        log: where log lines go (default: stderr).
+        verify: on resume, check the checkpoint's files against their recorded SHA-256.
+    """
+
+    def __init__(self, recipe: Recipe, run_dir: str | Path, *, resume: bool = False, progress: bool | None = None,
+                 log: Callable[[str], None] | None = None, verify: bool = True) -> None:
+        self.recipe = recipe
+        self.verify = verify
+        self.cfg = recipe.train
+        self.run_dir = Path(run_dir)
+        # under torchrun: a process group, this rank's device; only rank 0 logs and writes
+        self.dist = distributed.setup(self.cfg.device)
+        self.main = self.dist is None or self.dist.main
+        self.log = (log or (lambda s: print(s, file=sys.stderr, flush=True))) if self.main else (lambda s: None)
+        self.progress = (sys.stderr.isatty() if progress is None else progress) and self.main
+        self.device = self.dist.device if self.dist is not None else resolve_device(self.cfg.device)
+        self.autocast = self.cfg.precision == "bf16" and self.device.type == "cuda"
+        if self.cfg.precision == "bf16" and not self.autocast:
+            self.log(f"note: train.precision bf16 applies on CUDA only; this {self.device.type} run trains in float32")
+        if self.cfg.threads:
+            torch.set_num_threads(self.cfg.threads)
+        torch.manual_seed(self.cfg.seed)
+        self.model: ZonkeyModel = build_model(recipe).to(self.device)
+        self.optimizer = adamw(param_groups(self.model, self.cfg.weight_decay, recipe.model.levels), self.cfg.lr,
+                               self.cfg.betas)
+        self.ema = EMA(self.model, self.cfg.ema_decay)
+        self.corpus = load_corpus(recipe.data)
+        self.batches: ByteBatches = self.corpus.batches("train", seed=self.cfg.seed, batch_bytes=recipe.data.batch_bytes)
+        self.step = 0
+        self.skipped = 0
+        self.nonfinite_run = 0
+        self.bytes_seen = 0
+        if resume:
+            self._resume()
+        else:
+            self._start_fresh()
+            # rule-based parts counted on the training text (their tables are buffers, saved with the model)
+            if fit_to_training_text(self.model.levels, self.corpus.train, self.run_dir if self.main else None,
+                                    self.log):
+                self.ema = EMA(self.model, self.cfg.ema_decay)  # its copy of the buffers: the fitted ones
+        alpha = recipe.model.byte_loss.balance
+        if alpha:
+            counts = byte_counts(self.corpus.documents("train"))
+            w = byte_balance_weights(counts, alpha, BALANCE_CAP)
+            self.model.levels[0].byte_weights.copy_(w.to(self.device))
+            self.log(f"byte_loss.balance {alpha:g}: byte weights from {int(counts.sum()):,} training bytes "
+                     f"(space {float(w[32]):.2f}, 'e' {float(w[101]):.2f}, largest {float(w.max()):.1f})")
+        for i, lv in enumerate(recipe.model.levels):
+            if lv.schedule.lr_start >= self.cfg.steps:
+                # allowed (a short smoke run of a long recipe), but never silent
+                self.log(f"note: model.levels.{i}.schedule.lr_start is {lv.schedule.lr_start} "
+                         f">= train.steps {self.cfg.steps}: "
+                         f"level {i}'s parameters will not train in this run")
+        self.net: torch.nn.Module = self.model  # what a step calls: the model, or the model under DDP
+        if self.dist is not None:
+            if not resume and not self.dist.main:
+                torch.manual_seed(distributed.rank_seed(self.cfg.seed, self.dist.rank))
+            self.net = distributed.wrap_model(self.model, self.dist)
+            self.log(f"data parallel: {self.dist.world} ranks on {self.device.type}, each {1 / self.dist.world:.3g} "
+                     "of every batch's rows")
+
+    # -- run directory ------------------------------------------------------------------------
+    def _start_fresh(self) -> None:
+        if (self.run_dir / "LATEST").exists() or (self.run_dir / "model.safetensors").exists():
+            raise TrainingError(
+                f"{self.run_dir} already holds a run; pass --resume to continue it or choose another --out"
+            )
+        if not self.main:
+            return
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        ckpt.write_recipe_json(self.run_dir, recipe_to_dict(self.recipe))
+        (self.run_dir / "metrics.jsonl").touch()
+
+    def _resume(self) -> None:
+        saved = ckpt.read_recipe_json(self.run_dir)
+        inside(self.run_dir, self.run_dir / "metrics.jsonl", str(self.run_dir))  # appended to: never a link out
+        mine = recipe_to_dict(self.recipe)
+        strip = lambda d: {k: v for k, v in d.items() if k not in ("zonkey_version", "schema_version", "train")}
+        if strip(saved) != strip(mine):
+            raise TrainingError(f"{self.run_dir}/recipe.json differs from the recipe given (outside `train`); "
+                                "resume with the same recipe")
+        c = ckpt.load_checkpoint(self.run_dir, verify=self.verify)
+        ckpt.load_state_strict(self.model, c.model, str(c.dir))
+        if c.ema is not None:
+            counts = c.state.get("ema_counts")
+            if counts is None:  # a checkpoint from before per-parameter counts: trained since step 0
+                counts = {k: int(c.state["step"]) for k in self.ema.counts}
+            self.ema.load(c.ema, counts)
+        if c.optimizer is not None:
+            ckpt.optimizer_from_tensors(self.optimizer, *c.optimizer)
+        st = c.state
+        if self.dist is not None and c.rng:
+            dev = f"torch.cuda.{self.device.index}"  # this rank's own device, never every device's
+            ckpt.set_rng_state({k: v for k, v in c.rng.items() if not k.startswith(("rank", "torch.cuda.")) or k == dev})
+            if not self.dist.main and not distributed.restore_rank_rng(self.dist, c.rng, st.get("world"),
+                                                                        self.cfg.seed, int(st["step"])):
+                self.log(f"rank {self.dist.rank}: the checkpoint was saved by {st.get('world', 1)} ranks; "
+                         "fresh generator for this rank")
+        elif c.rng:
+            ckpt.set_rng_state(c.rng)
+        self.step = int(st["step"])
+        self.skipped = int(st.get("skipped", 0))
+        self.nonfinite_run = int(st.get("nonfinite_run", 0))
+        self.bytes_seen = int(st.get("bytes_seen", 0))
+        self.log(f"resumed {self.run_dir} at step {self.step}")
+
+    def save(self) -> Path:
+        """Write a checkpoint of the current step (weights, EMA, optimizer, trainer state, recipe).
+
+        Returns:
+            The checkpoint's directory.
+        """
+        state = {"step": self.step, "skipped": self.skipped, "nonfinite_run": self.nonfinite_run,
+                 "bytes_seen": self.bytes_seen, "ema_counts": dict(self.ema.counts),
+                 "world": self.dist.world if self.dist is not None else 1}
+        others = distributed.gather_rng(self.dist)  # a collective: every rank takes part, rank 0 writes
+        if not self.main:
+            return self.run_dir / ckpt.CHECKPOINTS_DIR / step_name(self.step)
+        return ckpt.save_checkpoint(self.run_dir, step=self.step, model=self.model, ema=self.ema.state(),
+                                    optimizer=self.optimizer, state=state, recipe=recipe_to_dict(self.recipe),
+                                    rng_extra=others)
+
+    def _write_metrics(self, row: dict[str, Any]) -> None:
+        if not self.main:
+            return
+        with open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8") as f:
+            f.write(json.dumps(row) + "\n")
+
+    # -- one step -----------------------------------------------------------------------------
+    def train_step(self) -> tuple[float | None, dict[str, float], int]:
+        """One optimisation step. Returns (loss or None if skipped, logged values, bytes in batch)."""
+        self.model.train()
+        batch = self.batches.batch(self.step)
+        global_bytes, weight = batch.num_bytes, 1.0
+        if self.dist is not None:  # this rank's rows of the step's batch; the loss weighted by their share
+            batch, weight = distributed.shard_batch(batch, self.dist.rank, self.dist.world)
+        batch = batch.to(self.device)
+        lr = lr_at(self.step, self.cfg)
+        # levels on their own schedule (their groups are tagged by param_groups): one value each
+        levels = self.recipe.model.levels
+        level_lr = {i: lr_at(self.step, self.cfg, levels[i].schedule.lr_start, levels[i].schedule.lr_scale)
+                    for i in {g["level"] for g in self.optimizer.param_groups if "level" in g}}
+        prior_lr = {i: lr_at(self.step, self.cfg, levels[i].prior.lr_start, levels[i].prior.lr_scale)
+                    for i in {g["prior"] for g in self.optimizer.param_groups if "prior" in g}}
+        for g in self.optimizer.param_groups:
+            g["lr"] = level_lr[g["level"]] if "level" in g else prior_lr[g["prior"]] if "prior" in g else lr
+        scales = self.cfg.scales(self.step)
+        with torch.autocast("cuda", dtype=torch.bfloat16) if self.autocast else contextlib.nullcontext():
+            out = self.net(batch.tokens, batch.valid, scales=scales)
+        loss = out.loss if weight == 1.0 else out.loss * weight
+        self._last_split = (batch.tokens, batch.valid, out.levels[0].split.p_bos.detach()) if out.levels else None
+        self.optimizer.zero_grad(set_to_none=True)
+        values = {k: float(v.detach()) for k, v in out.terms.items()}
+        values.update(out.stats)
+        values["lr"] = lr
+        values.update({f"lr.l{i}": v for i, v in level_lr.items()})
+        values.update({f"lr.l{i}.prior": v for i, v in prior_lr.items()})
+        values.update({f"w.{k}": v for k, v in scales.items()})
+        mean_loss, finite = distributed.agree_loss(loss, self.dist)  # every rank skips, or none does
+        if not finite:
+            self._skip_nonfinite("loss", [k for k, v in values.items() if not math.isfinite(v)])
+            return None, values, global_bytes
+        loss.backward()
+        gn = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
+        values["grad_norm"] = float(gn)
+        if not torch.isfinite(gn):  # clipping by an infinite norm would write NaN into the weights
+            self.optimizer.zero_grad(set_to_none=True)
+            self._skip_nonfinite("gradient", ["grad_norm"])
+            return None, values, global_bytes
+        self.optimizer.step()
+        self.ema.update(self.model, self.step)
+        self.nonfinite_run = 0
+        return mean_loss, values, global_bytes
+
+    def _skip_nonfinite(self, what: str, bad: list[str]) -> None:
+        """Count and log a skipped step; stop once ``train.max_nonfinite`` come in a row.
+
+        Raises:
+            TrainingError: the limit is reached (the message says where the last good checkpoint is).
+        """
+        self.nonfinite_run += 1
+        self.skipped += 1
+        self.log(f"step {self.step}: non-finite {what} ({', '.join(bad) or 'total'}); step skipped "
+                 f"({self.nonfinite_run} in a row)")
+        if self.nonfinite_run >= self.cfg.max_nonfinite:
+            last = ckpt.find_latest_checkpoint(self.run_dir)
+            where = f"the last good checkpoint is {last}" if last is not None else "no checkpoint was saved"
+            raise TrainingError(
+                f"{self.nonfinite_run} non-finite losses in a row at step {self.step} (terms: {', '.join(bad)}); "
+                f"stopping (train.max_nonfinite is {self.cfg.max_nonfinite}). Lower train.lr or check the data; {where}"
+            )
+
+    def _boundary_values(self) -> dict[str, float]:
+        """Level-0 boundary statistics of the last training batch against word edges.
+
+        Logged as ``l0.space_f1``, ``l0.word_f1``, ``l0.p_bos_edge`` and ``l0.p_bos_other``
+        (measurement only: the model never sees them).
+        """
+        last = getattr(self, "_last_split", None)
+        if last is None:
+            return {}
+        from zonkey.core.nn.boundaries import boundary_stats
+
+        tokens, valid, p_bos = last
+        return {f"l0.{k}": v for k, v in boundary_stats(p_bos, tokens, valid).items()}
+
+    # -- loop ---------------------------------------------------------------------------------
+    def fit(self, stop_at: int | None = None) -> TrainResult:
+        """Train until ``train.steps`` (or ``stop_at``, for tests of resume)."""
+        end = min(self.cfg.steps, stop_at) if stop_at is not None else self.cfg.steps
+        t0 = time.perf_counter()
+        start_bytes = self.bytes_seen
+        last = float("nan")
+        window: list[float] = []
+        bar = _Progress(end, self.step, enabled=self.progress)
+        try:
+            while self.step < end:
+                loss, values, nbytes = self.train_step()
+                self.bytes_seen += nbytes
+                self.step += 1
+                if loss is not None:
+                    last = loss
+                    window.append(loss)
+                elapsed = time.perf_counter() - t0
+                bps = (self.bytes_seen - start_bytes) / max(elapsed, 1e-9)
+                bar.update(self.step, loss=last, bps=bps, acc=values.get("l0.train_byte_acc"))
+                if self.step % self.cfg.log_every == 0 or self.step == end:
+                    values.update(self._boundary_values())
+                    row = {"step": self.step, "loss": (sum(window) / len(window)) if window else None,
+                           "bytes_per_s": bps, "elapsed_s": elapsed, **values}
+                    self._write_metrics(row)
+                    if not self.progress:
+                        self.log(_format_row(row, end))
+                    window = []
+                if self.cfg.save_every and self.step % self.cfg.save_every == 0 and self.step < end:
+                    self.save()
+        finally:
+            bar.close()
+        self.save()
+        seconds = time.perf_counter() - t0
+        return TrainResult(self.run_dir, self.step, last, self.skipped, self.bytes_seen - start_bytes, seconds,
+                           {"bytes_per_s": (self.bytes_seen - start_bytes) / max(seconds, 1e-9)})
+
+
+def _format_row(row: dict[str, Any], end: int) -> str:
+    keys = ["l0.token", "l0.diffusion", "l0.train_byte_acc", "l0.mean_segment", "l0.space_f1", "l0.word_f1"]
+    extra = " ".join(f"{k.split('.', 1)[1]}={row[k]:.3f}" for k in keys if isinstance(row.get(k), float))
+    loss = row["loss"]
+    return (f"step {row['step']}/{end} loss={loss:.4f} " if loss is not None else f"step {row['step']}/{end} loss=nan ") + \
+        f"{extra} {row['bytes_per_s']:.0f} B/s"
+
+
+class _Progress:
+    """A rich progress bar (loss, bytes/s, ETA), or nothing when disabled."""
+
+    def __init__(self, total: int, done: int, enabled: bool) -> None:
+        self.bar = None
+        if not enabled:
+            return
+        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+        self.bar = Progress(TextColumn("[bold]train"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                            TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TextColumn("ETA"),
+                            TimeRemainingColumn(), transient=False)
+        self.bar.start()
+        self.task = self.bar.add_task("train", total=total, completed=done, info="")
+
+    def update(self, step: int, *, loss: float, bps: float, acc: float | None) -> None:
+        if self.bar is None:
+            return
+        info = f"loss {loss:.3f} · {bps:,.0f} B/s" + (f" · acc {acc:.3f}" if acc is not None else "")
+        self.bar.update(self.task, completed=step, info=info)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+
+def train(recipe: Recipe, run_dir: str | Path, *, resume: bool = False, progress: bool | None = None,
+          stop_at: int | None = None, verify: bool = True) -> TrainResult:
+    """Train ``recipe`` into ``run_dir`` (library entry point of ``zonkey train``; see :class:`Trainer`)."""
+    trainer = Trainer(recipe, run_dir, resume=resume, progress=progress, verify=verify)
+    result = trainer.fit(stop_at=stop_at)
+    distributed.teardown(trainer.dist)  # not on an error: torchrun stops the other ranks then
+    return result
