@@ -13,7 +13,7 @@ ROW_LABELS = {"generated": "generated", "real": "real held-out", "repeat": "top 
               "shuffled": "shuffled train words"}
 SAMPLE_COLS = (("valid", "valid_word_rate", 4), ("bits/B", "judge_bpb", 3), ("H(bytes)", "byte_entropy", 3),
                ("dist-1", "distinct_1", 3), ("dist-2", "distinct_2", 3), ("bytes", "mean_bytes", 1),
-               ("memo-4", "memorisation", 3))
+               ("memo-4", "memorisation", 3), ("order", "order_gain", 2), ("uni b/w", "unigram_bits_per_word", 2))
 
 
 def _num(v: float | None, digits: int) -> str:
@@ -39,8 +39,9 @@ def _fill_rows(sec: dict[str, Any], model_label: str) -> list[tuple[str, list[st
         return [f"{s['exact_match']:.4f}", f"{s['char_acc']:.4f}"] + [f"{s['em_at_k'][k]:.4f}" for k in ks]
 
     rows = [(model_label, cells(sec))]
+    names = {"sampled": "unigram-sampled", "trigram": "word trigram"}
     for name, b in sec["baselines"].items():
-        label = f"'{b['fill']}'" if name in ("the", "unigram") else "unigram-sampled"
+        label = f"'{b['fill']}'" if name in ("the", "unigram") else names.get(name, name)
         rows.append((f"{name} ({label})" if name == "unigram" else label, cells(b)))
     return rows
 
@@ -56,7 +57,8 @@ def generation_lines(res: dict[str, Any]) -> list[str]:
                      f"Kneser-Ney on {j['train_bytes']} training bytes{', cached' if j['cached'] else ''})")
         lines += _table(22, head, [(ROW_LABELS[k], _sample_cells(s["rows"][k])) for k in ROW_NAMES if k in s["rows"]])
         lines.append("  valid: valid-word rate; bits/B: judge bits per byte; H(bytes): byte entropy (bits); "
-                     "memo-4: share of token 4-grams found in the training text")
+                     "memo-4: share of token 4-grams found in the training text; order: bits per word gained by "
+                     "word order (word trigram, shuffled minus as written); uni b/w: unigram bits per word")
         lines.append(f"  generated in {s['seconds']:.2f} s ({s['bytes_per_s']:.0f} bytes/s); "
                      f"whole held-out documents: {s['real_mean_bytes']:.1f} bytes, valid {s['real_valid_word_rate']:.4f}")
     if "steps_table" in res:

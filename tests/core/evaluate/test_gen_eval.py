@@ -142,10 +142,10 @@ def test_text_row_has_every_figure():
     train = TrainingText.build(TRAIN)
     row = text_row(["the cat sat on the mat", "zzkq wv"], train)
     assert set(row) == {"valid_word_rate", "judge_bpb", "byte_entropy", "distinct_1", "distinct_2", "mean_bytes",
-                        "memorisation", "word_4grams"}
+                        "memorisation", "word_4grams", "order_gain", "bits_per_word", "unigram_bits_per_word"}
     assert row["valid_word_rate"] == pytest.approx(6 / 8)
     assert row["memorisation"] == pytest.approx(2 / 3)  # the training text has "mat.", not "mat"
-    assert text_row([""], train)["judge_bpb"] is None
+    assert text_row([""], train)["judge_bpb"] is None and text_row([""], train)["order_gain"] is None
 
 
 def test_generation_sections_on_a_micro_model(tmp_path):
@@ -163,7 +163,7 @@ def test_generation_sections_on_a_micro_model(tmp_path):
     f = res["infill"]
     assert f["snap"] == "off" and set(f["em_at_k"]) == {"1", "3", "5"}
     assert f["em_at_k"]["1"] <= f["em_at_k"]["3"] <= f["em_at_k"]["5"]
-    assert set(f["baselines"]) == {"the", "unigram", "sampled"}
+    assert set(f["baselines"]) == {"the", "unigram", "sampled", "trigram"}
     it = res["infill_items"]
     assert it["n"] == 2 and it["baselines"]["the"]["exact_match"] == 0.5
     assert [x["answer"] for x in it["items"]] == ["park", "the"]

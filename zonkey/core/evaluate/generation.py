@@ -20,7 +20,11 @@ The figures (words as :mod:`zonkey.core.evaluate.words` counts them):
  * ``distinct_1`` / ``distinct_2``: distinct word uni/bigrams over all of them, not across texts;
  * ``mean_bytes``: mean bytes per text;
  * ``memorisation``: share of the row's token 4-grams (within a text) found verbatim among the
-   training split's token 4-grams (a set of 64-bit hashes), with ``word_4grams`` their count.
+   training split's token 4-grams (a set of 64-bit hashes), with ``word_4grams`` their count;
+ * ``order_gain``: bits per word under a word trigram of the training split with each text's own
+   words shuffled, minus as written (:mod:`zonkey.core.evaluate.wordlm`): the worth of word order
+   with word choice held fixed (real text about 3.2, words drawn by frequency about 0), beside
+   ``bits_per_word`` as written and ``unigram_bits_per_word`` (a function-word flood scores low).
 
 The top-level sample section also keeps flat keys: ``valid_word_rate``, ``mean_bytes`` and
 ``distinct_*`` of the samples, ``real_distinct_*`` of the ``real`` row, and ``real_valid_word_rate``
@@ -46,6 +50,7 @@ import numpy as np
 from zonkey.core.contracts.outputs import ProgressFn
 from zonkey.core.evaluate.infill import SNAP, baselines, infill_metrics, infill_problems, run_infill, score_fills
 from zonkey.core.evaluate.judge import DEFAULT_ORDER, NgramJudge, load_or_train
+from zonkey.core.evaluate.wordlm import WordTrigram
 from zonkey.core.evaluate.words import as_text, distinct_n, normalize_word, token_counts, valid_word_rate
 
 STEPS_TABLE = (5, 10, 30, 100)
@@ -158,7 +163,8 @@ class TrainingText:
     Attributes:
         vocab: normalised words; counts: raw token counts; tokens: the raw tokens in order;
         ids: token -> id; grams: (g,) sorted unique uint64 hashes of the training 4-grams
-        (within documents); judge: the byte n-gram judge; judge_cached: read from the cache.
+        (within documents); judge: the byte n-gram judge; lm: the word trigram (order gain,
+        unigram bits, the trigram infill baseline); judge_cached: read from the cache.
     """
 
     vocab: set[str]
@@ -167,6 +173,7 @@ class TrainingText:
     ids: dict[str, int]
     grams: np.ndarray
     judge: NgramJudge
+    lm: WordTrigram
     judge_cached: bool = False
 
     @classmethod
@@ -185,7 +192,7 @@ class TrainingText:
         grams = grams[np.r_[True, grams[1:] != grams[:-1]]] if len(grams) else grams
         judge, cached = load_or_train(docs, cache_dir, order=judge_order)
         vocab = {normalize_word(t) for t in counts} - {""}
-        return cls(vocab, counts, tokens, ids, grams, judge, cached)
+        return cls(vocab, counts, tokens, ids, grams, judge, WordTrigram(docs), cached)
 
     def memorisation(self, texts: Sequence[str]) -> tuple[float, int]:
         """(share of the token 4-grams of ``texts`` found in the training text, their count)."""
@@ -202,6 +209,7 @@ def text_row(texts: Sequence[str], train: TrainingText) -> dict[str, Any]:
     """Every sample figure of the module docstring for one row of ``texts``."""
     mem, n4 = train.memorisation(texts)
     bpb = train.judge.bits_per_byte(texts)
+    order = train.lm.order_figures(texts)
     return {
         "valid_word_rate": valid_word_rate(texts, train.vocab),
         "judge_bpb": None if math.isnan(bpb) else bpb,
@@ -211,6 +219,9 @@ def text_row(texts: Sequence[str], train: TrainingText) -> dict[str, Any]:
         "mean_bytes": sum(len(t.encode("utf-8")) for t in texts) / max(len(texts), 1),
         "memorisation": mem,
         "word_4grams": n4,
+        "order_gain": order["order_gain"],
+        "bits_per_word": order["bits_per_word"],
+        "unigram_bits_per_word": order["unigram_bits_per_word"],
     }
 
 
@@ -329,20 +340,21 @@ def evaluate_generation(model: Any, train_docs: Sequence[bytes | str], heldout: 
         counts = train.counts if train is not None else token_counts(train_docs)
         if not counts:
             raise ValueError("no tokens in the training documents")
+        lm = train.lm if train is not None else WordTrigram(train_docs)
         if infill:
             problems = infill_problems(heldout, infill, seed)
-            out["infill"] = infill_metrics(model, problems, counts, seed=seed, progress=progress)
+            out["infill"] = infill_metrics(model, problems, counts, seed=seed, progress=progress, lm=lm)
         if infill_items:
-            out["infill_items"] = score_items(model, infill_items, counts, seed=seed)
+            out["infill_items"] = score_items(model, infill_items, counts, seed=seed, lm=lm)
     return out
 
 
 def score_items(model: Any, items: Sequence[tuple[str, str, str]], counts: Counter[str], *,
-                seed: int = 0) -> dict[str, Any]:
+                seed: int = 0, lm: WordTrigram | None = None) -> dict[str, Any]:
     """A user's (prefix, suffix, answer) items: the model's scores beside the baselines."""
     preds, cands = run_infill(model, [(p, s) for p, s, _ in items], seed=seed)
     golds = [a for _, _, a in items]
     return {"n": len(items), "snap": SNAP, **score_fills(preds, cands, golds),
-            "baselines": baselines(golds, counts, seed),
+            "baselines": baselines(golds, counts, seed, lm=lm, contexts=[(p, s) for p, s, _ in items]),
             "items": [{"prefix": p, "suffix": s, "answer": a, "pred": q, "exact": q == a}
                       for (p, s, a), q in zip(items, preds, strict=True)]}

@@ -18,7 +18,9 @@ Scores, per model and per baseline:
 Baselines, from the training split's raw tokens:
  * ``the``: every gap filled with ``the``;
  * ``unigram``: the most frequent training token (EM@k: the k most frequent tokens);
- * ``sampled``: a token drawn from the training token frequencies, seeded (EM@k: k draws).
+ * ``sampled``: a token drawn from the training token frequencies, seeded (EM@k: k draws);
+ * ``trigram``: the best token of a bidirectional word trigram counted on the training split
+   (:mod:`zonkey.core.evaluate.wordlm`), which context decides (EM@k: its k best).
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ import numpy as np
 
 from zonkey.core.contracts.outputs import ProgressFn
 from zonkey.core.evaluate.heldout import levenshtein
+from zonkey.core.evaluate.wordlm import WordTrigram
 from zonkey.core.evaluate.words import as_text
 from zonkey.errors import ZonkeyError
 
@@ -161,21 +164,31 @@ def score_fills(preds: Sequence[str], candidates: Sequence[Sequence[str]], golds
     }
 
 
-def baselines(golds: Sequence[str], counts: Counter[str], seed: int = 0) -> dict[str, dict[str, Any]]:
-    """The ``the``, ``unigram`` and ``sampled`` baselines (module docstring) scored on ``golds``."""
+def baselines(golds: Sequence[str], counts: Counter[str], seed: int = 0, *, lm: WordTrigram | None = None,
+              contexts: Sequence[tuple[str, str]] | None = None) -> dict[str, dict[str, Any]]:
+    """The ``the``, ``unigram`` and ``sampled`` baselines (module docstring) scored on ``golds``.
+
+    With a word trigram ``lm`` and the items' (prefix, suffix) ``contexts``, also ``trigram``: the
+    count model's best token for each gap (:meth:`~zonkey.core.evaluate.wordlm.WordTrigram.fill`).
+    """
     top = [t for t, _ in counts.most_common(max(KS))]
     rng = np.random.default_rng(seed)
     toks = list(counts)
     freq = np.array([counts[t] for t in toks], dtype=np.float64)
     draws = rng.choice(len(toks), size=(len(golds), max(KS)), p=freq / freq.sum()) if toks and golds else []
     sampled = [[toks[i] for i in row] for row in draws]
-    return {
+    out = {
         "the": {"fill": "the", **score_fills(["the"] * len(golds), [["the"]] * len(golds), golds)},
         "unigram": {"fill": top[0] if top else "", **score_fills([top[0] if top else ""] * len(golds),
                                                                   [top] * len(golds), golds)},
         "sampled": {"fill": "a training token drawn by frequency",
                     **score_fills([s[0] for s in sampled], sampled, golds)},
     }
+    if lm is not None and contexts is not None:
+        fills = [lm.fill(p, s, k=max(KS)) or [""] for p, s in contexts]
+        out["trigram"] = {"fill": "a word trigram of the training split, both sides",
+                          **score_fills([f[0] for f in fills], fills, golds)}
+    return out
 
 
 def run_infill(model: Any, pairs: Sequence[tuple[str, str]], *, steps: int | None = None, seed: int = 0,
@@ -200,7 +213,8 @@ def run_infill(model: Any, pairs: Sequence[tuple[str, str]], *, steps: int | Non
 
 
 def infill_metrics(model: Any, problems: Sequence[tuple[str, str, str]], counts: Counter[str], *, seed: int = 0,
-                   steps: int | None = None, batch: int = 16, progress: ProgressFn | None = None) -> dict[str, Any]:
+                   steps: int | None = None, batch: int = 16, progress: ProgressFn | None = None,
+                   lm: WordTrigram | None = None) -> dict[str, Any]:
     """Fill every problem's gap with the model and score it beside the baselines.
 
     Args:
@@ -211,6 +225,7 @@ def infill_metrics(model: Any, problems: Sequence[tuple[str, str, str]], counts:
         steps: denoising steps (default: the recipe's ``sample.infill_steps``).
         batch: problems per batched call.
         progress: ``progress(done, total)`` over the problems.
+        lm: the training split's word trigram (adds the ``trigram`` baseline).
 
     Returns:
         ``n``, ``snap``, the model's scores (:func:`score_fills`), ``baselines`` (per baseline
@@ -220,7 +235,7 @@ def infill_metrics(model: Any, problems: Sequence[tuple[str, str, str]], counts:
     preds, cands = run_infill(model, [(p, s) for p, s, _ in problems], steps=steps, seed=seed, batch=batch,
                               progress=progress)
     golds = [g for _, _, g in problems]
-    base = baselines(golds, counts, seed)
+    base = baselines(golds, counts, seed, lm=lm, contexts=[(p, s) for p, s, _ in problems])
     uni = base["unigram"]
     return {"n": len(problems), "snap": SNAP, **score_fills(preds, cands, golds), "baselines": base,
             "baseline_word": uni["fill"], "baseline_exact_match": uni["exact_match"],
