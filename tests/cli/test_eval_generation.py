@@ -75,13 +75,14 @@ def test_every_eval_flag_reaches_the_one_library_call(run_dir, tmp_path, monkeyp
     res = runner.invoke(app, ["eval", str(run_dir), "--data", str(data), "--infill-items", str(f), "--max-batches", "2",
                               "--samples", "3", "--infill", "4", "--steps", "2", "--seed", "5", "--throughput", "0",
                               "--judge-order", "4", "--no-ema", "--no-verify", "--noise", "typos=0.05",
-                              "--set", "sample.steps=7", "--json"])
+                              "--set", "sample.steps=7", "--prior-positions", "9", "--json"])
     assert res.exit_code == 0, res.output
     (run, s), = seen
     assert str(run) == str(run_dir)
     assert s.data == str(data) and s.infill_items == (("The cat ", " on the mat.", "sat"),)
     assert (s.max_batches, s.samples, s.infill, s.steps, s.seed, s.throughput, s.judge_order) == (2, 3, 4, 2, 5, 0, 4)
     assert (s.ema, s.verify, s.noise, s.sample_sets) == (False, False, "typos=0.05", ("sample.steps=7",))
+    assert s.prior_positions == 9
 
 
 def test_the_library_call_reads_data_and_items_as_the_cli_does(run_dir, tmp_path):

@@ -91,7 +91,7 @@ def test_sample_settings_override_at_generation_time(run_dir):
     b = runner.invoke(app, [*base, "--set", "sample.steps=2"])
     assert a.exit_code == 0 and b.exit_code == 0, b.output
     assert a.stdout == b.stdout  # the override reached the sampler
-    res = runner.invoke(app, ["infill", str(run_dir), "a ___ b", "--set", "sample.guidance=2", "--set",
+    res = runner.invoke(app, ["infill", str(run_dir), "a ___ b", "--set", "sample.eta=1", "--set",
                               "sample.infill_steps=2"])
     assert res.exit_code == 0, res.output
 

@@ -96,7 +96,7 @@ MAX_COUNT = 1_000_000
 SampleSets = Annotated[list[str] | None, typer.Option(
     "--set", "-s", metavar="sample.KEY=VALUE",
     help="Override a generation setting of the run's recipe (repeatable; only sample.* keys, e.g. "
-    "sample.guidance=2).")]
+    "sample.eta=1).")]
 NoVerify = Annotated[bool, typer.Option("--no-verify", help="Load the checkpoint without checking its files "
                                         "against the SHA-256 recorded in state.json.")]
 

@@ -43,6 +43,10 @@ def eval_cmd(
                                               "substitutions at RATE per character.")] = None,
     candidates: Annotated[int, typer.Option("--candidates", min=1, max=common.MAX_COUNT, help="Autoregressive baseline runs: infill "
                                             "by rescoring this many most frequent training tokens.")] = 2000,
+    prior_positions: Annotated[int, typer.Option("--prior-positions", min=0, max=common.MAX_COUNT, help="Held-out "
+                                                 "positions at which a vocabulary-headed prior predicts a segment from "
+                                                 "all the others (bits per segment, top-1, beside count baselines); "
+                                                 "0 disables.")] = 2000,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
     sets: common.SampleSets = None,
     progress: common.Progress = None,
@@ -80,7 +84,7 @@ def eval_cmd(
     settings = EvalSettings(data=data, max_batches=max_batches, samples=samples, infill=infill, infill_items=items,
                             steps_table=steps_table and not ar, throughput=throughput_n, candidates=candidates,
                             steps=steps, seed=seed, judge_order=judge_order, ema=ema, verify=not no_verify,
-                            noise=noise, sample_sets=tuple(sets or ()))
+                            noise=noise, sample_sets=tuple(sets or ()), prior_positions=prior_positions)
     with common.user_errors(), common.progress_bar("infill", progress) as cb:
         res = evaluate(ckpt, settings, progress=cb)
     if as_json:

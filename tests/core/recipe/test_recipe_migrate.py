@@ -146,3 +146,26 @@ def test_use_ema_in_a_current_recipe_says_what_replaced_it():
     msg = str(info.value)
     assert msg.startswith("r.yaml: sample.use_ema: ") and "schema_version 3 removed it" in msg
     assert "--ema/--no-ema" in msg and "\n" not in msg
+
+
+def test_a_v2_prior_with_the_rejected_options_off_loads_and_one_that_used_them_is_refused(tmp_path):
+    v2 = recipe_to_dict(load_recipe("recipes/tiny-prior.yaml"))
+    v2["schema_version"] = 2
+    prior = v2["model"]["levels"][0]["prior"]
+    prior.update({"mixture": 0, "mixture_temp": 0.05, "sphere_out": True, "memory": 0, "scatter": 0.0})
+    v2["sample"].update({"guidance": 1.0, "project_below": 0.0, "mean_below": 0.0, "use_ema": True})
+    assert validate_recipe(v2) == load_recipe("recipes/tiny-prior.yaml")
+    prior["mixture"] = 16
+    (tmp_path / "recipe.json").write_text(json.dumps(v2))
+    with pytest.raises(RecipeError) as info:
+        Recipe.load(tmp_path / "recipe.json")
+    msg = str(info.value)
+    assert "model.levels.0.prior.mixture is 16, which schema 3 removed" in msg and "\n" not in msg
+
+
+def test_a_removed_prior_option_in_a_current_recipe_says_why():
+    data = recipe_to_dict(load_recipe("recipes/tiny-prior.yaml"))
+    data["model"]["levels"][0]["prior"]["mixture"] = 4
+    with pytest.raises(RecipeError) as info:
+        validate_recipe(data, source="r.yaml")
+    assert "model.levels.0.prior.mixture: " in str(info.value) and "schema_version 3 removed it" in str(info.value)

@@ -66,3 +66,23 @@ def test_the_trainers_adamw_follows_the_default_implementation() -> None:
     for a, b in zip(nets[0].parameters(), nets[1].parameters(), strict=True):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
     assert not torch.allclose(nets[0][0].weight, _net()[0].weight)  # both trained away from the start
+
+
+def test_buffers_a_module_names_in_ema_copy_are_held_as_they_are_not_averaged():
+    class Holder(torch.nn.Module):
+        ema_copy = ("bank",)
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.zeros(2))
+            self.register_buffer("bank", torch.zeros(3))
+            self.register_buffer("scale", torch.zeros(3))
+
+    net = torch.nn.Sequential(Holder())
+    ema = EMA(net, decay=0.9)
+    with torch.no_grad():
+        net[0].bank.fill_(5.0)
+        net[0].scale.fill_(5.0)
+    ema.update(net, step=100)
+    assert torch.equal(ema.shadow["0.bank"], torch.full((3,), 5.0))  # copied
+    assert float(ema.shadow["0.scale"][0]) < 5.0  # averaged at the global step

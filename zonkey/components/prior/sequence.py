@@ -2,12 +2,21 @@
 
 The per-segment denoiser of a level turns one latent into its segment; nothing in it models which
 latents follow each other. This prior does: a bidirectional probabilistic-attention encoder over a
-document's latents of that level (b, n, D), trained to predict the clean latents from noised ones
-(x0 prediction, mean squared error per position on the sphere), at noise levels drawn from a
-cosine schedule shifted toward σ = 1 (``zonkey.core.nn.schedule``), with self-conditioning. Part of
-the rows keep a random span of positions clean ("known", existence 1) while the rest is noised, so
-the same network learns p(gap | context) and infills without being told how. Samples of the whole
-hierarchy are sequences drawn from it and decoded down the levels.
+document's latents of that level (b, n, D), given noised latents, the noise level and which
+positions are known (clean context), with self-conditioning. Its head (:mod:`.heads`) says what
+it predicts at each position:
+
+* ``head: bank``: a distribution over the level's emergent vocabulary (the K most frequent
+  segments' latents) and an open "other" class, trained by cross-entropy, with the exact Gaussian
+  likelihood of the noised latent in its logits; the clean estimate is the distribution's mean;
+* ``head: mse``: one clean latent trained by squared error (the reference of the ablation).
+
+Training noise: ``noise: cosine`` draws σ from a cosine schedule shifted toward σ = 1
+(:mod:`zonkey.core.nn.schedule`); ``noise: band`` draws logit(σ) from a Gumbel law around
+``band_loc``, the band where the likelihood term stops naming the word and context must decide.
+Context: a share ``infill`` of the rows keeps everything outside one random span clean, and a
+share ``anchors`` keeps a random share (r ~ Beta(2, 2)) of its positions clean, so that many
+positions are a noised word beside clean neighbours, the situation that teaches p(word | context).
 
 The latents it is trained on are detached: the prior learns the encoder's latent distribution
 without reshaping it.
@@ -24,6 +33,7 @@ import torch.nn.functional as F
 from pydantic import Field, model_validator
 from torch import Tensor, nn
 
+from zonkey.components.prior.heads import BankHead, MSEHead
 from zonkey.core.contracts.registry import ComponentConfig, register
 from zonkey.core.contracts.shapes import LevelContext
 from zonkey.core.nn import schedule
@@ -32,15 +42,13 @@ from zonkey.core.nn.sphere import to_sphere
 from zonkey.core.nn.transformer import Encoder
 
 N_FREQ = 32  # Fourier features of the log-SNR
-MIX_FLOOR = 0.05  # share of a mixture's responsibility spread evenly over its candidates
-MIX_WEIGHT_LOSS = 0.1  # weight of the mixture weights' cross-entropy beside the candidates' error
-SCATTER_RATE = (0.05, 0.5)  # range of the per-row share of unknown positions in scattered infill rows
+SIGMA_TOP = 1 - 1e-4  # the noise share of a position that is pure noise (the masked one of the PLL)
 
 
 class SequencePrior(nn.Module):
-    """x0-predicting denoiser over (b, n, D) latent sequences with known-position conditioning."""
+    """Denoiser over (b, n, D) latent sequences with known-position conditioning."""
 
-    freqs: Tensor  # (N_FREQ,) frequencies of the log-SNR features
+    freqs: Tensor  # (N_FREQ,) frequencies of the log-SNR
 
     def __init__(self, cfg: SequencePriorConfig, dim: int, attention: nn.Module | None) -> None:
         super().__init__()
@@ -56,34 +64,22 @@ class SequencePrior(nn.Module):
         self.known_flag = nn.Parameter(torch.randn(w) * 0.02)
         self.time = nn.Sequential(nn.Linear(2 * N_FREQ, w), nn.GELU(), nn.Linear(w, w))
         self.encoder = Encoder(w, cfg.heads, cfg.layers, attention, cfg.ffn_mult, 0.0)
-        k = max(cfg.mixture, 1)
-        self.out = nn.Linear(w, k * dim)
-        # mixture weights of the K candidate estimates (absent for the single-estimate prior)
-        self.mix = nn.Linear(w, cfg.mixture) if cfg.mixture else None
-        self._memory: list[tuple[Tensor, Tensor]] = []  # the last batches' (z0, valid), newest first
+        self.head: BankHead | MSEHead = BankHead(w, dim, cfg.bank_size) if cfg.head == "bank" else MSEHead(w, dim)
         self.register_buffer("freqs", torch.exp(torch.linspace(0.0, math.log(1000.0), N_FREQ)) / 8.0,
                              persistent=False)
+
+    @property
+    def bank(self) -> BankHead | None:
+        """The vocabulary head, or None for ``head: mse``."""
+        return self.head if isinstance(self.head, BankHead) else None
 
     def _time_features(self, sigma: Tensor) -> Tensor:
         a = schedule.log_snr(sigma)[:, None] * self.freqs  # (b, N_FREQ)
         return torch.cat([a.sin(), a.cos()], dim=-1)  # (b, 2·N_FREQ)
 
-    def components(self, z: Tensor, sigma: Tensor, known: Tensor, valid: Tensor,
-                   cond: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
-        """The candidate clean estimates of every position and their log weights.
-
-        Args:
-            z: (b, n, D) latents: noised at σ where not known, clean where known.
-            sigma: (b,) noise share of each row.
-            known: (b, n) bool, positions given as context (clean).
-            valid: (b, n) bool, real positions (padding is masked out of attention).
-            cond: optional (b, n, D) previous clean estimate (self-conditioning).
-
-        Returns:
-            (b, n, K, D) candidate estimates (K = ``mixture``, or 1), on the sphere with
-            ``sphere_out``, 0 on padding; and their (b, n, K) log weights, or None without a mixture.
-        """
-        b, n, _ = z.shape
+    def hidden(self, z: Tensor, sigma: Tensor, known: Tensor, valid: Tensor, cond: Tensor | None = None) -> Tensor:
+        """The encoder's (b, n, w) hidden states; arguments as :meth:`forward`."""
+        n = z.shape[1]
         if n > self.cfg.max_len:
             raise ValueError(f"sequence of {n} positions is longer than the prior's max_len ({self.cfg.max_len})")
         h = self.inp(z) + self.pos[:n] + self.time(self._time_features(sigma))[:, None]
@@ -91,16 +87,25 @@ class SequencePrior(nn.Module):
         if cond is not None:
             h = h + self.cond_in(cond)
         le = torch.zeros(valid.shape, dtype=torch.float32, device=z.device).masked_fill(~valid, NEG_INF)
-        h = self.encoder(h, le)
-        means = self.out(h).view(b, n, -1, self.dim)
-        if self.cfg.sphere_out:
-            means = to_sphere(means)
-        means = means.masked_fill(~valid[..., None, None], 0.0)
-        logw = F.log_softmax(self.mix(h).float(), dim=-1) if self.mix is not None else None
-        return means, logw
+        return self.encoder(h, le)
 
-    def forward(self, z: Tensor, sigma: Tensor, known: Tensor, valid: Tensor, cond: Tensor | None = None,
-                generator: torch.Generator | None = None) -> Tensor:
+    def predict(self, z: Tensor, sigma: Tensor, known: Tensor, valid: Tensor, cond: Tensor | None = None
+                ) -> tuple[Tensor, Tensor | None, Tensor | None]:
+        """The clean estimate of every position and, with the bank head, its logits and m̂.
+
+        Returns:
+            (b, n, D) estimates (0 on padding), (b, n, K + 1) logits or None, (b, n, D) "other"
+            estimates or None.
+        """
+        h = self.hidden(z, sigma, known, valid, cond)
+        if isinstance(self.head, BankHead):
+            self.head.require_bank()
+            logits, other = self.head.logits(h, z, sigma[:, None].expand(z.shape[:2]))
+            est = self.head.estimate(logits, other)
+            return est.masked_fill(~valid[..., None], 0.0), logits, other
+        return self.head(h).masked_fill(~valid[..., None], 0.0), None, None
+
+    def forward(self, z: Tensor, sigma: Tensor, known: Tensor, valid: Tensor, cond: Tensor | None = None) -> Tensor:
         """The clean estimate of every position.
 
         Args:
@@ -109,74 +114,67 @@ class SequencePrior(nn.Module):
             known: (b, n) bool, positions given as context (clean).
             valid: (b, n) bool, real positions (padding is masked out of attention).
             cond: optional (b, n, D) previous clean estimate (self-conditioning).
-            generator: with a mixture, the estimate is one candidate drawn by its weight from this
-                generator; without one (None), the weighted mean of the candidates.
 
         Returns:
-            (b, n, D) clean estimates (on the sphere with ``sphere_out``; 0 on padding).
+            (b, n, D) clean estimates (0 on padding): on the sphere for ``head: mse``, the bank
+            distribution's mean (inside the ball where it is unsure) for ``head: bank``.
         """
-        means, logw = self.components(z, sigma, known, valid, cond)
-        if logw is None:
-            return means[:, :, 0]
-        if generator is None:
-            est = (logw.exp()[..., None].to(means.dtype) * means).sum(2)
-            est = to_sphere(est) if self.cfg.sphere_out else est
-            return est.masked_fill(~valid[..., None], 0.0)
-        u = torch.rand(logw.shape[:-1], device=z.device, generator=generator)[..., None]
-        pick = (logw.exp().cumsum(-1) < u).sum(-1, keepdim=True).clamp_max(logw.shape[-1] - 1)  # (b, n, 1)
-        return means.gather(2, pick[..., None].expand(-1, -1, 1, self.dim))[:, :, 0]
+        return self.predict(z, sigma, known, valid, cond)[0]
 
     # -- training ---------------------------------------------------------------------------------
-    def _known_spans(self, valid: Tensor, generator: torch.Generator | None) -> Tensor:
+    def _known(self, valid: Tensor, generator: torch.Generator | None) -> Tensor:
         """(b, n) bool, the positions given as context in training.
 
-        For a share ``infill`` of the rows, everything outside one random span of each row's real
-        positions is known; other rows have nothing known.
+        A share ``infill`` of the rows knows everything outside one random span of its real
+        positions; a share ``anchors`` of the rest knows each position with probability 1 − r,
+        r ~ Beta(2, 2) per row; the other rows know nothing.
         """
         b, n = valid.shape
         dev = valid.device
+        u = torch.rand(b, device=dev, generator=generator)
+        span_rows = u < self.cfg.infill
+        anchor_rows = (u >= self.cfg.infill) & (u < self.cfg.infill + self.cfg.anchors)
         lengths = valid.sum(1)  # (b,)
-        rows = torch.rand(b, device=dev, generator=generator) < self.cfg.infill
         span = 1 + (torch.rand(b, device=dev, generator=generator) * lengths.clamp_min(1)).long()
         start = (torch.rand(b, device=dev, generator=generator) * (lengths - span + 1).clamp_min(1)).long()
         pos = torch.arange(n, device=dev)[None]
         gap = (pos >= start[:, None]) & (pos < (start + span)[:, None])
-        if self.cfg.scatter > 0:
-            # scattered rows: every position is unknown with the row's own rate, so one row holds
-            # many short gaps between clean neighbours (the one-word infill's situation)
-            scattered = torch.rand(b, device=dev, generator=generator) < self.cfg.scatter
-            rate = SCATTER_RATE[0] + (SCATTER_RATE[1] - SCATTER_RATE[0]) * torch.rand(b, 1, device=dev, generator=generator)
-            holes = torch.rand(b, n, device=dev, generator=generator) < rate
-            gap = torch.where(scattered[:, None], holes, gap)
-        return rows[:, None] & valid & ~gap
+        # r ~ Beta(2, 2) as the median of three uniforms
+        r = torch.rand(b, 3, device=dev, generator=generator).median(-1).values
+        holes = torch.rand(b, n, device=dev, generator=generator) < r[:, None]
+        known = (span_rows[:, None] & ~gap) | (anchor_rows[:, None] & ~holes)
+        return known & valid
+
+    def draw_sigma(self, b: int, device: torch.device, generator: torch.Generator | None) -> Tensor:
+        """(b,) training noise shares: the shifted cosine schedule, or the Gumbel band on logit(σ)."""
+        u = torch.rand(b, device=device, generator=generator)
+        if self.cfg.noise == "cosine":
+            return schedule.sigma_at(u, self.cfg.shift)
+        g = self.cfg.band_loc - self.cfg.band_scale * torch.log(-torch.log(u.clamp(1e-6, 1 - 1e-6)))
+        return torch.sigmoid(g).clamp(1e-4, SIGMA_TOP)
 
     def training_inputs(self, z0: Tensor, valid: Tensor, generator: torch.Generator | None = None
                         ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor | None]:
         """One training draw for a batch of clean latent sequences: what :meth:`loss` scores.
 
-        The remembered rows are added (``memory``), long rows cropped, a noise level drawn per row,
-        the known positions chosen (``infill``, ``scatter``), the rest noised, and with probability
-        ``self_cond`` a first estimate made without gradient.
+        Long rows are cropped, a noise level drawn per row, the known positions chosen, the rest
+        noised, and with probability ``self_cond`` a first estimate made without gradient.
 
         Returns:
-            (z0, valid, zt, sigma, known, cond): the clean rows and their real positions after
-            memory and crop, the network's input, (b,) noise shares, (b, n) known positions and
-            the self-conditioning estimate (or None).
+            (z0, valid, zt, sigma, known, cond): the clean rows and their real positions after the
+            crop, the network's input, (b,) noise shares, (b, n) known positions and the
+            self-conditioning estimate (or None).
         """
-        z0, valid = self._with_memory(z0.detach(), valid)
-        z0, valid = self._crop(z0, valid, generator)
+        z0, valid = self._crop(z0.detach(), valid, generator)
         b = z0.shape[0]
-        sigma = schedule.sigma_at(torch.rand(b, device=z0.device, generator=generator), self.cfg.shift)
+        sigma = self.draw_sigma(b, z0.device, generator)
         eps = torch.randn(z0.shape, device=z0.device, dtype=z0.dtype, generator=generator)
-        known = self._known_spans(valid, generator)
+        known = self._known(valid, generator)
         zt = torch.where(known[..., None], z0, schedule.add_noise(z0, sigma, eps))
         cond = None
         if self.cfg.self_cond > 0 and float(torch.rand((), generator=generator)) < self.cfg.self_cond:
-            draw = None
-            if self.mix is not None:
-                draw = generator if generator is not None else torch.Generator(device=z0.device).manual_seed(0)
             with torch.no_grad():
-                cond = self(zt, sigma, known, valid, generator=draw)
+                cond = self(zt, sigma, known, valid)
         return z0, valid, zt, sigma, known, cond
 
     def loss(self, z0: Tensor, valid: Tensor, generator: torch.Generator | None = None) -> tuple[Tensor, dict[str, float]]:
@@ -185,64 +183,32 @@ class SequencePrior(nn.Module):
         Args:
             z0: (b, n, D) clean latents (detached by the caller).
             valid: (b, n) bool.
-            generator: source of the noise, the crops and the known spans.
+            generator: source of the noise, the crops and the known positions.
 
         Returns:
-            the mean squared error per dimension over the noised real positions (with a mixture:
-            the candidates' responsibility-weighted error plus the weights' cross-entropy), and
-            statistics.
+            ``head: mse``: the mean squared error per dimension over the noised real positions;
+            ``head: bank``: the cross-entropy of their classes plus the squared error of m̂ on the
+            out-of-bank ones; and statistics.
         """
         z0, valid, zt, sigma, known, cond = self.training_inputs(z0, valid, generator)
-        means, logw = self.components(zt, sigma, known, valid, cond)
-        w = (valid & ~known).to(z0.dtype)
-        err = (means - z0[:, :, None]).pow(2).mean(-1)  # (b, n, K)
-        stats: dict[str, float] = {"prior_positions": float(w.sum())}
-        if logw is None:
-            per = err[:, :, 0]
-        else:
-            per, weight_ce, used = self._mixture_terms(err, logw)
-            per = per + MIX_WEIGHT_LOSS * weight_ce
-            stats["prior_mixture_used"] = used
-        loss = (per * w).sum() / w.sum().clamp_min(1.0)
-        return loss, stats
-
-    def _mixture_terms(self, err: Tensor, logw: Tensor) -> tuple[Tensor, Tensor, float]:
-        """Per-position losses of the mixture: responsibility-weighted error and weight cross-entropy.
-
-        Each candidate's responsibility for the clean latent is softmax(log w − err / τ), detached,
-        with a floor of ``MIX_FLOOR / K`` so that no candidate stops learning; the candidates move
-        toward the latents they are responsible for, and the weights learn to predict the
-        responsibilities.
-
-        Returns:
-            (b, n) weighted errors, (b, n) cross-entropies, and the share of candidates that are
-            some position's most responsible one (a collapse shows as a share near 1/K).
-        """
-        k = err.shape[-1]
-        with torch.no_grad():
-            resp = torch.softmax(logw - err.float() / self.cfg.mixture_temp, dim=-1)
-            resp = (1 - MIX_FLOOR) * resp + MIX_FLOOR / k
-            used = float(torch.zeros(k).index_fill_(0, resp.argmax(-1).flatten().unique().cpu(), 1.0).mean())
-        return (resp.to(err.dtype) * err).sum(-1), -(resp * logw).sum(-1).to(err.dtype), used
-
-    def _with_memory(self, z0: Tensor, valid: Tensor) -> tuple[Tensor, Tensor]:
-        """The batch's rows and the rows of the last ``memory`` batches, padded to one length.
-
-        The remembered latents are a few optimizer steps old; the encoder moves little in that
-        time, and the prior sees ``memory + 1`` times the rows for the cost of its own passes only.
-        The memory is not saved in checkpoints: a resumed run starts with it empty.
-        """
-        if self.cfg.memory == 0 or not self.training:
-            return z0, valid
-        past = self._memory
-        self._memory = ([(z0, valid)] + past)[: self.cfg.memory]
-        if not past:
-            return z0, valid
-        rows = [(z0, valid)] + past
-        n = max(v.shape[1] for _, v in rows)
-        zs = [F.pad(z, (0, 0, 0, n - z.shape[1])) for z, _ in rows]
-        vs = [F.pad(v, (0, n - v.shape[1])) for _, v in rows]
-        return torch.cat(zs), torch.cat(vs)
+        target = valid & ~known
+        stats: dict[str, float] = {"prior_positions": float(target.sum())}
+        h = self.hidden(zt, sigma, known, valid, cond)
+        if isinstance(self.head, BankHead):
+            self.head.require_bank()
+            sig = sigma[:, None].expand(target.shape)[target]
+            logits, other = self.head.logits(h[target], zt[target], sig)  # (t, K + 1), (t, D)
+            cls = self.head.classes(z0[target])
+            ce = F.cross_entropy(logits.float(), cls)
+            out_of_bank = cls == self.head.size
+            err = (other - z0[target]).pow(2).mean(-1)
+            mse = (err * out_of_bank).sum() / out_of_bank.sum().clamp_min(1)
+            stats["prior_other_share"] = float(out_of_bank.float().mean()) if len(cls) else 0.0
+            stats["prior_top1"] = float((logits.argmax(-1) == cls).float().mean()) if len(cls) else 0.0
+            return ce + mse.to(ce.dtype), stats
+        err = (self.head(h) - z0).pow(2).mean(-1)  # (b, n)
+        w = target.to(err.dtype)
+        return (err * w).sum() / w.sum().clamp_min(1.0), stats
 
     def _crop(self, z0: Tensor, valid: Tensor, generator: torch.Generator | None) -> tuple[Tensor, Tensor]:
         """Rows longer than ``max_len`` are cut to a random window of ``max_len`` positions."""
@@ -260,9 +226,13 @@ class SequencePrior(nn.Module):
     @torch.no_grad()
     def sample(self, b: int, n: int, *, steps: int, eta: float = 0.0, generator: torch.Generator | None = None,
                known_z: Tensor | None = None, known: Tensor | None = None, valid: Tensor | None = None,
-               device: torch.device | str = "cpu", on_step: Callable[[int, Tensor], None] | None = None,
-               guidance: float = 1.0, project_below: float = 0.0, mean_below: float = 0.0) -> Tensor:
+               device: torch.device | str = "cpu", on_step: Callable[[int, Tensor], None] | None = None) -> Tensor:
         """Draw latent sequences, optionally with some positions given.
+
+        Each step takes the clean estimate (with the bank head: the mean of its distribution, so
+        the sampler stays a diffusion over the latents) and moves the unknown positions to the
+        next noise level; with the bank head the last step commits every position to its most
+        probable class (a bank entry, or the "other" estimate).
 
         Args:
             b: rows.
@@ -276,16 +246,6 @@ class SequencePrior(nn.Module):
             device: where the latents are drawn.
             on_step: called as ``on_step(i, estimate)`` after every step with the clean estimate
                 (b, n, D), known positions filled in.
-            guidance: context guidance where positions are known: the estimate is
-                ``u + guidance · (c − u)``, c with the known positions given, u with nothing given
-                (every position as the trajectory has it). 1 is the plain conditional estimate;
-                > 1 pushes the unknown positions toward what the context implies beyond the
-                prior's marginal. Rows without known positions are unaffected.
-            project_below: for a prior trained with ``sphere_out: false``, estimates at steps whose
-                σ is at most this are put on the sphere (0: only the last one; 1: every one, as
-                ``sphere_out: true`` does).
-            mean_below: for a mixture prior, at steps whose σ is at most this the estimate is the
-                weighted mean of the candidates instead of a draw (0: a draw at every step).
 
         Returns:
             (b, n, D) latents on the sphere; known positions are exactly ``known_z``.
@@ -299,76 +259,94 @@ class SequencePrior(nn.Module):
         z = torch.randn(shape, device=device, generator=generator)
         sig = schedule.sampler_sigmas(steps, self.cfg.shift)
         cond = None
-        cond_u = None
-        guided = guidance != 1.0 and bool(known.any())
-        if guided and self.mix is not None:
-            raise ValueError("context guidance needs a single-estimate prior (mixture: 0); this prior has "
-                             f"mixture {self.cfg.mixture}")
-        draw = generator if self.mix is not None else None
-        if self.mix is not None and draw is None:
-            draw = torch.Generator(device=device).manual_seed(0)
-        nothing = torch.zeros_like(known)
         z_hat = z
+        logits = other = None
         for i, (s, s_next) in enumerate(zip(sig[:-1], sig[1:], strict=True)):
             inp = torch.where(known[..., None], base, z)
             sigma = torch.full((b,), s, device=device)
-            z_hat = self(inp, sigma, known, valid, cond, generator=draw if s > mean_below else None)
+            z_hat, logits, other = self.predict(inp, sigma, known, valid, cond)
             cond = z_hat
-            if guided:
-                z_u = self(z, sigma, nothing, valid, cond_u)
-                cond_u = z_u
-                mix = z_u + guidance * (z_hat - z_u)
-                if self.cfg.sphere_out:
-                    mix = to_sphere(mix)
-                z_hat = torch.where(known.any(1)[:, None, None], mix, z_hat)
-            if not self.cfg.sphere_out and s <= project_below:
-                z_hat = to_sphere(z_hat)
             if on_step is not None:
                 on_step(i, torch.where(known[..., None], base, z_hat))
             z = schedule.step(z, z_hat, s, s_next, eta=eta, generator=generator)
-        return torch.where(known[..., None], base, to_sphere(z_hat))
+        final = z_hat
+        if isinstance(self.head, BankHead) and logits is not None and other is not None:
+            final, _ = self.head.commit(logits, other)
+        return torch.where(known[..., None], base, to_sphere(final))
+
+    # -- held-out likelihood ----------------------------------------------------------------------
+    @torch.no_grad()
+    def position_log_probs(self, z0: Tensor, valid: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
+        """Log p(class | every other position clean) at one position of each row (bank head).
+
+        The target position is pure noise (σ → 1, so its own latent adds nothing) and unknown;
+        every other real position is known and clean.
+
+        Args:
+            z0: (b, n, D) clean latent rows.
+            valid: (b, n) bool real positions.
+            target: (b,) long, the position of each row to predict.
+
+        Returns:
+            (b, K + 1) log-probabilities and (b,) the true classes (``K`` is "other").
+
+        Raises:
+            ValueError: the prior has no bank head.
+        """
+        if not isinstance(self.head, BankHead):
+            raise ValueError("the conditional likelihood needs the bank head (prior.head: bank)")
+        b = z0.shape[0]
+        rows = torch.arange(b, device=z0.device)
+        known = valid.clone()
+        known[rows, target] = False
+        z = z0.clone()
+        z[rows, target] = 0.0  # at σ → 1 the noised latent is (almost) pure noise: its mean, 0
+        sigma = torch.full((b,), SIGMA_TOP, device=z0.device)
+        _, logits, _ = self.predict(z, sigma, known, valid)
+        assert logits is not None
+        return torch.log_softmax(logits[rows, target].float(), dim=-1), self.head.classes(z0[rows, target])
 
 
 @register("prior", "sequence")
 class SequencePriorConfig(ComponentConfig):
-    """Diffusion prior over a level's latent sequence (x0 prediction, shifted cosine schedule)."""
+    """Diffusion prior over a level's latent sequence (a vocabulary head or an MSE head)."""
 
     name: Literal["sequence"] = "sequence"
+    head: Literal["bank", "mse"] = Field("mse", description="bank: a distribution over the level's K most "
+                                         "frequent segments and an open 'other' class (cross-entropy); mse: one "
+                                         "clean latent (squared error)")
+    bank_size: int = Field(8192, ge=2, le=65536, description="bank head: K, the segments in the vocabulary")
+    bank_every: int = Field(200, ge=0, le=1_000_000, description="bank head: rebuild the bank from the current "
+                            "encoder every this many steps while the prior trains (0: only when it starts)")
+    bank_texts: int = Field(2000, ge=16, le=1_000_000, description="bank head: training chunks whose segments "
+                            "are counted to choose the bank")
     d_model: int = Field(256, ge=8, description="width of the prior's encoder")
     layers: int = Field(4, ge=1)
     heads: int = Field(4, ge=1)
     ffn_mult: int = Field(4, ge=1)
     max_len: int = Field(128, ge=2, description="longest sequence it reads; longer training rows are cut "
                          "to a random window of this many positions")
-    shift: float = Field(3.0, ge=1.0, le=64.0, description="log-SNR shift of the cosine schedule (training "
-                         "draws and sampler steps): > 1 puts them nearer σ = 1, where a latent of many "
-                         "dimensions is decided")
+    shift: float = Field(3.0, ge=1.0, le=64.0, description="log-SNR shift of the cosine schedule (sampler steps, "
+                         "and training draws with noise: cosine): > 1 puts them nearer σ = 1")
+    noise: Literal["cosine", "band"] = Field("cosine", description="training noise: cosine (the shifted "
+                                             "schedule) or band (logit σ ~ Gumbel(band_loc, band_scale))")
+    band_loc: float = Field(3.3, ge=-10, le=15, description="noise: band: location of logit(σ)")
+    band_scale: float = Field(0.85, gt=0, le=10, description="noise: band: scale of logit(σ)")
     self_cond: float = Field(0.5, ge=0, le=1, description="probability of a self-conditioned training pass")
     lr_start: int = Field(0, ge=0, description="step at which the prior's parameters start their own warm-up "
                           "and cosine decay (lr 0 before); set it to where its loss ramps in")
     lr_scale: float = Field(0.25, gt=0, description="multiplies train.lr for the prior's parameters")
     infill: float = Field(0.3, ge=0, le=1, description="share of training rows that keep everything outside "
                           "one random span clean (learns p(gap | context))")
-    sphere_out: bool = Field(True, description="put every clean estimate on the sphere; off, the estimate is the "
-                             "unconstrained posterior-mean prediction (inside the ball where it is unsure) and only "
-                             "the sample's last estimate is put on the sphere")
-    memory: int = Field(0, ge=0, le=64, description="the prior also trains on the latent rows of this many "
-                        "previous batches (a few steps old): more rows per step for the cost of its own passes")
-    scatter: float = Field(0.0, ge=0, le=1, description="share of the infill rows whose unknown positions are "
-                           "scattered (each unknown with a per-row probability in [0.05, 0.5]) instead of one span")
-
-    mixture: int = Field(0, ge=0, le=256, description="0: one clean estimate per position (mean squared error, "
-                         "the posterior mean); K >= 2: K candidate estimates with weights, trained as a "
-                         "mixture, and the sampler draws one candidate per position at every step")
-    mixture_temp: float = Field(0.05, gt=0, le=10, description="mixture: temperature τ of the responsibilities "
-                                "softmax(log w − mean squared error / τ); smaller is closer to winner-takes-all")
+    anchors: float = Field(0.0, ge=0, le=1, description="share of training rows that keep a random share "
+                           "(Beta(2, 2)) of their positions clean as anchors")
 
     @model_validator(mode="after")
-    def _heads(self) -> SequencePriorConfig:
+    def _check(self) -> SequencePriorConfig:
         if self.d_model % self.heads:
             raise ValueError(f"d_model ({self.d_model}) must be divisible by heads ({self.heads})")
-        if self.mixture == 1:
-            raise ValueError("mixture must be 0 (a single estimate) or at least 2 candidates")
+        if self.infill + self.anchors > 1:
+            raise ValueError(f"infill ({self.infill}) + anchors ({self.anchors}) is a share of the rows: at most 1")
         return self
 
     def build(self, ctx: LevelContext) -> SequencePrior:

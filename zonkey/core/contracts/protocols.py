@@ -247,7 +247,22 @@ class Stitcher(Protocol):
 
 
 class PriorSettings(Protocol):
-    """What the level code reads of a prior's configuration."""
+    """What the level code and the trainer read of a prior's configuration."""
+
+    @property
+    def bank_every(self) -> int:
+        """Steps between rebuilds of the bank (0: built once, when the prior starts)."""
+        ...
+
+    @property
+    def bank_texts(self) -> int:
+        """Training chunks whose segments are counted to choose the bank."""
+        ...
+
+    @property
+    def lr_start(self) -> int:
+        """The step at which the prior starts training."""
+        ...
 
     @property
     def max_len(self) -> int:
@@ -299,15 +314,42 @@ class Prior(Protocol):
 
     def sample(self, b: int, n: int, *, steps: int, eta: float = 0.0, generator: torch.Generator | None = None,
                known_z: Tensor | None = None, known: Tensor | None = None, valid: Tensor | None = None,
-               device: torch.device | str = "cpu", on_step: Callable[[int, Tensor], None] | None = None,
-               guidance: float = 1.0, project_below: float = 0.0, mean_below: float = 0.0) -> Tensor:
-        """Draw (b, n, D) latent sequences; ``known`` positions are given as ``known_z``.
+               device: torch.device | str = "cpu", on_step: Callable[[int, Tensor], None] | None = None) -> Tensor:
+        """Draw (b, n, D) latent sequences; ``known`` positions are given as ``known_z``."""
+        ...
 
-        ``guidance`` scales the context's pull on the unknown positions (1: none beyond the
-        conditional estimate); ``project_below`` is the σ at or under which an unconstrained
-        estimate is put on the sphere; ``mean_below`` the σ at or under which a mixture prior
-        follows the weighted mean of its candidates instead of a draw.
+    @property
+    def bank(self) -> PriorBank | None:
+        """The prior's vocabulary head, which the trainer fills from the encoder, or None."""
+        ...
+
+    def position_log_probs(self, z0: Tensor, valid: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
+        """(b, K + 1) log p(class) at position ``target`` (b,) of each row given every other one clean,
+        and (b,) the true classes (a vocabulary head only; ValueError otherwise).
         """
+        ...
+
+
+@runtime_checkable
+class PriorBank(Protocol):
+    """A prior's head over the level's emergent vocabulary (:mod:`zonkey.core.model.bank`)."""
+
+    @property
+    def size(self) -> int:
+        """K, the entries the head predicts besides "other"."""
+        ...
+
+    @property
+    def ready(self) -> bool:
+        """Whether a bank was set."""
+        ...
+
+    def classes(self, z0: Tensor) -> Tensor:
+        """The class of each clean latent (..., D) -> (...): its bank entry, or K ("other")."""
+        ...
+
+    def set_bank(self, latents: Tensor, log_freq: Tensor, other_log_freq: float) -> None:
+        """Put the (k, D) latents of the k most frequent segments, and their log-frequencies, in place."""
         ...
 
 

@@ -42,6 +42,8 @@ class EvalSettings(BaseModel):
     infill_items: tuple[tuple[str, str, str], ...] | None = Field(
         default=None, description="the user's own (prefix, suffix, answer) infill items, scored as well")
     steps_table: bool = Field(default=False, description="also score the samples at T = 5, 10, 30 and 100")
+    prior_positions: int = Field(default=2000, ge=0, le=MAX_COUNT, description="held-out positions at which a "
+                                 "vocabulary-headed prior's conditional likelihood is scored (0: none)")
     throughput: int = Field(default=0, ge=0, le=MAX_COUNT,
                             description="with samples or the steps table: time one call of this many samples")
     candidates: int = Field(default=2000, ge=1, le=MAX_COUNT,
@@ -114,6 +116,13 @@ def evaluate_model(model: Any, run: str | Path, settings: EvalSettings,
                                        throughput_n=s.throughput if s.samples or s.steps_table else 0,
                                        infill_items=s.infill_items, cache_dir=run_directory(run),
                                        judge_order=s.judge_order, progress=progress))
+    if s.prior_positions:
+        from zonkey.core.evaluate.prior import prior_likelihood
+
+        found = prior_likelihood(model, train_docs, corpus.documents("heldout"), positions=s.prior_positions,
+                                 seed=s.seed)
+        if found is not None:
+            res["prior"] = found
     if info is not None:
         res["noise"] = info
     res["checkpoint"] = str(run)

@@ -141,24 +141,33 @@ class WordTrigram:
         return {"bits_per_word": written / n, "shuffled_bits_per_word": shuffled / n,
                 "order_gain": (shuffled - written) / n, "unigram_bits_per_word": unigram / n, "words": n}
 
+    def gap_scores(self, left: Sequence[str], right: Sequence[str], candidates: np.ndarray) -> np.ndarray:
+        """log2 scores of candidate ids for one gap: the trigrams (t u w), (u w x), (w x y) summed.
+
+        ``left`` holds the tokens before the gap (its last two count; boundary symbols where it has
+        fewer), ``right`` those after it (its first two; terms past its end are left out).
+        """
+        lt = [self.ids.get(tok, UNKNOWN) for tok in left][-2:]
+        lt = [BOUNDARY] * (2 - len(lt)) + lt
+        rt = [self.ids.get(tok, UNKNOWN) for tok in right][:2]
+        w = candidates.astype(np.int64)
+        ones = np.ones_like(w)
+        score = self.log2p(lt[0] * ones, lt[1] * ones, w)
+        if len(rt) >= 1:
+            score = score + self.log2p(lt[1] * ones, w, rt[0] * ones)
+        if len(rt) >= 2:
+            score = score + self.log2p(w, rt[0] * ones, rt[1] * ones)
+        return score
+
     def fill(self, prefix: str, suffix: str, k: int = 5, candidates: int = INFILL_CANDIDATES) -> list[str]:
         """The ``k`` best single tokens for the gap between ``prefix`` and ``suffix``.
 
-        Scored by the trigrams that span the gap: (t u w), (u w x) and (w x y), where ``t u`` are
-        the prefix's last two tokens (boundary symbols where it has fewer) and ``x y`` the suffix's
-        first two (terms past the suffix's end are left out).
+        Scored by the trigrams that span the gap (:meth:`gap_scores`) over the ``candidates`` most
+        frequent training tokens.
         """
-        left = self.encode(prefix)[-2:]
-        left = np.concatenate([[BOUNDARY] * (2 - len(left)), left]).astype(np.int64)
-        right = self.encode(suffix)[:2]
         w = np.arange(2, min(self.size, 2 + candidates), dtype=np.int64)
         if not len(w):
             return []
-        ones = np.ones_like(w)
-        score = self.log2p(left[0] * ones, left[1] * ones, w)
-        if len(right) >= 1:
-            score = score + self.log2p(left[1] * ones, w, right[0] * ones)
-        if len(right) >= 2:
-            score = score + self.log2p(w, right[0] * ones, right[1] * ones)
+        score = self.gap_scores(prefix.split(), suffix.split(), w)
         best = np.argsort(-score, kind="stable")[:k]
         return [self.words[int(w[i])] for i in best]

@@ -81,8 +81,7 @@ def sample_with_prior(model: ZonkeyModel, n: int, *, level: int, steps: int, len
             progress(i + 1, steps)
 
     cfg = model.recipe.sample
-    z = prior.sample(n, length, steps=steps, eta=eta, generator=generator, device=device, on_step=on_step,
-                     project_below=cfg.project_below, mean_below=cfg.mean_below)
+    z = prior.sample(n, length, steps=steps, eta=eta, generator=generator, device=device, on_step=on_step)
     pieces = descend(model, level + 1, z, valid, steps=cfg.level_steps, sigma=cfg.level_sigma, epsilon=epsilon,
                      generator=generator)
     return SampleResult(texts=[p.decode("utf-8", errors="replace") for p in pieces],
@@ -142,8 +141,7 @@ def infill_with_prior(model: ZonkeyModel, pairs: Sequence[tuple[str, str]], *, l
         gap_mask[r, p:p + g] = True
     cfg = model.recipe.sample
     z = prior.sample(len(rows), n, steps=steps, eta=eta, generator=generator, known_z=known_z, known=known,
-                     valid=valid, device=device, guidance=cfg.guidance, project_below=cfg.project_below,
-                     mean_below=cfg.mean_below)
+                     valid=valid, device=device)
     scores = _agreement(prior, z, known, valid, generator)  # (R,)
     gap_z = torch.zeros(len(rows), max(gaps), dim, device=device)
     gap_valid = torch.zeros(len(rows), max(gaps), dtype=torch.bool, device=device)

@@ -86,7 +86,10 @@ def upgrade(data: dict[str, Any], source: str) -> dict[str, Any]:
         step = MIGRATIONS.get(v)
         if step is None:
             raise RecipeError(f"{source}: schema_version: no migration from {v} to {v + 1}")
-        data = step(data)
+        try:
+            data = step(data)
+        except ValueError as exc:
+            raise RecipeError(f"{source}: {exc}") from None
         data["schema_version"] = v + 1
         logger.info("%s: read recipe of schema_version %d as %d", source, v, v + 1)
     return data

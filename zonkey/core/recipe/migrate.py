@@ -17,8 +17,11 @@ schema_version 1 (per level)        schema_version 2
 ``levels.L.split_grad_from_above``  ``levels.L.grad_from_above.split``
 ==================================  =========================================
 
-Schema 3 (from 2) removed ``sample.use_ema``, which no code read: the commands that load a model
-choose its weights (``--ema/--no-ema``, :func:`zonkey.api.load`'s ``use_ema``).
+Schema 3 (from 2) removed ``sample.use_ema``, which no code read (the commands that load a model
+choose its weights: ``--ema/--no-ema``, :func:`zonkey.api.load`'s ``use_ema``), and the sequence
+prior's options that measurements rejected (``mixture``, ``mixture_temp``, ``sphere_out``,
+``memory``, ``scatter``; ``sample.guidance``, ``sample.project_below``, ``sample.mean_below``).
+A run that used one of them at a value other than "off" cannot be loaded any more.
 """
 
 from __future__ import annotations
@@ -84,23 +87,49 @@ def _move_level_keys(level: dict[str, Any], index: int) -> dict[str, Any]:
 #: schema 2 keys that schema 3 removed (read by no code): dotted path -> what to use instead
 REMOVED_V3: dict[str, str] = {
     "sample.use_ema": "the weights are chosen where a model is loaded (--ema/--no-ema, zonkey.load(use_ema=...))",
+    "sample.guidance": "context guidance of the MSE prior, measured and not adopted (prior.head: bank replaces it)",
+    "sample.project_below": "estimates off the sphere were measured and not adopted (prior.head: bank replaces them)",
+    "sample.mean_below": "the mixture head was measured and not adopted (prior.head: bank replaces it)",
+}
+#: sequence-prior options schema 3 removed, with the value that means "off" (a run that used
+#: another value cannot be represented any more and is refused with this reason)
+REMOVED_PRIOR_V3: dict[str, tuple[object, str]] = {
+    "mixture": (0, "the mixture head was measured and not adopted (prior.head: bank replaces it)"),
+    "mixture_temp": (None, "the mixture head was measured and not adopted (prior.head: bank replaces it)"),
+    "sphere_out": (True, "estimates off the sphere were measured and not adopted (prior.head: bank replaces them)"),
+    "memory": (0, "rows of earlier batches were measured and not adopted (and broke exact resume)"),
+    "scatter": (0.0, "scattered gaps were measured and not adopted (prior.anchors replaces them)"),
 }
 
 
 def v2_to_v3(data: dict[str, Any]) -> dict[str, Any]:
-    """Schema 2 -> 3: drop the keys no code read (:data:`REMOVED_V3`).
+    """Schema 2 -> 3: drop the keys no code reads any more (:data:`REMOVED_V3`, :data:`REMOVED_PRIOR_V3`).
 
     Args:
         data: a schema-2 recipe mapping (not changed).
 
     Returns:
         the schema-3 mapping.
+
+    Raises:
+        ValueError: a sequence prior that used a removed option (say, ``mixture: 16``): its weights
+            have no place in schema 3.
     """
     out = copy.deepcopy(data)
     for path in REMOVED_V3:
         section, key = path.split(".")
         if isinstance(out.get(section), dict):
             out[section].pop(key, None)
+    levels = out.get("model", {}).get("levels", []) if isinstance(out.get("model"), dict) else []
+    for i, level in enumerate(levels if isinstance(levels, list) else []):
+        prior = level.get("prior") if isinstance(level, dict) else None
+        if not isinstance(prior, dict):
+            continue
+        for key, (off, why) in REMOVED_PRIOR_V3.items():
+            if key in prior:
+                value = prior.pop(key)
+                if off is not None and value != off:
+                    raise ValueError(f"model.levels.{i}.prior.{key} is {value!r}, which schema 3 removed: {why}")
     out["schema_version"] = 3
     return out
 
@@ -120,8 +149,12 @@ def moved_hint(path: list[str], value: Any = None) -> str | None:
     """
     if ".".join(path) in REMOVED_V3:
         return f"schema_version 3 removed it: {REMOVED_V3['.'.join(path)]}"
+    if len(path) == 5 and path[:2] == ["model", "levels"] and path[3] == "prior" and path[4] in REMOVED_PRIOR_V3:
+        return f"schema_version 3 removed it: {REMOVED_PRIOR_V3[path[4]][1]}"
     if ".".join(path) in REMOVED_V3:
         return f"schema_version 3 removed it: {REMOVED_V3['.'.join(path)]}"
+    if len(path) == 5 and path[:2] == ["model", "levels"] and path[3] == "prior" and path[4] in REMOVED_PRIOR_V3:
+        return f"schema_version 3 removed it: {REMOVED_PRIOR_V3[path[4]][1]}"
     if len(path) != 4 or path[:2] != ["model", "levels"]:
         return None
     i, key = path[2], path[3]

@@ -155,9 +155,3 @@ class SampleConfig(Strict):
                         "prior (about one word each at level 0)")
     eta: float = Field(default=0.0, ge=0, le=1, description="sequence prior sampler: 0 deterministic steps, "
                        "1 ancestral (fresh noise each step)")
-    guidance: float = Field(default=1.0, ge=0, le=10, description="sequence prior infill: context guidance "
-                            "(estimate u + w·(c − u), c given the context, u given nothing); 1 is off")
-    project_below: float = Field(default=0.0, ge=0, le=1, description="sequence prior trained with sphere_out "
-                                 "false: estimates at σ ≤ this are put on the sphere (0: only the last)")
-    mean_below: float = Field(default=0.0, ge=0, le=1, description="sequence prior with a mixture: at steps with "
-                              "σ ≤ this the estimate is the candidates' weighted mean, not a draw (0: always a draw)")

@@ -98,7 +98,8 @@ class EMA:
     is min(decay, (1 + n) / (10 + n)) with n the steps it has had a gradient so far. A level that a
     curriculum (or its ``schedule.lr_start``) brings in at step 600 would otherwise keep 0.999^600 ≈ 55% of
     its random initial weights in the average after 600 steps of training. Buffers follow the
-    global step.
+    global step, except those a module names in its ``ema_copy`` attribute (state that is set,
+    not learned, such as a prior's bank of latents): the average holds them as they are.
     """
 
     def __init__(self, model: nn.Module, decay: float) -> None:
@@ -106,6 +107,8 @@ class EMA:
         # an integer buffer is a table, not a weight: kept in its own dtype (float32 rounds above 2^24)
         self.shadow = {k: _shadow_copy(v) for k, v in model.state_dict().items()}
         self.counts: dict[str, int] = {k: 0 for k, _ in model.named_parameters()}
+        self.copied = {f"{name}.{b}" if name else b for name, mod in model.named_modules()
+                       for b in getattr(mod, "ema_copy", ())}
 
     @torch.no_grad()
     def update(self, model: nn.Module, step: int) -> None:
@@ -117,7 +120,7 @@ class EMA:
         params = dict(model.named_parameters())
         groups: dict[float, tuple[list[torch.Tensor], list[torch.Tensor]]] = {}
         for k, v in model.state_dict().items():
-            if not v.dtype.is_floating_point:
+            if not v.dtype.is_floating_point or k in self.copied:
                 self.shadow[k].copy_(v)
                 continue
             p = params.get(k)

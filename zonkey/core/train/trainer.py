@@ -28,6 +28,7 @@ from zonkey.core.model.network import ZonkeyModel, build_model
 from zonkey.core.nn.losses import byte_balance_weights
 from zonkey.core.recipe import BALANCE_CAP, Recipe, recipe_to_dict
 from zonkey.core.train import distributed
+from zonkey.core.train.banks import refresh_banks
 from zonkey.core.train.fit_text import fit_to_training_text
 from zonkey.core.train.optim import EMA, adamw, lr_at, param_groups
 from zonkey.data import ByteBatches, byte_counts, load_corpus
@@ -203,6 +204,7 @@ class Trainer:
     def train_step(self) -> tuple[float | None, dict[str, float], int]:
         """One optimisation step. Returns (loss or None if skipped, logged values, bytes in batch)."""
         self.model.train()
+        refresh_banks(self.model, self.step, self.corpus.train, self.log)
         batch = self.batches.batch(self.step)
         global_bytes, weight = batch.num_bytes, 1.0
         if self.dist is not None:  # this rank's rows of the step's batch; the loss weighted by their share

@@ -1,0 +1,67 @@
+"""Keeping a vocabulary-headed prior's bank in step with the encoder while training.
+
+A sequence prior with ``head: bank`` predicts a distribution over level 0's most frequent
+segments (:mod:`zonkey.core.model.bank`). Its bank is built from the encoder when the prior starts
+training (``prior.lr_start``; first at step 0, from whatever the encoder is then, when the bank is
+still empty) and rebuilt every ``prior.bank_every`` steps after that, since the
+encoder's latents still move. A rebuild counts the segments of a fixed sample of training chunks
+(``prior.bank_texts``, the same chunks every time) and compresses the K most frequent; it draws no
+randomness, so runs still reproduce and resume exactly (the bank is saved with the model).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+
+from zonkey.core.model.bank import build_bank
+from zonkey.core.model.network import ZonkeyModel
+
+
+def bank_due(step: int, lr_start: int, every: int, filled: bool) -> bool:
+    """Whether a prior's bank is (re)built before training step ``step`` (0-based).
+
+    An empty bank is built at once (the prior may be asked for its loss before it trains); then
+    at ``lr_start`` and every ``every`` steps after it.
+    """
+    if not filled or step == lr_start:
+        return True
+    return every > 0 and step > lr_start and (step - lr_start) % every == 0
+
+
+def bank_texts(chunks: Sequence[bytes], n: int) -> list[str]:
+    """``n`` training chunks spread evenly over the split (the same ones every call), as text."""
+    if not chunks:
+        return []
+    stride = max(len(chunks) // n, 1)
+    return [c.decode("utf-8", errors="replace") for c in chunks[::stride][:n]]
+
+
+def refresh_banks(model: ZonkeyModel, step: int, chunks: Sequence[bytes], log: Callable[[str], None]) -> None:
+    """(Re)build the bank of every level-0 prior with a bank head that is due at ``step``.
+
+    Args:
+        model: the model being trained (its mode is restored afterwards).
+        step: the training step about to run.
+        chunks: the training split's chunks.
+        log: where a line about each rebuild goes.
+    """
+    for i, level in enumerate(model.levels):
+        prior = level.prior
+        head = prior.bank if prior is not None else None
+        if prior is None or head is None:
+            continue
+        if i != 0:
+            raise ValueError(f"model.levels.{i}.prior.head: bank is built from level 0's segments; use it on level 0")
+        cfg = prior.cfg
+        if not bank_due(step, cfg.lr_start, cfg.bank_every, head.ready):
+            continue
+        t0 = time.perf_counter()
+        was_training = model.training
+        try:
+            bank = build_bank(model, bank_texts(chunks, cfg.bank_texts), head.size)
+        finally:
+            model.train(was_training)
+        head.set_bank(bank.latents, bank.log_freq, bank.other_log_freq)
+        log(f"step {step}: level-{i} prior bank of {len(bank.strings)} segments (coverage {bank.coverage:.3f} of "
+            f"{bank.counted:,} counted), {time.perf_counter() - t0:.1f} s")
