@@ -324,8 +324,10 @@ class Prior(Protocol):
         ...
 
     def position_log_probs(self, z0: Tensor, valid: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
-        """(b, K + 1) log p(class) at position ``target`` (b,) of each row given every other one clean,
-        and (b,) the true classes (a vocabulary head only; ValueError otherwise).
+        """Log p(class) at position ``target`` of each row given every other one clean (vocabulary head).
+
+        Returns (b, K + 1) log-probabilities and (b,) the true classes; a prior without a
+        vocabulary head raises ValueError.
         """
         ...
 
