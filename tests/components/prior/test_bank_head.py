@@ -61,6 +61,11 @@ def test_step_zero_is_the_unigram_and_an_empty_bank_is_refused():
     z = torch.randn(1, 3, D)
     with pytest.raises(RuntimeError, match="bank is empty"):
         prior(z, torch.full((1,), 0.999), torch.zeros(1, 3, dtype=torch.bool), torch.ones(1, 3, dtype=torch.bool))
+    # before its bank exists the prior has nothing to learn: a zero loss that still reaches every parameter
+    loss, stats = prior.loss(z, torch.ones(1, 3, dtype=torch.bool))
+    assert float(loss) == 0.0 and stats["prior_positions"] == 0.0
+    loss.backward()
+    assert all(p.grad is not None and not p.grad.any() for p in prior.parameters())
     prior, bank = _filled()
     log_freq = torch.log(torch.tensor([0.5, 0.2, 0.1, 0.05, 0.05, 0.04, 0.03, 0.02]))
     prior.bank.set_bank(bank, log_freq, math.log(0.01))

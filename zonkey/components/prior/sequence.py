@@ -190,6 +190,9 @@ class SequencePrior(nn.Module):
             ``head: bank``: the cross-entropy of their classes plus the squared error of m̂ on the
             out-of-bank ones; and statistics.
         """
+        if isinstance(self.head, BankHead) and not self.head.ready:
+            # nothing to predict yet: the trainer builds the bank when the prior starts training
+            return sum((p.sum() * 0.0 for p in self.parameters()), z0.new_zeros(())), {"prior_positions": 0.0}
         z0, valid, zt, sigma, known, cond = self.training_inputs(z0, valid, generator)
         target = valid & ~known
         stats: dict[str, float] = {"prior_positions": float(target.sum())}

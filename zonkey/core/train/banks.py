@@ -2,8 +2,7 @@
 
 A sequence prior with ``head: bank`` predicts a distribution over level 0's most frequent
 segments (:mod:`zonkey.core.model.bank`). Its bank is built from the encoder when the prior starts
-training (``prior.lr_start``; first at step 0, from whatever the encoder is then, when the bank is
-still empty) and rebuilt every ``prior.bank_every`` steps after that, since the
+training (``prior.lr_start``) and rebuilt every ``prior.bank_every`` steps after that, since the
 encoder's latents still move. A rebuild counts the segments of a fixed sample of training chunks
 (``prior.bank_texts``, the same chunks every time) and compresses the K most frequent; it draws no
 randomness, so runs still reproduce and resume exactly (the bank is saved with the model).
@@ -21,12 +20,15 @@ from zonkey.core.model.network import ZonkeyModel
 def bank_due(step: int, lr_start: int, every: int, filled: bool) -> bool:
     """Whether a prior's bank is (re)built before training step ``step`` (0-based).
 
-    An empty bank is built at once (the prior may be asked for its loss before it trains); then
-    at ``lr_start`` and every ``every`` steps after it.
+    At ``lr_start`` (or at the first step after it with an empty bank, as in a run resumed from
+    before the bank existed), then every ``every`` steps after it. Before ``lr_start`` the prior does
+    not train and its loss is 0 while its bank is empty.
     """
+    if step < lr_start:
+        return False
     if not filled or step == lr_start:
         return True
-    return every > 0 and step > lr_start and (step - lr_start) % every == 0
+    return every > 0 and (step - lr_start) % every == 0
 
 
 def bank_texts(chunks: Sequence[bytes], n: int) -> list[str]:
