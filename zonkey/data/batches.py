@@ -184,7 +184,7 @@ class ByteBatches:
     """
 
     def __init__(self, chunks: Sequence[bytes], batch_bytes: int, *, seed: int = 0,
-                 doc_ids: Sequence[int] | None = None, pad_to_multiple: int = 1,
+                 doc_ids: Sequence[int] | npt.NDArray[np.int64] | None = None, pad_to_multiple: int = 1,
                  lengths: npt.ArrayLike | None = None) -> None:
         if batch_bytes < 1:
             raise DataError(f"batch_bytes must be >= 1, got {batch_bytes}")

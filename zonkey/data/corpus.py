@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import numpy.typing as npt
 
 from zonkey.data.batches import ByteBatches
 from zonkey.data.bytes import chunk_bytes, heldout_score
@@ -63,8 +64,8 @@ class Corpus:
 
     train: Sequence[bytes]
     heldout: Sequence[bytes]
-    train_doc: Sequence[int] = field(compare=False)
-    heldout_doc: Sequence[int] = field(compare=False)
+    train_doc: Sequence[int] | npt.NDArray[np.int64] = field(compare=False)
+    heldout_doc: Sequence[int] | npt.NDArray[np.int64] = field(compare=False)
     stats: CorpusStats
     config: Any = field(default=None, compare=False, repr=False)  # the DataConfig it was loaded with
 
@@ -110,7 +111,7 @@ class Corpus:
         lengths = chunks.lengths if isinstance(chunks, LazyChunks) else None
         return ByteBatches(chunks, budget, seed=seed, doc_ids=docs, pad_to_multiple=pad_to_multiple, lengths=lengths)
 
-    def _side(self, split: str) -> tuple[Sequence[bytes], Sequence[int]]:
+    def _side(self, split: str) -> tuple[Sequence[bytes], Sequence[int] | npt.NDArray[np.int64]]:
         if split == "train":
             return self.train, self.train_doc
         if split == "heldout":
