@@ -150,3 +150,20 @@ def test_push_errors_are_one_line(run_dir, tmp_path, monkeypatch):
     res = runner.invoke(app, ["push", str(run_dir), "org/micro"])
     assert res.exit_code == 1 and len(res.stderr.strip().splitlines()) == 1
     assert "org/micro: upload failed: 401 Client Error" in res.stderr
+
+
+def test_cli_commands_take_a_hub_address(run_dir, tmp_path, monkeypatch):
+    import huggingface_hub
+
+    hub.stage(run_dir, tmp_path / "out")
+    seen = []
+
+    def fake_snapshot_download(**kw):
+        seen.append((kw["repo_id"], kw["revision"]))
+        return str(tmp_path / "out")
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_snapshot_download)
+    res = runner.invoke(app, ["sample", "hf://org/micro@v1", "-n", "2", "--steps", "1", "--json"])
+    assert res.exit_code == 0, res.output
+    local = runner.invoke(app, ["sample", str(run_dir), "-n", "2", "--steps", "1", "--json"])
+    assert seen == [("org/micro", "v1")] and res.stdout == local.stdout
