@@ -21,11 +21,9 @@ from typing import TYPE_CHECKING, Any
 
 from zonkey.data.bytes import encode_text
 from zonkey.data.errors import DataError
-from zonkey.data.store import DocumentIndex, TextColumn, column_texts, index_documents
+from zonkey.data.store import ArrowColumn, DocumentIndex, TextColumn, dataset_column, index_documents, text_batches
 
 if TYPE_CHECKING:  # pragma: no cover
-    import datasets
-    import pyarrow as pa
 
     from zonkey.core.recipe import DataConfig
 
@@ -203,83 +201,7 @@ def _error_text(e: BaseException | None) -> str:
     return ": ".join(parts) or "unknown error"
 
 
-_BATCH_ROWS = 4096  # rows turned into Python strings at a time while indexing
-
-
-@dataclass
-class _Column:
-    """The text column of a loaded dataset: its memory-mapped pieces and the Arrow files behind them."""
-
-    pieces: list[pa.Array]
-    name: str
-    names: list[str]  # every column of the dataset
-    files: list[str]  # its Arrow cache files in row order (empty: the table is in memory)
-
-
-def _column(ds: datasets.Dataset, column: str, where: str) -> _Column:
-    if column not in ds.column_names:
-        raise DataError(f"{where}: no column {column!r} (columns: {', '.join(ds.column_names)}); "
-                        "set data.text_column")
-    files = [] if getattr(ds, "_indices", None) is not None else [f["filename"] for f in ds.cache_files]
-    pieces = _mapped_pieces(files, column) if files else list(ds.data.column(column).chunks)
-    return _Column(pieces, column, list(ds.column_names), files)
-
-
-def _mapped_pieces(files: Sequence[str], column: str) -> list[pa.Array]:
-    """``column`` of Arrow stream files, memory-mapped for random access.
-
-    Mapped here rather than through ``datasets`` so that the kernel is told the reads are random
-    (``MADV_RANDOM``: no read-ahead window is read from disk around each chunk a batch asks for).
-    """
-    import mmap
-
-    import pyarrow as pa
-
-    pieces: list[pa.Array] = []
-    for fname in files:
-        with open(fname, "rb") as f:
-            if os.fstat(f.fileno()).st_size == 0:
-                continue
-            mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
-        if hasattr(mapped, "madvise"):
-            mapped.madvise(mmap.MADV_RANDOM)
-        for batch in pa.ipc.open_stream(pa.py_buffer(mapped)):
-            pieces.append(batch.column(column))
-    return pieces
-
-
-def _record_batches(col: _Column) -> Iterator[pa.Array]:
-    """The column's values in row order, one record batch at a time.
-
-    From the Arrow files, read with ordinary reads rather than through the memory map: the pages
-    of one pass over the whole corpus are not kept mapped into this process (only the chunks a
-    batch later asks for are).
-    """
-    if not col.files:
-        yield from col.pieces
-        return
-    import pyarrow as pa
-
-    for fname in col.files:
-        with pa.OSFile(fname) as f:
-            for batch in pa.ipc.open_stream(f):
-                yield batch.column(col.name)
-
-
-def _batches(col: _Column, where: str) -> Iterator[list[str | None]]:
-    """The column's texts in row order, a bounded batch of rows at a time."""
-    row = 0
-    for piece in _record_batches(col):
-        for start in range(0, len(piece), _BATCH_ROWS):
-            part = piece.slice(start, _BATCH_ROWS)
-            yield column_texts(part, col.name, where, col.names, offset=row)
-            row += len(part)
-    if row != sum(len(p) for p in col.pieces):
-        raise DataError(f"{where}: read {row} rows from {', '.join(col.files)}, the table has "
-                        f"{sum(len(p) for p in col.pieces)} (a changed datasets cache? delete it and retry)")
-
-
-def _load_files(builder: str, files: Sequence[Path], column: str) -> _Column:
+def _load_files(builder: str, files: Sequence[Path], column: str) -> ArrowColumn:
     """The text column of ``files``, converted to Arrow by ``datasets`` and memory-mapped."""
     import datasets
 
@@ -304,10 +226,10 @@ def _load_files(builder: str, files: Sequence[Path], column: str) -> _Column:
         ds = datasets.load_dataset(builder, data_files=[str(f) for f in files], split="train", **kwargs)
     except Exception as e:  # datasets wraps Arrow/JSON errors in its own types
         raise DataError(f"{where}: cannot be read as {builder}: {_error_text(e)}") from None
-    return _column(ds, column, where)
+    return dataset_column(ds, column, where)
 
 
-def _load_group(builder: str, files: Sequence[Path], column: str) -> _Column:
+def _load_group(builder: str, files: Sequence[Path], column: str) -> ArrowColumn:
     try:
         return _load_files(builder, files, column)
     except DataError:
@@ -321,7 +243,7 @@ def _load_group(builder: str, files: Sequence[Path], column: str) -> _Column:
 def _blame_file(builder: str, files: Sequence[Path], column: str) -> None:
     """Raise the DataError of the first of ``files`` whose values are not text, if one is."""
     for f in files:
-        for _ in _batches(_load_files(builder, [f], column), str(f)):
+        for _ in text_batches(_load_files(builder, [f], column), str(f)):
             pass
 
 
@@ -330,7 +252,7 @@ def _read_local(root: Path, column: str, max_doc_bytes: int) -> DocumentIndex:
     for f in files:
         if f.suffix.lower() != ".parquet":
             _check_utf8(f)
-    groups: list[tuple[str, list[Path], _Column]] = []
+    groups: list[tuple[str, list[Path], ArrowColumn]] = []
     for ext in SUPPORTED_EXTENSIONS:
         group = [f for f in files if f.suffix.lower() == ext]
         if group:
@@ -339,7 +261,7 @@ def _read_local(root: Path, column: str, max_doc_bytes: int) -> DocumentIndex:
     def values() -> Iterator[list[str | None]]:
         for builder, group, col in groups:
             try:
-                yield from _batches(col, _where(group))
+                yield from text_batches(col, _where(group))
             except DataError:
                 if len(group) > 1:
                     _blame_file(builder, group, column)
@@ -372,8 +294,8 @@ def _read_hub(source: str, column: str, split: str, max_doc_bytes: int) -> Docum
         ds = datasets.load_dataset(name, config, split=split, revision=revision)
     except Exception as e:
         raise DataError(f"{where}: cannot be loaded: {_error_text(e)}") from None
-    col = _column(ds, column, where)
-    return index_documents(TextColumn(col.pieces), _batches(col, where), max_doc_bytes)
+    col = dataset_column(ds, column, where)
+    return index_documents(TextColumn(col.pieces), text_batches(col, where), max_doc_bytes)
 
 
 def read_source(cfg: DataConfig) -> RawDocuments | DocumentIndex:

@@ -14,6 +14,7 @@ lists (``tests/data/test_store.py`` checks both ways against each other).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, overload
@@ -25,9 +26,19 @@ from zonkey.data.bytes import chunk_bytes, encode_text, heldout_score
 from zonkey.data.errors import DataError
 
 if TYPE_CHECKING:  # pragma: no cover
+    import datasets
     import pyarrow as pa
 
-__all__ = ["DocumentIndex", "LazyChunks", "TextColumn", "column_texts", "index_documents"]
+__all__ = [
+    "ArrowColumn",
+    "DocumentIndex",
+    "LazyChunks",
+    "TextColumn",
+    "column_texts",
+    "dataset_column",
+    "index_documents",
+    "text_batches",
+]
 
 _BATCH_ROWS = 4096  # rows turned into Python strings at a time while indexing
 
@@ -76,6 +87,80 @@ def column_texts(arr: pa.Array | pa.ChunkedArray, column: str, where: str, names
         return out
     raise DataError(f"{where}: column {column!r} holds {kind}, not text; set data.text_column "
                     f"to a text column (columns: {', '.join(names)})")
+
+
+@dataclass
+class ArrowColumn:
+    """The text column of a loaded dataset: its memory-mapped pieces and the Arrow files behind them."""
+
+    pieces: list[pa.Array]
+    name: str
+    names: list[str]  # every column of the dataset
+    files: list[str]  # its Arrow cache files in row order (empty: the table is in memory)
+
+
+def dataset_column(ds: datasets.Dataset, column: str, where: str) -> ArrowColumn:
+    """The text column of a loaded dataset; DataError naming the columns there are if it is missing."""
+    if column not in ds.column_names:
+        raise DataError(f"{where}: no column {column!r} (columns: {', '.join(ds.column_names)}); "
+                        "set data.text_column")
+    files = [] if getattr(ds, "_indices", None) is not None else [f["filename"] for f in ds.cache_files]
+    pieces = _mapped_pieces(files, column) if files else list(ds.data.column(column).chunks)
+    return ArrowColumn(pieces, column, list(ds.column_names), files)
+
+
+def _mapped_pieces(files: Sequence[str], column: str) -> list[pa.Array]:
+    """``column`` of Arrow stream files, memory-mapped for random access.
+
+    Mapped here rather than through ``datasets`` so that the kernel is told the reads are random
+    (``MADV_RANDOM``: no read-ahead window is read from disk around each chunk a batch asks for).
+    """
+    import mmap
+
+    import pyarrow as pa
+
+    pieces: list[pa.Array] = []
+    for fname in files:
+        with open(fname, "rb") as f:
+            if os.fstat(f.fileno()).st_size == 0:
+                continue
+            mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        if hasattr(mapped, "madvise"):
+            mapped.madvise(mmap.MADV_RANDOM)
+        for batch in pa.ipc.open_stream(pa.py_buffer(mapped)):
+            pieces.append(batch.column(column))
+    return pieces
+
+
+def _record_batches(col: ArrowColumn) -> Iterator[pa.Array]:
+    """The column's values in row order, one record batch at a time.
+
+    From the Arrow files, read with ordinary reads rather than through the memory map: the pages
+    of one pass over the whole corpus are not kept mapped into this process (only the chunks a
+    batch later asks for are).
+    """
+    if not col.files:
+        yield from col.pieces
+        return
+    import pyarrow as pa
+
+    for fname in col.files:
+        with pa.OSFile(fname) as f:
+            for batch in pa.ipc.open_stream(f):
+                yield batch.column(col.name)
+
+
+def text_batches(col: ArrowColumn, where: str) -> Iterator[list[str | None]]:
+    """The column's texts in row order, a bounded batch of rows at a time."""
+    row = 0
+    for piece in _record_batches(col):
+        for start in range(0, len(piece), _BATCH_ROWS):
+            part = piece.slice(start, _BATCH_ROWS)
+            yield column_texts(part, col.name, where, col.names, offset=row)
+            row += len(part)
+    if row != sum(len(p) for p in col.pieces):
+        raise DataError(f"{where}: read {row} rows from {', '.join(col.files)}, the table has "
+                        f"{sum(len(p) for p in col.pieces)} (a changed datasets cache? delete it and retry)")
 
 
 class TextColumn:
