@@ -329,4 +329,5 @@ def load_model(run: Path | str, use_ema: bool = True, verify: bool = True) -> An
     """The model of a run or step directory, or of ``hf://org/name[@rev]``, through :func:`zonkey.api.load`."""
     from zonkey.api import load
 
+    load_components()  # a plugin that fails to load is one line on stderr, before the recipe names it
     return load(hub_or_path(run), use_ema=use_ema, verify=verify)
