@@ -29,8 +29,8 @@ from torch import Tensor
 
 from zonkey.core.contracts.outputs import InfillResult, ProgressFn, SampleResult
 from zonkey.core.evaluate.run import EvalSettings, evaluate_model
-from zonkey.core.generate.infill import infill as _infill
-from zonkey.core.generate.sample import sample as _sample
+from zonkey.core.generate import infill as _infilling
+from zonkey.core.generate import sample as _sampling
 from zonkey.core.model.inference import reconstruct_texts, split_texts
 from zonkey.core.model.network import ZonkeyModel
 from zonkey.hub import download, is_hub_address
@@ -231,7 +231,7 @@ def sample_details(model: ModelOrRun, n: int = 4, *, steps: int | None = None, s
     Raises:
         ValueError: a level that does not exist, or n, steps or segments below 1.
     """
-    return _sample(_model(model), n, steps=steps, seed=seed, level=level, segments=segments, epsilon=epsilon,
+    return _sampling.sample(_model(model), n, steps=steps, seed=seed, level=level, segments=segments, epsilon=epsilon,
                    trace=trace, progress=progress)
 
 
@@ -287,7 +287,7 @@ def infill_details(model: ModelOrRun, prefix: str, suffix: str, *, level: int | 
     Raises:
         ValueError: both texts empty, a level that does not exist, a bad gap range or steps < 1.
     """
-    res = _infill(_model(model), prefix, suffix, level=level, gap=gap, steps=steps, seed=seed, epsilon=epsilon,
+    res = _infilling.infill(_model(model), prefix, suffix, level=level, gap=gap, steps=steps, seed=seed, epsilon=epsilon,
                   span=span, trace=trace, progress=progress)
     return InfillDetails.from_result(res)
 
