@@ -44,7 +44,7 @@ test-gpu: setup
 	$(PY) -m pytest -q -m gpu $(PYTEST_ARGS)
 
 lint: setup
-	$(VENV)/bin/ruff check zonkey tests benchmarks
+	$(VENV)/bin/ruff check zonkey tests benchmarks examples
 	$(VENV)/bin/basedpyright --pythonpath $(PY)
 
 bench: setup

@@ -48,13 +48,14 @@ LAYERS: dict[str, set[str]] = {
                   "data", "io", "errors", "version"},
     "diagnose": {"core.contracts", "core.nn", "core.recipe", "core.model", "core.generate", "core.evaluate",
                  "data", "io", "errors"},
+    "hub": {"core.checkpoint", "io", "errors"},
     "api": {"core.contracts", "core.recipe", "core.model", "core.generate", "core.evaluate", "baselines", "data",
-            "errors"},
+            "hub", "errors"},
     "ablate": {"core.contracts", "core.recipe", "core.checkpoint", "core.train", "core.evaluate", "api",
                "baselines", "data", "io", "errors"},
     "plot": {"core.recipe", "core.model", "ablate", "data", "io", "errors"},
     "cli": {"core.contracts", "core.recipe", "core.checkpoint", "core.train", "core.generate", "core.evaluate",
-            "api", "baselines", "ablate", "diagnose", "plot", "data", "io", "errors", "version"},
+            "api", "hub", "baselines", "ablate", "diagnose", "plot", "data", "io", "errors", "version"},
     "": {"api", "core.recipe", "version"},  # zonkey/__init__.py: the user API and recipes
     "__main__": {"cli"},
 }

@@ -1,13 +1,16 @@
 """The user API: load a trained model, split and reconstruct text, generate, infill.
 
-Every function takes a model (from :func:`load`) or a run directory, which it loads first::
+Every function takes a model (from :func:`load`) or a run directory, which it loads first, and
+returns one type::
 
     import zonkey
-    model = zonkey.load("runs/tiny")
+    model = zonkey.load("runs/tiny")                # or "hf://org/name@revision" (the `hub` extra)
     zonkey.split(model, ["The cat sat."])           # segments and p_bos per byte, at every level
     zonkey.reconstruct(model, ["The cat sat."])     # text -> level-0 latents -> text
-    zonkey.sample(model, 4, steps=30, seed=0)       # texts generated from noise
-    zonkey.infill(model, "Bob is a ", " player in the NBA", return_details=True)
+    zonkey.sample(model, 4, steps=30, seed=0)       # list[str]: texts generated from noise
+    zonkey.sample_details(model, 4)                 # SampleResult: texts, bytes, lengths, trace
+    zonkey.infill(model, "Bob is a ", " player")    # str: prefix + gap + suffix
+    zonkey.infill_details(model, "Bob is a ", " player")  # InfillDetails: gap, score, candidates
     zonkey.api.evaluate("runs/tiny", samples=100, infill=100)  # what `zonkey eval` prints, as a dict
 
 This module sits on top of :mod:`zonkey.core`; nothing in core imports it.
@@ -17,40 +20,123 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Union
 
 import torch
+from torch import Tensor
 
-from zonkey.core.contracts.outputs import ProgressFn, SampleResult
+from zonkey.core.contracts.outputs import InfillResult, ProgressFn, SampleResult
 from zonkey.core.evaluate.run import EvalSettings, evaluate_model
-from zonkey.core.generate.infill import infill as _infill
-from zonkey.core.generate.sample import sample as _sample
+from zonkey.core.generate import infill as _infilling
+from zonkey.core.generate import sample as _sampling
 from zonkey.core.model.inference import reconstruct_texts, split_texts
 from zonkey.core.model.network import ZonkeyModel
+from zonkey.hub import download, is_hub_address
 
-__all__ = ["EvalSettings", "evaluate", "infill", "load", "reconstruct", "sample", "split"]
+__all__ = [
+    "EvalSettings",
+    "InfillCandidate",
+    "InfillDetails",
+    "SampleResult",
+    "evaluate",
+    "infill",
+    "infill_details",
+    "load",
+    "reconstruct",
+    "sample",
+    "sample_details",
+    "split",
+]
 
 ModelOrRun = Union[ZonkeyModel, str, "os.PathLike[str]"]
 
 
-def load(run_dir: str | os.PathLike[str], *, use_ema: bool = True,
-         device: str | torch.device = "cpu", verify: bool = True) -> ZonkeyModel:
+@dataclass(frozen=True)
+class InfillCandidate:
+    """One gap length the infill search tried.
+
+    Attributes:
+        gap_len: the gap's length in positions of the infill level (bytes at level 0).
+        gap: the candidate's decoded gap text.
+        bytes: the gap's length in UTF-8 bytes.
+        score: context agreement of the candidate, in [-1, 1] (the highest is kept).
+    """
+
+    gap_len: int
+    gap: str
+    bytes: int
+    score: float
+
+
+@dataclass(frozen=True)
+class InfillDetails:
+    """A filled gap with everything the search found (:func:`infill_details`).
+
+    Attributes:
+        text: prefix + gap + suffix (what :func:`infill` returns).
+        gap: the kept candidate's gap text.
+        score: its context agreement, in [-1, 1].
+        gap_len: its length in positions of ``level``.
+        level: the level whose sequence held the gap.
+        candidates: every searched gap length, in search order.
+        raw: the gap's bytes (``gap`` decodes them, invalid UTF-8 replaced).
+        slots: (p + gap_len + q, d) the kept candidate's final level-``level`` sequence.
+        trace: per denoising step, the decoded gap of each candidate (empty unless traced).
+        sigmas: the noise level of each trace entry.
+    """
+
+    text: str
+    gap: str
+    score: float
+    gap_len: int
+    level: int
+    candidates: list[InfillCandidate]
+    raw: bytes
+    slots: Tensor
+    trace: list[list[str]] = field(default_factory=list)
+    sigmas: list[float] = field(default_factory=list)
+
+    @classmethod
+    def from_result(cls, res: InfillResult) -> InfillDetails:
+        """The details of a core :class:`~zonkey.core.contracts.outputs.InfillResult`."""
+        cands = [InfillCandidate(gap_len=int(c["gap_len"]), gap=str(c["gap"]), bytes=int(c["bytes"]),
+                                 score=float(c["score"])) for c in res.candidates]
+        return cls(text=res.text, gap=res.gap, score=float(res.score), gap_len=int(res.gap_len), level=int(res.level),
+                   candidates=cands, raw=res.raw, slots=res.slots, trace=res.trace, sigmas=res.sigmas)
+
+    def as_dict(self) -> dict[str, Any]:
+        """``{text, gap, score, gap_len, level, candidates}`` as JSON-ready values (``zonkey infill --json``)."""
+        return {"text": self.text, "gap": self.gap, "score": self.score, "gap_len": self.gap_len,
+                "level": self.level, "candidates": [vars(c).copy() for c in self.candidates]}
+
+
+def load(source: str | os.PathLike[str], *, use_ema: bool = True, device: str | torch.device = "cpu",
+         verify: bool = True, cache_dir: str | os.PathLike[str] | None = None) -> ZonkeyModel:
     """Rebuild a trained model from a run directory (``recipe.json`` + the newest checkpoint).
 
     Args:
-        run_dir: a run directory, or one checkpoint directory inside it.
+        source: a run directory, one checkpoint directory inside it, or a model on the Hugging
+            Face hub as ``hf://org/name`` or ``hf://org/name@revision`` (downloaded through
+            ``huggingface_hub.snapshot_download``; needs the ``hub`` extra).
         use_ema: use the EMA weights where the checkpoint has them.
         device: where to put the model.
         verify: check the checkpoint files against the SHA-256 recorded when they were saved.
+        cache_dir: where hub downloads are kept (default: the hub's own cache).
 
     Returns:
         the model, in eval mode.
 
     Raises:
         CheckpointError: a missing or invalid recipe, no checkpoint, corrupt or mismatched weights.
+        HubError: a malformed ``hf://`` address, the hub extra missing, or a failed download.
     """
-    return ZonkeyModel.from_run(Path(run_dir), use_ema=use_ema, device=device, verify=verify)
+    if isinstance(source, str) and is_hub_address(source):
+        path = download(source, cache_dir=cache_dir)
+    else:
+        path = Path(source)
+    return ZonkeyModel.from_run(path, use_ema=use_ema, device=device, verify=verify)
 
 
 def _model(model: ModelOrRun) -> ZonkeyModel:
@@ -98,7 +184,8 @@ def reconstruct(model: ModelOrRun, texts: Sequence[str] | str, *, sigma: float =
 
 
 def sample(model: ModelOrRun, n: int = 4, *, steps: int | None = None, seed: int = 0, level: int | None = None,
-           return_details: bool = False, **kwargs: Any) -> list[str] | SampleResult:
+           segments: int | None = None, epsilon: float | None = None,
+           progress: ProgressFn | None = None) -> list[str]:
     """Generate ``n`` texts from noise (§9.1), starting at ``level`` (default: the top level).
 
     Args:
@@ -107,22 +194,50 @@ def sample(model: ModelOrRun, n: int = 4, *, steps: int | None = None, seed: int
         steps: denoising steps at the starting level (default: the recipe's ``sample.steps``).
         seed: seed of all noise.
         level: the level drawn from the prior.
-        return_details: return the whole :class:`~zonkey.core.contracts.outputs.SampleResult`.
-        **kwargs: ``segments``, ``epsilon``, ``trace``, ``progress`` of :func:`zonkey.core.generate.sample.sample`.
+        segments: latents per sample at the starting level (default: the recipe's).
+        epsilon: the sampler's noise scale (default: the recipe's).
+        progress: ``progress(done, total)`` over the starting level's steps.
 
     Returns:
-        the texts, or the SampleResult with ``return_details``.
+        the texts (invalid UTF-8 replaced by U+FFFD); :func:`sample_details` returns the rest.
 
     Raises:
         ValueError: a level that does not exist, or n, steps or segments below 1.
     """
-    res = _sample(_model(model), n, steps=steps, seed=seed, level=level, **kwargs)
-    return res if return_details else res.texts
+    return sample_details(model, n, steps=steps, seed=seed, level=level, segments=segments, epsilon=epsilon,
+                          progress=progress).texts
+
+
+def sample_details(model: ModelOrRun, n: int = 4, *, steps: int | None = None, seed: int = 0,
+                   level: int | None = None, segments: int | None = None, epsilon: float | None = None,
+                   trace: bool = False, progress: ProgressFn | None = None) -> SampleResult:
+    """:func:`sample` with everything the sampler returns.
+
+    Args:
+        model: a model or a run directory.
+        n: number of texts.
+        steps: denoising steps at the starting level (default: the recipe's ``sample.steps``).
+        seed: seed of all noise.
+        level: the level drawn from the prior.
+        segments: latents per sample at the starting level (default: the recipe's).
+        epsilon: the sampler's noise scale (default: the recipe's).
+        trace: also decode the texts at every step of the starting level.
+        progress: ``progress(done, total)`` over the starting level's steps.
+
+    Returns:
+        the :class:`~zonkey.core.contracts.outputs.SampleResult`: ``texts``, ``raw`` bytes,
+        ``lengths`` and, with ``trace``, ``trace`` and ``sigmas``.
+
+    Raises:
+        ValueError: a level that does not exist, or n, steps or segments below 1.
+    """
+    return _sampling.sample(_model(model), n, steps=steps, seed=seed, level=level, segments=segments, epsilon=epsilon,
+                   trace=trace, progress=progress)
 
 
 def infill(model: ModelOrRun, prefix: str, suffix: str, *, level: int | None = None,
            gap: tuple[int, int] | int | None = None, steps: int | None = None, seed: int = 0,
-           return_details: bool = False, **kwargs: Any) -> str | dict[str, Any]:
+           epsilon: float | None = None, span: int | None = None, progress: ProgressFn | None = None) -> str:
     """Fill the gap between ``prefix`` and ``suffix`` (§9.2; either may be empty).
 
     Args:
@@ -133,17 +248,48 @@ def infill(model: ModelOrRun, prefix: str, suffix: str, *, level: int | None = N
         gap: gap lengths searched, an int or an inclusive (lo, hi) range, in positions of that level.
         steps: denoising steps (default: the recipe's ``sample.infill_steps``).
         seed: seed of all noise.
-        return_details: return ``{text, gap, score, gap_len, level, candidates}`` instead of the text.
-        **kwargs: ``epsilon``, ``span``, ``trace``, ``progress`` of :func:`zonkey.core.generate.infill.infill_many`.
+        epsilon: the sampler's noise scale (default: the recipe's).
+        span: positions of each denoising window (default: the level's).
+        progress: ``progress(done, total)`` over the denoising steps.
 
     Returns:
-        prefix + gap + suffix, or the details with ``return_details``.
+        prefix + gap + suffix; :func:`infill_details` returns the gap, its score and the candidates.
 
     Raises:
         ValueError: both texts empty, a level that does not exist, a bad gap range or steps < 1.
     """
-    res = _infill(_model(model), prefix, suffix, level=level, gap=gap, steps=steps, seed=seed, **kwargs)
-    return res.as_dict() if return_details else res.text
+    return infill_details(model, prefix, suffix, level=level, gap=gap, steps=steps, seed=seed, epsilon=epsilon,
+                          span=span, progress=progress).text
+
+
+def infill_details(model: ModelOrRun, prefix: str, suffix: str, *, level: int | None = None,
+                   gap: tuple[int, int] | int | None = None, steps: int | None = None, seed: int = 0,
+                   epsilon: float | None = None, span: int | None = None, trace: bool = False,
+                   progress: ProgressFn | None = None) -> InfillDetails:
+    """:func:`infill` with the gap, its score and every candidate searched.
+
+    Args:
+        model: a model or a run directory.
+        prefix: the known text before the gap.
+        suffix: the known text after the gap.
+        level: the level whose sequence holds the gap (default: 1 when the model has it, else 0).
+        gap: gap lengths searched, an int or an inclusive (lo, hi) range, in positions of that level.
+        steps: denoising steps (default: the recipe's ``sample.infill_steps``).
+        seed: seed of all noise.
+        epsilon: the sampler's noise scale (default: the recipe's).
+        span: positions of each denoising window (default: the level's).
+        trace: also decode every candidate's gap at every step.
+        progress: ``progress(done, total)`` over the denoising steps.
+
+    Returns:
+        the :class:`InfillDetails`.
+
+    Raises:
+        ValueError: both texts empty, a level that does not exist, a bad gap range or steps < 1.
+    """
+    res = _infilling.infill(_model(model), prefix, suffix, level=level, gap=gap, steps=steps, seed=seed, epsilon=epsilon,
+                  span=span, trace=trace, progress=progress)
+    return InfillDetails.from_result(res)
 
 
 def evaluate(run: str | os.PathLike[str], settings: EvalSettings | None = None, *,

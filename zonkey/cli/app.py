@@ -215,6 +215,10 @@ from zonkey.cli.plot import plot_cmd as _plot
 
 app.command("plot")(_plot)
 
+from zonkey.cli.hub import push_cmd as _push
+
+app.command("push")(_push)
+
 
 def main() -> None:
     """Entry point of the ``zonkey`` console script and of ``python -m zonkey``."""

@@ -317,8 +317,17 @@ def progress_bar(label: str, enabled: bool | None) -> Iterator[Any]:
         yield lambda done, total: bar.update(task, completed=done, total=total)
 
 
-def load_model(run: Path, use_ema: bool = True, verify: bool = True) -> Any:
-    """The model of a run or step directory, through the user API's :func:`zonkey.api.load`."""
+def hub_or_path(run: Path | str) -> Path | str:
+    """``hf://org/name`` as given on the command line (a Path argument folds it to ``hf:/org/name``)."""
+    text = str(run)
+    if text.startswith("hf:/") and not text.startswith("hf://"):
+        return "hf://" + text[len("hf:/"):]
+    return text if text.startswith("hf://") else Path(run)
+
+
+def load_model(run: Path | str, use_ema: bool = True, verify: bool = True) -> Any:
+    """The model of a run or step directory, or of ``hf://org/name[@rev]``, through :func:`zonkey.api.load`."""
     from zonkey.api import load
 
-    return load(run, use_ema=use_ema, verify=verify)
+    load_components()  # a plugin that fails to load is one line on stderr, before the recipe names it
+    return load(hub_or_path(run), use_ema=use_ema, verify=verify)

@@ -1,6 +1,6 @@
 """``zonkey sample`` and ``zonkey infill``: text from noise, and gaps filled between known text.
 
-Thin wrappers of zonkey.core.generate.sample and zonkey.core.generate.infill.
+Thin wrappers of :func:`zonkey.api.sample_details` and :func:`zonkey.api.infill_details`.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ def _write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
 
 
 def sample_cmd(
-    ckpt: Annotated[Path, typer.Argument(help="Run directory (or checkpoint directory).")],
+    ckpt: Annotated[Path, typer.Argument(help="Run directory (or checkpoint directory), or hf://org/name[@rev].")],
     n: Annotated[int, typer.Option("-n", help="Number of samples.")] = 4,
     steps: Annotated[int | None, typer.Option("--steps", max=common.MAX_STEPS,
                                               help="Denoising steps at the top level (default: recipe).")] = None,
@@ -64,12 +64,12 @@ def sample_cmd(
     steps_texts: list[list[str]] = []
     with common.user_errors():
         model = common.load_model(ckpt, ema, not no_verify).with_sample_settings(sets or [])
-        from zonkey.core.generate.sample import sample
+        from zonkey.api import sample_details
 
         for b, start in enumerate(range(0, n, SAMPLE_BATCH)):
             with common.progress_bar("sample", progress) as cb:
                 try:
-                    res = sample(model, min(SAMPLE_BATCH, n - start), steps=steps,
+                    res = sample_details(model, min(SAMPLE_BATCH, n - start), steps=steps,
                                  seed=(seed + b) % (common.MAX_SEED + 1), level=level, segments=segments,
                                  trace=trace is not None, progress=cb)
                 except ValueError as exc:
@@ -133,7 +133,7 @@ def parse_gap_range(gap: str | None) -> tuple[int, int] | None:
 
 
 def infill_cmd(
-    ckpt: Annotated[Path, typer.Argument(help="Run directory (or checkpoint directory).")],
+    ckpt: Annotated[Path, typer.Argument(help="Run directory (or checkpoint directory), or hf://org/name[@rev].")],
     text: Annotated[str | None, typer.Argument(help='Text with one ___ marking the gap, e.g. "Bob is a ___ player in the NBA".')] = None,
     prefix: Annotated[str | None, typer.Option("--prefix", help="Text before the gap (instead of TEXT).")] = None,
     suffix: Annotated[str | None, typer.Option("--suffix", help="Text after the gap (instead of TEXT).")] = None,
@@ -156,16 +156,16 @@ def infill_cmd(
     gap_range = parse_gap_range(gap)
     with common.user_errors():
         model = common.load_model(ckpt, ema, not no_verify).with_sample_settings(sets or [])
-        from zonkey.core.generate.infill import infill
+        from zonkey.api import infill_details
 
         with common.progress_bar("infill", progress) as cb:
             try:
-                res = infill(model, prefix, suffix, level=level, gap=gap_range, steps=steps, seed=seed,
+                res = infill_details(model, prefix, suffix, level=level, gap=gap_range, steps=steps, seed=seed,
                              trace=trace is not None, progress=cb)
             except ValueError as exc:
                 common.fail(str(exc))
     if trace is not None:
-        lens = [c["gap_len"] for c in res.candidates]
+        lens = [c.gap_len for c in res.candidates]
         _write_jsonl(trace, [{"step": i + 1, "sigma": round(s, 6), "gaps": dict(zip(map(str, lens), gaps, strict=True))}
                              for i, (s, gaps) in enumerate(zip(res.sigmas, res.trace, strict=True))])
     if as_json:

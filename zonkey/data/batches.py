@@ -176,13 +176,16 @@ class ByteBatches:
         doc_ids: optional document id of each chunk, reported as ``Batch.doc_index`` (default:
             the chunk index).
         pad_to_multiple: round ``n`` up to a multiple of this (e.g. 8 for tensor cores).
+        lengths: each chunk's length, where it is known without reading the chunk (chunks read
+            from disk on access); default: measured.
 
     Raises:
         DataError: no chunks, an empty chunk, or a chunk longer than ``batch_bytes``.
     """
 
     def __init__(self, chunks: Sequence[bytes], batch_bytes: int, *, seed: int = 0,
-                 doc_ids: Sequence[int] | None = None, pad_to_multiple: int = 1) -> None:
+                 doc_ids: Sequence[int] | npt.NDArray[np.int64] | None = None, pad_to_multiple: int = 1,
+                 lengths: npt.ArrayLike | None = None) -> None:
         if batch_bytes < 1:
             raise DataError(f"batch_bytes must be >= 1, got {batch_bytes}")
         if pad_to_multiple < 1:
@@ -197,7 +200,11 @@ class ByteBatches:
         self.pad_to_multiple = int(pad_to_multiple)
         self.doc_ids = np.asarray(doc_ids if doc_ids is not None else range(len(chunks)), dtype=np.int64)
 
-        lengths = np.fromiter((len(c) for c in chunks), dtype=np.int64, count=len(chunks))
+        if lengths is None:
+            lengths = np.fromiter((len(c) for c in chunks), dtype=np.int64, count=len(chunks))
+        lengths = np.asarray(lengths, dtype=np.int64)
+        if len(lengths) != len(chunks):
+            raise DataError(f"lengths has {len(lengths)} entries for {len(chunks)} chunks")
         if lengths.min() == 0:
             raise DataError(f"chunk {int(np.argmin(lengths))} is empty")
         if lengths.max() > batch_bytes:

@@ -1,17 +1,26 @@
-"""A loaded corpus: the held-out split by hash, the ``max_docs`` cap, chunks, and the load cache."""
+"""A loaded corpus: the held-out split by hash, the ``max_docs`` cap, chunks, and the load cache.
+
+The bundled sample is chunked in memory; a local or hub source keeps its text in memory-mapped
+Arrow files and its chunks are read when a batch needs them (:class:`~zonkey.data.store.LazyChunks`),
+with the same split, the same cap and the same chunks.
+"""
 
 from __future__ import annotations
 
 import math
 from collections import OrderedDict
-from collections.abc import Hashable
+from collections.abc import Hashable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import numpy.typing as npt
 
 from zonkey.data.batches import ByteBatches
 from zonkey.data.bytes import chunk_bytes, heldout_score
 from zonkey.data.errors import DataError
-from zonkey.data.sources import local_fingerprint, read_source
+from zonkey.data.sources import RawDocuments, local_fingerprint, read_source
+from zonkey.data.store import DocumentIndex, LazyChunks
 
 if TYPE_CHECKING:  # pragma: no cover
     from zonkey.core.recipe import DataConfig
@@ -48,13 +57,15 @@ class Corpus:
 
     ``train_doc[i]`` is the document of chunk ``train[i]`` (document ids 0..n_train_docs-1, in
     source order; a document's chunks are consecutive and in order). Same for the held-out side.
+    The bundled sample's chunks are tuples of bytes; a local or hub source's are
+    :class:`~zonkey.data.store.LazyChunks` (read from disk on access) with numpy document ids.
     Shared through the load cache: treat it as read-only.
     """
 
-    train: tuple[bytes, ...]
-    heldout: tuple[bytes, ...]
-    train_doc: tuple[int, ...]
-    heldout_doc: tuple[int, ...]
+    train: Sequence[bytes]
+    heldout: Sequence[bytes]
+    train_doc: Sequence[int] | npt.NDArray[np.int64] = field(compare=False)
+    heldout_doc: Sequence[int] | npt.NDArray[np.int64] = field(compare=False)
     stats: CorpusStats
     config: Any = field(default=None, compare=False, repr=False)  # the DataConfig it was loaded with
 
@@ -97,9 +108,10 @@ class Corpus:
             raise DataError("batch_bytes not given and the corpus has no config")
         if not chunks:
             raise DataError(f"the {split} split of {self._where()} is empty")
-        return ByteBatches(chunks, budget, seed=seed, doc_ids=docs, pad_to_multiple=pad_to_multiple)
+        lengths = chunks.lengths if isinstance(chunks, LazyChunks) else None
+        return ByteBatches(chunks, budget, seed=seed, doc_ids=docs, pad_to_multiple=pad_to_multiple, lengths=lengths)
 
-    def _side(self, split: str) -> tuple[tuple[bytes, ...], tuple[int, ...]]:
+    def _side(self, split: str) -> tuple[Sequence[bytes], Sequence[int] | npt.NDArray[np.int64]]:
         if split == "train":
             return self.train, self.train_doc
         if split == "heldout":
@@ -147,6 +159,50 @@ def load_corpus(cfg: DataConfig, *, cache: bool = True) -> Corpus:
 
 def _build_corpus(cfg: DataConfig) -> Corpus:
     raw = read_source(cfg)
+    if isinstance(raw, DocumentIndex):
+        return _build_indexed(cfg, raw)
+    return _build_in_memory(cfg, raw)
+
+
+def _build_indexed(cfg: DataConfig, index: DocumentIndex) -> Corpus:
+    """The corpus of an Arrow-backed source: the same split, cap and chunks, read lazily."""
+    fraction = cfg.heldout_fraction
+    scores = index.scores
+    train_ids = np.flatnonzero(scores >= fraction)
+    held_ids = np.flatnonzero(scores < fraction)
+    if cfg.max_docs is not None:
+        held_cap = math.ceil(cfg.max_docs * fraction / (1.0 - fraction))
+        train_ids = _cap_array(train_ids, scores, cfg.max_docs)
+        held_ids = _cap_array(held_ids, scores, held_cap)
+    train, held = index.chunks(train_ids), index.chunks(held_ids)
+    train_bytes, held_bytes = int(index.doc_bytes[train_ids].sum()), int(index.doc_bytes[held_ids].sum())
+    stats = CorpusStats(
+        n_docs=len(train_ids) + len(held_ids),
+        n_empty_skipped=index.n_empty,
+        n_chunks=len(train) + len(held),
+        n_bytes=train_bytes + held_bytes,
+        n_source_docs=len(index),
+        n_train_docs=len(train_ids),
+        n_heldout_docs=len(held_ids),
+        n_train_chunks=len(train),
+        n_heldout_chunks=len(held),
+        n_train_bytes=train_bytes,
+        n_heldout_bytes=held_bytes,
+        n_chunked_docs=int((index.n_chunks[train_ids] > 1).sum() + (index.n_chunks[held_ids] > 1).sum()),
+        n_repaired=index.n_repaired,
+    )
+    return Corpus(train, held, train.doc, held.doc, stats, cfg)
+
+
+def _cap_array(ids: np.ndarray, scores: np.ndarray, limit: int) -> np.ndarray:
+    """:func:`_cap` on arrays: the ``limit`` ids with the smallest score (ties by id), in source order."""
+    if len(ids) <= limit:
+        return ids
+    keep = ids[np.lexsort((ids, scores[ids]))[:limit]]
+    return np.sort(keep)
+
+
+def _build_in_memory(cfg: DataConfig, raw: RawDocuments) -> Corpus:
     fraction = cfg.heldout_fraction
     scores = [heldout_score(k) for k in raw.keys]
     train_ids = [i for i, s in enumerate(scores) if s >= fraction]

@@ -1,9 +1,11 @@
 """Reading documents from a source: the bundled Wikipedia sample, local files, the Hugging Face hub.
 
 Local files and hub datasets go through ``datasets`` (imported only when one is read), so local
-data behaves like hub data and large files are handled by Arrow. Text files are checked to be
-UTF-8 before they are parsed, so an error names the file, byte offset and line. Supported sources
-and formats are listed in ``docs/data.md``.
+data behaves like hub data: each is converted once into Arrow files in the ``datasets`` cache and
+read memory-mapped (:mod:`~zonkey.data.store`), so its text is never held in Python objects and a
+corpus larger than RAM can be read. Hub sources take a revision (``hf:org/name@rev``). Text files
+are checked to be UTF-8 before they are parsed, so an error names the file, byte offset and line.
+Supported sources and formats are listed in ``docs/data.md``.
 """
 
 from __future__ import annotations
@@ -19,10 +21,9 @@ from typing import TYPE_CHECKING, Any
 
 from zonkey.data.bytes import encode_text
 from zonkey.data.errors import DataError
+from zonkey.data.store import ArrowColumn, DocumentIndex, TextColumn, dataset_column, index_documents, text_batches
 
 if TYPE_CHECKING:  # pragma: no cover
-    import datasets
-    import pyarrow as pa
 
     from zonkey.core.recipe import DataConfig
 
@@ -33,6 +34,7 @@ __all__ = [
     "RawDocuments",
     "find_files",
     "local_fingerprint",
+    "parse_hub_source",
     "read_source",
     "wiki_sample_path",
 ]
@@ -199,49 +201,8 @@ def _error_text(e: BaseException | None) -> str:
     return ": ".join(parts) or "unknown error"
 
 
-def _column_values(table: pa.Table, column: str, where: str) -> list[str | None]:
-    """Text values of an Arrow column; DataError for a non-text column or undecodable row."""
-    import pyarrow as pa
-
-    col = table.column(column)
-    kind = col.type
-    if pa.types.is_null(kind):
-        return [None] * len(col)
-    if pa.types.is_string(kind) or pa.types.is_large_string(kind):
-        try:
-            return col.to_pylist()
-        except UnicodeDecodeError:
-            for row, value in enumerate(col):
-                try:
-                    value.as_py()
-                except UnicodeDecodeError as e:
-                    raise DataError(f"{where}: row {row} of column {column!r} is not valid UTF-8 "
-                                    f"(byte {e.start} of the value)") from None
-            raise
-    if pa.types.is_binary(kind) or pa.types.is_large_binary(kind):
-        out: list[str | None] = []
-        for row, value in enumerate(col.to_pylist()):
-            if value is None:
-                out.append(None)
-                continue
-            try:
-                out.append(value.decode("utf-8"))
-            except UnicodeDecodeError as e:
-                raise DataError(f"{where}: row {row} of column {column!r} is not valid UTF-8 "
-                                f"(byte {e.start} of the value)") from None
-        return out
-    raise DataError(f"{where}: column {column!r} holds {kind}, not text; set data.text_column "
-                    f"to a text column (columns: {', '.join(table.column_names)})")
-
-
-def _dataset_column(ds: datasets.Dataset, column: str, where: str) -> list[str | None]:
-    if column not in ds.column_names:
-        raise DataError(f"{where}: no column {column!r} (columns: {', '.join(ds.column_names)}); "
-                        "set data.text_column")
-    return _column_values(ds.data, column, where)
-
-
-def _load_files(builder: str, files: Sequence[Path], column: str) -> list[str | None]:
+def _load_files(builder: str, files: Sequence[Path], column: str) -> ArrowColumn:
+    """The text column of ``files``, converted to Arrow by ``datasets`` and memory-mapped."""
     import datasets
 
     where = _where(files)
@@ -265,10 +226,10 @@ def _load_files(builder: str, files: Sequence[Path], column: str) -> list[str | 
         ds = datasets.load_dataset(builder, data_files=[str(f) for f in files], split="train", **kwargs)
     except Exception as e:  # datasets wraps Arrow/JSON errors in its own types
         raise DataError(f"{where}: cannot be read as {builder}: {_error_text(e)}") from None
-    return _dataset_column(ds, column, where)
+    return dataset_column(ds, column, where)
 
 
-def _load_group(builder: str, files: Sequence[Path], column: str) -> list[str | None]:
+def _load_group(builder: str, files: Sequence[Path], column: str) -> ArrowColumn:
     try:
         return _load_files(builder, files, column)
     except DataError:
@@ -279,57 +240,91 @@ def _load_group(builder: str, files: Sequence[Path], column: str) -> list[str | 
         raise
 
 
-def _read_local(root: Path, column: str) -> RawDocuments:
+def _blame_file(builder: str, files: Sequence[Path], column: str) -> None:
+    """Raise the DataError of the first of ``files`` whose values are not text, if one is."""
+    for f in files:
+        for _ in text_batches(_load_files(builder, [f], column), str(f)):
+            pass
+
+
+def _read_local(root: Path, column: str, max_doc_bytes: int) -> DocumentIndex:
     files = find_files(root)
     for f in files:
         if f.suffix.lower() != ".parquet":
             _check_utf8(f)
-    texts: list[str | None] = []
+    groups: list[tuple[str, list[Path], ArrowColumn]] = []
     for ext in SUPPORTED_EXTENSIONS:
         group = [f for f in files if f.suffix.lower() == ext]
         if group:
-            texts.extend(_load_group(_BUILDERS[ext], group, column))
-    return _collect(((None, t) for t in texts), text_is_key=True)
+            groups.append((_BUILDERS[ext], group, _load_group(_BUILDERS[ext], group, column)))
+
+    def values() -> Iterator[list[str | None]]:
+        for builder, group, col in groups:
+            try:
+                yield from text_batches(col, _where(group))
+            except DataError:
+                if len(group) > 1:
+                    _blame_file(builder, group, column)
+                raise
+
+    return index_documents(TextColumn([p for g in groups for p in g[2].pieces]), values(), max_doc_bytes)
 
 
-def _read_hub(spec: str, column: str, split: str) -> RawDocuments:
-    name, _, config = spec.partition(":")
-    if not name:
-        raise DataError("data.source='hf:' needs a dataset name, e.g. 'hf:wikitext:wikitext-2-raw-v1'")
+def parse_hub_source(source: str) -> tuple[str, str | None, str | None]:
+    """``hf:org/name[:config][@revision]`` -> ``(name, config, revision)``.
+
+    Raises:
+        DataError: no dataset name, or an ``@`` without a revision.
+    """
+    spec = source[3:] if source.startswith("hf:") else source
+    named, at, revision = spec.partition("@")
+    name, _, config = named.partition(":")
+    if not name or (at and not revision):
+        raise DataError(f"data.source={source!r} needs a dataset name: 'hf:<dataset>[:<config>][@<revision>]', "
+                        "e.g. 'hf:wikitext:wikitext-2-raw-v1' or 'hf:org/name@main'")
+    return name, config or None, revision or None
+
+
+def _read_hub(source: str, column: str, split: str, max_doc_bytes: int) -> DocumentIndex:
+    name, config, revision = parse_hub_source(source)
     import datasets
 
-    where = f"hf:{spec} (split {split!r})"
+    where = f"{source} (split {split!r})"
     try:
-        ds = datasets.load_dataset(name, config or None, split=split)
+        ds = datasets.load_dataset(name, config, split=split, revision=revision)
     except Exception as e:
         raise DataError(f"{where}: cannot be loaded: {_error_text(e)}") from None
-    return _collect(((None, t) for t in _dataset_column(ds, column, where)), text_is_key=True)
+    col = dataset_column(ds, column, where)
+    return index_documents(TextColumn(col.pieces), text_batches(col, where), max_doc_bytes)
 
 
-def read_source(cfg: DataConfig) -> RawDocuments:
+def read_source(cfg: DataConfig) -> RawDocuments | DocumentIndex:
     """Every non-empty document of ``cfg.source``.
 
     Args:
-        cfg: the recipe's data section (``source``, ``text_column``, ``split``).
+        cfg: the recipe's data section (``source``, ``text_column``, ``split``, ``max_doc_bytes``).
 
     Returns:
-        The documents with their held-out keys and skip counts.
+        The bundled sample's documents in memory with their held-out keys and skip counts; for a
+        local or hub source, the :class:`~zonkey.data.store.DocumentIndex` of its memory-mapped
+        Arrow column (held-out scores, chunk lengths, skip counts; the text stays on disk).
 
     Raises:
         DataError: the source cannot be found or read, or has no non-empty document.
     """
     source = cfg.source
+    raw: RawDocuments | DocumentIndex
     if source == "wiki":
         raw = _read_wiki()
         where = f"the Wikipedia sample ({wiki_sample_path()})"
     elif source.startswith("hf:"):
-        raw = _read_hub(source[3:], cfg.text_column, cfg.split)
+        raw = _read_hub(source, cfg.text_column, cfg.split, cfg.max_doc_bytes)
         where = source
     else:
         root = Path(source).expanduser()
-        raw = _read_local(root, cfg.text_column)
+        raw = _read_local(root, cfg.text_column, cfg.max_doc_bytes)
         where = str(root)
-    if not raw.texts:
+    if len(raw.texts if isinstance(raw, RawDocuments) else raw) == 0:
         raise DataError(f"{where}: no non-empty documents ({raw.n_empty} empty ones skipped)")
     return raw
 

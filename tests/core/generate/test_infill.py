@@ -156,8 +156,15 @@ def test_model_infill_api():
     m = _one_level()
     text = zonkey.infill(m, "Bob is a ", " player", gap=2, steps=1)
     assert text.startswith("Bob is a ") and text.endswith(" player")
-    d = zonkey.infill(m, "Bob is a ", " player", gap=2, steps=1, return_details=True)
-    assert d["text"] == text and {"gap", "score", "candidates", "gap_len", "level"} <= set(d)
+    assert isinstance(text, str)
+    assert zonkey.infill_details(m, "Bob is a ", " player", gap=2, steps=1).text == text
+    d = zonkey.infill_details(m, "Bob is a ", " player", gap=(1, 2), steps=1)
+    assert isinstance(d, zonkey.InfillDetails)
+    assert d.text == "Bob is a " + d.gap + " player" and d.level == 0 and d.raw.decode("utf-8", "replace") == d.gap
+    assert [c.gap_len for c in d.candidates] == [1, 2]
+    assert all(isinstance(c, zonkey.InfillCandidate) and isinstance(c.score, float) for c in d.candidates)
+    assert abs(d.score - max(c.score for c in d.candidates)) < 1e-6
+    assert d.as_dict()["candidates"][0].keys() == {"gap_len", "gap", "bytes", "score"}
 
 
 def test_windows_overlap_the_gap_and_hold_span_positions():

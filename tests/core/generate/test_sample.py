@@ -169,7 +169,9 @@ def test_model_sample_api_and_errors():
     m = _model()
     texts = zonkey.sample(m, 2, steps=1, seed=0)
     assert isinstance(texts, list) and len(texts) == 2 and all(isinstance(t, str) for t in texts)
-    assert zonkey.sample(m, 2, steps=1, seed=0, return_details=True).texts == texts
+    details = zonkey.sample_details(m, 2, steps=1, seed=0)
+    assert isinstance(details, zonkey.SampleResult) and details.texts == texts
+    assert [len(r) for r in details.raw] == details.lengths
     with pytest.raises(ValueError, match="level 1 does not exist"):
         sample(m, 1, level=1)
     with pytest.raises(ValueError, match="steps must be at least 1"):

@@ -26,7 +26,7 @@ decoded count of level-(l−1) latents, leading slots with existence >= 0.5, equ
 and ``roundtrip_acc`` (text → level-l latents → as many level-(l−1) latents as level l's
 existence keeps → ... → bytes, byte by byte at the same offset, so one dropped byte or latent costs
 everything after it) with ``roundtrip_acc_aligned`` beside it (matching bytes of the best
-alignment, difflib, over the longer of the two) and ``roundtrip_char_acc``, the headline figure:
+alignment, the longest common subsequence, over the longer of the two) and ``roundtrip_char_acc``, the headline figure:
 1 − edit distance / input bytes (1 − CER), which charges a dropped, added or wrong byte one byte
 wherever it falls (see :class:`~zonkey.core.evaluate.roundtrip.RoundTrip`). Level 1's round-trip keys have
 no prefix (``roundtrip_char_acc``); level 2's are ``l2_roundtrip_char_acc`` and so on. Nothing in a

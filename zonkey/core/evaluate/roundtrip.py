@@ -1,41 +1,27 @@
 """Scoring texts rebuilt from decoded segments against the input.
 
-Strict, aligned and character accuracy (see :class:`RoundTrip`), and the edit distance the last one
-needs.
+Strict, aligned and character accuracy (see :class:`RoundTrip`), with the edit distance and the
+longest common subsequence they rest on (both from ``rapidfuzz``, in C++).
 """
 
 from __future__ import annotations
 
-from difflib import SequenceMatcher
-
-import numpy as np
+from rapidfuzz.distance import LCSseq, Levenshtein
 from torch import Tensor
 
 from zonkey.data import Batch
 
-__all__ = ["RoundTrip", "levenshtein"]
+__all__ = ["RoundTrip", "aligned_matches", "levenshtein"]
 
 
 def levenshtein(a: bytes, b: bytes) -> int:
-    """Edit distance (insertions, deletions, substitutions, each 1) between two byte strings.
+    """Edit distance (insertions, deletions, substitutions, each 1) between two byte strings."""
+    return int(Levenshtein.distance(a, b))
 
-    One row of the dynamic programme at a time, vectorised over the row: with ``c[j]`` the best
-    cost reaching cell j by substitution/match or deletion, insertions chain along the row as
-    ``row[j] = min_{i <= j} (c[i] + j − i)``, a running minimum of ``c − j`` plus j.
-    """
-    if len(a) < len(b):
-        a, b = b, a
-    if not b:
-        return len(a)
-    bb = np.frombuffer(b, dtype=np.uint8)
-    idx = np.arange(len(b) + 1)
-    row = idx.copy()
-    for i, ch in enumerate(a, start=1):
-        c = np.empty_like(row)
-        c[0] = i
-        c[1:] = np.minimum(row[:-1] + (bb != ch), row[1:] + 1)
-        row = np.minimum.accumulate(c - idx) + idx
-    return int(row[-1])
+
+def aligned_matches(a: bytes, b: bytes) -> int:
+    """Bytes matched by the best alignment of two byte strings: their longest common subsequence."""
+    return int(LCSseq.similarity(a, b))
 
 
 class RoundTrip:
@@ -47,7 +33,8 @@ class RoundTrip:
     * ``strict``: at the same offset, over max(len(output), len(input)) bytes: one wrong length
       shifts everything after it, so the figure depends on where in a document the first slip
       falls (shorter documents score higher for the same model);
-    * ``aligned``: matching bytes of difflib's alignment over the same denominator;
+    * ``aligned``: bytes matched by the best alignment (the longest common subsequence) over the
+      same denominator;
     * ``char_acc``: 1 − (edit distance / input bytes), the character accuracy of OCR and speech
       evaluation (1 − CER): each dropped, added or wrong byte costs one, wherever it falls.
       Summed over documents; below 0 only if the output is mostly garbage (clamped at 0).
@@ -70,7 +57,7 @@ class RoundTrip:
             out = b"".join(bytes(pred[r][keep[r]].tolist()) for r in rows)
             ref = bytes(batch.tokens[d][batch.valid[d]].tolist())
             self.same += sum(1 for a, c in zip(out, ref, strict=False) if a == c)
-            self.matched += sum(blk.size for blk in SequenceMatcher(None, out, ref, autojunk=False).get_matching_blocks())
+            self.matched += aligned_matches(out, ref)
             self.total += max(len(out), len(ref))
             self.edits += levenshtein(out, ref)
             self.ref_bytes += len(ref)
@@ -82,7 +69,7 @@ class RoundTrip:
 
     @property
     def aligned(self) -> float:
-        """Bytes of difflib's matching blocks over the longer of output and input."""
+        """Bytes of the longest common subsequence over the longer of output and input."""
         return self.matched / max(self.total, 1)
 
     @property

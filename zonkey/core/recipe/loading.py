@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from zonkey.core.contracts.registry import load_plugins
 from zonkey.core.recipe.errors import RecipeError, format_validation_error
 from zonkey.core.recipe.inherit import expand_base
 from zonkey.core.recipe.migrate import MIGRATIONS, SCHEMA_VERSION
@@ -135,7 +136,8 @@ def load_as(schema: type[R], path: str | Path, overrides: Sequence[str] = ()) ->
 
     Args:
         schema: the recipe class.
-        path: a YAML recipe, or a run's saved ``recipe.json``.
+        path: a YAML recipe, a run's saved ``recipe.json``, or a bundled recipe's name (``tiny``,
+            ``ablations/fixed``), as the command line accepts.
         overrides: ``a.b.c=value`` strings, applied in order.
 
     Returns:
@@ -145,15 +147,16 @@ def load_as(schema: type[R], path: str | Path, overrides: Sequence[str] = ()) ->
         RecipeError: unreadable file, invalid YAML, a bad ``base:`` or override, or a validation
             error (each error with the file and the dotted path).
     """
-    p = Path(path)
+    p = resolve_recipe_path(path)
     data = read_yaml(p)
     if "name" not in data:
         data["name"] = p.stem
-    return _validate(schema, data, str(path), overrides, p.parent, (p.resolve(),))
+    return _validate(schema, data, str(p), overrides, p.parent, (p.resolve(),))
 
 
 def _validate(schema: type[R], data: dict[str, Any], source: str, overrides: Sequence[str], here: Path | None,
               seen: tuple[Path, ...]) -> R:
+    load_plugins()  # a component a user's package registers through its entry point is known to every recipe
     data = _current(data, source)
     data = expand_base(data, here=here, source=source, read=_read_base, find_bundled=_bundled_file, seen=seen)
     for ov in overrides:

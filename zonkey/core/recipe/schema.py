@@ -171,9 +171,10 @@ class Recipe(Strict):
         """Read, resolve (``base:``), override and validate a recipe file.
 
         A recipe without ``name`` is named after its file (a base's name is not inherited).
+        Components registered by installed plugin packages are loaded first.
 
         Args:
-            path: a YAML recipe, or a run's saved ``recipe.json``.
+            path: a YAML recipe, a run's saved ``recipe.json``, or a bundled recipe's name (``tiny``).
             overrides: ``a.b.c=value`` strings, applied in order.
 
         Returns:

@@ -21,7 +21,7 @@ class DataConfig(Strict):
     """Where the text comes from and how it is cut into batches."""
 
     source: str = Field(default="wiki", description="'wiki' (bundled Wikipedia sample), a local .txt/.jsonl/.parquet "
-                        "file or folder, or 'hf:<dataset name>' (needs a network)")
+                        "file or folder, or 'hf:<dataset>[:<config>][@<revision>]' (needs a network)")
     text_column: str = Field(default="text", description="column holding the text (jsonl/parquet/hub)")
     split: str = Field(default="train", description="split of a hub dataset")
     max_doc_bytes: int = Field(default=1024, ge=8, description="documents are chunked to at most this many bytes")
