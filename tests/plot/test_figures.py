@@ -30,11 +30,11 @@ def _ramp_rows() -> list[dict]:
     return rows
 
 
-def test_ramp_spans_come_from_the_logged_weights_and_merge_where_they_touch() -> None:
-    assert ramp_spans(_ramp_rows()) == [(600, 1100, ["l1", "l1.bos"])]
-    rows = [{"step": s, "w.l0.diffusion": min(max((s - 300) / 400, 0), 1), "w.l1": 1.0 if s >= 900 else 0.0}
-            for s in range(100, 1201, 100)]
-    assert ramp_spans(rows) == [(300, 700, ["l0.diffusion"]), (800, 900, ["l1"])]
+def test_ramp_spans_come_from_the_logged_weights_one_per_term_or_shared_range() -> None:
+    assert ramp_spans(_ramp_rows()) == [(600, 900, ["l1"]), (900, 1100, ["l1.bos"])]
+    rows = [{"step": s, "w.l0.diffusion": min(max((s - 300) / 400, 0), 1), "w.l0.collapse": min(max((s - 300) / 400, 0), 1),
+             "w.l1": 1.0 if s >= 900 else 0.0} for s in range(100, 1201, 100)]
+    assert ramp_spans(rows) == [(300, 700, ["l0.collapse", "l0.diffusion"]), (800, 900, ["l1"])]
     assert ramp_spans([{"step": 1, "loss": 1.0}]) == []
 
 
@@ -43,10 +43,9 @@ def test_curves_shade_the_ramps_and_draw_held_out_curves_dashed() -> None:
 
     fig = curves_figure(_ramp_rows())
     total = fig.axes[0]
-    spans = [p for p in total.patches if p.get_label() == "curriculum ramp"]
-    assert len(spans) == 1
-    labels = [t.get_text() for t in total.texts]
-    assert labels == ["l1, l1.bos"]
+    assert len(total.patches) == 2 and total.patches[0].get_label() == "curriculum ramp"
+    labels = [t.get_text().strip() for t in total.texts]
+    assert labels == ["l1 ramps", "l1: bos ramps"]
     val = [ln for ln in total.get_lines() if "held out" in str(ln.get_label())]
     assert len(val) == 1 and val[0].get_linestyle() == "--"
     assert all(any(p.get_label() == "curriculum ramp" for p in ax.patches) for ax in fig.axes)

@@ -47,31 +47,45 @@ def _levels(rows: Sequence[dict[str, Any]]) -> list[int]:
 def ramp_spans(rows: Sequence[dict[str, Any]]) -> list[tuple[int, int, list[str]]]:
     """The step ranges over which curriculum weights move, from the logged ``w.<term>`` columns.
 
-    A weight that differs between two logged rows moved between their steps; overlapping or touching
-    ranges are merged.
+    A weight that differs between two logged rows moved between their steps; a term's touching
+    moves make one range, and terms whose ranges are equal share it.
 
     Returns:
-        ``[(first step, last step, [terms]), ...]`` in step order, e.g. ``[(600, 900, ["l1"])]``.
+        ``[(first step, last step, [terms]), ...]`` sorted by step, e.g. ``[(600, 900, ["l1"])]``.
     """
-    moves: list[tuple[int, int, str]] = []
+    groups: dict[tuple[int, int], list[str]] = {}
     for key in sorted({k for r in rows for k in r if k.startswith("w.")}):
         steps, vals = _series(rows, key)
-        moves += [(steps[i - 1], steps[i], key[2:]) for i in range(1, len(steps)) if vals[i] != vals[i - 1]]
-    spans: list[tuple[int, int, list[str]]] = []
-    for a, b, term in sorted(moves):
-        if spans and a <= spans[-1][1]:
-            lo, hi, terms = spans[-1]
-            spans[-1] = (lo, max(hi, b), terms if term in terms else [*terms, term])
-        else:
-            spans.append((a, b, [term]))
-    return spans
+        spans: list[list[int]] = []
+        for i in range(1, len(steps)):
+            if vals[i] != vals[i - 1]:
+                if spans and steps[i - 1] <= spans[-1][1]:
+                    spans[-1][1] = steps[i]
+                else:
+                    spans.append([steps[i - 1], steps[i]])
+        for a, b in spans:
+            groups.setdefault((a, b), []).append(key[2:])
+    return [(a, b, terms) for (a, b), terms in sorted(groups.items())]
+
+
+def _ramp_label(terms: list[str]) -> str:
+    """``l0: diffusion, recon_dirty`` for terms of one level, else the names joined."""
+    levels = {t.split(".", 1)[0] for t in terms}
+    if len(levels) == 1 and all("." in t for t in terms):
+        return f"{levels.pop()}: " + ", ".join(t.split(".", 1)[1] for t in terms)
+    return ", ".join(terms)
+
+
+RAMP_COLOURS = ("#fdd0a2", "#c7e9c0", "#dadaeb", "#fcbba1")
 
 
 def _shade(ax: Any, spans: list[tuple[int, int, list[str]]]) -> None:
+    """Each ramp as a band of its own colour, named at the top (labels stepped down where bands overlap)."""
     for i, (a, b, terms) in enumerate(spans):
-        ax.axvspan(a, b, color="#fdd0a2", alpha=0.45, lw=0, label="curriculum ramp" if i == 0 else None)
-        ax.text((a + b) / 2, 0.98, ", ".join(terms), transform=ax.get_xaxis_transform(), ha="center", va="top",
-                fontsize=6, color="#a63603")
+        colour = RAMP_COLOURS[i % len(RAMP_COLOURS)]
+        ax.axvspan(a, b, color=colour, alpha=0.5, lw=0, label="curriculum ramp" if i == 0 else None)
+        ax.text(a, 0.98 - 0.07 * (i % 4), " " + _ramp_label(terms) + " ramps", transform=ax.get_xaxis_transform(),
+                ha="left", va="top", fontsize=6, color="#7f2704")
 
 
 def curves_figure(rows: Sequence[dict[str, Any]]) -> Any:
