@@ -129,6 +129,7 @@ class Trainer:
                          f"level {i}'s parameters will not train in this run")
         self.net: torch.nn.Module = self.model  # what a step calls: the model, or the model under DDP
         self.ddp: Any = None
+        self.loggers: list[RowLogger] = []  # train.loggers' sinks besides metrics.jsonl, open while fit() runs
         # the fixed held-out slice of train.eval_every (rank 0 scores it; the other ranks wait at the next step)
         self.val_batches = (heldout_slice(self.corpus, seed=self.cfg.seed, batch_bytes=recipe.data.batch_bytes,
                                           n=self.cfg.eval_batches) if self.cfg.eval_every and self.main else [])
@@ -325,11 +326,11 @@ class Trainer:
         return open_loggers(self.cfg.loggers, self.run_dir, recipe_to_dict(self.recipe), self.run_dir.name)
 
     def _send_to_loggers(self, row: dict[str, Any]) -> None:
-        for lg in getattr(self, "loggers", []):
+        for lg in self.loggers:
             lg.log(self.step, row)
 
     def _close_loggers(self) -> None:
-        for lg in getattr(self, "loggers", []):
+        for lg in self.loggers:
             lg.close()
         self.loggers = []
 
