@@ -24,7 +24,8 @@ $(VENV)/.installed: pyproject.toml
 
 demo: setup
 	rm -rf $(DEMO_RUN)
-	$(ZONKEY) train recipes/tiny.yaml --out $(DEMO_RUN)
+	# TensorBoard event files too where the extra is installed (pip install -e ".[tensorboard]")
+	$(ZONKEY) train recipes/tiny.yaml --out $(DEMO_RUN) $$($(PY) -c 'import tensorboard; print("--set train.loggers=[jsonl,tensorboard]")' 2>/dev/null)
 	$(ZONKEY) eval $(DEMO_RUN)
 	$(ZONKEY) split $(DEMO_RUN) "The river flows through the old city." "Photosynthesis converts light into chemical energy."
 	$(ZONKEY) reconstruct $(DEMO_RUN) "The river flows through the old city." "Photosynthesis converts light into chemical energy."

@@ -304,7 +304,7 @@ def evaluate(run: str | os.PathLike[str], settings: EvalSettings | None = None, 
     Args:
         run: a run directory, or one checkpoint directory inside it.
         settings: what to compute (default: ``zonkey eval``'s defaults).
-        progress: ``progress(done, total)`` over the infill problems (diffusion runs).
+        progress: ``progress(done, total)`` over the held-out batches, then the infill problems (diffusion runs).
         **fields: fields of :class:`~zonkey.core.evaluate.run.EvalSettings` that replace those of
             ``settings``, e.g. ``samples=100``.
 

@@ -34,6 +34,7 @@ def ablate_cmd(
                                               "held-out text (metrics prefixed noisy.).")] = None,
     threads: Annotated[int, typer.Option("--run-threads", min=1, max=common.MAX_THREADS, help="Torch threads of each run.")] = 1,
     as_json: Annotated[bool, typer.Option("--json", help="Print ablation.json's content.")] = False,
+    progress: common.Progress = None,
 ) -> None:
     """Train every variant of RECIPE over seeds, evaluate each, write ablation.md and ablation.json.
 
@@ -73,11 +74,20 @@ def ablate_cmd(
     command = " ".join(["zonkey ablate", shlex.quote(recipe)] +
                        [flag if v is None else f"{flag} {shlex.quote(str(v))}" for flag, v in given])
 
-    def progress(r: dict[str, Any]) -> None:
-        common.stderr().print(f"{r.get('status')}: {r.get('variant')} seed {r.get('seed')} ({r.get('run_dir')})"
-                              + (f": {r['error']}" if r.get("error") else ""), markup=False)
+    finished = [0]
 
-    results = run_grid(grid, jobs=jobs, threads=threads, on_result=progress)
+    with common.progress_bar("ablate (runs)", progress) as bar:
+        if bar is not None:
+            bar(0, n)
+
+        def report(r: dict[str, Any]) -> None:
+            common.stderr().print(f"{r.get('status')}: {r.get('variant')} seed {r.get('seed')} ({r.get('run_dir')})"
+                                  + (f": {r['error']}" if r.get("error") else ""), markup=False)
+            finished[0] += 1
+            if bar is not None:
+                bar(finished[0], n)
+
+        results = run_grid(grid, jobs=jobs, threads=threads, on_result=report)
     j, md = write_report(grid, results, command)
     failed = [r for r in results if r.get("status") == "failed"]
     if as_json:

@@ -1,8 +1,10 @@
 """``zonkey curves RUN``: training curves from a run's ``metrics.jsonl`` as a table or JSON.
 
 Every logged row holds the loss terms, the training statistics (``l0.train_byte_acc``,
-``l0.mean_segment``, ``l0.space_f1`` ...) and the curriculum weights (``w.l1``) of its step. The
-command picks columns and thins the rows so a curve fits on a screen.
+``l0.mean_segment``, ``l0.space_f1`` ...) and the curriculum weights (``w.l1``) of its step; rows of
+a held-out pass (``train.eval_every``) add the ``val.`` figures. The command picks columns, adds a
+``ramping`` column (the curriculum terms whose weight moved since the row before) and thins the rows
+so a curve fits on a screen.
 """
 
 from __future__ import annotations
@@ -15,8 +17,22 @@ import typer
 
 from zonkey.cli import common
 
-DEFAULT_KEYS = ("loss", "l0.train_byte_acc", "l0.mean_segment", "l0.space_f1", "l0.word_f1", "l1.train_recon_acc",
-                "w.l1", "bytes_per_s")
+DEFAULT_KEYS = ("loss", "val.loss", "l0.train_byte_acc", "val.l0.recon_acc", "l0.mean_segment", "l0.space_f1",
+                "l0.word_f1", "val.l0.space_f1", "val.l0.word_f1", "l1.train_recon_acc", "val.l1.recon_acc", "w.l1",
+                "ramping", "bytes_per_s")
+
+
+def mark_ramps(rows: list[dict[str, Any]]) -> None:
+    """Add a ``ramping`` column where curriculum weights (``w.<term>``) changed since the row before.
+
+    Its value: those terms, comma-separated.
+    """
+    prev: dict[str, Any] = {}
+    for r in rows:
+        moved = [k[2:] for k, v in r.items() if k.startswith("w.") and k in prev and prev[k] != v]
+        prev.update({k: v for k, v in r.items() if k.startswith("w.")})
+        if moved:
+            r["ramping"] = ",".join(moved)
 
 
 def read_metrics(run: Path) -> list[dict[str, Any]]:
@@ -87,11 +103,18 @@ def curves_cmd(
         common.fail(str(exc), common.EXIT_USAGE if isinstance(exc, FileNotFoundError) else common.EXIT_INVALID)
     if not rows:
         common.fail(f"{run}: metrics.jsonl is empty (no step has been logged yet)")
+    mark_ramps(rows)
     present = sorted({k for r in rows for k in r})
+    from zonkey.plot.run_plots import boundary_convention
+
+    conv = boundary_convention(rows)
+    other = {"word": "space", "space": "word"}.get(conv or "")
+    defaults = [k for k in DEFAULT_KEYS if k in present and not (other and k.endswith(f"l0.{other}_f1"))]
     if list_keys:
         common.print_text("\n".join(present))
         return
-    cols = [k.strip() for k in keys.split(",") if k.strip()] if keys else [k for k in DEFAULT_KEYS if k in present]
+    # default columns: the boundary F1 under the run's own convention only (word or space)
+    cols = [k.strip() for k in keys.split(",") if k.strip()] if keys else defaults
     unknown = [k for k in cols if k not in present]
     if unknown:
         common.fail(f"{run}: no logged column {', '.join(map(repr, unknown))} (see `zonkey curves {run} --list`)")

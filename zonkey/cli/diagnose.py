@@ -55,6 +55,7 @@ def byte_errors_cmd(
     split: Annotated[Split, typer.Option("--split", help="Which split to count on.")] = Split.heldout,
     no_verify: common.NoVerify = False,
     as_json: JsonFlag = False,
+    progress: common.Progress = None,
 ) -> None:
     """Where level 0's t = 0 reconstruction errors are: by byte class, slot and segment length.
 
@@ -69,9 +70,9 @@ def byte_errors_cmd(
 
         model = common.load_model(run, use_ema=not raw, verify=not no_verify)
         data = model.recipe.data
-        with torch.no_grad():
+        with torch.no_grad(), common.progress_bar("byte-errors", progress) as cb:
             res = byte_errors(model, load_corpus(data).batches(split.value, seed=0, batch_bytes=data.batch_bytes),
-                              max_batches=batches)
+                              max_batches=batches, progress=cb)
     if as_json:
         common.print_json({"run": str(run), "split": split.value, **res.as_dict()})
     else:
@@ -174,6 +175,7 @@ def denoise_cmd(
     raw: Annotated[bool, typer.Option("--raw", help="The raw weights instead of the EMA.")] = False,
     no_verify: common.NoVerify = False,
     as_json: JsonFlag = False,
+    progress: common.Progress = None,
 ) -> None:
     """Where each level's content is decided: real held-out latents noised to σ and denoised back.
 
@@ -206,9 +208,9 @@ def denoise_cmd(
             train = TrainingText.build(corpus.documents("train"), run_directory(run))
         results = []
         for lvl in levels:
-            with torch.no_grad():
+            with torch.no_grad(), common.progress_bar(f"denoise level {lvl}", progress) as cb:
                 res = denoise_sweep(model, batches, lvl, sigmas=sweep, steps=steps, seed=seed,
-                                    max_batches=max_batches)
+                                    max_batches=max_batches, progress=cb)
             if train is not None:
                 res.samples = prior_samples(model, lvl, samples, train, corpus.documents("heldout"), seed=seed,
                                             steps=sample_steps)

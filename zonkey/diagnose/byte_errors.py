@@ -8,6 +8,7 @@ segment's own span, from its clean latent.
 from __future__ import annotations
 
 import collections
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -96,20 +97,23 @@ class ByteErrors:
 
 
 @torch.no_grad()
-def byte_errors(model: Any, batches: Any, *, max_batches: int = 8) -> ByteErrors:
+def byte_errors(model: Any, batches: Any, *, max_batches: int = 8,
+                progress: Callable[[int, int], None] | None = None) -> ByteErrors:
     """Count level 0's t = 0 reconstruction errors on the first ``max_batches`` batches.
 
     Args:
         model: a trained ``ZonkeyModel`` (in eval mode).
         batches: ``ByteBatches`` of the split to count on (``len`` and ``batch(i)``).
         max_batches: at most this many batches, from the first.
+        progress: ``progress(done, total)`` over the batches.
 
     Returns:
         The counts, per byte class, slot and segment length, and the confusions.
     """
     res = ByteErrors(errors={k: collections.Counter() for k in ("class", "slot", "length")},
                      totals={k: collections.Counter() for k in ("class", "slot", "length")})
-    for i in range(min(max_batches, len(batches))):
+    n_batches = min(max_batches, len(batches))
+    for i in range(n_batches):
         pred, targets, own, seg = decode_own_spans(model, batches.batch(i))  # (s, m) each
         wrong = (pred != targets) & own
         slot = torch.arange(own.shape[1], device=own.device).expand_as(own)
@@ -121,4 +125,6 @@ def byte_errors(model: Any, batches: Any, *, max_batches: int = 8) -> ByteErrors
                 res.errors[kind][key] += w
             if w:
                 res.confusions[(show_byte(t), show_byte(p))] += 1
+        if progress is not None:
+            progress(i + 1, n_batches)
     return res

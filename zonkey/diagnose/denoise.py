@@ -24,7 +24,7 @@ its per-segment denoiser, and its sequence prior where it has one) with the gene
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, cast
 
@@ -189,7 +189,8 @@ def _retrieval(pool: Tensor, queries: Tensor, chunk: int = 2048) -> float:
 
 @torch.no_grad()
 def denoise_sweep(model: ZonkeyModel, batches: ByteBatches, level: int, *, sigmas: Sequence[float] = SIGMAS,
-                  steps: int | None = None, seed: int = 0, max_batches: int = 2) -> LevelDenoise:
+                  steps: int | None = None, seed: int = 0, max_batches: int = 2,
+                  progress: Callable[[int, int], None] | None = None) -> LevelDenoise:
     """Noise the held-out latents of ``level`` to every σ, denoise them back and score the result.
 
     Args:
@@ -201,6 +202,7 @@ def denoise_sweep(model: ZonkeyModel, batches: ByteBatches, level: int, *, sigma
         seed: seed of the noise (one generator per call: the same level gives the same rows alone or
             among others).
         max_batches: at most this many batches (>= 1).
+        progress: ``progress(done, total)`` over the batches.
 
     Returns:
         The level's σ rows (see the module docstring).
@@ -238,6 +240,8 @@ def denoise_sweep(model: ZonkeyModel, batches: ByteBatches, level: int, *, sigma
             c.hit += int((correct & seg.own_span).sum())
             c.tot += int(seg.own_span.sum())
             c.rt.add(batch, *_bytes_down(model, level, out, seg.doc))
+        if progress is not None:
+            progress(i + 1, n_batches)
     z0 = torch.cat(pool) if pool else torch.zeros(0, lvl.latent_dim)
     rows = []
     for s, c in counts.items():

@@ -1,4 +1,9 @@
-"""``ablation.png``: a bar per variant with the spread over seeds, one panel per headline metric."""
+"""``ablation.png``: each variant's mean over seeds with its spread, one panel per headline metric.
+
+Points with error bars, not bars from 0: most headline figures lie near 1 (reconstruction, F1),
+where bars from 0 would all look the same height. Each panel's y-axis spans its data (means ± std,
+padded), so the differences between variants are what the eye sees; the axis labels give the range.
+"""
 
 from __future__ import annotations
 
@@ -11,15 +16,23 @@ from zonkey.plot.style import figure, save
 
 
 def plot_ablation(report: dict[str, Any], path: Path, metrics: list[str] | None = None) -> Path:
-    """Bars (mean over seeds) with error bars (std) of every variant, for each metric.
+    """``path`` (PNG, PDF or SVG): :func:`ablation_figure` saved.
+
+    Raises:
+        ValueError: none of the metrics is in the report.
+    """
+    return save(ablation_figure(report, metrics), path)
+
+
+def ablation_figure(report: dict[str, Any], metrics: list[str] | None = None) -> Any:
+    """A point (mean over seeds) with an error bar (std) for every variant, one panel per metric.
 
     Args:
         report: the content of ``ablation.json``.
-        path: the PNG to write.
         metrics: the metrics to draw (default: the headline ones some variant has).
 
     Returns:
-        ``path``.
+        the figure, not yet saved.
 
     Raises:
         ValueError: none of the metrics is in the report.
@@ -36,16 +49,34 @@ def plot_ablation(report: dict[str, Any], path: Path, metrics: list[str] | None 
     names = [v["name"] for v in variants]
     for ax, key in zip(axes, keys, strict=False):
         stats = [v["metrics"].get(key) for v in variants]
-        means = [s["mean"] if s else 0.0 for s in stats]
-        errs = [s["std"] if s else 0.0 for s in stats]
-        bars = ax.bar(range(len(names)), means, yerr=errs, capsize=4, color="#6baed6", edgecolor="#2171b5")
-        for b, s in zip(bars, stats, strict=True):
-            if s is None:
-                b.set_alpha(0.15)
+        xs = [i for i, st in enumerate(stats) if st]
+        means = [stats[i]["mean"] for i in xs]
+        errs = [stats[i]["std"] for i in xs]
+        ax.errorbar(xs, means, yerr=errs, fmt="o", capsize=4, color="#2171b5", ecolor="#6baed6")
+        lo, hi = y_range(means, errs)
+        ax.set_ylim(lo, hi)
+        ax.grid(axis="y", alpha=0.3)
         ax.set_xticks(range(len(names)))
         ax.set_xticklabels(names, rotation=30, ha="right", fontsize=7)
+        ax.set_xlim(-0.5, len(names) - 0.5)
         ax.set_title(labels.get(key, key), fontsize=9)
     for ax in axes[len(keys):]:
         ax.axis("off")
     fig.suptitle(f"{report.get('recipe_name', '')}: mean ± std over seeds {report.get('seeds', [])}", fontsize=10)
-    return save(fig, path)
+    return fig
+
+
+def y_range(means: list[float], errs: list[float]) -> tuple[float, float]:
+    """The y-axis of a panel: the span of means ± std, padded by a tenth of it on each side.
+
+    A span of 0 (one variant, or equal means) gets ± 5% of the value (± 0.05 at 0).
+
+    Returns:
+        (bottom, top).
+    """
+    if not means:
+        return 0.0, 1.0
+    lo = min(m - e for m, e in zip(means, errs, strict=True))
+    hi = max(m + e for m, e in zip(means, errs, strict=True))
+    pad = 0.1 * (hi - lo) if hi > lo else 0.05 * max(abs(hi), 1.0)
+    return lo - pad, hi + pad

@@ -1,4 +1,4 @@
-"""What ``zonkey plot`` draws for a path: an ablation's bar charts, or a run's four figures."""
+"""What ``zonkey plot`` draws for a path: an ablation's chart, or a run's four figures (PNG, PDF or SVG)."""
 
 from __future__ import annotations
 
@@ -45,22 +45,27 @@ def _inside(folder: Path, name: str) -> Path:
 
 
 def plot(path: str | Path, out: str | Path | None = None, *, texts: Sequence[str] = (),
-         verify: bool = True) -> list[Path]:
+         verify: bool = True, fmt: str = "png") -> list[Path]:
     """Every figure of a run or of an ablation folder.
 
     Args:
         path: a run directory (``metrics.jsonl``; a diffusion run's checkpoint adds the BOS and
             attention figures) or an ablation folder (``ablation.json``).
-        out: where the PNGs go (default: ``PATH/plots``).
+        out: where the figures go (default: ``PATH/plots``).
         texts: sentences for the BOS and attention figures (default: three held-out sentences).
         verify: check the checkpoint's files against their SHA-256 before loading the model.
+        fmt: ``png``, ``pdf`` or ``svg`` (:data:`~zonkey.plot.style.FORMATS`).
 
     Returns:
-        The PNGs written.
+        The files written.
 
     Raises:
-        PlotError: ``path`` is neither, or its files cannot be read.
+        PlotError: ``path`` is neither, its files cannot be read, or ``fmt`` is not a format written.
     """
+    from zonkey.plot.style import FORMATS
+
+    if fmt not in FORMATS:
+        raise PlotError(f"--format {fmt!r}: one of {', '.join(FORMATS)}")
     p = Path(path)
     dest = Path(out) if out is not None else p / "plots"
     if (p / "ablation.json").is_file():
@@ -69,7 +74,7 @@ def plot(path: str | Path, out: str | Path | None = None, *, texts: Sequence[str
         _inside(p, "ablation.json")
         try:
             report = json.loads((p / "ablation.json").read_text(encoding="utf-8"))
-            return [plot_ablation(report, dest / "ablation.png")]
+            return [plot_ablation(report, dest / f"ablation.{fmt}")]
         except (ValueError, KeyError, TypeError) as exc:
             raise PlotError(f"{p / 'ablation.json'}: {exc}") from None
     if not (p / "metrics.jsonl").is_file():
@@ -77,9 +82,9 @@ def plot(path: str | Path, out: str | Path | None = None, *, texts: Sequence[str
     rows = _metrics(_inside(p, "metrics.jsonl"))
     if not rows:
         raise PlotError(f"{p}/metrics.jsonl is empty (no step has been logged yet)")
-    written = [plot_curves(rows, dest / "curves.png")]
+    written = [plot_curves(rows, dest / f"curves.{fmt}")]
     if any("l0.word_f1" in r or "l0.mean_segment" in r for r in rows):
-        written.append(plot_boundaries(rows, dest / "boundaries.png"))
+        written.append(plot_boundaries(rows, dest / f"boundaries.{fmt}"))
     if (p / "recipe.json").is_file() and ((p / "LATEST").is_file() or (p / "model.safetensors").is_file()):
         from zonkey.core.model.network import ZonkeyModel
         from zonkey.data import load_corpus
@@ -87,6 +92,6 @@ def plot(path: str | Path, out: str | Path | None = None, *, texts: Sequence[str
         model = ZonkeyModel.from_run(p, verify=verify)
         chosen = list(texts) or heldout_sentences(load_corpus(model.recipe.data).documents("heldout"))
         if chosen:
-            written.append(plot_bos(model, chosen, dest / "bos.png"))
-            written.append(plot_attention(model, chosen[0], dest / "attention.png"))
+            written.append(plot_bos(model, chosen, dest / f"bos.{fmt}"))
+            written.append(plot_attention(model, chosen[0], dest / f"attention.{fmt}"))
     return written

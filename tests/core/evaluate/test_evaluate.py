@@ -58,6 +58,8 @@ def test_evaluate_returns_documented_keys_in_range():
     assert set(res["recon_acc_noise"]) == {"0.1", "0.3", "0.5"}
     assert set(res["boundary"]) == {"word", "space", "word_tol1", "space_tol1"}
     assert res["boundary_f1"] == max(res["boundary"]["word"]["f1"], res["boundary"]["space"]["f1"])
+    # one convention per model, named: the one boundary_f1 is under
+    assert res["boundary"][res["boundary_convention"]]["f1"] == res["boundary_f1"]
     assert 1.0 <= res["mean_segment_bytes"] <= rec.model.levels[0].max_segment
     assert res["eval_bytes"] > 0
 

@@ -10,7 +10,9 @@ Level 0:
  * ``boundary``: precision / recall / F1 of the deterministic BOS positions (document starts
    excluded) against word starts. Gold ``word``: a byte that is not whitespace after one that is;
    gold ``space``: a whitespace byte after one that is not (the whitespace starts the segment).
-   ``*_tol1`` count a boundary within ±1 byte as a match. ``boundary_f1`` is the better strict F1.
+   ``*_tol1`` count a boundary within ±1 byte as a match. ``boundary_f1`` is the better strict F1,
+   and ``boundary_convention`` names the convention it is under (``word`` or ``space``): a splitter
+   follows one, and its F1 under the other is no measure of it.
  * ``length_acc``: share of segments whose decoded length (leading slots with existence >= 0.5
    from the denoiser's own BOS head, t = 0) equals the true span; ``roundtrip0_char_acc``
    (1 − edit distance / input bytes), ``roundtrip0_acc`` (strict, same offset) and
@@ -46,11 +48,13 @@ from zonkey.core.evaluate.roundtrip import RoundTrip, levenshtein
 from zonkey.core.model.inference import decode_bytes_from_slots
 from zonkey.core.model.network import ZonkeyModel, own_slot_rows
 from zonkey.core.nn.boundaries import (
+    CONVENTIONS,
     SENTENCE_END,
     WHITESPACE,
     BoundaryCounter,
     bos_entropy,
     boundary_stats,
+    convention,
     gold_boundaries,
     sentence_starts,
 )
@@ -59,8 +63,8 @@ from zonkey.core.nn.losses import contrastive_recon_loss
 from zonkey.data import Batch, ByteBatches
 
 __all__ = [
-    "NOISE_LEVELS", "SENTENCE_END", "WHITESPACE", "BoundaryCounter", "RoundTrip", "bos_entropy", "boundary_stats",
-    "evaluate", "evaluate_level0", "evaluate_level1", "evaluate_upper", "gold_boundaries", "levenshtein",
+    "CONVENTIONS", "NOISE_LEVELS", "SENTENCE_END", "WHITESPACE", "BoundaryCounter", "RoundTrip", "bos_entropy",
+    "boundary_stats", "evaluate", "evaluate_level0", "evaluate_level1", "evaluate_upper", "gold_boundaries", "levenshtein",
     "sentence_starts",
 ]
 
@@ -143,6 +147,7 @@ def evaluate_level0(model: ZonkeyModel, batches: Batches, *, noise_levels: Seque
         "bos_entropy": ent_sum / max(ent_n, 1),
         "boundary": boundary,
         "boundary_f1": max(boundary.get("word", {}).get("f1", 0.0), boundary.get("space", {}).get("f1", 0.0)),
+        "boundary_convention": convention({k: boundary.get(k, {}).get("f1", 0.0) for k in CONVENTIONS}),
         "eval_bytes": total,
         "length_acc": len_ok / max(n_segs, 1),
         "roundtrip0_acc": rt.strict,

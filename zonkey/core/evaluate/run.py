@@ -98,7 +98,7 @@ def evaluate_model(model: Any, run: str | Path, settings: EvalSettings,
             already applied.
         run: its run or step directory (the judge is cached in the run).
         settings: what to compute.
-        progress: ``progress(done, total)`` over the infill problems.
+        progress: ``progress(done, total)`` over the held-out batches, then over the infill problems.
 
     Returns:
         the result dict of ``zonkey eval --json``.
@@ -109,7 +109,7 @@ def evaluate_model(model: Any, run: str | Path, settings: EvalSettings,
     s = settings
     corpus, train_docs, info = eval_corpus(model.recipe.data, s)
     res = evaluate(model, corpus, batch_bytes=model.recipe.data.batch_bytes, seed=s.seed,
-                   max_batches=s.max_batches, steps=s.steps)
+                   max_batches=s.max_batches, steps=s.steps, progress=progress)
     if s.samples or s.infill or s.steps_table or s.infill_items:
         res.update(evaluate_generation(model, train_docs, corpus.documents("heldout"), samples=s.samples,
                                        infill=s.infill, seed=s.seed, with_steps_table=s.steps_table,

@@ -10,11 +10,25 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-__all__ = ["BoundaryCounter", "SENTENCE_END", "WHITESPACE", "bos_entropy", "boundary_stats", "gold_boundaries",
-           "sentence_starts"]
+__all__ = ["CONVENTIONS", "BoundaryCounter", "SENTENCE_END", "WHITESPACE", "bos_entropy", "boundary_stats",
+           "convention", "gold_boundaries", "sentence_starts"]
 
 WHITESPACE = (9, 10, 11, 12, 13, 32)
 SENTENCE_END = (46, 33, 63)  # . ! ?
+
+#: the two ways a splitter can mark word edges (the gold masks of :func:`gold_boundaries`)
+CONVENTIONS = {"word": "a BOS on each word's first byte", "space": "a BOS on the whitespace before each word"}
+
+
+def convention(f1: dict[str, float]) -> str:
+    """The convention a model follows: the one of ``word`` and ``space`` it scores higher under.
+
+    Ties go to ``word``. Its F1 under the other says nothing about it and is not reported beside it.
+
+    Args:
+        f1: ``{"word": F1, "space": F1}``.
+    """
+    return "space" if f1.get("space", 0.0) > f1.get("word", 0.0) else "word"
 
 
 def gold_boundaries(tokens: Tensor, valid: Tensor) -> dict[str, Tensor]:

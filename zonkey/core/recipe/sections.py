@@ -112,7 +112,18 @@ class TrainConfig(Strict):
     ema_decay: float = Field(default=0.999, ge=0, lt=1)
     seed: int = Field(default=0, ge=-(2**63), le=2**63 - 1, description="what torch's generator takes")
     log_every: int = Field(default=10, ge=1)
-    eval_every: int = Field(default=0, ge=0, description="0: evaluate only at the end")
+    eval_every: int = Field(default=0, ge=0, le=10**9, description="every this many steps (and at the last step) a "
+                            "cheap held-out pass logs val.* figures (losses, t-0 reconstruction, boundary F1) on a "
+                            "fixed held-out slice; 0: none while training (`zonkey eval` scores the finished run)")
+    eval_batches: int = Field(default=2, ge=1, le=1000, description="held-out batches of that pass (the first ones "
+                              "of the held-out split, the same every time)")
+    grad_accum: int = Field(default=1, ge=1, le=1024, description="micro-batches per optimizer step: each step's "
+                            "batch (data.batch_bytes) is cut into this many row slices whose gradients add up to the "
+                            "whole batch's, so the memory of a forward pass is about 1/grad_accum of it")
+    loggers: tuple[Literal["jsonl", "tensorboard", "wandb"], ...] = Field(
+        default=("jsonl",), description="where the logged rows go besides the log line: jsonl (RUN/metrics.jsonl, "
+        "always written), tensorboard (RUN/tensorboard, needs `pip install -e .[tensorboard]`), wandb (needs the "
+        "wandb package; WANDB_MODE=offline keeps it on disk)")
     save_every: int = Field(default=0, ge=0, description="0: save only at the end")
     max_nonfinite: int = Field(default=5, ge=1, description="stop after this many non-finite losses in a row")
     device: str = Field(default="auto", description="'auto', 'cpu' or 'cuda[:i]'")
@@ -121,6 +132,21 @@ class TrainConfig(Strict):
         "note); existence math stays float32 either way")
     threads: int = Field(default=0, ge=0, le=1024, description="torch CPU threads, 0 = torch's default")
     curriculum: list[Ramp] = Field(default_factory=list, description="per-level / per-term weight ramps (§8)")
+
+    @model_validator(mode="after")
+    def _loggers(self) -> TrainConfig:
+        if len(set(self.loggers)) != len(self.loggers):
+            raise ValueError(f"loggers {list(self.loggers)}: each logger at most once")
+        return self
+
+    def ramping(self, step: int) -> dict[str, float]:
+        """The curriculum entries whose multiplier is moving at ``step`` (start <= step < end).
+
+        Returns:
+            ``{"l1": 0.33, ...}``: the multiplier of every ramping term (entries naming one term multiply).
+        """
+        moving = {r.term for r in self.curriculum if r.start <= step < r.end}
+        return {t: v for t, v in self.scales(step).items() if t in moving}
 
     def scales(self, step: int) -> dict[str, float]:
         """Curriculum multipliers at ``step``.

@@ -28,9 +28,12 @@ from zonkey.core.model.network import ZonkeyModel, build_model
 from zonkey.core.nn.losses import byte_balance_weights
 from zonkey.core.recipe import BALANCE_CAP, Recipe, recipe_to_dict
 from zonkey.core.train import distributed
+from zonkey.core.train.accumulate import add_values, micro_batches
 from zonkey.core.train.banks import refresh_banks
 from zonkey.core.train.fit_text import fit_to_training_text
+from zonkey.core.train.loggers import RowLogger, format_row, format_validation, open_loggers
 from zonkey.core.train.optim import EMA, adamw, lr_at, param_groups
+from zonkey.core.train.validation import heldout_slice, validate
 from zonkey.data import ByteBatches, byte_counts, load_corpus
 from zonkey.errors import TrainingError
 from zonkey.io import inside
@@ -126,10 +129,18 @@ class Trainer:
                          f">= train.steps {self.cfg.steps}: "
                          f"level {i}'s parameters will not train in this run")
         self.net: torch.nn.Module = self.model  # what a step calls: the model, or the model under DDP
+        self.ddp: Any = None
+        self.loggers: list[RowLogger] = []  # train.loggers' sinks besides metrics.jsonl, open while fit() runs
+        # the fixed held-out slice of train.eval_every (rank 0 scores it; the other ranks wait at the next step)
+        self.val_batches = (heldout_slice(self.corpus, seed=self.cfg.seed, batch_bytes=recipe.data.batch_bytes,
+                                          n=self.cfg.eval_batches) if self.cfg.eval_every and self.main else [])
+        if self.cfg.eval_every and self.main and not self.val_batches:
+            self.log("note: train.eval_every is set but the held-out split has no batch; no validation in this run")
         if self.dist is not None:
             if not resume and not self.dist.main:
                 torch.manual_seed(distributed.rank_seed(self.cfg.seed, self.dist.rank))
             self.net = distributed.wrap_model(self.model, self.dist)
+            self.ddp = self.net  # its no_sync() spans the micro-batches of a step (train.grad_accum)
             self.log(f"data parallel: {self.dist.world} ranks on {self.device.type}, each {1 / self.dist.world:.3g} "
                      "of every batch's rows")
 
@@ -202,14 +213,19 @@ class Trainer:
 
     # -- one step -----------------------------------------------------------------------------
     def train_step(self) -> tuple[float | None, dict[str, float], int]:
-        """One optimisation step. Returns (loss or None if skipped, logged values, bytes in batch)."""
+        """One optimisation step. Returns (loss or None if skipped, logged values, bytes in batch).
+
+        With ``train.grad_accum`` N > 1 the step's batch (this rank's rows of it under DDP) is cut
+        into N row slices (rows j::N); each slice's loss is weighted by its share of the rows and its
+        gradient added to the others' before one clipped optimizer step, so the update is the one a
+        single pass over the whole batch would give, at about 1/N of its activation memory.
+        """
         self.model.train()
         refresh_banks(self.model, self.step, self.corpus.train, self.log)
         batch = self.batches.batch(self.step)
         global_bytes, weight = batch.num_bytes, 1.0
         if self.dist is not None:  # this rank's rows of the step's batch; the loss weighted by their share
             batch, weight = distributed.shard_batch(batch, self.dist.rank, self.dist.world)
-        batch = batch.to(self.device)
         lr = lr_at(self.step, self.cfg)
         # levels on their own schedule (their groups are tagged by param_groups): one value each
         levels = self.recipe.model.levels
@@ -220,22 +236,34 @@ class Trainer:
         for g in self.optimizer.param_groups:
             g["lr"] = level_lr[g["level"]] if "level" in g else prior_lr[g["prior"]] if "prior" in g else lr
         scales = self.cfg.scales(self.step)
-        with torch.autocast("cuda", dtype=torch.bfloat16) if self.autocast else contextlib.nullcontext():
-            out = self.net(batch.tokens, batch.valid, scales=scales)
-        loss = out.loss if weight == 1.0 else out.loss * weight
-        self._last_split = (batch.tokens, batch.valid, out.levels[0].split.p_bos.detach()) if out.levels else None
         self.optimizer.zero_grad(set_to_none=True)
-        values = {k: float(v.detach()) for k, v in out.terms.items()}
-        values.update(out.stats)
-        values["lr"] = lr
-        values.update({f"lr.l{i}": v for i, v in level_lr.items()})
-        values.update({f"lr.l{i}.prior": v for i, v in prior_lr.items()})
-        values.update({f"w.{k}": v for k, v in scales.items()})
-        mean_loss, finite = distributed.agree_loss(loss, self.dist)  # every rank skips, or none does
-        if not finite:
-            self._skip_nonfinite("loss", [k for k, v in values.items() if not math.isfinite(v)])
-            return None, values, global_bytes
-        loss.backward()
+        micro = micro_batches(batch, self.cfg.grad_accum)
+        values: dict[str, float] = {}
+        schedule = {"lr": lr, **{f"lr.l{i}": v for i, v in level_lr.items()},
+                    **{f"lr.l{i}.prior": v for i, v in prior_lr.items()}, **{f"w.{k}": v for k, v in scales.items()}}
+        mean_loss = 0.0
+        for j, (part, share) in enumerate(micro):
+            part = part.to(self.device)
+            last = j == len(micro) - 1
+            with self.ddp.no_sync() if self.ddp is not None and not last else contextlib.nullcontext():
+                with torch.autocast("cuda", dtype=torch.bfloat16) if self.autocast else contextlib.nullcontext():
+                    out = self.net(part.tokens, part.valid, scales=scales)
+                w = weight * share
+                loss = out.loss if w == 1.0 else out.loss * w
+                if j == 0:
+                    self._last_split = (part.tokens, part.valid, out.levels[0].split.p_bos.detach()) if out.levels else None
+                add_values(values, {k: float(v.detach()) for k, v in out.terms.items()}, share)
+                add_values(values, out.stats, share)
+                part_loss, finite = distributed.agree_loss(loss, self.dist)  # every rank skips, or none does
+                if not finite:
+                    self.optimizer.zero_grad(set_to_none=True)  # the slices before it added theirs
+                    values.update(schedule)
+                    self._skip_nonfinite("loss", [k for k, v in values.items() if not math.isfinite(v)])
+                    return None, values, global_bytes
+                mean_loss += part_loss
+                loss.backward()
+                del out, loss
+        values.update(schedule)
         gn = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
         values["grad_norm"] = float(gn)
         if not torch.isfinite(gn):  # clipping by an infinite norm would write NaN into the weights
@@ -279,6 +307,35 @@ class Trainer:
         tokens, valid, p_bos = last
         return {f"l0.{k}": v for k, v in boundary_stats(p_bos, tokens, valid).items()}
 
+    # -- held-out validation and loggers --------------------------------------------------------
+    def _validation_due(self, end: int) -> bool:
+        """Whether the step just taken ends with the held-out pass (every ``train.eval_every`` and the last)."""
+        every = self.cfg.eval_every
+        return bool(every and self.val_batches and (self.step % every == 0 or self.step == end))
+
+    def _validation_values(self) -> dict[str, float]:
+        """The ``val.*`` figures of the fixed held-out slice, and ``eval_s``, the seconds they took."""
+        t = time.perf_counter()
+        res = validate(self.model, self.val_batches, scales=self.cfg.scales(self.step - 1), seed=self.cfg.seed,
+                       device=self.device)
+        self.model.train()
+        res["eval_s"] = time.perf_counter() - t
+        return res
+
+    def _open_loggers(self) -> list[RowLogger]:
+        if not self.main:
+            return []
+        return open_loggers(self.cfg.loggers, self.run_dir, recipe_to_dict(self.recipe), self.run_dir.name)
+
+    def _send_to_loggers(self, row: dict[str, Any]) -> None:
+        for lg in self.loggers:
+            lg.log(self.step, row)
+
+    def _close_loggers(self) -> None:
+        for lg in self.loggers:
+            lg.close()
+        self.loggers = []
+
     # -- loop ---------------------------------------------------------------------------------
     def fit(self, stop_at: int | None = None) -> TrainResult:
         """Train until ``train.steps`` (or ``stop_at``, for tests of resume)."""
@@ -288,6 +345,7 @@ class Trainer:
         last = float("nan")
         window: list[float] = []
         bar = _Progress(end, self.step, enabled=self.progress)
+        self.loggers = self._open_loggers()
         try:
             while self.step < end:
                 loss, values, nbytes = self.train_step()
@@ -299,30 +357,29 @@ class Trainer:
                 elapsed = time.perf_counter() - t0
                 bps = (self.bytes_seen - start_bytes) / max(elapsed, 1e-9)
                 bar.update(self.step, loss=last, bps=bps, acc=values.get("l0.train_byte_acc"))
-                if self.step % self.cfg.log_every == 0 or self.step == end:
+                validating = self._validation_due(end)
+                if self.step % self.cfg.log_every == 0 or self.step == end or validating:
                     values.update(self._boundary_values())
+                    if validating:
+                        values.update(self._validation_values())
                     row = {"step": self.step, "loss": (sum(window) / len(window)) if window else None,
                            "bytes_per_s": bps, "elapsed_s": elapsed, **values}
                     self._write_metrics(row)
+                    self._send_to_loggers(row)
                     if not self.progress:
-                        self.log(_format_row(row, end))
+                        self.log(format_row(row, end, self.cfg.ramping(self.step - 1)))
+                    elif validating:
+                        self.log(format_validation(row))
                     window = []
                 if self.cfg.save_every and self.step % self.cfg.save_every == 0 and self.step < end:
                     self.save()
         finally:
             bar.close()
+            self._close_loggers()
         self.save()
         seconds = time.perf_counter() - t0
         return TrainResult(self.run_dir, self.step, last, self.skipped, self.bytes_seen - start_bytes, seconds,
                            {"bytes_per_s": (self.bytes_seen - start_bytes) / max(seconds, 1e-9)})
-
-
-def _format_row(row: dict[str, Any], end: int) -> str:
-    keys = ["l0.token", "l0.diffusion", "l0.train_byte_acc", "l0.mean_segment", "l0.space_f1", "l0.word_f1"]
-    extra = " ".join(f"{k.split('.', 1)[1]}={row[k]:.3f}" for k in keys if isinstance(row.get(k), float))
-    loss = row["loss"]
-    return (f"step {row['step']}/{end} loss={loss:.4f} " if loss is not None else f"step {row['step']}/{end} loss=nan ") + \
-        f"{extra} {row['bytes_per_s']:.0f} B/s"
 
 
 class _Progress:
