@@ -40,6 +40,7 @@ __all__ = [
     "json_bytes",
     "inside",
     "read_json",
+    "read_metrics",
     "read_safetensors",
     "sha256_file",
     "write_bytes",
@@ -364,3 +365,35 @@ def read_safetensors(path: Path, device: str | torch.device = "cpu") -> tuple[di
         msg = " ".join(str(exc).split()) or type(exc).__name__
         raise CheckpointError(f"{path}: corrupt safetensors file ({msg})") from None
     return tensors, metadata
+
+
+def read_metrics(path: Path, *, follow: bool = True) -> list[dict[str, Any]]:
+    """The rows of a ``metrics.jsonl``, each a JSON object with a non-negative integer ``step``.
+
+    Args:
+        path: the file (a FIFO, a device or a folder is refused at once, never read).
+        follow: whether a symbolic link as the file itself is followed.
+
+    Returns:
+        The rows in file order (blank lines skipped).
+
+    Raises:
+        CheckpointError: an unreadable or special file, or a line that is not a JSON object with a
+            ``step`` (the message gives ``path:line``).
+    """
+    data = read_regular(path, str(path), follow=follow)
+    rows: list[dict[str, Any]] = []
+    for i, line in enumerate(data.split(b"\n"), 1):
+        if not line.strip():
+            continue
+        try:
+            row = parse_json(line, f"{path}:{i}")
+        except InputError as exc:
+            raise CheckpointError(str(exc).replace(": invalid JSON", ": not a JSON line", 1)) from None
+        if not isinstance(row, dict):
+            raise CheckpointError(f"{path}:{i}: not a JSON object")
+        step = row.get("step")
+        if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+            raise CheckpointError(f"{path}:{i}: 'step' must be a non-negative integer, got {step!r}")
+        rows.append(row)
+    return rows

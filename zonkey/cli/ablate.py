@@ -17,7 +17,7 @@ def ablate_cmd(
     swap: Annotated[list[str] | None, typer.Option("--swap", metavar="KEY=V1,V2", help="Values to swap in at a "
                                                    "recipe key, e.g. model.levels.0.splitter=learned,fixed,entropy "
                                                    "(repeatable: the grid is their product).")] = None,
-    steps: Annotated[int | None, typer.Option("--steps", min=1, max=10**9, help="train.steps of every run.")] = None,
+    steps: Annotated[int | None, typer.Option("--steps", min=1, max=common.MAX_TRAIN_STEPS, help="train.steps of every run.")] = None,
     seeds: Annotated[int | None, typer.Option("--seeds", min=1, max=1000, help="Seeds per variant (default 3).")] = None,
     jobs: Annotated[int, typer.Option("--jobs", "-j", min=1, max=256, help="Runs trained at once (worker processes).")] = 1,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Grid folder (default: runs/ablate-<name>).")] = None,
@@ -77,8 +77,11 @@ def ablate_cmd(
         common.stderr().print(f"{r.get('status')}: {r.get('variant')} seed {r.get('seed')} ({r.get('run_dir')})"
                               + (f": {r['error']}" if r.get("error") else ""), markup=False)
 
-    results = run_grid(grid, jobs=jobs, threads=threads, on_result=progress)
-    j, md = write_report(grid, results, command)
+    from zonkey.core.checkpoint.runlock import RunLock
+
+    with common.user_errors(), RunLock(grid.out, "zonkey ablate"):  # one ablate per folder at a time
+        results = run_grid(grid, jobs=jobs, threads=threads, on_result=progress)
+        j, md = write_report(grid, results, command)
     failed = [r for r in results if r.get("status") == "failed"]
     if as_json:
         common.print_json(__import__("json").loads(j.read_text(encoding="utf-8")))
