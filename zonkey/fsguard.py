@@ -82,7 +82,11 @@ def mkdir_real(path: Path, what: str = "", error: type[ZonkeyError] = Checkpoint
         ZonkeyError: ``path`` exists as a link or as something else than a folder.
     """
     no_link(path, what, error)
-    path.mkdir(parents=True, exist_ok=True)
+    if not os.path.lexists(path):
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise error(f"{what or path}: cannot create the folder {path} ({exc.strerror})") from None
     return real_dir(path, what, error)
 
 

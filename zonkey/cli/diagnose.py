@@ -50,7 +50,7 @@ def _errors() -> Iterator[None]:
 @app.command("byte-errors")
 def byte_errors_cmd(
     run: RunArg,
-    batches: Annotated[int, typer.Option("--batches", min=1, max=common.MAX_COUNT, help="Count on at most this many batches.")] = 8,
+    batches: Annotated[int, typer.Option("--batches", min=1, help="Count on at most this many batches.")] = 8,
     raw: Annotated[bool, typer.Option("--raw", help="The raw weights instead of the EMA.")] = False,
     split: Annotated[Split, typer.Option("--split", help="Which split to count on.")] = Split.heldout,
     no_verify: common.NoVerify = False,
@@ -156,7 +156,7 @@ def probe_level1_cmd(
 def denoise_cmd(
     run: RunArg,
     level: Annotated[int | None, typer.Option("--level", help="Diagnose this level only (default: every level).")] = None,
-    max_batches: Annotated[int, typer.Option("--max-batches", min=1, max=common.MAX_COUNT, help="Held-out batches whose latents are "
+    max_batches: Annotated[int, typer.Option("--max-batches", min=1, help="Held-out batches whose latents are "
                                              "swept (also the retrieval pool).")] = 2,
     steps: Annotated[int | None, typer.Option("--steps", callback=common.sampler_steps,
                                               help="Sampler steps from each σ back to 0 "

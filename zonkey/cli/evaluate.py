@@ -17,7 +17,7 @@ def eval_cmd(
     ckpt: Annotated[Path, typer.Argument(help="Run directory (or checkpoint directory).")],
     data: Annotated[str | None, typer.Option("--data", help="Evaluate on this source instead of the recipe's "
                                                   "held-out split ('wiki', a .txt/.jsonl/.parquet file or folder).")] = None,
-    max_batches: Annotated[int | None, typer.Option("--max-batches", min=1, max=common.MAX_COUNT, help="Evaluate at most this many batches (1 to 1,000,000).")] = None,
+    max_batches: Annotated[int | None, typer.Option("--max-batches", min=1, help="Evaluate at most this many batches (at least 1; more than there are: all).")] = None,
     steps: Annotated[int, typer.Option("--steps", callback=common.sampler_steps,
                                        help="Sampler steps when denoising from noise.")] = 4,
     seed: common.Seed = 0,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -70,7 +71,7 @@ def plot(path: str | Path, out: str | Path | None = None, *, texts: Sequence[str
             raise PlotError(str(exc)) from None
         except (ValueError, KeyError, TypeError) as exc:
             raise PlotError(f"{p / 'ablation.json'}: {exc}") from None
-    if not (p / "metrics.jsonl").is_file():
+    if not os.path.lexists(p / "metrics.jsonl"):  # a FIFO there is refused by the reader, not called missing
         raise PlotError(f"{p}: neither a run (no metrics.jsonl) nor an ablation folder (no ablation.json)")
     rows = _metrics(_inside(p, "metrics.jsonl"))
     if not rows:

@@ -299,7 +299,9 @@ def find_latest_checkpoint(run_dir: str | Path) -> Path | None:
         target = None
         try:
             text = read_regular(latest, str(latest), follow=True).decode("utf-8").strip()
-            target = parse_json(text, str(latest))["checkpoint"] if text.startswith("{") else text
+            target = parse_json(text, str(latest))["checkpoint"] if text.startswith(("{", "[")) else text
+            if isinstance(target, str) and (len(target) > 4096 or "\n" in target):
+                raise TypeError("not a checkpoint path")
         except (ZonkeyError, UnicodeDecodeError, KeyError, TypeError) as exc:
             logger.warning("%s: unreadable (%s); using the newest checkpoint dir instead", latest, exc)
         if isinstance(target, str) and target:

@@ -16,12 +16,13 @@ import os
 import re
 import shutil
 import signal
+import stat
 from pathlib import Path
 from types import FrameType, TracebackType
 from typing import Any
 
 from zonkey.core.checkpoint.layout import CHECKPOINTS_DIR, EMA_FILE, LATEST_FILE, MODEL_FILE, RECIPE_FILE, TMP_PREFIX
-from zonkey.errors import TrainingError, ZonkeyError
+from zonkey.errors import CheckpointError, TrainingError, ZonkeyError
 from zonkey.fsguard import append_text, no_link, read_regular
 from zonkey.inputs import parse_json
 from zonkey.io import atomic_write_bytes
@@ -169,13 +170,21 @@ def signal_name(signum: int) -> str:
 
 
 def refuse_links(run: Path) -> None:
-    """Refuse a run whose metrics file or checkpoints folder is a symbolic link (checked before writing).
+    """Refuse a run whose metrics file or checkpoints folder is a link, or whose metrics file is special.
+
+    Checked when a trainer starts, before any slow work; every write checks again at its moment.
 
     Raises:
-        CheckpointError: naming the link.
+        CheckpointError: naming the file.
     """
     for name in (METRICS_FILE, CHECKPOINTS_DIR):
         no_link(run / name, f"{run}: {name}")
+    try:
+        mode = os.lstat(run / METRICS_FILE).st_mode
+    except FileNotFoundError:
+        return
+    if not stat.S_ISREG(mode):
+        raise CheckpointError(f"{run}: {METRICS_FILE}: {run / METRICS_FILE} is not a regular file; refused")
 
 
 def interrupted_message(run: Path, step: int, signum: int) -> str:

@@ -89,6 +89,10 @@ class Trainer:
         self.main = self.dist is None or self.dist.main
         self.log = (log or (lambda s: print(s, file=sys.stderr, flush=True))) if self.main else (lambda s: None)
         self.progress = (sys.stderr.isatty() if progress is None else progress) and self.main
+        self.lock = RunLock(self.run_dir, "zonkey train")
+        if self.main:  # before any slow work: a second writer hears at once
+            self.lock.acquire()  # one writer per run; the OS releases it if this process dies
+            runsafety.refuse_links(self.run_dir)
         self.device = self.dist.device if self.dist is not None else resolve_device(self.cfg.device)
         self.autocast = self.cfg.precision == "bf16" and self.device.type == "cuda"
         if self.cfg.precision == "bf16" and not self.autocast:
@@ -106,10 +110,7 @@ class Trainer:
         self.skipped = 0
         self.nonfinite_run = 0
         self.bytes_seen = 0
-        self.lock = RunLock(self.run_dir, "zonkey train")
-        if self.main:
-            self.lock.acquire()  # one writer per run; the OS releases it if this process dies
-            runsafety.refuse_links(self.run_dir)
+        self._saved_step: int | None = None  # the step of the newest checkpoint this run has
         if resume:
             self._resume()
         else:
@@ -178,6 +179,7 @@ class Trainer:
         self.skipped = int(st.get("skipped", 0))
         self.nonfinite_run = int(st.get("nonfinite_run", 0))
         self.bytes_seen = int(st.get("bytes_seen", 0))
+        self._saved_step = self.step
         if self.main and (dropped := runsafety.truncate_metrics(self.run_dir, self.step)):
             self.log(f"metrics.jsonl: dropped {dropped} rows logged after step {self.step} (they are logged again)")
         self.log(f"resumed {self.run_dir} at step {self.step}")
@@ -192,6 +194,7 @@ class Trainer:
                  "bytes_seen": self.bytes_seen, "ema_counts": dict(self.ema.counts),
                  "world": self.dist.world if self.dist is not None else 1}
         others = distributed.gather_rng(self.dist)  # a collective: every rank takes part, rank 0 writes
+        self._saved_step = self.step
         if not self.main:
             return self.run_dir / ckpt.CHECKPOINTS_DIR / step_name(self.step)
         return ckpt.save_checkpoint(self.run_dir, step=self.step, model=self.model, ema=self.ema.state(),
@@ -302,7 +305,6 @@ class Trainer:
         bar = _Progress(end, self.step, enabled=self.progress)
         if self.main:
             self.lock.acquire()  # held since __init__; taken again when fit runs a second time
-        saved_at = -1
         signals = runsafety.StopSignals()
         try:
             signals.__enter__()
@@ -326,11 +328,10 @@ class Trainer:
                     window = []
                 if self.cfg.save_every and self.step % self.cfg.save_every == 0 and self.step < end:
                     self.save()
-                    saved_at = self.step
                 if self._stop_requested(signals):
                     break
             bar.close()
-            if saved_at != self.step:
+            if self._saved_step != self.step:
                 self.save()
         finally:
             signals.__exit__(None, None, None)
