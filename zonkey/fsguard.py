@@ -43,7 +43,7 @@ def _kind(mode: int) -> str:
         return "a device"
     if stat.S_ISDIR(mode):
         return "a folder"
-    return "not a regular file"
+    return "a file" if stat.S_ISREG(mode) else "not a regular file"
 
 
 def no_link(path: Path, what: str = "", error: type[ZonkeyError] = CheckpointError) -> None:

@@ -127,8 +127,13 @@ def test_kill_9_then_resume_logs_every_step_once(tmp_path: Path) -> None:
 
 
 def test_identical_runs_give_identical_checkpoint_files_readable_by_the_group(tmp_path: Path) -> None:
+    import random
+
+    import numpy as np
+
     rec = micro_recipe(steps=2)
     for name in ("a", "b"):
+        random.random(), np.random.rand()  # as another process would, the generators start elsewhere
         Trainer(rec, tmp_path / name, progress=False, log=_quiet).fit()
     files = sorted(p.relative_to(tmp_path / "a") for p in (tmp_path / "a" / "checkpoints").rglob("*") if p.is_file())
     assert len(files) >= 5

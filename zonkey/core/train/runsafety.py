@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import re
 import shutil
 import signal
@@ -35,6 +36,7 @@ __all__ = [
     "prepare_fresh",
     "refuse_links",
     "run_files",
+    "seed_host_generators",
     "signal_name",
     "truncate_metrics",
 ]
@@ -159,6 +161,20 @@ class StopSignals:
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         self._restore()
+
+
+def seed_host_generators(seed: int) -> None:
+    """Seed Python's ``random`` and numpy's global generator from the recipe's seed.
+
+    Training draws nothing from them, but their states are saved in every checkpoint; unseeded,
+    each process starts them from the OS's entropy and identical runs would save different files.
+    """
+    random.seed(seed)
+    try:
+        import numpy as np
+    except ImportError:
+        return
+    np.random.seed(seed % 2**32)
 
 
 def signal_name(signum: int) -> str:

@@ -100,6 +100,7 @@ class Trainer:
         if self.cfg.threads:
             torch.set_num_threads(self.cfg.threads)
         torch.manual_seed(self.cfg.seed)
+        runsafety.seed_host_generators(self.cfg.seed)  # saved in every checkpoint: identical runs, identical files
         self.model: ZonkeyModel = build_model(recipe).to(self.device)
         self.optimizer = adamw(param_groups(self.model, self.cfg.weight_decay, recipe.model.levels), self.cfg.lr,
                                self.cfg.betas)
