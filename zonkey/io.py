@@ -23,6 +23,8 @@ from safetensors.torch import save_file
 from torch import Tensor
 
 from zonkey.errors import CheckpointError, CheckpointWriteError
+from zonkey.fsguard import open_regular, read_regular
+from zonkey.inputs import InputError, parse_json
 
 __all__ = [
     "TMP_PREFIX",
@@ -34,9 +36,11 @@ __all__ = [
     "atomic_write_json",
     "fsync_dir",
     "fsync_file",
+    "group_readable",
     "json_bytes",
     "inside",
     "read_json",
+    "read_metrics",
     "read_safetensors",
     "sha256_file",
     "write_bytes",
@@ -231,8 +235,48 @@ def _prepare_tensors(tensors: dict[str, Tensor], where: str | Path) -> dict[str,
     return out
 
 
+def group_readable(path: Path) -> None:
+    """Give ``path`` the mode a new file gets from the umask (``0o666 & ~umask``).
+
+    Some writers (safetensors) create their files owner-only; a run's files are all readable by
+    whoever the umask lets read the rest of the run (the group, on a shared machine).
+    """
+    mask = os.umask(0o022)
+    os.umask(mask)
+    os.chmod(path, 0o666 & ~mask)
+
+
+def _sort_header_metadata(path: Path) -> None:
+    """Rewrite a safetensors header with its ``__metadata__`` keys sorted.
+
+    safetensors writes the metadata in hash order, which differs between processes: two identical
+    saves would give files with different hashes. The tensors' entries are already in a fixed
+    order; their data does not move (offsets count from the end of the header).
+    """
+    with open(path, "r+b") as f:
+        size = int.from_bytes(f.read(8), "little")
+        header = json.loads(f.read(size).decode("utf-8"))
+        meta = header.get("__metadata__")
+        if not isinstance(meta, dict) or len(meta) < 2:
+            return
+        ordered = {"__metadata__": dict(sorted(meta.items())), **{k: v for k, v in header.items()
+                                                                   if k != "__metadata__"}}
+        text = json.dumps(ordered, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+        if len(text) <= size:  # the same entries in another order: the same length, padded as before
+            f.seek(8)
+            f.write(text + b" " * (size - len(text)))
+            return
+        rest = f.read()
+    text += b" " * (-len(text) % 8)
+    with open(path, "wb") as f:
+        f.write(len(text).to_bytes(8, "little") + text + rest)
+
+
 def write_safetensors(path: Path, tensors: dict[str, Tensor], metadata: dict[str, str] | None) -> None:
     """Write a safetensors file (not atomic on its own: see :func:`atomic_save_safetensors`).
+
+    The header's metadata keys are sorted (identical saves give identical bytes) and the file gets
+    the umask's mode like every other file of a run (see :func:`group_readable`).
 
     Args:
         path: destination file.
@@ -245,6 +289,8 @@ def write_safetensors(path: Path, tensors: dict[str, Tensor], metadata: dict[str
     if metadata is not None and not all(isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()):
         raise CheckpointError(f"{path}: safetensors metadata must map str to str")
     save_file(_prepare_tensors(tensors, path), str(path), metadata=metadata)
+    _sort_header_metadata(path)
+    group_readable(path)
 
 
 def atomic_save_safetensors(
@@ -273,7 +319,7 @@ def atomic_save_safetensors(
 
 
 def read_json(path: Path) -> Any:
-    """Parse a UTF-8 JSON file.
+    """Parse a UTF-8 JSON file through the one JSON reader (:func:`zonkey.inputs.parse_json`).
 
     Args:
         path: the file.
@@ -282,19 +328,17 @@ def read_json(path: Path) -> Any:
         The parsed value.
 
     Raises:
-        CheckpointError: a missing or unreadable file, text that is not UTF-8, or invalid JSON
-            (with line and column).
+        CheckpointError: a missing or unreadable file, not a regular file (a FIFO, a device), text
+            that is not UTF-8, invalid JSON (with line and column), nesting past the depth limit
+            or a lone surrogate in a string.
     """
-    if not path.is_file():
+    if not path.exists():
         raise CheckpointError(f"{path}: missing file")
+    data = read_regular(path, str(path), follow=True)
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except UnicodeDecodeError as exc:
-        raise CheckpointError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
-    except json.JSONDecodeError as exc:
-        raise CheckpointError(f"{path}: invalid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})") from None
-    except OSError as exc:
-        raise CheckpointError(f"{path}: cannot read ({exc.strerror})") from None
+        return parse_json(data, str(path))
+    except InputError as exc:
+        raise CheckpointError(str(exc)) from None
 
 
 def read_safetensors(path: Path, device: str | torch.device = "cpu") -> tuple[dict[str, Tensor], dict[str, str]]:
@@ -310,8 +354,9 @@ def read_safetensors(path: Path, device: str | torch.device = "cpu") -> tuple[di
     Raises:
         CheckpointError: a missing file, or one safetensors cannot parse (truncated, garbage).
     """
-    if not path.is_file():
+    if not path.exists():
         raise CheckpointError(f"{path}: missing file")
+    os.close(open_regular(path, str(path), follow=True))  # unreadable, a FIFO: said so, not "corrupt"
     try:
         with safe_open(str(path), framework="pt", device=str(device)) as f:
             metadata = dict(f.metadata() or {})
@@ -320,3 +365,35 @@ def read_safetensors(path: Path, device: str | torch.device = "cpu") -> tuple[di
         msg = " ".join(str(exc).split()) or type(exc).__name__
         raise CheckpointError(f"{path}: corrupt safetensors file ({msg})") from None
     return tensors, metadata
+
+
+def read_metrics(path: Path, *, follow: bool = True) -> list[dict[str, Any]]:
+    """The rows of a ``metrics.jsonl``, each a JSON object with a non-negative integer ``step``.
+
+    Args:
+        path: the file (a FIFO, a device or a folder is refused at once, never read).
+        follow: whether a symbolic link as the file itself is followed.
+
+    Returns:
+        The rows in file order (blank lines skipped).
+
+    Raises:
+        CheckpointError: an unreadable or special file, or a line that is not a JSON object with a
+            ``step`` (the message gives ``path:line``).
+    """
+    data = read_regular(path, str(path), follow=follow)
+    rows: list[dict[str, Any]] = []
+    for i, line in enumerate(data.split(b"\n"), 1):
+        if not line.strip():
+            continue
+        try:
+            row = parse_json(line, f"{path}:{i}")
+        except InputError as exc:
+            raise CheckpointError(str(exc).replace(": invalid JSON", ": not a JSON line", 1)) from None
+        if not isinstance(row, dict):
+            raise CheckpointError(f"{path}:{i}: not a JSON object")
+        step = row.get("step")
+        if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+            raise CheckpointError(f"{path}:{i}: 'step' must be a non-negative integer, got {step!r}")
+        rows.append(row)
+    return rows

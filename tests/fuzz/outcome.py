@@ -64,6 +64,9 @@ def error_line(res) -> str:
 
 
 def digest(root: Path) -> dict[str, str]:
-    """SHA-256 of every file under ``root`` by relative path (what "nothing saved changed" compares)."""
+    """SHA-256 of every file under ``root`` by relative path (what "nothing saved changed" compares).
+
+    The run's lock file is left out: a writer that is refused may have written its PID there.
+    """
     return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
+            for p in sorted(root.rglob("*")) if p.is_file() and p.name != ".lock"}

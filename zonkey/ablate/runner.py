@@ -24,6 +24,9 @@ from typing import Any
 
 from zonkey.ablate.grid import Grid, Variant
 from zonkey.core.evaluate.run import EvalSettings
+from zonkey.errors import ZonkeyError
+from zonkey.fsguard import read_regular
+from zonkey.inputs import parse_json
 from zonkey.io import atomic_write_json, inside, read_json
 
 EVAL_FILE = "eval.json"
@@ -73,8 +76,8 @@ def _finished(run: Path, fingerprint: str) -> dict[str, Any] | None:
         return None
     inside(run, f, str(run))
     try:
-        saved = json.loads(f.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        saved = parse_json(read_regular(f, str(f)), str(f))
+    except ZonkeyError:
         return None
     return saved if isinstance(saved, dict) and saved.get("fingerprint") == fingerprint else None
 
@@ -142,10 +145,10 @@ def curve_summary(run: Path) -> dict[str, float | None]:
     logged: list[dict[str, Any]] = []
     if path.is_file():
         inside(run, path, str(run))
-        for line in path.read_text(encoding="utf-8").splitlines():
+        for line in read_regular(path, str(path)).decode("utf-8", "replace").splitlines():
             try:
-                row = json.loads(line)
-            except ValueError:
+                row = parse_json(line, str(path))
+            except ZonkeyError:
                 continue
             if isinstance(row, dict):
                 logged.append(row)

@@ -31,7 +31,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from zonkey.baselines.ar_model import ARConfig, ByteTransformer, shift_inputs
 from zonkey.core import checkpoint as ckpt
+from zonkey.core.checkpoint.runlock import RunLock
 from zonkey.core.recipe import DataConfig, Recipe, TrainConfig
+from zonkey.core.train import runsafety
 from zonkey.core.train.optim import lr_at
 from zonkey.data import load_corpus
 from zonkey.io import CheckpointError, atomic_write_json, inside, read_json
@@ -165,20 +167,20 @@ class ARTrainer:
         doc = np.asarray(self.corpus.train_doc)
         self.ends = torch.from_numpy(np.r_[doc[1:] != doc[:-1], True])  # (chunks,) the chunk ends its document
         self.step, self.bytes_seen, self.seconds_done = 0, 0, 0.0
+        self.lock = RunLock(self.run_dir, "zonkey baseline ar").acquire()  # one writer per run
+        runsafety.refuse_links(self.run_dir)
         if resume:
             self._resume()
         else:
             if (self.run_dir / ckpt.LATEST_FILE).exists() or (self.run_dir / ckpt.MODEL_FILE).exists():
                 raise CheckpointError(f"{self.run_dir} already holds a run; pass --resume to continue it "
                                       "or choose another --out")
-            self.run_dir.mkdir(parents=True, exist_ok=True)
             atomic_write_json(self.run_dir / AR_FILE, {**json.loads(run.model_dump_json()),
                                                         "zonkey_version": __version__})
-            (self.run_dir / "metrics.jsonl").write_text("")
+            runsafety.truncate_metrics(self.run_dir, 0)  # empty, replaced (never written through a link)
 
     def _resume(self) -> None:
         saved = read_ar_run(self.run_dir)
-        inside(self.run_dir, self.run_dir / "metrics.jsonl", str(self.run_dir))  # appended to: never a link out
         strip = lambda r: r.model_dump(exclude={"train", "seconds"})
         if strip(saved) != strip(self.run):
             raise CheckpointError(f"{self.run_dir}/{AR_FILE} differs from the baseline asked for (outside `train`); "
@@ -192,6 +194,7 @@ class ARTrainer:
         self.step = int(c.state.get("step", c.step))
         self.bytes_seen = int(c.state.get("bytes_seen", 0))
         self.seconds_done = float(c.state.get("seconds", 0.0))
+        runsafety.truncate_metrics(self.run_dir, self.step)  # rows after the checkpoint are logged again
         self.log(f"resumed {self.run_dir} at step {self.step}")
 
     @property
@@ -243,14 +246,14 @@ class ARTrainer:
                 row = {"step": self.step, "loss": mean, "bits_per_byte": mean / math.log(2),
                        "lr": lr_at(self.step - 1, cfg),
                        "bytes_per_s": (self.bytes_seen - start_bytes) / max(elapsed, 1e-9), "elapsed_s": elapsed}
-                with open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8") as f:
-                    f.write(json.dumps(row) + "\n")
+                runsafety.append_metrics(self.run_dir, row)
                 self.log(f"step {self.step}/{cfg.steps} loss={mean:.4f} ({row['bits_per_byte']:.3f} bits) "
                          f"{row['bytes_per_s']:.0f} B/s")
                 window = []
             if cfg.save_every and self.step % cfg.save_every == 0 and not self.finished:
                 self.save()
         self.save()
+        self.lock.release()
         seconds = time.perf_counter() - t0
         return ARResult(self.run_dir, self.step, last, seconds, (self.bytes_seen - start_bytes) / max(seconds, 1e-9),
                         self.finished)

@@ -17,7 +17,7 @@ def ablate_cmd(
     swap: Annotated[list[str] | None, typer.Option("--swap", metavar="KEY=V1,V2", help="Values to swap in at a "
                                                    "recipe key, e.g. model.levels.0.splitter=learned,fixed,entropy "
                                                    "(repeatable: the grid is their product).")] = None,
-    steps: Annotated[int | None, typer.Option("--steps", min=1, max=10**9, help="train.steps of every run.")] = None,
+    steps: Annotated[int | None, typer.Option("--steps", min=1, max=common.MAX_TRAIN_STEPS, help="train.steps of every run.")] = None,
     seeds: Annotated[int | None, typer.Option("--seeds", min=1, max=1000, help="Seeds per variant (default 3).")] = None,
     jobs: Annotated[int, typer.Option("--jobs", "-j", min=1, max=256, help="Runs trained at once (worker processes).")] = 1,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Grid folder (default: runs/ablate-<name>).")] = None,
@@ -76,7 +76,10 @@ def ablate_cmd(
 
     finished = [0]
 
-    with common.progress_bar("ablate (runs)", progress) as bar:
+    from zonkey.core.checkpoint.runlock import RunLock
+
+    with common.user_errors(), RunLock(grid.out, "zonkey ablate"), \
+            common.progress_bar("ablate (runs)", progress) as bar:  # one ablate per folder at a time
         if bar is not None:
             bar(0, n)
 
@@ -88,7 +91,7 @@ def ablate_cmd(
                 bar(finished[0], n)
 
         results = run_grid(grid, jobs=jobs, threads=threads, on_result=report)
-    j, md = write_report(grid, results, command)
+        j, md = write_report(grid, results, command)
     failed = [r for r in results if r.get("status") == "failed"]
     if as_json:
         common.print_json(__import__("json").loads(j.read_text(encoding="utf-8")))

@@ -8,9 +8,9 @@ from typing import Annotated, Any
 import typer
 
 from zonkey.cli import common
+from zonkey.core.recipe.sections import MAX_TRAIN_STEPS  # the recipe's train.steps limit
 
-#: the most training steps or seconds a flag accepts (past them a run would not end)
-MAX_TRAIN_STEPS = 10**9
+#: the most seconds a flag accepts (past them a run would not end)
 MAX_SECONDS = 10.0**8
 
 app = typer.Typer(help="Baselines trained on the same data as a recipe, evaluated by the same `zonkey eval`.",

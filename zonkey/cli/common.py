@@ -34,7 +34,9 @@ from zonkey.core.recipe import (
     read_yaml,
     resolve_recipe_path,
 )
+from zonkey.core.recipe import sections as recipe_sections
 from zonkey.errors import ZonkeyError
+from zonkey.inputs import InputError, check_text
 
 #: exit code of a recipe or component error (the input was read but is wrong)
 EXIT_INVALID = 1
@@ -87,8 +89,25 @@ MAX_SEED = 2**63 - 1
 Seed = Annotated[int, typer.Option("--seed", min=0, max=MAX_SEED, help="Seed of the random draws.")]
 #: the most CPU threads ``--threads`` accepts
 MAX_THREADS = 1024
-#: the most sampler steps a ``--steps`` accepts (recipes use tens; past 2^63 torch cannot even count them)
-MAX_STEPS = 100_000
+#: the most sampler steps a ``--steps`` accepts: the recipe's limit (``sample.steps``)
+MAX_STEPS = recipe_sections.MAX_SAMPLE_STEPS
+#: the most training steps a flag accepts: the recipe's limit (``train.steps``)
+MAX_TRAIN_STEPS = recipe_sections.MAX_TRAIN_STEPS
+
+
+def sampler_steps(value: int | None) -> int | None:
+    """Callback of the ``--steps`` flags of samplers: the recipe's own check of ``sample.steps``.
+
+    So that ``--steps 10000000`` and ``--set sample.steps=10000000`` give the same message.
+    """
+    if value is None:
+        return value
+    try:
+        return recipe_sections.check_sample_steps("", value)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+
+
 #: the most texts, items or segments a count flag (``--samples``, ``--segments`` ...) accepts
 MAX_COUNT = 1_000_000
 
@@ -173,6 +192,10 @@ class OneLineErrors(TyperGroup):
         if not standalone_mode:
             return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         exceptions = _click("exceptions")
+        bad = _bad_argument(sys.argv[1:] if args is None else args)
+        if bad is not None:
+            error(bad)
+            sys.exit(EXIT_USAGE)
         try:
             rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         except exceptions.NoArgsIsHelpError as exc:  # the help is printed already
@@ -189,6 +212,20 @@ class OneLineErrors(TyperGroup):
             error(out_of_memory_message(exc, _command_path(prog_name, args)))
             sys.exit(EXIT_INVALID)
         sys.exit(rv if isinstance(rv, int) else 0)
+
+
+def _bad_argument(args: Sequence[str]) -> str | None:
+    """The message for the first command-line argument that is not valid text, or None.
+
+    Bytes that are not UTF-8 reach Python as lone surrogates (``surrogateescape``); they would
+    fail much later, in the UTF-8 encoder of whatever writes them.
+    """
+    for i, a in enumerate(args, 1):
+        try:
+            check_text(str(a), f"zonkey: argument {i}")
+        except InputError as exc:
+            return str(exc)
+    return None
 
 
 def _command_path(prog_name: str | None, args: Sequence[str] | None) -> str:

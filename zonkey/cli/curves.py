@@ -9,7 +9,7 @@ so a curve fits on a screen.
 
 from __future__ import annotations
 
-import json
+import os
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -44,30 +44,16 @@ def read_metrics(run: Path) -> list[dict[str, Any]]:
             that resolves outside the run directory.
     """
     path = run / "metrics.jsonl" if run.is_dir() else run
-    if not path.is_file():
+    if not os.path.lexists(path):
         raise FileNotFoundError(f"{path}: no metrics.jsonl (is {run} a run directory written by `zonkey train`?)")
-    if run.is_dir():
-        from zonkey.io import CheckpointError, inside
+    from zonkey.io import CheckpointError, inside, read_metrics
 
-        try:
-            inside(run, path, str(run))
-        except CheckpointError as exc:
-            raise ValueError(str(exc)) from None
-    raw = path.read_bytes()
     try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line = raw[: exc.start].count(b"\n") + 1
-        raise ValueError(f"{path}:{line}: not UTF-8 text") from None
-    rows = []
-    for i, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{path}:{i}: not a JSON line ({exc.msg})") from None
-    return rows
+        if run.is_dir():
+            inside(run, path, str(run))
+        return read_metrics(path)
+    except CheckpointError as exc:
+        raise ValueError(str(exc)) from None
 
 
 def thin(rows: list[dict[str, Any]], every: int) -> list[dict[str, Any]]:

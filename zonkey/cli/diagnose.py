@@ -112,15 +112,15 @@ def roundtrip_chunks_cmd(
 @app.command("probe-level1")
 def probe_level1_cmd(
     run: RunArg,
-    steps: Annotated[int, typer.Option("--steps", min=0, help="Training steps of the fresh level 1.")] = 400,
-    lr: Annotated[float, typer.Option("--lr", help="AdamW learning rate.")] = 2e-3,
+    steps: Annotated[int, typer.Option("--steps", min=0, max=common.MAX_TRAIN_STEPS, help="Training steps of the fresh level 1.")] = 400,
+    lr: Annotated[float, typer.Option("--lr", min=1e-12, max=10.0, help="AdamW learning rate (as train.lr: above 0, at most 10).")] = 2e-3,
     random: Annotated[bool, typer.Option("--random", help="Control: level-0 latents replaced by draws from 500 "
                                          "random unit vectors.")] = False,
     same_cos: Annotated[float | None, typer.Option("--same-cos", help="Treat candidates with cosine > C to the "
                                                       "target as false negatives (default: only exact copies).")] = None,
     threads: Annotated[int, typer.Option("--threads", min=1, max=common.MAX_THREADS, help="CPU threads for torch.")] = 1,
     seed: common.Seed = 0,
-    every: Annotated[int, typer.Option("--every", min=1, help="Print a row every this many steps.")] = 50,
+    every: Annotated[int, typer.Option("--every", min=1, max=common.MAX_TRAIN_STEPS, help="Print a row every this many steps.")] = 50,
     overrides: Annotated[list[str] | None, typer.Option("--set", metavar="FIELD=VALUE", help="Override a field of "
                                                            "the level-1 block, e.g. n_compress=4 (repeatable).")] = None,
     only: Annotated[str | None, typer.Option("--only", metavar="TERMS", help="Comma-separated loss terms to keep "
@@ -159,7 +159,7 @@ def denoise_cmd(
     level: Annotated[int | None, typer.Option("--level", help="Diagnose this level only (default: every level).")] = None,
     max_batches: Annotated[int, typer.Option("--max-batches", min=1, help="Held-out batches whose latents are "
                                              "swept (also the retrieval pool).")] = 2,
-    steps: Annotated[int | None, typer.Option("--steps", min=1, max=common.MAX_STEPS,
+    steps: Annotated[int | None, typer.Option("--steps", callback=common.sampler_steps,
                                               help="Sampler steps from each σ back to 0 "
                                               "(default: the recipe's sample.level_steps).")] = None,
     sigmas: Annotated[str | None, typer.Option("--sigmas", help="Noise levels to sweep, comma-separated "
@@ -167,7 +167,7 @@ def denoise_cmd(
     samples: Annotated[int, typer.Option("--samples", min=0, max=common.MAX_COUNT,
                                          help="Texts sampled from each level's prior alone "
                                          "and scored (valid words, judge bits/byte, byte entropy); 0 disables.")] = 100,
-    sample_steps: Annotated[int | None, typer.Option("--sample-steps", min=1, max=common.MAX_STEPS,
+    sample_steps: Annotated[int | None, typer.Option("--sample-steps", callback=common.sampler_steps,
                                                      help="Denoising steps of those "
                                                      "samples (default: the recipe's sample.steps).")] = None,
     seed: Annotated[int, typer.Option("--seed", min=0, max=common.MAX_SEED,

@@ -10,14 +10,15 @@ from typing import Annotated
 import typer
 
 from zonkey.cli import common
+from zonkey.errors import ZonkeyError
 
 
 def eval_cmd(
     ckpt: Annotated[Path, typer.Argument(help="Run directory (or checkpoint directory).")],
     data: Annotated[str | None, typer.Option("--data", help="Evaluate on this source instead of the recipe's "
                                                   "held-out split ('wiki', a .txt/.jsonl/.parquet file or folder).")] = None,
-    max_batches: Annotated[int | None, typer.Option("--max-batches", min=1, help="Evaluate at most this many batches.")] = None,
-    steps: Annotated[int, typer.Option("--steps", min=1, max=common.MAX_STEPS,
+    max_batches: Annotated[int | None, typer.Option("--max-batches", min=1, help="Evaluate at most this many batches (at least 1; more than there are: all).")] = None,
+    steps: Annotated[int, typer.Option("--steps", callback=common.sampler_steps,
                                        help="Sampler steps when denoising from noise.")] = 4,
     seed: common.Seed = 0,
     ema: Annotated[bool, typer.Option("--ema/--no-ema", help="Use the EMA weights.")] = True,
@@ -63,8 +64,9 @@ def eval_cmd(
         from zonkey.core.evaluate.infill import InfillItemsError, read_infill_items
 
         try:
+            _check_json_lines(infill_items)
             items = tuple(read_infill_items(infill_items))
-        except InfillItemsError as exc:
+        except (InfillItemsError, ZonkeyError) as exc:
             common.fail(str(exc))
     if noise is not None:
         from zonkey.data.noise import NoiseSpecError, parse_noise
@@ -192,7 +194,7 @@ def reconstruct_cmd(
     text: Annotated[list[str] | None, typer.Argument(help="Text(s) to reconstruct.")] = None,
     input_file: Annotated[Path | None, typer.Option("--input", "-i", help="One text per line ('-' for stdin).")] = None,
     sigma: Annotated[float, typer.Option("--sigma", help="Noise the latents to this level first (0 = clean).")] = 0.0,
-    steps: Annotated[int, typer.Option("--steps", max=common.MAX_STEPS, help="Sampler steps back from --sigma.")] = 4,
+    steps: Annotated[int, typer.Option("--steps", callback=common.sampler_steps, help="Sampler steps back from --sigma (1 to 100,000).")] = 4,
     seed: common.Seed = 0,
     ema: Annotated[bool, typer.Option("--ema/--no-ema")] = True,
     no_verify: common.NoVerify = False,
@@ -219,3 +221,21 @@ def reconstruct_cmd(
         else:
             common.print_text(f"in : {t}\nout: {o}")
 
+
+def _check_json_lines(path: Path) -> None:
+    """Every line of a JSON-lines file through the one JSON reader, before anything else reads it.
+
+    A FIFO or a device is refused at once; a line nested past the depth limit or holding a lone
+    surrogate is one error naming ``path:line``.
+
+    Raises:
+        ZonkeyError: the first problem.
+    """
+    from zonkey.fsguard import read_regular
+    from zonkey.inputs import parse_json
+
+    if not path.exists():
+        return  # the reader names a missing file
+    for i, line in enumerate(read_regular(path, str(path), follow=True).split(b"\n"), 1):
+        if line.strip():
+            parse_json(line, f"{path}:{i}")

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import codecs
 import importlib.metadata
-import json
 import os
+import stat
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from zonkey.data.bytes import encode_text
 from zonkey.data.errors import DataError
 from zonkey.data.store import ArrowColumn, DocumentIndex, TextColumn, dataset_column, index_documents, text_batches
+from zonkey.inputs import InputError, parse_json
 
 if TYPE_CHECKING:  # pragma: no cover
 
@@ -102,8 +103,8 @@ def _collect(pairs: Iterable[tuple[str | None, str | None]], text_is_key: bool) 
 def _read_wiki() -> RawDocuments:
     path = wiki_sample_path()
     try:
-        entries = json.loads(path.read_bytes().decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        entries = parse_json(path.read_bytes(), str(path))
+    except InputError as e:
         raise DataError(f"{path}: the Wikipedia sample cannot be read: {e}") from None
     if not isinstance(entries, dict):
         raise DataError(f"{path}: expected a JSON object title -> entry, got {type(entries).__name__}")
@@ -145,6 +146,17 @@ def _check_utf8(path: Path) -> None:
                 return
 
 
+def _regular(path: Path) -> None:
+    """Refuse a data file that is not a regular file (a FIFO would block its reader for ever)."""
+    try:
+        mode = path.stat().st_mode
+    except OSError as exc:
+        raise DataError(f"data.source: cannot read {path} ({exc.strerror})") from None
+    if not stat.S_ISREG(mode):
+        kind = "a FIFO" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode) else "a device"
+        raise DataError(f"data.source: {path} is {kind}, not a regular file; refused")
+
+
 def find_files(root: Path) -> list[Path]:
     """The data files of a local source.
 
@@ -158,7 +170,8 @@ def find_files(root: Path) -> list[Path]:
     Raises:
         DataError: a missing path, an unknown extension, or a folder without a supported file.
     """
-    if root.is_file():
+    if root.exists() and not root.is_dir():
+        _regular(root)
         if root.suffix.lower() not in SUPPORTED_EXTENSIONS:
             raise DataError(f"{root}: unknown extension {root.suffix or '(none)'!r}; supported: "
                             f"{', '.join(SUPPORTED_EXTENSIONS)} (or a folder of them, 'wiki', 'hf:<name>')")
@@ -176,6 +189,7 @@ def find_files(root: Path) -> list[Path]:
                 continue
             p = Path(dirpath) / name
             if p.suffix.lower() in SUPPORTED_EXTENSIONS:
+                _regular(p)
                 found.append(p)
             else:
                 ignored.append(str(p.relative_to(root)))

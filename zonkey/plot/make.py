@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import json
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -20,17 +20,12 @@ def _metrics(path: Path) -> list[dict]:
     Raises:
         PlotError: a line that is not a JSON object (its number is given).
     """
-    rows = []
-    for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if line.strip():
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise PlotError(f"{path}:{i}: not a JSON line ({exc.msg})") from None
-            if not isinstance(row, dict):
-                raise PlotError(f"{path}:{i}: not a JSON object")
-            rows.append(row)
-    return rows
+    from zonkey.io import CheckpointError, read_metrics
+
+    try:
+        return read_metrics(path)
+    except CheckpointError as exc:
+        raise PlotError(str(exc)) from None
 
 
 def _inside(folder: Path, name: str) -> Path:
@@ -72,12 +67,16 @@ def plot(path: str | Path, out: str | Path | None = None, *, texts: Sequence[str
         from zonkey.plot.ablation_plots import plot_ablation
 
         _inside(p, "ablation.json")
+        from zonkey.io import CheckpointError, read_json
+
         try:
-            report = json.loads((p / "ablation.json").read_text(encoding="utf-8"))
+            report = read_json(p / "ablation.json")
             return [plot_ablation(report, dest / f"ablation.{fmt}")]
+        except CheckpointError as exc:
+            raise PlotError(str(exc)) from None
         except (ValueError, KeyError, TypeError) as exc:
             raise PlotError(f"{p / 'ablation.json'}: {exc}") from None
-    if not (p / "metrics.jsonl").is_file():
+    if not os.path.lexists(p / "metrics.jsonl"):  # a FIFO there is refused by the reader, not called missing
         raise PlotError(f"{p}: neither a run (no metrics.jsonl) nor an ablation folder (no ablation.json)")
     rows = _metrics(_inside(p, "metrics.jsonl"))
     if not rows:

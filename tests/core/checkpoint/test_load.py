@@ -159,7 +159,7 @@ def test_from_run(tmp_path: Path, fake_model_module) -> None:
 def test_checkpoint_and_io_do_not_import_the_model():
     # the model loads itself through the checkpoint package (from_run), never the other way round
     code = ("import sys, zonkey; before = set(sys.modules); import zonkey.io; "
-            "assert {m for m in set(sys.modules) - before if m.startswith('zonkey')} == {'zonkey.io'}; "
+            "assert {m for m in set(sys.modules) - before if m.startswith('zonkey')} <= {'zonkey.io', 'zonkey.inputs', 'zonkey.fsguard'}; "
             "import zonkey.core.checkpoint; sys.exit('zonkey.core.model.network' in sys.modules)")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=120)
     assert proc.returncode == 0, proc.stderr.decode()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ from zonkey.core.checkpoint.layout import (
 )
 from zonkey.core.checkpoint.recipe_json import check_versions
 from zonkey.core.checkpoint.store import find_latest_checkpoint
+from zonkey.inputs import InputError, parse_json
 from zonkey.io import CheckpointError, inside, read_json, read_safetensors, sha256_file
 
 __all__ = ["Checkpoint", "load_checkpoint", "load_state_strict", "load_weights", "overlay_ema"]
@@ -104,9 +104,9 @@ def _read_optimizer(path: Path, device: str | torch.device) -> tuple[dict[str, T
     if OPTIMIZER_META_KEY not in header:
         raise CheckpointError(f"{path}: no {OPTIMIZER_META_KEY!r} metadata")
     try:
-        return tensors, json.loads(header[OPTIMIZER_META_KEY])
-    except json.JSONDecodeError as exc:
-        raise CheckpointError(f"{path}: invalid optimizer metadata JSON ({exc.msg})") from None
+        return tensors, parse_json(header[OPTIMIZER_META_KEY], f"{path}: optimizer metadata")
+    except InputError as exc:
+        raise CheckpointError(str(exc)) from None
 
 
 def load_checkpoint(

@@ -14,7 +14,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from zonkey.core.checkpoint.layout import CHECKPOINTS_DIR, FORMAT_VERSION, RECIPE_FILE, STATE_FILE
-from zonkey.core.recipe import MIGRATIONS, SCHEMA_VERSION, Recipe, RecipeError, validate_recipe
+from zonkey.core.recipe import MIGRATIONS, SCHEMA_VERSION, Recipe, RecipeError, read_yaml, validate_recipe
 from zonkey.io import CheckpointError, atomic_write_json, inside, read_json
 from zonkey.version import __version__
 
@@ -141,7 +141,30 @@ def read_recipe_json(run_dir: str | Path) -> dict[str, Any]:
         raise CheckpointError(f"{path}: expected a JSON object, got {type(data).__name__}")
     data = migrate_recipe(data, path)
     data.pop("zonkey_version", None)
+    if "base" in data:
+        _confine_base(run, path, data["base"])
     return data
+
+
+def _confine_base(run: Path, path: Path, ref: Any) -> None:
+    """Refuse a ``base:`` in a run's recipe.json unless it names a file inside the run (without a base of its own).
+
+    A saved recipe is resolved (it has no ``base:``); one that has one was edited, and like every
+    other path read from a run directory it must not lead out of it.
+    """
+    if not isinstance(ref, str) or not ref.strip():
+        raise CheckpointError(f"{path}: base: expected a file inside {run}, got {ref!r}")
+    target = run / ref
+    inside(run, target, f"{path}: base")
+    if not target.is_file():
+        raise CheckpointError(f"{path}: base: {ref!r} is no file inside {run} (a run's recipe may only extend "
+                              "a file of the run)")
+    try:
+        nested = read_yaml(target)
+    except RecipeError as exc:
+        raise CheckpointError(str(exc)) from None
+    if "base" in nested:
+        raise CheckpointError(f"{target}: base: a base read from a run directory may not have a base of its own")
 
 
 def run_dir_of(path: str | Path) -> Path:
@@ -176,6 +199,6 @@ def read_run_recipe(path: str | Path) -> Recipe:
     run = run_dir_of(path)
     data = read_recipe_json(run)
     try:
-        return validate_recipe(data, source=str(run / RECIPE_FILE))
+        return validate_recipe(data, source=str(run / RECIPE_FILE), base_dir=run)
     except RecipeError as exc:
         raise CheckpointError(str(exc)) from None

@@ -50,6 +50,9 @@ from zonkey.core.checkpoint.layout import (
 from zonkey.core.checkpoint.recipe_json import write_recipe_json, zonkey_version
 from zonkey.core.checkpoint.state import optimizer_to_tensors, rng_state
 from zonkey.core.recipe import SCHEMA_VERSION
+from zonkey.errors import ZonkeyError
+from zonkey.fsguard import mkdir_real, no_link, read_regular, real_dir
+from zonkey.inputs import parse_json
 from zonkey.io import (
     CheckpointError,
     CheckpointWriteError,
@@ -70,10 +73,17 @@ logger = logging.getLogger(__name__)
 
 
 def _remove_dir(path: Path) -> None:
-    """Delete a directory so that a crash half-way leaves only a ``.tmp-*`` name behind."""
+    """Delete a directory so that a crash half-way leaves only a ``.tmp-*`` name behind.
+
+    A symbolic link in its place is removed as a link: nothing it points at is touched.
+    """
+    real_dir(path.parent, str(path.parent))  # the folder it lies in was not swapped for a link
     doomed = path.with_name(f"{TMP_PREFIX}delete-{path.name}-{uuid.uuid4().hex[:8]}")
     os.rename(path, doomed)
-    shutil.rmtree(doomed, ignore_errors=True)
+    if doomed.is_symlink() or not doomed.is_dir():
+        doomed.unlink(missing_ok=True)
+    else:
+        shutil.rmtree(doomed, ignore_errors=True)
 
 
 def _recover(run: Path, ckdir: Path) -> None:
@@ -199,7 +209,8 @@ def _write_checkpoint(
 ) -> Path:
     """The writes of :func:`save_checkpoint`, in their crash-safe order; returns the new step directory."""
     name = step_name(step)
-    ckdir.mkdir(parents=True, exist_ok=True)
+    mkdir_real(run, str(run))
+    mkdir_real(ckdir, f"{run}: {CHECKPOINTS_DIR}")  # a planted link as checkpoints/ is refused, not followed
     _recover(run, ckdir)
     if recipe is not None:
         write_recipe_json(run, recipe)
@@ -231,6 +242,8 @@ def _write_checkpoint(
     fsync_dir(tmp)
 
     final = ckdir / name
+    real_dir(ckdir, f"{run}: {CHECKPOINTS_DIR}")  # again at the moment of the rename
+    no_link(final, f"{run}: {CHECKPOINTS_DIR}")
     old = None
     if final.exists():
         old = final.with_name(name + ".old")
@@ -251,6 +264,7 @@ def _write_checkpoint(
 
 def _prune(ckdir: Path, step: int, name: str, keep: int) -> None:
     """Remove checkpoints older than the ``keep - 1`` before ``step``, and every later one."""
+    real_dir(ckdir, str(ckdir))
     older = [p for s, p in list_checkpoints(ckdir) if s < step]
     doomed = older[: max(0, len(older) - (keep - 1))]
     for s, p in list_checkpoints(ckdir):
@@ -284,9 +298,11 @@ def find_latest_checkpoint(run_dir: str | Path) -> Path | None:
     if latest.is_file():
         target = None
         try:
-            text = latest.read_text(encoding="utf-8").strip()
-            target = json.loads(text)["checkpoint"] if text.startswith("{") else text
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as exc:
+            text = read_regular(latest, str(latest), follow=True).decode("utf-8").strip()
+            target = parse_json(text, str(latest))["checkpoint"] if text.startswith(("{", "[")) else text
+            if isinstance(target, str) and (len(target) > 4096 or "\n" in target):
+                raise TypeError("not a checkpoint path")
+        except (ZonkeyError, UnicodeDecodeError, KeyError, TypeError) as exc:
             logger.warning("%s: unreadable (%s); using the newest checkpoint dir instead", latest, exc)
         if isinstance(target, str) and target:
             path = run / target

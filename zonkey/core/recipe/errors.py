@@ -8,6 +8,7 @@ from pydantic import ValidationError
 
 from zonkey.core.recipe.migrate import moved_hint
 from zonkey.errors import RecipeError
+from zonkey.inputs import MAX_ERROR_LINES, cap_lines
 
 __all__ = ["RecipeError", "error_path", "format_validation_error"]
 
@@ -20,12 +21,14 @@ def error_path(loc: tuple[Any, ...]) -> list[str]:
 def format_validation_error(exc: ValidationError, source: str) -> str:
     """One line per error of ``exc``: ``source: dotted.path: message``.
 
-    An unknown key that an older schema used names where that setting lives now.
+    An unknown key that an older schema used names where that setting lives now. At most
+    :data:`~zonkey.inputs.MAX_ERROR_LINES` errors are listed, then ``source: and N more``.
     """
     lines = []
-    for err in exc.errors(include_url=False):
+    errors = exc.errors(include_url=False)
+    for err in errors[:MAX_ERROR_LINES + 1]:
         path = error_path(err["loc"])
-        msg = err["msg"]
+        msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             msg = "unknown key (not a field of this section or component)"
         hint = moved_hint(path, err["input"]) if err["type"] in ("extra_forbidden", "model_type") else None
@@ -33,4 +36,5 @@ def format_validation_error(exc: ValidationError, source: str) -> str:
             msg = f"{msg}; {hint}"
         where = ".".join(path) or "(top level)"
         lines.append(f"{source}: {where}: {msg}")
-    return "\n".join(lines)
+    lines += [""] * (len(errors) - len(lines))  # counted, not formatted
+    return "\n".join(cap_lines(lines, prefix=f"{source}: "))

@@ -151,7 +151,24 @@ def load_as(schema: type[R], path: str | Path, overrides: Sequence[str] = ()) ->
     data = read_yaml(p)
     if "name" not in data:
         data["name"] = p.stem
+    _confine_run_base(p, data)
     return _validate(schema, data, str(p), overrides, p.parent, (p.resolve(),))
+
+
+def _confine_run_base(path: Path, data: dict[str, Any]) -> None:
+    """A run's saved ``recipe.json`` (beside ``LATEST`` or ``checkpoints/``) may only extend a file inside the run.
+
+    Raises:
+        RecipeError: its ``base:`` resolves outside the run directory.
+    """
+    run = path.parent
+    if path.name != "recipe.json" or "base" not in data or not (
+            (run / "LATEST").exists() or (run / "checkpoints").exists()):
+        return
+    target = (run / str(data["base"])).resolve()
+    if run.resolve() not in target.parents:
+        raise RecipeError(f"{path}: base: {data['base']!r} resolves outside the run directory {run} ({target}); "
+                          "refused")
 
 
 def _validate(schema: type[R], data: dict[str, Any], source: str, overrides: Sequence[str], here: Path | None,

@@ -7,7 +7,69 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+
+#: the most training steps a recipe may ask for
+MAX_TRAIN_STEPS = 100_000_000
+#: the most denoising steps of one sampler call (``sample.steps``, ``level_steps``, ``infill_steps``, ``--steps``)
+MAX_SAMPLE_STEPS = 100_000
+#: the fastest a sampler step runs (the micro model on one CPU core): the pre-flight estimates' rate
+SAMPLE_STEP_SECONDS = 0.004
+#: the most gap positions one infill draws in its batch (all gap lengths of the range together)
+MAX_INFILL_POSITIONS = 65_536
+#: the longest text a recipe cuts into one document, and the largest byte budget of one batch
+MAX_DOC_BYTES = 1 << 20
+MAX_BATCH_BYTES = 1 << 28
+
+
+def _duration(seconds: float) -> str:
+    for unit, size in (("d", 86_400), ("h", 3_600), ("min", 60)):
+        if seconds >= size:
+            return f"{seconds / size:,.0f} {unit}"
+    return f"{seconds:.0f} s"
+
+
+def check_sample_steps(name: str, value: int) -> int:
+    """``value`` if within 1 .. :data:`MAX_SAMPLE_STEPS`, else a message with the time it would take.
+
+    The recipe's fields and the ``--steps`` flags share it, so both give the same message
+    (``name``: what to put first, e.g. ``"--steps "``; the recipe's error names the field itself).
+
+    Raises:
+        ValueError: out of range (pydantic turns it into the recipe's one-line error).
+    """
+    if value < 1:
+        raise ValueError(f"{name}must be at least 1, got {value:,}")
+    if value > MAX_SAMPLE_STEPS:
+        raise ValueError(f"{name}{value:,} steps would take about {_duration(value * SAMPLE_STEP_SECONDS)} per "
+                         f"sampler call; the limit is {MAX_SAMPLE_STEPS:,}")
+    return value
+
+
+def check_gap_range(name: str, gap: tuple[int, int], low: int) -> tuple[int, int]:
+    """A gap range ``(lo, hi)`` with ``low <= lo <= hi``, its gaps together within the limit.
+
+    All gap lengths of the range are drawn in one batch, so together they may hold at most
+    :data:`MAX_INFILL_POSITIONS` positions.
+
+    Raises:
+        ValueError: out of order, below ``low``, or past the limit (with the size it would have).
+    """
+    lo, hi = gap
+    if lo < low or hi < lo:
+        raise ValueError(f"{name}must be [lo, hi] with {low} <= lo <= hi, got [{lo}, {hi}]")
+    total = (lo + hi) * (hi - lo + 1) // 2
+    if total > MAX_INFILL_POSITIONS:
+        raise ValueError(f"{name}[{lo:,}, {hi:,}] would draw {total:,} gap positions in one batch; the limit is "
+                         f"{MAX_INFILL_POSITIONS:,} (e.g. [1, {_widest(lo)}])")
+    return gap
+
+
+def _widest(lo: int) -> int:
+    hi = lo
+    while (lo + hi + 1) * (hi + 2 - lo) // 2 <= MAX_INFILL_POSITIONS:
+        hi += 1
+    return hi
 
 
 class Strict(BaseModel):
@@ -21,13 +83,23 @@ class DataConfig(Strict):
     """Where the text comes from and how it is cut into batches."""
 
     source: str = Field(default="wiki", description="'wiki' (bundled Wikipedia sample), a local .txt/.jsonl/.parquet "
-                        "file or folder, or 'hf:<dataset>[:<config>][@<revision>]' (needs a network)")
+                        "file or folder, or 'hf:<dataset>[:<config>][@<revision>]' (needs a network); never empty")
     text_column: str = Field(default="text", description="column holding the text (jsonl/parquet/hub)")
     split: str = Field(default="train", description="split of a hub dataset")
-    max_doc_bytes: int = Field(default=1024, ge=8, description="documents are chunked to at most this many bytes")
-    batch_bytes: int = Field(default=4096, ge=8, description="byte budget of one batch")
+    max_doc_bytes: int = Field(default=1024, ge=8, le=MAX_DOC_BYTES,
+                               description="documents are chunked to at most this many bytes")
+    batch_bytes: int = Field(default=4096, ge=8, le=MAX_BATCH_BYTES, description="byte budget of one batch")
     heldout_fraction: float = Field(default=0.05, gt=0.0, lt=1.0, description="documents held out (by hash) for eval")
-    max_docs: int | None = Field(default=None, ge=1, description="use at most this many documents (after the split)")
+    max_docs: int | None = Field(default=None, ge=1, le=10**12,
+                                 description="use at most this many documents (after the split)")
+
+    @field_validator("source")
+    @classmethod
+    def _source(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("is empty; give 'wiki', a .txt/.jsonl/.parquet file or folder, or 'hf:<name>' "
+                             "(an empty path would read the working directory)")
+        return v
 
     @model_validator(mode="after")
     def _budget(self) -> DataConfig:
@@ -102,19 +174,19 @@ class Ramp(Strict):
 class TrainConfig(Strict):
     """Optimisation and bookkeeping."""
 
-    steps: int = Field(default=1000, ge=1)
-    lr: float = Field(default=1e-3, gt=0)
+    steps: int = Field(default=1000, ge=1, le=MAX_TRAIN_STEPS)
+    lr: float = Field(default=1e-3, gt=0, le=10)
     min_lr_ratio: float = Field(default=0.1, ge=0, le=1, description="cosine decay ends at lr × this")
-    warmup_steps: int = Field(default=100, ge=0)
-    weight_decay: float = Field(default=0.01, ge=0)
+    warmup_steps: int = Field(default=100, ge=0, le=MAX_TRAIN_STEPS)
+    weight_decay: float = Field(default=0.01, ge=0, le=100)
     betas: tuple[float, float] = (0.9, 0.95)
-    grad_clip: float = Field(default=1.0, gt=0)
+    grad_clip: float = Field(default=1.0, gt=0, le=1e9)
     ema_decay: float = Field(default=0.999, ge=0, lt=1)
     seed: int = Field(default=0, ge=-(2**63), le=2**63 - 1, description="what torch's generator takes")
-    log_every: int = Field(default=10, ge=1)
-    eval_every: int = Field(default=0, ge=0, le=10**9, description="every this many steps (and at the last step) a "
-                            "cheap held-out pass logs val.* figures (losses, t-0 reconstruction, boundary F1) on a "
-                            "fixed held-out slice; 0: none while training (`zonkey eval` scores the finished run)")
+    log_every: int = Field(default=10, ge=1, le=MAX_TRAIN_STEPS)
+    eval_every: int = Field(default=0, ge=0, le=MAX_TRAIN_STEPS, description="every this many steps (and at the "
+                            "last step) a cheap held-out pass logs val.* figures (losses, t-0 reconstruction, boundary "
+                            "F1) on a fixed held-out slice; 0: none while training (`zonkey eval` scores the finished run)")
     eval_batches: int = Field(default=2, ge=1, le=1000, description="held-out batches of that pass (the first ones "
                               "of the held-out split, the same every time)")
     grad_accum: int = Field(default=1, ge=1, le=1024, description="micro-batches per optimizer step: each step's "
@@ -124,8 +196,10 @@ class TrainConfig(Strict):
         default=("jsonl",), description="where the logged rows go besides the log line: jsonl (RUN/metrics.jsonl, "
         "always written), tensorboard (RUN/tensorboard, needs `pip install -e .[tensorboard]`), wandb (needs the "
         "wandb package; WANDB_MODE=offline keeps it on disk)")
-    save_every: int = Field(default=0, ge=0, description="0: save only at the end")
-    max_nonfinite: int = Field(default=5, ge=1, description="stop after this many non-finite losses in a row")
+    save_every: int = Field(default=0, ge=0, le=MAX_TRAIN_STEPS, description="0: save only at the end")
+    keep_last: int = Field(default=2, ge=1, le=1000, description="checkpoints kept in checkpoints/ (the newest "
+                           "ones; older ones are deleted after each save)")
+    max_nonfinite: int = Field(default=5, ge=1, le=1_000_000, description="stop after this many non-finite losses in a row")
     device: str = Field(default="auto", description="'auto', 'cpu' or 'cuda[:i]'")
     precision: Literal["fp32", "bf16"] = Field(
         default="fp32", description="bf16: the forward pass under bfloat16 autocast on CUDA (float32 on CPU, with a "
@@ -163,21 +237,32 @@ class TrainConfig(Strict):
 class SampleConfig(Strict):
     """Generation and infilling defaults."""
 
-    steps: int = Field(default=30, ge=1, description="denoising steps at the top level")
-    level_steps: int = Field(default=4, ge=1, description="denoising steps when decoding a lower level")
+    steps: int = Field(default=30, description="denoising steps at the top level (1 to 100,000)")
+    level_steps: int = Field(default=4, description="denoising steps when decoding a lower level (1 to 100,000)")
     sigma_max: float = Field(default=1.0, gt=0, le=1)
     sigma_min: float = Field(default=0.0, ge=0, lt=1)
     epsilon: float = Field(default=0.1, gt=0, lt=1, description="truncate where existence < epsilon")
-    top_segments: int = Field(default=8, ge=1, description="top-level sequence length generated from noise")
-    infill_gap: tuple[int, int] = Field(default=(1, 4), description="range of gap lengths searched when infilling")
+    top_segments: int = Field(default=8, ge=1, le=4096, description="top-level sequence length generated from noise")
+    infill_gap: tuple[int, int] = Field(default=(1, 4), description="range of gap lengths searched when infilling "
+                                        "(all of them together at most 65,536 positions)")
     level_sigma: float = Field(default=0.1, ge=0, lt=1,
                                description="noise level each lower level's decoding starts from "
                                "(a short denoising loop of level_steps steps back to 0)")
     infill_gap_bytes: tuple[int, int] = Field(default=(1, 12), description="range of gap lengths (bytes) searched when "
-                                              "infilling at level 0 (infill_gap counts positions of levels >= 1)")
-    infill_steps: int = Field(default=10, ge=1,
-                              description="denoising steps of an infill (all gap lengths in one batch)")
+                                              "infilling at level 0 (infill_gap counts positions of levels >= 1; "
+                                              "all of them together at most 65,536 bytes)")
+    infill_steps: int = Field(default=10, description="denoising steps of an infill (all gap lengths in one batch; "
+                              "1 to 100,000)")
     length: int = Field(default=32, ge=1, le=4096, description="latents per sample drawn by a level's sequence "
                         "prior (about one word each at level 0)")
     eta: float = Field(default=0.0, ge=0, le=1, description="sequence prior sampler: 0 deterministic steps, "
                        "1 ancestral (fresh noise each step)")
+    @field_validator("steps", "level_steps", "infill_steps")
+    @classmethod
+    def _steps(cls, v: int, info: ValidationInfo) -> int:
+        return check_sample_steps("", v)
+
+    @field_validator("infill_gap", "infill_gap_bytes")
+    @classmethod
+    def _gaps(cls, v: tuple[int, int], info: ValidationInfo) -> tuple[int, int]:
+        return check_gap_range("", v, 0 if info.field_name == "infill_gap" else 1)

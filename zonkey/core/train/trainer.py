@@ -11,7 +11,6 @@ in every checkpoint. So on CPU, N steps straight and N/2 + resume + N/2 give ide
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import sys
 import time
@@ -24,10 +23,11 @@ import torch
 
 from zonkey.core import checkpoint as ckpt
 from zonkey.core.checkpoint.layout import step_name
+from zonkey.core.checkpoint.runlock import RunLock
 from zonkey.core.model.network import ZonkeyModel, build_model
 from zonkey.core.nn.losses import byte_balance_weights
 from zonkey.core.recipe import BALANCE_CAP, Recipe, recipe_to_dict
-from zonkey.core.train import distributed
+from zonkey.core.train import distributed, runsafety
 from zonkey.core.train.accumulate import add_values, micro_batches
 from zonkey.core.train.banks import refresh_banks
 from zonkey.core.train.fit_text import fit_to_training_text
@@ -36,7 +36,6 @@ from zonkey.core.train.optim import EMA, adamw, lr_at, param_groups
 from zonkey.core.train.validation import heldout_slice, validate
 from zonkey.data import ByteBatches, byte_counts, load_corpus
 from zonkey.errors import TrainingError
-from zonkey.io import inside
 
 
 @dataclass
@@ -50,6 +49,7 @@ class TrainResult:
     bytes_seen: int
     seconds: float
     metrics: dict[str, float] = field(default_factory=dict)
+    interrupted: int | None = None  # the signal that stopped training (after a checkpoint was saved)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -77,10 +77,13 @@ class Trainer:
         progress: show a progress bar (default: when stderr is a terminal; else log lines).
         log: where log lines go (default: stderr).
         verify: on resume, check the checkpoint's files against their recorded SHA-256.
+        restart: a fresh run into a folder that holds a run's files deletes them first (else refused).
+
+    The run directory is locked (:class:`RunLock`) from here until :meth:`fit` returns.
     """
 
     def __init__(self, recipe: Recipe, run_dir: str | Path, *, resume: bool = False, progress: bool | None = None,
-                 log: Callable[[str], None] | None = None, verify: bool = True) -> None:
+                 log: Callable[[str], None] | None = None, verify: bool = True, restart: bool = False) -> None:
         self.recipe = recipe
         self.verify = verify
         self.cfg = recipe.train
@@ -90,6 +93,10 @@ class Trainer:
         self.main = self.dist is None or self.dist.main
         self.log = (log or (lambda s: print(s, file=sys.stderr, flush=True))) if self.main else (lambda s: None)
         self.progress = (sys.stderr.isatty() if progress is None else progress) and self.main
+        self.lock = RunLock(self.run_dir, "zonkey train")
+        if self.main:  # before any slow work: a second writer hears at once
+            self.lock.acquire()  # one writer per run; the OS releases it if this process dies
+            runsafety.refuse_links(self.run_dir)
         self.device = self.dist.device if self.dist is not None else resolve_device(self.cfg.device)
         self.autocast = self.cfg.precision == "bf16" and self.device.type == "cuda"
         if self.cfg.precision == "bf16" and not self.autocast:
@@ -97,6 +104,7 @@ class Trainer:
         if self.cfg.threads:
             torch.set_num_threads(self.cfg.threads)
         torch.manual_seed(self.cfg.seed)
+        runsafety.seed_host_generators(self.cfg.seed)  # saved in every checkpoint: identical runs, identical files
         self.model: ZonkeyModel = build_model(recipe).to(self.device)
         self.optimizer = adamw(param_groups(self.model, self.cfg.weight_decay, recipe.model.levels), self.cfg.lr,
                                self.cfg.betas)
@@ -107,10 +115,11 @@ class Trainer:
         self.skipped = 0
         self.nonfinite_run = 0
         self.bytes_seen = 0
+        self._saved_step: int | None = None  # the step of the newest checkpoint this run has
         if resume:
             self._resume()
         else:
-            self._start_fresh()
+            self._start_fresh(restart)
             # rule-based parts counted on the training text (their tables are buffers, saved with the model)
             if fit_to_training_text(self.model.levels, self.corpus.train, self.run_dir if self.main else None,
                                     self.log):
@@ -145,20 +154,16 @@ class Trainer:
                      "of every batch's rows")
 
     # -- run directory ------------------------------------------------------------------------
-    def _start_fresh(self) -> None:
-        if (self.run_dir / "LATEST").exists() or (self.run_dir / "model.safetensors").exists():
-            raise TrainingError(
-                f"{self.run_dir} already holds a run; pass --resume to continue it or choose another --out"
-            )
+    def _start_fresh(self, restart: bool) -> None:
         if not self.main:
             return
-        self.run_dir.mkdir(parents=True, exist_ok=True)
+        for p in runsafety.prepare_fresh(self.run_dir, restart):
+            self.log(f"--restart: deleted {p}")
         ckpt.write_recipe_json(self.run_dir, recipe_to_dict(self.recipe))
-        (self.run_dir / "metrics.jsonl").touch()
+        runsafety.truncate_metrics(self.run_dir, 0)  # an empty metrics.jsonl
 
     def _resume(self) -> None:
         saved = ckpt.read_recipe_json(self.run_dir)
-        inside(self.run_dir, self.run_dir / "metrics.jsonl", str(self.run_dir))  # appended to: never a link out
         mine = recipe_to_dict(self.recipe)
         strip = lambda d: {k: v for k, v in d.items() if k not in ("zonkey_version", "schema_version", "train")}
         if strip(saved) != strip(mine):
@@ -187,6 +192,9 @@ class Trainer:
         self.skipped = int(st.get("skipped", 0))
         self.nonfinite_run = int(st.get("nonfinite_run", 0))
         self.bytes_seen = int(st.get("bytes_seen", 0))
+        self._saved_step = self.step
+        if self.main and (dropped := runsafety.truncate_metrics(self.run_dir, self.step)):
+            self.log(f"metrics.jsonl: dropped {dropped} rows logged after step {self.step} (they are logged again)")
         self.log(f"resumed {self.run_dir} at step {self.step}")
 
     def save(self) -> Path:
@@ -199,17 +207,27 @@ class Trainer:
                  "bytes_seen": self.bytes_seen, "ema_counts": dict(self.ema.counts),
                  "world": self.dist.world if self.dist is not None else 1}
         others = distributed.gather_rng(self.dist)  # a collective: every rank takes part, rank 0 writes
+        self._saved_step = self.step
         if not self.main:
             return self.run_dir / ckpt.CHECKPOINTS_DIR / step_name(self.step)
         return ckpt.save_checkpoint(self.run_dir, step=self.step, model=self.model, ema=self.ema.state(),
                                     optimizer=self.optimizer, state=state, recipe=recipe_to_dict(self.recipe),
-                                    rng_extra=others)
+                                    rng_extra=others, keep=self.cfg.keep_last)
 
     def _write_metrics(self, row: dict[str, Any]) -> None:
-        if not self.main:
-            return
-        with open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8") as f:
-            f.write(json.dumps(row) + "\n")
+        if self.main:
+            runsafety.append_metrics(self.run_dir, row)
+
+    def _stop_requested(self, signals: runsafety.StopSignals) -> bool:
+        """Whether a signal asked to stop; under data parallelism, whether any rank's did (all agree)."""
+        asked = signals.signum is not None
+        if self.dist is not None:
+            flag = torch.tensor([float(asked)], device=self.device)
+            torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+            asked = bool(flag.item())
+            if asked and signals.signum is None:
+                signals.signum = 15
+        return asked
 
     # -- one step -----------------------------------------------------------------------------
     def train_step(self) -> tuple[float | None, dict[str, float], int]:
@@ -345,8 +363,12 @@ class Trainer:
         last = float("nan")
         window: list[float] = []
         bar = _Progress(end, self.step, enabled=self.progress)
+        if self.main:
+            self.lock.acquire()  # held since __init__; taken again when fit runs a second time
         self.loggers = self._open_loggers()
+        signals = runsafety.StopSignals()
         try:
+            signals.__enter__()
             while self.step < end:
                 loss, values, nbytes = self.train_step()
                 self.bytes_seen += nbytes
@@ -373,13 +395,22 @@ class Trainer:
                     window = []
                 if self.cfg.save_every and self.step % self.cfg.save_every == 0 and self.step < end:
                     self.save()
+                if self._stop_requested(signals):
+                    break
+            bar.close()
+            if self._saved_step != self.step:
+                self.save()
         finally:
+            signals.__exit__(None, None, None)
             bar.close()
             self._close_loggers()
-        self.save()
+            self.lock.release()
+        if signals.signum is not None:
+            self.log(runsafety.interrupted_message(self.run_dir, self.step, signals.signum))
         seconds = time.perf_counter() - t0
         return TrainResult(self.run_dir, self.step, last, self.skipped, self.bytes_seen - start_bytes, seconds,
-                           {"bytes_per_s": (self.bytes_seen - start_bytes) / max(seconds, 1e-9)})
+                           {"bytes_per_s": (self.bytes_seen - start_bytes) / max(seconds, 1e-9)},
+                           interrupted=signals.signum)
 
 
 class _Progress:
@@ -406,12 +437,13 @@ class _Progress:
     def close(self) -> None:
         if self.bar is not None:
             self.bar.stop()
+            self.bar = None
 
 
 def train(recipe: Recipe, run_dir: str | Path, *, resume: bool = False, progress: bool | None = None,
-          stop_at: int | None = None, verify: bool = True) -> TrainResult:
+          stop_at: int | None = None, verify: bool = True, restart: bool = False) -> TrainResult:
     """Train ``recipe`` into ``run_dir`` (library entry point of ``zonkey train``; see :class:`Trainer`)."""
-    trainer = Trainer(recipe, run_dir, resume=resume, progress=progress, verify=verify)
+    trainer = Trainer(recipe, run_dir, resume=resume, progress=progress, verify=verify, restart=restart)
     result = trainer.fit(stop_at=stop_at)
     distributed.teardown(trainer.dist)  # not on an error: torchrun stops the other ranks then
     return result
