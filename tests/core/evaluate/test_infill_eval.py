@@ -53,7 +53,7 @@ def test_infill_items_are_read_and_their_answers_stripped(tmp_path):
 
 
 @pytest.mark.parametrize("line, message", [
-    ('{"prefix": "a", "suffix": "b"', "not valid JSON"),
+    ('{"prefix": "a", "suffix": "b"', "invalid JSON"),
     ('["a", "b", "c"]', "JSON object"),
     ('{"prefix": "a", "suffix": "b"}', "'answer' must be a string"),
     ('{"prefix": "a", "suffix": 3, "answer": "c"}', "'suffix' must be a string"),
@@ -78,3 +78,14 @@ def test_unreadable_empty_and_non_utf8_item_files(tmp_path):
     bad.write_bytes(b'{"prefix": "a", "suffix": "b", "answer": "c"}\n\xff\n')
     with pytest.raises(InfillItemsError, match=r"bad.jsonl:2: not valid UTF-8"):
         read_infill_items(bad)
+
+
+@pytest.mark.parametrize("line", ['[' * 5000 + ']' * 5000, '{"prefix": "\\ud800", "suffix": "", "answer": "a"}'])
+def test_deep_or_broken_items_json_is_one_line(tmp_path, line):
+    from zonkey.core.evaluate.infill import InfillItemsError, read_infill_items
+
+    f = tmp_path / "items.jsonl"
+    f.write_text(line + "\n")
+    with pytest.raises(InfillItemsError) as info:
+        read_infill_items(f)
+    assert str(info.value).startswith(f"{f}:1") and "\n" not in str(info.value)

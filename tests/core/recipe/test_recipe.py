@@ -525,3 +525,13 @@ def test_curriculum_entries_of_one_term_multiply():
 def test_curriculum_rejects_bad_entries(bad, where):
     with pytest.raises(ValueError, match=re.escape(where)):
         _train_with([bad])
+
+
+@pytest.mark.parametrize("override", ["model.levels.0.compressor.layers=100000", "model.levels.0.d_model=1000000",
+                                      "model.levels.0.splitter.window=100000000"])
+def test_component_and_level_sizes_have_an_upper_bound(override):
+    with pytest.raises(RecipeError) as info:
+        ov(override, data=base(model={"attention": {"name": "sdpa"}, "levels": [
+            {"d_model": 64, "max_segment": 16, "n_compress": 4, "heads": 4,
+             "splitter": {"name": "learned"}, "compressor": {"name": "cls"}}]}))
+    assert "less than or equal" in str(info.value) and override.split("=")[0] in str(info.value)

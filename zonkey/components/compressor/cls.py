@@ -76,7 +76,7 @@ class ClsCompressorConfig(ComponentConfig):
     """k learned CLS vectors + probabilistic-attention encoder (§5)."""
 
     name: Literal["cls"] = "cls"
-    layers: int = Field(2, ge=1, description="encoder layers")
+    layers: int = Field(2, ge=1, le=64, description="encoder layers")
     skip: bool = Field(False, description="add a linear path from the existence-weighted flattened segment to the latent")
 
     def build(self, ctx: LevelContext) -> ClsCompressor:

@@ -54,7 +54,7 @@ class MeanCompressorConfig(ComponentConfig):
     """Pooling ablation: existence-weighted means of k chunks of slots."""
 
     name: Literal["mean"] = "mean"
-    layers: int = Field(2, ge=1)
+    layers: int = Field(2, ge=1, le=64)
 
     def build(self, ctx: LevelContext) -> MeanCompressor:
         """The module of this config for the level that ``ctx`` describes."""

@@ -121,8 +121,8 @@ class DdmmDenoiserConfig(ComponentConfig):
     decoder: Literal["parallel", "linear", "autoregressive"] = Field(
         "parallel", description="how the prompt is expanded to m slots: learned queries (parallel), a linear map of "
         "the latents to m slots refined by the decoder layers (linear), or one slot at a time (autoregressive)")
-    decoder_layers: int = Field(1, ge=1)
-    layers: int = Field(2, ge=1, description="denoiser encoder layers")
+    decoder_layers: int = Field(1, ge=1, le=64)
+    layers: int = Field(2, ge=1, le=64, description="denoiser encoder layers")
 
     def build(self, ctx: LevelContext) -> DdmmDenoiser:
         """The module of this config for the level that ``ctx`` describes."""

@@ -78,7 +78,7 @@ class DdmmObjectiveConfig(ComponentConfig):
 
     name: Literal["ddmm"] = "ddmm"
     clean_max: float = Field(0.35, ge=0, lt=1, description="clean pass: σ = clean_max · u^clean_power, u ~ U(0, 1)")
-    clean_power: float = Field(1.0, ge=1, description="1: σ uniform on [0, clean_max]; larger: more of the clean pass "
+    clean_power: float = Field(1.0, ge=1, le=100, description="1: σ uniform on [0, clean_max]; larger: more of the clean pass "
                                "near σ = 0 (mean clean_max / (1 + power))")
     heavy_min: float = Field(0.3, ge=0, lt=1, description="p2: σ ~ U(heavy_min, heavy_max)")
     heavy_max: float = Field(1.0, gt=0, le=1)

@@ -323,11 +323,11 @@ class SequencePriorConfig(ComponentConfig):
                             "encoder every this many steps while the prior trains (0: only when it starts)")
     bank_texts: int = Field(2000, ge=16, le=1_000_000, description="bank head: training chunks whose segments "
                             "are counted to choose the bank")
-    d_model: int = Field(256, ge=8, description="width of the prior's encoder")
-    layers: int = Field(4, ge=1)
-    heads: int = Field(4, ge=1)
-    ffn_mult: int = Field(4, ge=1)
-    max_len: int = Field(128, ge=2, description="longest sequence it reads; longer training rows are cut "
+    d_model: int = Field(256, ge=8, le=16384, description="width of the prior's encoder")
+    layers: int = Field(4, ge=1, le=64)
+    heads: int = Field(4, ge=1, le=256)
+    ffn_mult: int = Field(4, ge=1, le=64)
+    max_len: int = Field(128, ge=2, le=65536, description="longest sequence it reads; longer training rows are cut "
                          "to a random window of this many positions")
     shift: float = Field(3.0, ge=1.0, le=64.0, description="log-SNR shift of the cosine schedule (sampler steps, "
                          "and training draws with noise: cosine): > 1 puts them nearer σ = 1")
@@ -336,9 +336,9 @@ class SequencePriorConfig(ComponentConfig):
     band_loc: float = Field(3.3, ge=-10, le=15, description="noise: band: location of logit(σ)")
     band_scale: float = Field(0.85, gt=0, le=10, description="noise: band: scale of logit(σ)")
     self_cond: float = Field(0.5, ge=0, le=1, description="probability of a self-conditioned training pass")
-    lr_start: int = Field(0, ge=0, description="step at which the prior's parameters start their own warm-up "
+    lr_start: int = Field(0, ge=0, le=10**8, description="step at which the prior's parameters start their own warm-up "
                           "and cosine decay (lr 0 before); set it to where its loss ramps in")
-    lr_scale: float = Field(0.25, gt=0, description="multiplies train.lr for the prior's parameters")
+    lr_scale: float = Field(0.25, gt=0, le=1000, description="multiplies train.lr for the prior's parameters")
     infill: float = Field(0.3, ge=0, le=1, description="share of training rows that keep everything outside "
                           "one random span clean (learns p(gap | context))")
     anchors: float = Field(0.0, ge=0, le=1, description="share of training rows that keep a random share "

@@ -156,13 +156,13 @@ class EntropySplitterConfig(ComponentConfig):
     """Baseline (level 0): a BOS where a byte n-gram's next-byte entropy exceeds θ (BLT's rule)."""
 
     name: Literal["entropy"] = "entropy"
-    target_segment: float = Field(6.0, gt=1, description="θ is bisected on the training split to this mean "
+    target_segment: float = Field(6.0, gt=1, le=4096, description="θ is bisected on the training split to this mean "
                                   "segment length (bytes)")
     order: int = Field(4, ge=1, le=7, description="n-gram order: the entropy reads up to order − 1 bytes before "
                        "each position")
     capacity: int = Field(65536, ge=1, le=2 ** 22, description="contexts kept per order at most (the most frequent); "
                           "the tables are saved with the model")
-    min_count: int = Field(2, ge=1, description="contexts seen fewer times back off to a shorter one")
+    min_count: int = Field(2, ge=1, le=10**9, description="contexts seen fewer times back off to a shorter one")
     threshold: float | None = Field(None, ge=0, le=8, description="θ in bits; null: bisected to target_segment")
 
     def build(self, ctx: LevelContext) -> EntropySplitter:

@@ -42,7 +42,7 @@ class FixedSplitterConfig(ComponentConfig):
     """Baseline: a BOS every `every` positions."""
 
     name: Literal["fixed"] = "fixed"
-    every: int = Field(6, ge=1)
+    every: int = Field(6, ge=1, le=4096)
 
     def build(self, ctx: LevelContext) -> FixedSplitter:
         """The module of this config for the level that ``ctx`` describes."""

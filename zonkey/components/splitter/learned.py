@@ -112,18 +112,18 @@ class LearnedSplitterConfig(ComponentConfig):
     """Learned BOS probabilities from a light local encoder (§4)."""
 
     name: Literal["learned"] = "learned"
-    target_segment: float = Field(6.0, gt=1, description="target mean segment length (positions); sets the BOS-rate target")
+    target_segment: float = Field(6.0, gt=1, le=4096, description="target mean segment length (positions); sets the BOS-rate target")
     kernels: tuple[int, ...] = Field((3, 5), description="depthwise convolution widths (local n-gram context)")
-    layers: int = Field(1, ge=0, description="probabilistic-attention layers of the splitter encoder")
+    layers: int = Field(1, ge=0, le=64, description="probabilistic-attention layers of the splitter encoder")
     context: Literal["both", "causal"] = Field(
         "both", description="both: each BOS decision reads neighbours on both sides; causal: only the positions up to "
         "its own (it cannot see the byte after a word, so it cannot cut at the word's last letter)")
     window: int = Field(
-        512, ge=1, description="local attention: each position attends only to positions at most this far away "
+        512, ge=1, le=1 << 20, description="local attention: each position attends only to positions at most this far away "
         "(O(n · window)); a sequence of up to window + 1 positions gets exactly the full attention. The default "
         "covers the bundled recipes' 512-byte training chunks, so their training is full attention")
     piece: int = Field(
-        8192, ge=1, description="at inference, sequences longer than this are split piece by piece (each piece "
+        8192, ge=1, le=1 << 24, description="at inference, sequences longer than this are split piece by piece (each piece "
         "with its receptive field on both sides): bounded memory, the same probabilities")
     existence: Literal["soft", "straight_through"] = Field(
         "soft", description="soft: existence = Π(1 − p_bos) as in §4; straight_through: hard existence of the "

@@ -25,7 +25,6 @@ Baselines, from the training split's raw tokens:
 
 from __future__ import annotations
 
-import json
 import random
 import re
 from collections import Counter
@@ -40,6 +39,7 @@ from zonkey.core.evaluate.heldout import levenshtein
 from zonkey.core.evaluate.wordlm import WordTrigram
 from zonkey.core.evaluate.words import as_text
 from zonkey.errors import ZonkeyError
+from zonkey.inputs import InputError, parse_json
 
 SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 KS = (1, 3, 5)
@@ -97,9 +97,9 @@ def read_infill_items(path: str | Path) -> list[tuple[str, str, str]]:
         if not text.strip():
             continue
         try:
-            obj = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise InfillItemsError(f"{where}: not valid JSON ({exc.msg}, column {exc.colno})") from None
+            obj = parse_json(text, where)
+        except InputError as exc:  # invalid, too deeply nested, or a lone surrogate
+            raise InfillItemsError(str(exc)) from None
         if not isinstance(obj, dict):
             raise InfillItemsError(f"{where}: expected a JSON object with prefix, suffix and answer")
         for key in ("prefix", "suffix", "answer"):

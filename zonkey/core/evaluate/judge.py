@@ -33,7 +33,6 @@ is a cache hit.
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -266,7 +265,8 @@ def load_or_train(docs: Sequence[bytes | str], cache_dir: str | Path | None = No
     from safetensors import SafetensorError
     from safetensors.numpy import load, save
 
-    from zonkey.io import atomic_write_bytes, atomic_write_json, inside
+    from zonkey.errors import ZonkeyError
+    from zonkey.io import atomic_write_bytes, atomic_write_json, inside, read_json
 
     fp = corpus_fingerprint(docs, order)
     if cache_dir is not None:
@@ -275,11 +275,11 @@ def load_or_train(docs: Sequence[bytes | str], cache_dir: str | Path | None = No
         for f in (weights, meta_path):  # neither read nor replaced when a link leads elsewhere
             inside(Path(cache_dir), f, f"{cache_dir}: judge cache")
         try:
-            meta = json.loads(meta_path.read_text())
+            meta = read_json(meta_path)
             if meta.get("fingerprint") == fp and meta.get("format_version") == FORMAT_VERSION:
                 return NgramJudge.from_tensors(load(weights.read_bytes()), meta), True
-        except (OSError, ValueError, KeyError, IndexError, TypeError, SafetensorError):
-            pass  # missing or unreadable cache: retrain
+        except (OSError, ValueError, KeyError, IndexError, TypeError, AttributeError, SafetensorError, ZonkeyError):
+            pass  # missing, unreadable or malformed cache (a special file, deep JSON): retrain
     judge = NgramJudge.train(docs, order)
     if cache_dir is not None:
         try:

@@ -52,11 +52,11 @@ class ByteLossConfig(Strict):
 class ScheduleConfig(Strict):
     """A level's own learning-rate schedule (the default follows the global one)."""
 
-    lr_start: int = Field(default=0, ge=0, description=(
+    lr_start: int = Field(default=0, ge=0, le=10**8, description=(
         "step at which this level's parameters start their own warm-up and cosine decay (over the steps left); "
         "before it their lr is 0. Set it to the step the level's curriculum ramp starts, so that a level "
         "brought in late does not train only on the tail of the global schedule"))
-    lr_scale: float = Field(default=1.0, gt=0, description="multiplies train.lr for this level's parameters")
+    lr_scale: float = Field(default=1.0, gt=0, le=1000, description="multiplies train.lr for this level's parameters")
 
     @property
     def is_own(self) -> bool:
@@ -83,11 +83,11 @@ class LevelConfig(Strict):
     from the level above.
     """
 
-    d_model: int = Field(default=64, ge=4, description="width of the level")
-    max_segment: int = Field(default=16, ge=2, description="m: length of every (overlapping) segment")
-    n_compress: int = Field(default=4, ge=1, description="k: compression vectors per segment")
-    heads: int = Field(default=4, ge=1)
-    ffn_mult: int = Field(default=4, ge=1)
+    d_model: int = Field(default=64, ge=4, le=16384, description="width of the level")
+    max_segment: int = Field(default=16, ge=2, le=4096, description="m: length of every (overlapping) segment")
+    n_compress: int = Field(default=4, ge=1, le=256, description="k: compression vectors per segment")
+    heads: int = Field(default=4, ge=1, le=256)
+    ffn_mult: int = Field(default=4, ge=1, le=64)
     dropout: float = Field(default=0.0, ge=0, lt=1)
     decode_fraction: float = Field(default=1.0, gt=0, le=1, description=(
         "level >= 1: the share of its decoded own-span slots that the `decode` term sends through the level "
