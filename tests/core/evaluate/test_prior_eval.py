@@ -49,3 +49,22 @@ def test_the_conditional_likelihood_and_its_baselines():
 
 def test_an_mse_prior_has_no_conditional_likelihood():
     assert prior_likelihood(_model("mse"), TRAIN, HELD, positions=10) is None
+
+
+def test_a_segment_outside_the_bank_is_never_a_hit(monkeypatch):
+    """Predicting "other" for an out-of-bank segment names no segment: top-1 counts bank entries only."""
+    model = _model()
+    bank = build_bank(model, TRAIN, 16)
+    head = model.levels[0].prior.bank
+    head.set_bank(bank.latents[:2], bank.log_freq[:2], 0.0)  # a 2-entry bank: some segments are "other"
+    prior = model.levels[0].prior
+
+    def always_other(z0, valid, target):
+        lp = torch.full((z0.shape[0], head.size + 1), -50.0)
+        lp[:, -1] = 0.0
+        return lp, head.classes(z0[torch.arange(z0.shape[0]), target])
+
+    monkeypatch.setattr(prior, "position_log_probs", always_other)
+    res = prior_likelihood(model, TRAIN, HELD, positions=30, train_chunks=20)
+    assert res is not None and res["other_share"] > 0
+    assert res["top1"] == 0.0 and res["mrr"] <= 0.5  # the true entry comes second at best

@@ -5,11 +5,13 @@ of held-out rows (the chunks' level-0 latents), every other position is given cl
 predicts the held-out one (pseudo-log-likelihood):
 
 * ``bits_per_segment``: −log2 p(true class), the class being the segment's bank entry or "other";
-* ``top1`` and ``mrr`` (mean reciprocal rank) of the true class, with ``top1_in_bank`` over the
-  positions whose segment is in the bank, and ``other_share``: the share that is not;
+* ``top1`` and ``mrr`` (mean reciprocal rank) of the true segment: a hit needs the segment's own
+  bank entry ranked first, so a segment outside the bank is never a hit (predicting "other" names
+  no segment); ``top1_in_bank`` over the positions whose segment is in the bank, and
+  ``other_share``: the share that is not;
 
 beside two count baselines over the same classes, counted on the classes of training chunks
-encoded the same way: ``unigram`` (the most frequent class; its bits are the class frequencies')
+encoded the same way: ``unigram`` (the most frequent bank entry; its bits are the class frequencies')
 and ``trigram`` (a bidirectional interpolated Kneser–Ney class trigram scoring both sides of the
 position, normalised over the classes). A prior that learnt context beats the unigram; the
 trigram is the parameter-free bar.
@@ -111,10 +113,11 @@ def prior_likelihood(model: ZonkeyModel, train_docs: Sequence[bytes | str], held
     true = lp.gather(1, cls[:, None])[:, 0]
     rank = 1 + (lp > true[:, None]).sum(1)
     in_bank = cls < k
+    named = in_bank.float()  # only a bank entry names a segment: "other" is never a hit
     out: dict[str, Any] = {
         "n": len(picked), "bank_size": k, "other_share": float((~in_bank).float().mean()),
-        "bits_per_segment": float(-true.mean() / math.log(2)), "top1": float((rank == 1).float().mean()),
-        "mrr": float((1.0 / rank.float()).mean()),
+        "bits_per_segment": float(-true.mean() / math.log(2)), "top1": float(((rank == 1).float() * named).mean()),
+        "mrr": float((named / rank.float()).mean()),
         "top1_in_bank": float((rank[in_bank] == 1).float().mean()) if bool(in_bank.any()) else None,
     }
     out.update(_count_baselines(model, train_docs, held, picked, cls, k, size, max_len, seed, train_chunks))
@@ -129,7 +132,7 @@ def _count_baselines(model: ZonkeyModel, train_docs: Sequence[bytes | str], held
     counts = np.bincount(torch.cat([c for _, c in train]).numpy(), minlength=k + 1).astype(np.float64) + 0.5
     uni = counts / counts.sum()
     gold = cls.numpy()
-    top = int(np.argmax(uni))
+    top = int(np.argmax(uni[:k]))  # the most frequent bank entry (" the")
     lm = _count_model(train)
     cand = np.array([lm.ids.get(f"c{j}", UNKNOWN) for j in range(k + 1)], dtype=np.int64)
     bits, hits = [], []
@@ -138,7 +141,7 @@ def _count_baselines(model: ZonkeyModel, train_docs: Sequence[bytes | str], held
         s = lm.gap_scores(seq[:i], seq[i + 1:], cand)  # log2, (k + 1,)
         norm = s.max() + math.log2(float(np.exp2(s - s.max()).sum()))
         bits.append(norm - s[g])
-        hits.append(int(np.argmax(s)) == g)
+        hits.append(g < k and int(np.argmax(s)) == g)
     return {
         "unigram": {"top1": float((gold == top).mean()), "bits_per_segment": float(-np.log2(uni[gold]).mean())},
         "trigram": {"top1": float(np.mean(hits)), "bits_per_segment": float(np.mean(bits))},
