@@ -826,6 +826,24 @@ def cmd_refs(a) -> None:
         uni.append(b"".join(strings[i].encode("utf-8", "surrogateescape") for i in ids).decode("utf-8", "replace"))
     res = {"real_heldout": text_metrics(real, wkn, vocab), "segment_unigram_sampler": text_metrics(uni, wkn, vocab),
            "ex_real": real[0][:160], "ex_unigram": uni[0][:160]}
+    # the single-word infill items under the segment trigram and the unigram (same scoring as the priors)
+    lat, logfreq, bank_ids = load_bank(a.dir, a.k)
+    k = a.k
+    cm = torch.cat([class_map(bank_ids, len(strings)), torch.tensor([k])])
+    items = _Items(model, strings, a.items)
+    kn = KN3([cm[tr.ids[tr.row(r)]].numpy() for r in range(len(tr.lengths))], k + 3)
+    lps, golds = [], []
+    for r, i in items.pos:
+        seq = cm[items.ids[items.row(r)]].numpy()
+        sc, _ = kn.scores(_ctx(seq, i, k + 1, k + 2), k + 1)
+        lps.append(torch.log_softmax(torch.from_numpy(sc).float(), -1))
+        golds.append(int(seq[i]))
+    share = len(items.pos) / items.n_items
+    g = torch.tensor(golds)
+    mk = rank_metrics(torch.stack(lps), g, k)
+    mu = rank_metrics(torch.log_softmax(logfreq, 0)[None].expand(len(g), -1), g, k)
+    res["infill_items"] = {"items": items.n_items, "one_segment_share": round(share, 3),
+                           "kn3_exact_match": round(mk["top1"] * share, 4), "unigram_exact_match": round(mu["top1"] * share, 4)}
     (Path(a.dir) / "refs.json").write_text(json.dumps(res, indent=1))
     print("REFS " + json.dumps(res), flush=True)
 
@@ -888,6 +906,60 @@ def cmd_train(a) -> None:
     evaluate(a, model, prior, res, ho, cm, lat, bank_ids, strings)
 
 
+class _Items:
+    """Single-word infill items (``infill_eval.infill_problems`` on held-out documents) as latent rows.
+
+    Each item's text prefix + gold + suffix is encoded; an item is scorable at one position when the
+    segments overlapping the gold word's bytes are a single segment whose stripped string is the gold.
+    Its string id is the global table's, or ``unseen`` (class "other") for a string never extracted.
+    """
+
+    def __init__(self, model, strings: list[str], n: int) -> None:
+        from zonkey.core.infill_eval import infill_problems
+        from zonkey.data import load_corpus
+        table = {s: i for i, s in enumerate(strings)}
+        self.unseen = len(strings)
+        probs = infill_problems(load_corpus(model.recipe.data).documents("heldout"), n, 0)
+        zs, ids, lens, self.pos = [], [], [], []
+        for r, (pre, suf, gold) in enumerate(probs):
+            text = pre + gold + suf
+            (x, segs), = encode_chunks(model, [text])
+            gs = len(pre.encode("utf-8"))
+            ge = gs + len(gold.encode("utf-8"))
+            at, over = 0, []
+            for j, sg in enumerate(segs):
+                if at < ge and at + len(sg) > gs:
+                    over.append(j)
+                at += len(sg)
+            if len(over) == 1 and segs[over[0]].decode("utf-8", "replace").strip() == gold:
+                self.pos.append((r, over[0]))
+            zs.append(x.half())
+            lens.append(len(segs))
+            ids += [table.get(v.decode("utf-8", errors="surrogateescape"), self.unseen) for v in segs]
+        self.n_items = len(probs)
+        self.z = torch.cat(zs)
+        self.ids = torch.tensor(ids)
+        self.lengths = torch.tensor(lens)
+        self.offsets = torch.cat([torch.zeros(1, dtype=torch.long), self.lengths.cumsum(0)])
+
+    def row(self, r: int) -> slice:
+        return slice(int(self.offsets[r]), int(self.offsets[r + 1]))
+
+
+def score_items(a, model, prior, res: dict, cm: Tensor, lat: Tensor, strings) -> None:
+    """Single-word infill exact match: top-1 at the gold's segment, × the share of one-segment items."""
+    items = _Items(model, strings, a.items)
+    cm_ext = torch.cat([cm, torch.tensor([len(lat)])])
+    if res["arm"] == "bank":
+        m = score_bank(prior, items, items.pos, cm_ext)
+    else:
+        m = score_mse(prior, items, items.pos, cm_ext, lat, a.max_len)
+    share = len(items.pos) / items.n_items
+    res["infill"] = {"items": items.n_items, "one_segment_share": round(share, 3),
+                     "top1_one_segment": m["top1"], "exact_match": round(m["top1"] * share, 4)}
+    print(f"[{res['tag']}] infill " + json.dumps(res["infill"]), flush=True)
+
+
 def evaluate(a, model, prior, res: dict, ho: Split, cm: Tensor, lat: Tensor, bank_ids: Tensor, strings) -> None:
     t0 = time.time()
     pos = eval_positions(ho, a.positions)
@@ -897,6 +969,8 @@ def evaluate(a, model, prior, res: dict, ho: Split, cm: Tensor, lat: Tensor, ban
         res["single"] = score_mse(prior, ho, pos, cm, lat, a.max_len)
     res["score_s"] = round(time.time() - t0)
     print(f"[{res['tag']}] single " + json.dumps(res["single"]), flush=True)
+    if a.items:
+        score_items(a, model, prior, res, cm, lat, strings)
     wkn, vocab = text_context(model)
     lens = sample_lengths(ho, a.n, a.max_len)
     res["samples"] = {}
@@ -998,6 +1072,7 @@ def main() -> None:
     ap.add_argument("--max-len", type=int, default=128)
     ap.add_argument("--max-ce", type=int, default=1024)
     ap.add_argument("--n", type=int, default=100)
+    ap.add_argument("--items", type=int, default=500)
     ap.add_argument("--sample-steps", type=int, default=30)
     ap.add_argument("--modes", nargs="+", default=["mean", "draw"])
     ap.add_argument("--tag", default="x")
