@@ -971,9 +971,13 @@ def evaluate(a, model, prior, res: dict, ho: Split, cm: Tensor, lat: Tensor, ban
     print(f"[{res['tag']}] single " + json.dumps(res["single"]), flush=True)
     if a.items:
         score_items(a, model, prior, res, cm, lat, strings)
+    res["samples"] = {}
+    if a.n == 0:
+        (Path(a.dir) / f"result-{res['tag']}.json").write_text(json.dumps(res, indent=1))
+        print("RESULT " + json.dumps(res), flush=True)
+        return
     wkn, vocab = text_context(model)
     lens = sample_lengths(ho, a.n, a.max_len)
-    res["samples"] = {}
     if res["arm"] == "bank":
         for mode in a.modes:
             t0 = time.time()
@@ -1031,16 +1035,35 @@ def cmd_eval(a) -> None:
 
 def cmd_table(a) -> None:
     d = Path(a.dir)
+    head = ["tag", "arm", "schedule", "anchors", "seed", "K", "train s", "steps", "top-1", "MRR", "PLL bits/seg",
+            "infill EM", "sampler", "valid", "other", "distinct-1", "order gain", "uni bits/w", "kn3 bits/w"]
     rows = []
     for f in sorted(d.glob("result-*.json")):
         r = json.loads(f.read_text())
         s = r["single"]
+        em = r.get("infill", {}).get("exact_match")
         for mode, m in r["samples"].items():
             rows.append([r["tag"], r["arm"], str(r["schedule"]), r["anchors"], r["seed"], r["k"], r["train_s"], r["steps"],
-                         s["top1"], s["mrr"], s["bits"], mode, m["valid_word_rate"], m.get("other_share"),
+                         s["top1"], s["mrr"], s["bits"], em, mode, m["valid_word_rate"], m.get("other_share"),
                          m["distinct_1"], m["order_gain"], m["unigram_bits_per_word"], m["kn3_bits_per_word"]])
-    head = ["tag", "arm", "schedule", "anchors", "seed", "K", "train s", "steps", "top-1", "MRR", "PLL bits/seg",
-            "sampler", "valid", "other", "distinct-1", "order gain", "uni bits/w", "kn3 bits/w"]
+    bf = d / f"baselines-{a.k}.json"
+    rf = d / "refs.json"
+    if bf.exists():
+        b = json.loads(bf.read_text())
+        ref = json.loads(rf.read_text()) if rf.exists() else {}
+        items = ref.get("infill_items", {})
+        mf = b["most_frequent"]
+        for name, key, em in ((f"always {mf!r}", "unigram", items.get("unigram_exact_match")),
+                              ("segment KN3 bidirectional", "kn3_bidir", items.get("kn3_exact_match")),
+                              ("segment KN3 left only", "kn3_left", None)):
+            m = b[key]
+            bits = m["bits"] if key != "unigram" else f"{m['bits']} (unigram)"
+            rows.append([name, "count", "-", "-", "-", a.k, "-", "-", m["top1"], m["mrr"], bits, em] + ["-"] * 7)
+        for name in ("real_heldout", "segment_unigram_sampler"):
+            if name in ref:
+                m = ref[name]
+                rows.append([name, "text", "-", "-", "-", "-", "-", "-", "-", "-", "-", "-", "-", m["valid_word_rate"], "-",
+                             m["distinct_1"], m["order_gain"], m["unigram_bits_per_word"], m["kn3_bits_per_word"]])
     print("| " + " | ".join(head) + " |")
     print("|" + "---|" * len(head))
     for r in rows:

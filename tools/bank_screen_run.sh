@@ -6,6 +6,9 @@
 set -euo pipefail
 RUN=$1; DIR=$2; BUDGET=${3:-420}
 export OMP_NUM_THREADS=1
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+cd "$ROOT"
+export PYTHONPATH="$ROOT"  # the checkout's own zonkey
 PY=${PY:-/work/main/.venv/bin/python}
 S="$PY tools/bank_screen.py"
 [ -f "$DIR/heldout.safetensors" ] || $S extract "$RUN" --dir "$DIR" --chunks 6000 --heldout 600
@@ -13,7 +16,7 @@ S="$PY tools/bank_screen.py"
 [ -f "$DIR/baselines-8192.json" ] || $S baselines --dir "$DIR" --k 8192
 [ -f "$DIR/baselines-16384.json" ] || $S baselines --dir "$DIR" --k 16384
 [ -f "$DIR/refs.json" ] || $S refs "$RUN" --dir "$DIR" --k 8192
-arm() { local tag=$1; shift; [ -f "$DIR/result-$tag.json" ] || $S train "$RUN" --dir "$DIR" --k 8192 --budget "$BUDGET" --tag "$tag" "$@"; }
+arm() { local tag=$1; shift; [ -f "$DIR/result-$tag.json" ] || $S train "$RUN" --dir "$DIR" --k 8192 --budget "$BUDGET" --tag "$tag" ${EXTRA:-} "$@"; }
 arm mse --arm mse
 arm bank-cos --arm bank --schedule cosine
 arm bank-gum --arm bank --schedule gumbel
