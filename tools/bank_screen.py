@@ -441,7 +441,7 @@ class BankPrior(nn.Module):
     """
 
     def __init__(self, bank: Tensor, logfreq: Tensor, width: int = 128, layers: int = 4, heads: int = 4,
-                 max_len: int = 128, tied: bool = False) -> None:
+                 max_len: int = 128, tied: bool = False, in_embed: bool = False) -> None:
         super().__init__()
         from zonkey.core.transformer import Encoder
         k, D = bank.shape
@@ -467,12 +467,20 @@ class BankPrior(nn.Module):
         self.bias = nn.Parameter(logfreq.clone())
         self.other_lik = nn.Parameter(torch.zeros(()))
         self.m_out = nn.Linear(width, D)
+        # optional learned input embedding of a known position's bank class (K + 1 rows, "other" last)
+        self.embed = nn.Embedding(k + 1, width) if in_embed else None
+        if self.embed is not None:
+            nn.init.normal_(self.embed.weight, std=0.02)
 
-    def trunk(self, z: Tensor, sigma: Tensor, known: Tensor, valid: Tensor, cond: Tensor | None) -> Tensor:
+    def trunk(self, z: Tensor, sigma: Tensor, known: Tensor, valid: Tensor, cond: Tensor | None,
+              cls: Tensor | None = None) -> Tensor:
+        """cls: (b, n) bank class of every position, read only where known (with ``in_embed``)."""
         from zonkey.core.existence import NEG_INF
         n = z.shape[1]
         h = self.inp(z) + self.pos[:n] + self.time(time_features(sigma, self.freqs))[:, None]
         h = h + known[..., None].to(h.dtype) * self.known_flag
+        if self.embed is not None and cls is not None:
+            h = h + self.embed(cls.clamp_max(self.k)) * known[..., None].to(h.dtype)
         if cond is not None:
             h = h + self.cond_in(cond)
         le = torch.zeros(valid.shape).masked_fill(~valid, NEG_INF)
@@ -510,6 +518,8 @@ def draw_sigma(b: int, schedule_name: str, gen: torch.Generator) -> Tensor:
         lg = (3.3 - 0.85 * torch.log(-torch.log(u))).clamp(-LOGIT_CLAMP, LOGIT_CLAMP)
         top = torch.rand(b, generator=gen) < 0.05
         return torch.where(top, torch.full((b,), SIGMA_TOP), torch.sigmoid(lg))
+    if schedule_name == "top":  # every noised position at pure noise: a masked-LM objective over the bank
+        return torch.full((b,), SIGMA_TOP)
     raise ValueError(schedule_name)
 
 
@@ -549,12 +559,12 @@ def bank_loss(prior: BankPrior, z0: Tensor, cls: Tensor, valid: Tensor, gen: tor
     cond = None
     if float(torch.rand((), generator=gen)) < 0.5:  # self-conditioning on x̂ of a first pass
         with torch.no_grad():
-            h0 = prior.trunk(zt, sigma, known, valid, None)
+            h0 = prior.trunk(zt, sigma, known, valid, None, cls)
             x0, _, _ = prior.estimate(h0[unk], zt[unk], sig_pos[unk])
             cond = z0.clone()
             cond[unk] = x0
             cond = cond * valid[..., None]
-    h = prior.trunk(zt, sigma, known, valid, cond)
+    h = prior.trunk(zt, sigma, known, valid, cond, cls)
     idx = unk.nonzero()
     if len(idx) > a.max_ce:  # the cross-entropy on a random subset of the noised positions
         idx = idx[torch.randperm(len(idx), generator=gen)[: a.max_ce]]
@@ -593,6 +603,13 @@ def single_position_batches(ho: Split, pos: list[tuple[int, int]], max_len: int,
         yield z, valid, at, flat
 
 
+def row_classes(ho, flat: Tensor, at: Tensor, valid: Tensor, cm: Tensor) -> Tensor:
+    """(b, n) bank classes of the window rows of :func:`single_position_batches` (flat: the scored position)."""
+    first = flat - at  # flat index of each window's first position
+    idx = (first[:, None] + torch.arange(valid.shape[1])[None]).clamp_max(len(ho.ids) - 1)
+    return torch.where(valid, cm[ho.ids[idx]], torch.zeros((), dtype=torch.long))
+
+
 @torch.no_grad()
 def score_bank(prior: BankPrior, ho: Split, pos, cm: Tensor) -> dict:
     prior.eval()
@@ -605,7 +622,7 @@ def score_bank(prior: BankPrior, ho: Split, pos, cm: Tensor) -> dict:
         zt = z.clone()
         zt[torch.arange(b), at] = torch.randn(b, z.shape[2], generator=gen)  # σ = 1: pure noise
         sigma = torch.full((b,), SIGMA_TOP)
-        h = prior.trunk(zt, sigma, known, valid, None)
+        h = prior.trunk(zt, sigma, known, valid, None, row_classes(ho, flat, at, valid, cm))
         lg = prior.logits(h[torch.arange(b), at], zt[torch.arange(b), at], sigma)
         lps.append(torch.log_softmax(lg, -1))
         golds.append(cm[ho.ids[flat]])
@@ -661,7 +678,7 @@ def sample_bank(prior: BankPrior, lengths: list[int], steps: int, mode: str, see
     for t, (s, s_next) in enumerate(zip(sig[:-1], sig[1:], strict=True)):
         inp = torch.where(known[..., None], base, z)
         sigma = torch.full((b,), s)
-        h = prior.trunk(inp, sigma, known, valid, cond)
+        h = prior.trunk(inp, sigma, known, valid, cond, cls)
         sel = valid & ~known
         xh, p, m = prior.estimate(h[sel], inp[sel], torch.full((int(sel.sum()),), s))
         if mode == "draw":
@@ -866,7 +883,8 @@ def cmd_train(a) -> None:
     cm = class_map(bank_ids, len(strings))
     gen = torch.Generator().manual_seed(a.seed)
     if a.arm == "bank":
-        prior = BankPrior(lat, logfreq, width=a.width, layers=a.layers, max_len=a.max_len, tied=a.tied)
+        prior = BankPrior(lat, logfreq, width=a.width, layers=a.layers, max_len=a.max_len, tied=a.tied,
+                          in_embed=a.in_embed)
     else:
         from zonkey.components.prior.sequence import SequencePriorConfig
         cfg = SequencePriorConfig(d_model=a.width, layers=a.layers, max_len=a.max_len)
@@ -901,7 +919,7 @@ def cmd_train(a) -> None:
     save_file({k_: v.contiguous() for k_, v in prior.state_dict().items()}, str(Path(a.dir) / f"prior-{a.tag}.safetensors"))
     res = {"tag": a.tag, "arm": a.arm, "schedule": a.schedule if a.arm == "bank" else "cosine shift 3 (library)",
            "anchors": a.anchors if a.arm == "bank" else 0.0, "seed": a.seed, "k": k, "train_s": round(train_s),
-           "steps": step, "width": a.width, "layers": a.layers, "batch": a.batch, "lr": a.lr, "tied": a.tied,
+           "steps": step, "width": a.width, "layers": a.layers, "batch": a.batch, "lr": a.lr, "tied": a.tied, "in_embed": a.in_embed,
            "run": a.run}
     evaluate(a, model, prior, res, ho, cm, lat, bank_ids, strings)
 
@@ -1024,7 +1042,8 @@ def cmd_eval(a) -> None:
     cm = class_map(bank_ids, len(strings))
     old = json.loads((Path(a.dir) / f"result-{a.tag}.json").read_text())
     if a.arm == "bank":
-        prior = BankPrior(lat, logfreq, width=a.width, layers=a.layers, max_len=a.max_len, tied=a.tied)
+        prior = BankPrior(lat, logfreq, width=a.width, layers=a.layers, max_len=a.max_len, tied=a.tied,
+                          in_embed=a.in_embed)
     else:
         from zonkey.components.prior.sequence import SequencePriorConfig
         prior = SequencePriorConfig(d_model=a.width, layers=a.layers, max_len=a.max_len).build(model.levels[0].ctx)
@@ -1084,9 +1103,10 @@ def main() -> None:
     ap.add_argument("--sigmas", type=float, nargs="+",
                     default=[0.5, 0.7, 0.8, 0.85, 0.88, 0.9, 0.92, 0.94, 0.95, 0.96, 0.97, 0.98, 0.99])
     ap.add_argument("--arm", choices=["bank", "mse"], default="bank")
-    ap.add_argument("--schedule", choices=["cosine", "gumbel"], default="gumbel")
+    ap.add_argument("--schedule", choices=["cosine", "gumbel", "top"], default="gumbel")
     ap.add_argument("--anchors", type=float, default=0.0)
     ap.add_argument("--tied", action="store_true")
+    ap.add_argument("--in-embed", action="store_true")
     ap.add_argument("--budget", type=float, default=420)
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--lr", type=float, default=4e-3)
