@@ -441,7 +441,7 @@ class BankPrior(nn.Module):
     """
 
     def __init__(self, bank: Tensor, logfreq: Tensor, width: int = 128, layers: int = 4, heads: int = 4,
-                 max_len: int = 128, tied: bool = False, in_embed: bool = False) -> None:
+                 max_len: int = 128, tied: bool = False, in_embed: bool = False, conv: int = 0) -> None:
         super().__init__()
         from zonkey.core.transformer import Encoder
         k, D = bank.shape
@@ -471,6 +471,12 @@ class BankPrior(nn.Module):
         self.embed = nn.Embedding(k + 1, width) if in_embed else None
         if self.embed is not None:
             nn.init.normal_(self.embed.weight, std=0.02)
+        # optional residual convolution over the input sequence (kernel ``conv``): direct access to the
+        # neighbours, as an n-gram has it; zero-initialised, so step 0 is the same network without it
+        self.conv = nn.Conv1d(width, width, conv, padding=conv // 2) if conv else None
+        if self.conv is not None:
+            nn.init.zeros_(self.conv.weight)
+            nn.init.zeros_(self.conv.bias)
 
     def trunk(self, z: Tensor, sigma: Tensor, known: Tensor, valid: Tensor, cond: Tensor | None,
               cls: Tensor | None = None) -> Tensor:
@@ -481,6 +487,9 @@ class BankPrior(nn.Module):
         h = h + known[..., None].to(h.dtype) * self.known_flag
         if self.embed is not None and cls is not None:
             h = h + self.embed(cls.clamp_max(self.k)) * known[..., None].to(h.dtype)
+        if self.conv is not None:
+            hm = h * valid[..., None].to(h.dtype)
+            h = h + self.conv(hm.transpose(1, 2)).transpose(1, 2)
         if cond is not None:
             h = h + self.cond_in(cond)
         le = torch.zeros(valid.shape).masked_fill(~valid, NEG_INF)
@@ -884,7 +893,7 @@ def cmd_train(a) -> None:
     gen = torch.Generator().manual_seed(a.seed)
     if a.arm == "bank":
         prior = BankPrior(lat, logfreq, width=a.width, layers=a.layers, max_len=a.max_len, tied=a.tied,
-                          in_embed=a.in_embed)
+                          in_embed=a.in_embed, conv=a.conv)
     else:
         from zonkey.components.prior.sequence import SequencePriorConfig
         cfg = SequencePriorConfig(d_model=a.width, layers=a.layers, max_len=a.max_len)
@@ -919,7 +928,7 @@ def cmd_train(a) -> None:
     save_file({k_: v.contiguous() for k_, v in prior.state_dict().items()}, str(Path(a.dir) / f"prior-{a.tag}.safetensors"))
     res = {"tag": a.tag, "arm": a.arm, "schedule": a.schedule if a.arm == "bank" else "cosine shift 3 (library)",
            "anchors": a.anchors if a.arm == "bank" else 0.0, "seed": a.seed, "k": k, "train_s": round(train_s),
-           "steps": step, "width": a.width, "layers": a.layers, "batch": a.batch, "lr": a.lr, "tied": a.tied, "in_embed": a.in_embed,
+           "steps": step, "width": a.width, "layers": a.layers, "batch": a.batch, "lr": a.lr, "tied": a.tied, "in_embed": a.in_embed, "conv": a.conv,
            "run": a.run}
     evaluate(a, model, prior, res, ho, cm, lat, bank_ids, strings)
 
@@ -1043,7 +1052,7 @@ def cmd_eval(a) -> None:
     old = json.loads((Path(a.dir) / f"result-{a.tag}.json").read_text())
     if a.arm == "bank":
         prior = BankPrior(lat, logfreq, width=a.width, layers=a.layers, max_len=a.max_len, tied=a.tied,
-                          in_embed=a.in_embed)
+                          in_embed=a.in_embed, conv=a.conv)
     else:
         from zonkey.components.prior.sequence import SequencePriorConfig
         prior = SequencePriorConfig(d_model=a.width, layers=a.layers, max_len=a.max_len).build(model.levels[0].ctx)
@@ -1107,6 +1116,7 @@ def main() -> None:
     ap.add_argument("--anchors", type=float, default=0.0)
     ap.add_argument("--tied", action="store_true")
     ap.add_argument("--in-embed", action="store_true")
+    ap.add_argument("--conv", type=int, default=0)
     ap.add_argument("--budget", type=float, default=420)
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--lr", type=float, default=4e-3)
