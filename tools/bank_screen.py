@@ -28,7 +28,19 @@ position top-1 / MRR / pseudo-log-likelihood on held-out rows and 100 samples at
 ``result-TAG.json``. ``table`` prints every result as one markdown table.
 
 Noise convention (zonkey's): z_σ = sqrt(1 − σ)·z0 + sqrt(σ)·ε, σ the noise share of the variance.
-Given z0 = B_i with ‖B_i‖² = D, log N(z_σ; sqrt(1−σ)·B_i, σI) = sqrt(1−σ)/σ·<z_σ, B_i> + const(i).
+Given z0 = B_i with ‖B_i‖² = D, log N(z_σ; sqrt(1−σ)·B_i, σI) = sqrt(1−σ)/σ·<z_σ, B_i> + const(i)
+(checked against the brute-force density: the difference varies by < 1e-4 over i).
+
+Measured on tiny (1200 steps, seed 0), 6000 train / 600 held-out chunks, K 8192, 3000 held-out
+positions, every arm 360 s on one thread of a loaded 2-core machine (load average 5-7):
+ * bank: coverage 0.80 of held-out positions (K 16384: 0.85); occurrences of one string have cos 1.000
+   to their mean (a latent is a function of its bytes); mean |cos| between entries 0.099.
+ * counts: always ' the' 0.062 top-1 (8.14 bits unigram); segment KN trigram, bidirectional 0.295
+   top-1 / 5.36 bits, left only 0.205 / 6.44; single-word infill items: KN 0.306, unigram 0.068.
+ * the likelihood term alone (with the log-frequency bias): top-1 0.60 at σ 0.90, 0.40 at 0.94,
+   0.29 at 0.96, 0.18 at 0.98, 0.12 at 0.99.
+ * MSE head 370 steps: top-1 0.011. Bank head 120-150 steps (cosine, Gumbel, Gumbel + anchors):
+   top-1 0.062-0.065, 8.14-8.23 bits: the unigram; no arm learnt context in this budget.
 """
 
 from __future__ import annotations
@@ -441,7 +453,8 @@ class BankPrior(nn.Module):
     """
 
     def __init__(self, bank: Tensor, logfreq: Tensor, width: int = 128, layers: int = 4, heads: int = 4,
-                 max_len: int = 128, tied: bool = False, in_embed: bool = False, conv: int = 0) -> None:
+                 max_len: int = 128, tied: bool = False, in_embed: bool = False, conv: int = 0,
+                 other_lik: str = "zero") -> None:
         super().__init__()
         from zonkey.core.transformer import Encoder
         k, D = bank.shape
@@ -466,6 +479,10 @@ class BankPrior(nn.Module):
         nn.init.normal_(self.readout.weight, std=0.01)
         self.bias = nn.Parameter(logfreq.clone())
         self.other_lik = nn.Parameter(torch.zeros(()))
+        # "zero": the other class's likelihood term is 0 (+ the learned scalar); "mhat": sqrt(1−σ)/σ·<z_σ,
+        # to_sphere(m̂)>, the likelihood of its own estimate (needed at low σ, where an out-of-bank latent
+        # otherwise loses to its nearest bank entries by hundreds of nats)
+        self.other_mode = other_lik
         self.m_out = nn.Linear(width, D)
         # optional learned input embedding of a known position's bank class (K + 1 rows, "other" last)
         self.embed = nn.Embedding(k + 1, width) if in_embed else None
@@ -503,8 +520,12 @@ class BankPrior(nn.Module):
             net = torch.cat([self.readout(h) @ self.bank.T / math.sqrt(self.D), self.other_w(h)], 1)
         else:
             net = self.readout(h)
-        lik = torch.cat([lik, self.other_lik.expand(len(z), 1)], 1)
-        return net + self.bias + lik
+        if self.other_mode == "mhat":
+            from zonkey.core.sphere import to_sphere
+            o = lik_scale(sigma)[:, None] * (z * to_sphere(self.m_out(h))).sum(-1, keepdim=True) + self.other_lik
+        else:
+            o = self.other_lik.expand(len(z), 1)
+        return net + self.bias + torch.cat([lik, o], 1)
 
     def estimate(self, h: Tensor, z: Tensor, sigma: Tensor, chunk: int = 2048) -> tuple[Tensor, Tensor, Tensor]:
         """x̂ = Σ p_i B_i + p_other m̂, with p (N, K+1) and m̂ (N, D)."""
@@ -893,7 +914,7 @@ def cmd_train(a) -> None:
     gen = torch.Generator().manual_seed(a.seed)
     if a.arm == "bank":
         prior = BankPrior(lat, logfreq, width=a.width, layers=a.layers, max_len=a.max_len, tied=a.tied,
-                          in_embed=a.in_embed, conv=a.conv)
+                          in_embed=a.in_embed, conv=a.conv, other_lik=a.other_lik)
     else:
         from zonkey.components.prior.sequence import SequencePriorConfig
         cfg = SequencePriorConfig(d_model=a.width, layers=a.layers, max_len=a.max_len)
@@ -928,7 +949,7 @@ def cmd_train(a) -> None:
     save_file({k_: v.contiguous() for k_, v in prior.state_dict().items()}, str(Path(a.dir) / f"prior-{a.tag}.safetensors"))
     res = {"tag": a.tag, "arm": a.arm, "schedule": a.schedule if a.arm == "bank" else "cosine shift 3 (library)",
            "anchors": a.anchors if a.arm == "bank" else 0.0, "seed": a.seed, "k": k, "train_s": round(train_s),
-           "steps": step, "width": a.width, "layers": a.layers, "batch": a.batch, "lr": a.lr, "tied": a.tied, "in_embed": a.in_embed, "conv": a.conv,
+           "steps": step, "width": a.width, "layers": a.layers, "batch": a.batch, "lr": a.lr, "tied": a.tied, "in_embed": a.in_embed, "conv": a.conv, "other_lik": a.other_lik,
            "run": a.run}
     evaluate(a, model, prior, res, ho, cm, lat, bank_ids, strings)
 
@@ -1052,7 +1073,7 @@ def cmd_eval(a) -> None:
     old = json.loads((Path(a.dir) / f"result-{a.tag}.json").read_text())
     if a.arm == "bank":
         prior = BankPrior(lat, logfreq, width=a.width, layers=a.layers, max_len=a.max_len, tied=a.tied,
-                          in_embed=a.in_embed, conv=a.conv)
+                          in_embed=a.in_embed, conv=a.conv, other_lik=a.other_lik)
     else:
         from zonkey.components.prior.sequence import SequencePriorConfig
         prior = SequencePriorConfig(d_model=a.width, layers=a.layers, max_len=a.max_len).build(model.levels[0].ctx)
@@ -1117,6 +1138,7 @@ def main() -> None:
     ap.add_argument("--tied", action="store_true")
     ap.add_argument("--in-embed", action="store_true")
     ap.add_argument("--conv", type=int, default=0)
+    ap.add_argument("--other-lik", choices=["zero", "mhat"], default="zero")
     ap.add_argument("--budget", type=float, default=420)
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--lr", type=float, default=4e-3)
@@ -1127,7 +1149,7 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=100)
     ap.add_argument("--items", type=int, default=500)
     ap.add_argument("--sample-steps", type=int, default=30)
-    ap.add_argument("--modes", nargs="+", default=["mean", "draw"])
+    ap.add_argument("--modes", nargs="+", default=["mean"])
     ap.add_argument("--tag", default="x")
     ap.add_argument("--suffix", default="-re")
     ap.add_argument("--threads", type=int, default=1)
