@@ -1091,7 +1091,11 @@ def cmd_table(a) -> None:
         r = json.loads(f.read_text())
         s = r["single"]
         em = r.get("infill", {}).get("exact_match")
-        for mode, m in r["samples"].items():
+        for mode, m in (r["samples"] or {"-": None}).items():
+            if m is None:
+                rows.append([r["tag"], r["arm"], str(r["schedule"]), r["anchors"], r["seed"], r["k"], r["train_s"],
+                             r["steps"], s["top1"], s["mrr"], s["bits"], em] + ["-"] * 7)
+                continue
             rows.append([r["tag"], r["arm"], str(r["schedule"]), r["anchors"], r["seed"], r["k"], r["train_s"], r["steps"],
                          s["top1"], s["mrr"], s["bits"], em, mode, m["valid_word_rate"], m.get("other_share"),
                          m["distinct_1"], m["order_gain"], m["unigram_bits_per_word"], m["kn3_bits_per_word"]])
