@@ -108,3 +108,10 @@ def test_bad_sample_overrides_are_one_line_errors(run_dir, cmd, override, messag
     assert res.exit_code == 1, res.output
     assert message in res.output and "Traceback" not in res.output
     assert len(res.output.strip().splitlines()) == 1
+
+
+def test_a_sampler_steps_flag_and_the_recipe_field_give_the_same_message(run_dir):
+    flag = runner.invoke(app, ["sample", str(run_dir), "-n", "1", "--steps", "10000000"])
+    field = runner.invoke(app, ["sample", str(run_dir), "-n", "1", "--set", "sample.steps=10000000"])
+    assert flag.exit_code != 0 and field.exit_code != 0
+    assert "10,000,000 steps would take about" in flag.output and "10,000,000 steps would take about" in field.output

@@ -37,7 +37,7 @@ def _write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
 def sample_cmd(
     ckpt: Annotated[Path, typer.Argument(help="Run directory (or checkpoint directory), or hf://org/name[@rev].")],
     n: Annotated[int, typer.Option("-n", help="Number of samples.")] = 4,
-    steps: Annotated[int | None, typer.Option("--steps", max=common.MAX_STEPS,
+    steps: Annotated[int | None, typer.Option("--steps", callback=common.sampler_steps,
                                               help="Denoising steps at the top level (default: recipe).")] = None,
     seed: common.Seed = 0,
     level: Annotated[int | None, typer.Option("--level", help="Start from this level (default: the top).")] = None,
@@ -141,7 +141,7 @@ def infill_cmd(
                                                   "model has it, else 0).")] = None,
     gap: Annotated[str | None, typer.Option("--gap", help="Gap lengths to search, N or LO-HI, in positions of that "
                                                 "level (bytes at level 0; default: recipe).")] = None,
-    steps: Annotated[int | None, typer.Option("--steps", max=common.MAX_STEPS,
+    steps: Annotated[int | None, typer.Option("--steps", callback=common.sampler_steps,
                                               help="Denoising steps (default: recipe sample.infill_steps).")] = None,
     seed: common.Seed = 0,
     trace: Annotated[Path | None, typer.Option("--trace", help="Write every candidate's gap at every step to this JSONL file.")] = None,
