@@ -15,7 +15,6 @@ import math
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -33,37 +32,10 @@ from zonkey.core.train.banks import refresh_banks
 from zonkey.core.train.fit_text import fit_to_training_text
 from zonkey.core.train.loggers import RowLogger, format_row, format_validation, open_loggers
 from zonkey.core.train.optim import EMA, adamw, lr_at, param_groups
+from zonkey.core.train.progress import TrainProgress, TrainResult, resolve_device
 from zonkey.core.train.validation import heldout_slice, validate
 from zonkey.data import ByteBatches, byte_counts, load_corpus
 from zonkey.errors import TrainingError
-
-
-@dataclass
-class TrainResult:
-    """What a finished training run reports: where it wrote, how far it got, its last figures."""
-
-    run_dir: Path
-    step: int
-    last_loss: float
-    skipped_steps: int
-    bytes_seen: int
-    seconds: float
-    metrics: dict[str, float] = field(default_factory=dict)
-    interrupted: int | None = None  # the signal that stopped training (after a checkpoint was saved)
-
-
-def resolve_device(name: str) -> torch.device:
-    """The device ``train.device`` names (``auto``: CUDA when available, else CPU).
-
-    Raises:
-        TrainingError: CUDA asked for where it is not available.
-    """
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(name)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise TrainingError(f"train.device is {name!r} but CUDA is not available here; use 'cpu' or 'auto'")
-    return dev
 
 
 # an optimizer group pair's tag: ("level", i) or ("prior", i); None for the shared first pair
@@ -362,7 +334,7 @@ class Trainer:
         start_bytes = self.bytes_seen
         last = float("nan")
         window: list[float] = []
-        bar = _Progress(end, self.step, enabled=self.progress)
+        bar = TrainProgress(end, self.step, enabled=self.progress)
         if self.main:
             self.lock.acquire()  # held since __init__; taken again when fit runs a second time
         self.loggers = self._open_loggers()
@@ -411,33 +383,6 @@ class Trainer:
         return TrainResult(self.run_dir, self.step, last, self.skipped, self.bytes_seen - start_bytes, seconds,
                            {"bytes_per_s": (self.bytes_seen - start_bytes) / max(seconds, 1e-9)},
                            interrupted=signals.signum)
-
-
-class _Progress:
-    """A rich progress bar (loss, bytes/s, ETA), or nothing when disabled."""
-
-    def __init__(self, total: int, done: int, enabled: bool) -> None:
-        self.bar = None
-        if not enabled:
-            return
-        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-        self.bar = Progress(TextColumn("[bold]train"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                            TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TextColumn("ETA"),
-                            TimeRemainingColumn(), transient=False)
-        self.bar.start()
-        self.task = self.bar.add_task("train", total=total, completed=done, info="")
-
-    def update(self, step: int, *, loss: float, bps: float, acc: float | None) -> None:
-        if self.bar is None:
-            return
-        info = f"loss {loss:.3f} · {bps:,.0f} B/s" + (f" · acc {acc:.3f}" if acc is not None else "")
-        self.bar.update(self.task, completed=step, info=info)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.stop()
-            self.bar = None
 
 
 def train(recipe: Recipe, run_dir: str | Path, *, resume: bool = False, progress: bool | None = None,
