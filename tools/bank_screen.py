@@ -73,7 +73,7 @@ LOGIT_CLAMP = math.log(SIGMA_TOP / (1 - SIGMA_TOP))  # ≈ 9.21
 # ---------------------------------------------------------------------------------------------
 
 def load_model(run: str):
-    from zonkey.core.model import ZonkeyModel
+    from zonkey.core.model.network import ZonkeyModel
     model = ZonkeyModel.from_run(run)
     model.eval()
     for p in model.parameters():
@@ -112,7 +112,7 @@ def encode_chunks(model, texts: list[str]) -> list[tuple[Tensor, list[bytes]]]:
 
 
 def cmd_extract(a) -> None:
-    from zonkey.core.inference import encode_to_level, split_texts
+    from zonkey.core.model.inference import encode_to_level, split_texts
     from zonkey.data import load_corpus
     model = load_model(a.run)
     corpus = load_corpus(model.recipe.data)
@@ -198,7 +198,7 @@ def class_map(bank_ids: Tensor, n_strings: int) -> Tensor:
 
 
 def cmd_bank(a) -> None:
-    from zonkey.core.sphere import to_sphere
+    from zonkey.core.nn.sphere import to_sphere
     tr, ho = Split(a.dir, "train"), Split(a.dir, "heldout")
     strings = json.loads((Path(a.dir) / "strings.json").read_text())
     counts = torch.bincount(tr.ids, minlength=len(strings))
@@ -434,7 +434,7 @@ def cmd_baselines(a) -> None:
 # ---------------------------------------------------------------------------------------------
 
 def time_features(sigma: Tensor, freqs: Tensor) -> Tensor:
-    from zonkey.core import schedule
+    from zonkey.core.nn import schedule
     x = schedule.log_snr(sigma)[:, None] * freqs
     return torch.cat([x.sin(), x.cos()], -1)
 
@@ -456,7 +456,7 @@ class BankPrior(nn.Module):
                  max_len: int = 128, tied: bool = False, in_embed: bool = False, conv: int = 0,
                  other_lik: str = "zero") -> None:
         super().__init__()
-        from zonkey.core.transformer import Encoder
+        from zonkey.core.nn.transformer import Encoder
         k, D = bank.shape
         self.k, self.D, self.max_len = k, D, max_len
         self.register_buffer("bank", bank.clone(), persistent=False)
@@ -498,7 +498,7 @@ class BankPrior(nn.Module):
     def trunk(self, z: Tensor, sigma: Tensor, known: Tensor, valid: Tensor, cond: Tensor | None,
               cls: Tensor | None = None) -> Tensor:
         """cls: (b, n) bank class of every position, read only where known (with ``in_embed``)."""
-        from zonkey.core.existence import NEG_INF
+        from zonkey.core.nn.existence import NEG_INF
         n = z.shape[1]
         h = self.inp(z) + self.pos[:n] + self.time(time_features(sigma, self.freqs))[:, None]
         h = h + known[..., None].to(h.dtype) * self.known_flag
@@ -521,7 +521,7 @@ class BankPrior(nn.Module):
         else:
             net = self.readout(h)
         if self.other_mode == "mhat":
-            from zonkey.core.sphere import to_sphere
+            from zonkey.core.nn.sphere import to_sphere
             o = lik_scale(sigma)[:, None] * (z * to_sphere(self.m_out(h))).sum(-1, keepdim=True) + self.other_lik
         else:
             o = self.other_lik.expand(len(z), 1)
@@ -540,7 +540,7 @@ class BankPrior(nn.Module):
 
 
 def draw_sigma(b: int, schedule_name: str, gen: torch.Generator) -> Tensor:
-    from zonkey.core import schedule
+    from zonkey.core.nn import schedule
     if schedule_name == "cosine":
         return schedule.sigma_at(torch.rand(b, generator=gen), 3.0)
     if schedule_name == "gumbel":  # logit σ ~ Gumbel(3.3, 0.85); 5% of rows at pure noise
@@ -578,7 +578,7 @@ def known_mask(valid: Tensor, gen: torch.Generator, anchors: float, infill: floa
 
 
 def bank_loss(prior: BankPrior, z0: Tensor, cls: Tensor, valid: Tensor, gen: torch.Generator, a) -> tuple[Tensor, dict]:
-    from zonkey.core import schedule
+    from zonkey.core.nn import schedule
     b = z0.shape[0]
     sigma = draw_sigma(b, a.schedule, gen)
     known = known_mask(valid, gen, a.anchors, 0.3)
@@ -692,7 +692,7 @@ def sample_bank(prior: BankPrior, lengths: list[int], steps: int, mode: str, see
     ``commit``: score interpolation, and after step t the ceil(n·(t+1)/T) most confident positions
     are fixed to their argmax latent and given as known (clean) context from then on.
     """
-    from zonkey.core import schedule
+    from zonkey.core.nn import schedule
     prior.eval()
     gen = torch.Generator().manual_seed(seed)
     b, n = len(lengths), max(lengths)
@@ -742,8 +742,8 @@ def sample_bank(prior: BankPrior, lengths: list[int], steps: int, mode: str, see
 
 def render(model, strings: list[str], bank_ids: Tensor, cls: Tensor, mhat: Tensor, valid: Tensor, k: int) -> tuple[list[str], float]:
     """Texts from classes: bank strings, "other" positions decoded from m̂ through level 0."""
-    from zonkey.core.descent import descend
-    from zonkey.core.sphere import to_sphere
+    from zonkey.core.generate.descent import descend
+    from zonkey.core.nn.sphere import to_sphere
     oth = valid & (cls == k)
     dec: list[bytes] = []
     if bool(oth.any()):
@@ -765,7 +765,7 @@ class WordKN:
     """Interpolated Kneser-Ney word trigram (normalised words) for the order test, and a word unigram."""
 
     def __init__(self, docs) -> None:
-        from zonkey.core.words import as_text, words
+        from zonkey.core.evaluate.words import as_text, words
         self.c3: Counter = Counter()
         uni: Counter = Counter()
         for d in docs:
@@ -813,7 +813,7 @@ class WordKN:
 
 
 def text_metrics(texts: list[str], wkn: WordKN, vocab: set[str], seed: int = 0) -> dict:
-    from zonkey.core.words import distinct_n, valid_word_rate, words
+    from zonkey.core.evaluate.words import distinct_n, valid_word_rate, words
     rng = random.Random(seed)
     wr = ws = wu = 0.0
     nw = 0
@@ -841,7 +841,7 @@ _TEXT_CTX: dict = {}
 
 def text_context(model):
     if "wkn" not in _TEXT_CTX:
-        from zonkey.core.words import vocabulary
+        from zonkey.core.evaluate.words import vocabulary
         from zonkey.data import load_corpus
         corpus = load_corpus(model.recipe.data)
         docs = corpus.documents("train")
@@ -963,7 +963,7 @@ class _Items:
     """
 
     def __init__(self, model, strings: list[str], n: int) -> None:
-        from zonkey.core.infill_eval import infill_problems
+        from zonkey.core.evaluate.infill import infill_problems
         from zonkey.data import load_corpus
         table = {s: i for i, s in enumerate(strings)}
         self.unseen = len(strings)
@@ -1036,7 +1036,7 @@ def evaluate(a, model, prior, res: dict, ho: Split, cm: Tensor, lat: Tensor, ban
             res["samples"][mode] = m
             print(f"[{res['tag']}] samples {mode} " + json.dumps(m), flush=True)
     else:
-        from zonkey.core.descent import descend
+        from zonkey.core.generate.descent import descend
         t0 = time.time()
         gen = torch.Generator().manual_seed(0)
         b, n = len(lens), max(lens)

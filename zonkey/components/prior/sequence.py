@@ -41,6 +41,7 @@ from zonkey.core.nn.existence import NEG_INF
 from zonkey.core.nn.sphere import to_sphere
 from zonkey.core.nn.transformer import Encoder
 
+SamplerMode = Literal["mean", "draw", "commit"]
 N_FREQ = 32  # Fourier features of the log-SNR
 SIGMA_TOP = 1 - 1e-4  # the noise share of a position that is pure noise (the masked one of the PLL)
 
@@ -50,7 +51,7 @@ class SequencePrior(nn.Module):
 
     freqs: Tensor  # (N_FREQ,) frequencies of the log-SNR
 
-    def __init__(self, cfg: SequencePriorConfig, dim: int, attention: nn.Module | None) -> None:
+    def __init__(self, cfg: SequencePriorConfig, dim: int, attention: nn.Module | None, max_bytes: int = 64) -> None:
         super().__init__()
         self.cfg = cfg
         self.dim = dim
@@ -64,7 +65,7 @@ class SequencePrior(nn.Module):
         self.known_flag = nn.Parameter(torch.randn(w) * 0.02)
         self.time = nn.Sequential(nn.Linear(2 * N_FREQ, w), nn.GELU(), nn.Linear(w, w))
         self.encoder = Encoder(w, cfg.heads, cfg.layers, attention, cfg.ffn_mult, 0.0)
-        self.head: BankHead | MSEHead = BankHead(w, dim, cfg.bank_size) if cfg.head == "bank" else MSEHead(w, dim)
+        self.head: BankHead | MSEHead = BankHead(w, dim, cfg.bank_size, max_bytes) if cfg.head == "bank" else MSEHead(w, dim)
         self.register_buffer("freqs", torch.exp(torch.linspace(0.0, math.log(1000.0), N_FREQ)) / 8.0,
                              persistent=False)
 
@@ -89,6 +90,11 @@ class SequencePrior(nn.Module):
         le = torch.zeros(valid.shape, dtype=torch.float32, device=z.device).masked_fill(~valid, NEG_INF)
         return self.encoder(h, le)
 
+    def features(self, z: Tensor, sigma: Tensor, known: Tensor, valid: Tensor, cond: Tensor | None = None
+                 ) -> tuple[Tensor, Tensor | None]:
+        """The hidden states and what the "other" class's mean is read from (None: the hidden states)."""
+        return self.hidden(z, sigma, known, valid, cond), None
+
     def predict(self, z: Tensor, sigma: Tensor, known: Tensor, valid: Tensor, cond: Tensor | None = None
                 ) -> tuple[Tensor, Tensor | None, Tensor | None]:
         """The clean estimate of every position and, with the bank head, its logits and m̂.
@@ -97,10 +103,10 @@ class SequencePrior(nn.Module):
             (b, n, D) estimates (0 on padding), (b, n, K + 1) logits or None, (b, n, D) "other"
             estimates or None.
         """
-        h = self.hidden(z, sigma, known, valid, cond)
+        h, ctx = self.features(z, sigma, known, valid, cond)
         if isinstance(self.head, BankHead):
             self.head.require_bank()
-            logits, other = self.head.logits(h, z, sigma[:, None].expand(z.shape[:2]))
+            logits, other, _ = self.head.logits(h, z, sigma[:, None].expand(z.shape[:2]), ctx)
             est = self.head.estimate(logits, other)
             return est.masked_fill(~valid[..., None], 0.0), logits, other
         return self.head(h).masked_fill(~valid[..., None], 0.0), None, None
@@ -200,11 +206,11 @@ class SequencePrior(nn.Module):
         if isinstance(self.head, BankHead):
             self.head.require_bank()
             sig = sigma[:, None].expand(target.shape)[target]
-            logits, other = self.head.logits(h[target], zt[target], sig)  # (t, K + 1), (t, D)
+            logits, _, mu = self.head.logits(h[target], zt[target], sig)  # (t, K + 1), (t, D)
             cls = self.head.classes(z0[target])
             ce = F.cross_entropy(logits.float(), cls)
             out_of_bank = cls == self.head.size
-            err = (other - z0[target]).pow(2).mean(-1)
+            err = (mu - z0[target]).pow(2).mean(-1)
             mse = (err * out_of_bank).sum() / out_of_bank.sum().clamp_min(1)
             stats["prior_other_share"] = float(out_of_bank.float().mean()) if len(cls) else 0.0
             stats["prior_top1"] = float((logits.argmax(-1) == cls).float().mean()) if len(cls) else 0.0
@@ -229,13 +235,25 @@ class SequencePrior(nn.Module):
     @torch.no_grad()
     def sample(self, b: int, n: int, *, steps: int, eta: float = 0.0, generator: torch.Generator | None = None,
                known_z: Tensor | None = None, known: Tensor | None = None, valid: Tensor | None = None,
-               device: torch.device | str = "cpu", on_step: Callable[[int, Tensor], None] | None = None) -> Tensor:
+               device: torch.device | str = "cpu", on_step: Callable[[int, Tensor], None] | None = None,
+               mode: SamplerMode = "mean", temperature: float = 1.0) -> Tensor:
         """Draw latent sequences, optionally with some positions given.
 
-        Each step takes the clean estimate (with the bank head: the mean of its distribution, so
-        the sampler stays a diffusion over the latents) and moves the unknown positions to the
-        next noise level; with the bank head the last step commits every position to its most
-        probable class (a bank entry, or the "other" estimate).
+        Each step takes a clean estimate of the unknown positions and moves them to the next noise
+        level (a DDIM step, or ancestral with ``eta`` 1). With the bank head, ``mode`` says what
+        the estimate is:
+
+        * ``mean``: the expectation of the head's distribution (score interpolation); the last
+          step commits every position to its most probable class;
+        * ``draw``: one entry drawn from the distribution (at ``temperature``) at every step;
+          the last draw is the output;
+        * ``commit``: as ``mean``, and after step t the most confident of the still unknown
+          positions (by the probability of an entry drawn for them; "other" never commits
+          early) are fixed to their drawn entry and given as clean context from then on, so that
+          about ``(t + 1)/steps`` of each row is fixed; the last step fixes the rest to their
+          most probable class.
+
+        The MSE head has only its estimate: every mode steps with it.
 
         Args:
             b: rows.
@@ -249,18 +267,22 @@ class SequencePrior(nn.Module):
             device: where the latents are drawn.
             on_step: called as ``on_step(i, estimate)`` after every step with the clean estimate
                 (b, n, D), known positions filled in.
+            mode: ``mean``, ``draw`` or ``commit`` (above).
+            temperature: of the draws (``draw``, ``commit``).
 
         Returns:
             (b, n, D) latents on the sphere; known positions are exactly ``known_z``.
         """
         shape = (b, n, self.dim)
-        if known is None:
-            known = torch.zeros(b, n, dtype=torch.bool, device=device)
+        given = torch.zeros(b, n, dtype=torch.bool, device=device) if known is None else known
         if valid is None:
             valid = torch.ones(b, n, dtype=torch.bool, device=device)
-        base = known_z if known_z is not None else torch.zeros(shape, device=device)
+        known = given.clone()
+        base = known_z.clone() if known_z is not None else torch.zeros(shape, device=device)
         z = torch.randn(shape, device=device, generator=generator)
         sig = schedule.sampler_sigmas(steps, self.cfg.shift)
+        bank = self.bank
+        free = (valid & ~given).sum(1)  # (b,) positions each row draws
         cond = None
         z_hat = z
         logits = other = None
@@ -268,13 +290,28 @@ class SequencePrior(nn.Module):
             inp = torch.where(known[..., None], base, z)
             sigma = torch.full((b,), s, device=device)
             z_hat, logits, other = self.predict(inp, sigma, known, valid, cond)
+            if bank is not None and logits is not None and other is not None and mode != "mean":
+                drawn, cls = bank.draw(logits, other, temperature, generator)
+                if mode == "draw":
+                    z_hat = drawn
+                else:
+                    p = torch.softmax(logits.float() / temperature, dim=-1).gather(-1, cls[..., None])[..., 0]
+                    open_ = valid & ~known & (cls < bank.size)
+                    conf = p.masked_fill(~open_, -1.0)
+                    quota = torch.ceil(free.float() * (i + 1) / steps).long() - (known & ~given).sum(1)
+                    order = conf.argsort(dim=1, descending=True)
+                    rank = torch.empty_like(order).scatter_(1, order, torch.arange(n, device=device).expand(b, n))
+                    take = open_ & (rank < quota[:, None])
+                    base = torch.where(take[..., None], drawn, base)
+                    known = known | take
+            z_hat = torch.where(known[..., None], base, z_hat)
             cond = z_hat
             if on_step is not None:
-                on_step(i, torch.where(known[..., None], base, z_hat))
+                on_step(i, z_hat)
             z = schedule.step(z, z_hat, s, s_next, eta=eta, generator=generator)
         final = z_hat
-        if isinstance(self.head, BankHead) and logits is not None and other is not None:
-            final, _ = self.head.commit(logits, other)
+        if bank is not None and logits is not None and other is not None and mode != "draw":
+            final, _ = bank.commit(logits, other)
         return torch.where(known[..., None], base, to_sphere(final))
 
     # -- held-out likelihood ----------------------------------------------------------------------
@@ -321,6 +358,8 @@ class SequencePriorConfig(ComponentConfig):
     bank_size: int = Field(8192, ge=2, le=65536, description="bank head: K, the segments in the vocabulary")
     bank_every: int = Field(200, ge=0, le=1_000_000, description="bank head: rebuild the bank from the current "
                             "encoder every this many steps while the prior trains (0: only when it starts)")
+    bank_refresh: int = Field(50, ge=0, le=1_000_000, description="bank head: encode the bank's segments again "
+                              "with the current encoder every this many steps between rebuilds (0: never)")
     bank_texts: int = Field(2000, ge=16, le=1_000_000, description="bank head: training chunks whose segments "
                             "are counted to choose the bank")
     d_model: int = Field(256, ge=8, le=16384, description="width of the prior's encoder")
@@ -354,4 +393,4 @@ class SequencePriorConfig(ComponentConfig):
 
     def build(self, ctx: LevelContext) -> SequencePrior:
         """The prior over ``ctx``'s latents (dimension ``n_compress × d_model``)."""
-        return SequencePrior(self, ctx.n_compress * ctx.d_model, ctx.attention)
+        return SequencePrior(self, ctx.n_compress * ctx.d_model, ctx.attention, ctx.max_segment)

@@ -314,8 +314,13 @@ class Prior(Protocol):
 
     def sample(self, b: int, n: int, *, steps: int, eta: float = 0.0, generator: torch.Generator | None = None,
                known_z: Tensor | None = None, known: Tensor | None = None, valid: Tensor | None = None,
-               device: torch.device | str = "cpu", on_step: Callable[[int, Tensor], None] | None = None) -> Tensor:
-        """Draw (b, n, D) latent sequences; ``known`` positions are given as ``known_z``."""
+               device: torch.device | str = "cpu", on_step: Callable[[int, Tensor], None] | None = None,
+               mode: str = "mean", temperature: float = 1.0) -> Tensor:
+        """Draw (b, n, D) latent sequences; ``known`` positions are given as ``known_z``.
+
+        ``mode`` and ``temperature``: how a vocabulary head steps (``mean``, ``draw``, ``commit``);
+        a prior without one steps with its estimate whatever the mode.
+        """
         ...
 
     @property
@@ -350,8 +355,18 @@ class PriorBank(Protocol):
         """The class of each clean latent (..., D) -> (...): its bank entry, or K ("other")."""
         ...
 
-    def set_bank(self, latents: Tensor, log_freq: Tensor, other_log_freq: float) -> None:
-        """Put the (k, D) latents of the k most frequent segments, and their log-frequencies, in place."""
+    def set_bank(self, latents: Tensor, log_freq: Tensor, other_log_freq: float,
+                 strings: Sequence[bytes] | None = None) -> None:
+        """Put the (k, D) latents of the k most frequent segments, their log-frequencies and
+        (optionally) the segments themselves in place."""
+        ...
+
+    def strings(self) -> list[bytes]:
+        """The segments of the entries, in order (empty when none were kept)."""
+        ...
+
+    def set_latents(self, latents: Tensor) -> None:
+        """Replace the latents of the first entries (the same segments, encoded anew)."""
         ...
 
 

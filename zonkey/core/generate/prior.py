@@ -6,9 +6,11 @@ pieces of a sample are not independent) and decoded down the levels to bytes (``
 infill encodes the prefix and the suffix to level-L latents, gives them to the prior as known
 positions with ``g`` unknown positions between them, draws the gap, and decodes only the gap:
 the prefix and suffix come back byte for byte. Every gap length of the searched range runs in one
-batch; the kept candidate is the one whose filled sequence best explains its context (the
-prior's clean estimate of the context, noised, with the gap given, compared by cosine with the
-true context latents: a score in [−1, 1]).
+batch. The kept candidate is the most likely filled row where the prior scores rows (the context
+prior's pseudo-log-likelihood, Σ_i log p(segment_i | the others), which also charges every extra
+position); otherwise the one whose filled sequence best explains its context (the prior's clean
+estimate of the context, noised, with the gap given, compared by cosine with the true context
+latents: a score in [−1, 1]).
 """
 
 from __future__ import annotations
@@ -81,7 +83,8 @@ def sample_with_prior(model: ZonkeyModel, n: int, *, level: int, steps: int, len
             progress(i + 1, steps)
 
     cfg = model.recipe.sample
-    z = prior.sample(n, length, steps=steps, eta=eta, generator=generator, device=device, on_step=on_step)
+    z = prior.sample(n, length, steps=steps, eta=eta, generator=generator, device=device, on_step=on_step,
+                     mode=cfg.mode, temperature=cfg.temperature)
     pieces = descend(model, level + 1, z, valid, steps=cfg.level_steps, sigma=cfg.level_sigma, epsilon=epsilon,
                      generator=generator)
     return SampleResult(texts=[p.decode("utf-8", errors="replace") for p in pieces],
@@ -141,8 +144,12 @@ def infill_with_prior(model: ZonkeyModel, pairs: Sequence[tuple[str, str]], *, l
         gap_mask[r, p:p + g] = True
     cfg = model.recipe.sample
     z = prior.sample(len(rows), n, steps=steps, eta=eta, generator=generator, known_z=known_z, known=known,
+                     mode=cfg.mode, temperature=cfg.temperature,
                      valid=valid, device=device)
-    scores = _agreement(prior, z, known, valid, generator)  # (R,)
+    # a prior that scores whole rows (the context prior's pseudo-log-likelihood) ranks the candidates
+    # by how likely the filled row is; any other by how well the filled gap explains its context
+    row_score = getattr(prior, "row_log_likelihood", None)
+    scores = row_score(z, valid) if row_score is not None else _agreement(prior, z, known, valid, generator)
     gap_z = torch.zeros(len(rows), max(gaps), dim, device=device)
     gap_valid = torch.zeros(len(rows), max(gaps), dtype=torch.bool, device=device)
     for r, (_, g, p, _) in enumerate(rows):

@@ -257,6 +257,11 @@ class SampleConfig(Strict):
                         "prior (about one word each at level 0)")
     eta: float = Field(default=0.0, ge=0, le=1, description="sequence prior sampler: 0 deterministic steps, "
                        "1 ancestral (fresh noise each step)")
+    mode: Literal["mean", "draw", "commit"] = Field(
+        default="mean", description="sequence prior sampler with a vocabulary head: mean (the distribution's "
+        "expectation each step, its argmax at the end), draw (an entry drawn each step) or commit (mean, and the "
+        "most confident positions fixed to a drawn entry as the steps go)")
+    temperature: float = Field(default=1.0, gt=0, le=100, description="temperature of the draws (mode draw, commit)")
     @field_validator("steps", "level_steps", "infill_steps")
     @classmethod
     def _steps(cls, v: int, info: ValidationInfo) -> int:

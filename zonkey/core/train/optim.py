@@ -99,7 +99,11 @@ class EMA:
     curriculum (or its ``schedule.lr_start``) brings in at step 600 would otherwise keep 0.999^600 ≈ 55% of
     its random initial weights in the average after 600 steps of training. Buffers follow the
     global step, except those a module names in its ``ema_copy`` attribute (state that is set,
-    not learned, such as a prior's bank of latents): the average holds them as they are.
+    not learned, such as a prior's bank of latents): the average holds them as they are. A
+    parameter counts as trained at a step when its gradient is not all zero (a part whose loss is
+    still switched off gets zero gradients, not none). A module may set ``ema_decay`` to average
+    its own parameters with a shorter memory (a prior that trains for a few hundred steps late in
+    the run and learns fast there would otherwise be averaged over most of its training).
     """
 
     def __init__(self, model: nn.Module, decay: float) -> None:
@@ -109,6 +113,10 @@ class EMA:
         self.counts: dict[str, int] = {k: 0 for k, _ in model.named_parameters()}
         self.copied = {f"{name}.{b}" if name else b for name, mod in model.named_modules()
                        for b in getattr(mod, "ema_copy", ())}
+        own = {f"{name}." if name else "": float(mod.ema_decay) for name, mod in model.named_modules()
+               if getattr(mod, "ema_decay", None) is not None}
+        self.decays = {k: min((d for pre, d in own.items() if k.startswith(pre)), default=decay)
+                       for k in self.shadow}
 
     @torch.no_grad()
     def update(self, model: nn.Module, step: int) -> None:
@@ -127,13 +135,13 @@ class EMA:
             if p is None:
                 n = step
             else:
-                if p.grad is not None:
+                if p.grad is not None and bool(p.grad.any()):
                     self.counts[k] += 1
                 n = self.counts[k] - 1
                 if n < 0:  # never trained yet: the average is the weights themselves
                     self.shadow[k].copy_(v)
                     continue
-            d = min(self.decay, (1 + n) / (10 + n))
+            d = min(self.decays[k], (1 + n) / (10 + n))
             shadows, values = groups.setdefault(d, ([], []))
             shadows.append(self.shadow[k])
             values.append(v.detach() if v.dtype == torch.float32 else v.detach().float())
