@@ -24,13 +24,14 @@ from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-import torch  # noqa: E402
+import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-import bank_screen as bs  # noqa: E402
+import bank_screen as bs
 
 
 def build_prior(model, kind: str, k: int, sets: list[str]):
+    """The library's prior of ``kind`` for level 0 of ``model``, with ``--set`` fields."""
     import yaml
 
     from zonkey.components.prior.context import ContextPriorConfig
@@ -46,6 +47,7 @@ def build_prior(model, kind: str, k: int, sets: list[str]):
 
 @torch.no_grad()
 def single(prior, split, pos, max_len: int) -> dict:
+    """Top-1 / MRR / bits at ``pos`` (row, position) with every other position clean."""
     prior.eval()
     lps, golds = [], []
     for z, valid, at, _ in bs.single_position_batches(split, pos, max_len):
@@ -58,6 +60,7 @@ def single(prior, split, pos, max_len: int) -> dict:
 @torch.no_grad()
 def samples(model, prior, lens: list[int], steps: int, seed: int, wkn, vocab, mode: str = "mean",
             temperature: float = 1.0) -> dict:
+    """Samples from noise rendered through level 0, scored on words and word order."""
     from zonkey.core.generate.descent import descend
     prior.eval()
     gen = torch.Generator().manual_seed(seed)
@@ -76,6 +79,7 @@ def samples(model, prior, lens: list[int], steps: int, seed: int, wkn, vocab, mo
 
 
 def main() -> None:
+    """Train one arm for a fixed wall time, then score it."""
     ap = argparse.ArgumentParser()
     ap.add_argument("run")
     ap.add_argument("--dir", required=True)
@@ -103,7 +107,6 @@ def main() -> None:
     # the bank's "other" frequency: the training positions outside it
     strings = json.loads((Path(a.dir) / "strings.json").read_text())
     cm = bs.class_map(bank_ids, len(strings))
-    other_share = float((cm[tr.ids] == a.k).float().mean())
     prior.head.set_bank(lat.float(), logfreq[:a.k].float(), float(logfreq[a.k]))
     if a.load:
         from safetensors.torch import load_file

@@ -99,8 +99,10 @@ class ContextPrior(SequencePrior):
 
     def hidden_split(self, ctx_z: Tensor, self_z: Tensor, sigma: Tensor, known: Tensor, valid: Tensor,
                      cond: Tensor | None = None, cls: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        """(b, n, w) hidden states when neighbours show ``ctx_z`` and each position reads ``self_z``,
-        and (b, n, w) the context vectors alone (from the other positions only).
+        """The hidden states, and the context vectors alone, when neighbours show ``ctx_z``.
+
+        Each position reads its own ``self_z``; its context vector comes from the other positions only.
+        Returns (b, n, w) hidden states and (b, n, w) context vectors.
 
         Args:
             ctx_z: (b, n, D) what each position shows the others: clean where ``known``, noised elsewhere.

@@ -357,8 +357,7 @@ class PriorBank(Protocol):
 
     def set_bank(self, latents: Tensor, log_freq: Tensor, other_log_freq: float,
                  strings: Sequence[bytes] | None = None) -> None:
-        """Put the (k, D) latents of the k most frequent segments, their log-frequencies and
-        (optionally) the segments themselves in place."""
+        """Put the bank in place: (k, D) latents, their log-frequencies and, optionally, the segments."""
         ...
 
     def strings(self) -> list[bytes]:
