@@ -59,7 +59,7 @@ def single(prior, split, pos, max_len: int) -> dict:
 
 @torch.no_grad()
 def samples(model, prior, lens: list[int], steps: int, seed: int, wkn, vocab, mode: str = "mean",
-            temperature: float = 1.0) -> dict:
+            temperature: float = 1.0, other_scale: float = 1.0) -> dict:
     """Samples from noise rendered through level 0, scored on words and word order."""
     from zonkey.core.generate.descent import descend
     prior.eval()
@@ -67,7 +67,8 @@ def samples(model, prior, lens: list[int], steps: int, seed: int, wkn, vocab, mo
     b, n = len(lens), max(lens)
     valid = torch.arange(n)[None] < torch.tensor(lens)[:, None]
     t0 = time.time()
-    z = prior.sample(b, n, steps=steps, generator=gen, valid=valid, mode=mode, temperature=temperature)
+    z = prior.sample(b, n, steps=steps, generator=gen, valid=valid, mode=mode, temperature=temperature,
+                     other_scale=other_scale)
     cls = prior.head.classes(z)
     other = float((cls[valid] == prior.head.size).float().mean())
     cfg = model.recipe.sample
@@ -97,6 +98,8 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=30)
     ap.add_argument("--modes", default="mean", help="comma-separated sampler modes")
     ap.add_argument("--temperature", type=float, default=1.0)
+    ap.add_argument("--other-scale", type=float, default=1.0)
+    ap.add_argument("--closed", action="store_true", help="diagnostic only: the 'other' class is never sampled")
     ap.add_argument("--load", action="store_true", help="score the saved prior-TAG instead of training")
     a = ap.parse_args()
     torch.manual_seed(a.seed)
@@ -110,7 +113,7 @@ def main() -> None:
     prior.head.set_bank(lat.float(), logfreq[:a.k].float(), float(logfreq[a.k]))
     if a.load:
         from safetensors.torch import load_file
-        prior.load_state_dict(load_file(str(Path(a.dir) / f"prior-{a.tag}.safetensors")))
+        prior.load_state_dict(load_file(str(Path(a.dir) / f"prior-{a.tag}.safetensors")), strict=False)
         a.budget = 0
     prior.train()
     opt = torch.optim.AdamW([p for p in prior.parameters() if p.requires_grad], lr=a.lr, betas=(0.9, 0.95),
@@ -146,12 +149,16 @@ def main() -> None:
         res["infill"] = {"items": items.n_items, "one_segment_share": round(share, 3), "top1": m["top1"],
                          "exact_match": round(m["top1"] * share, 4)}
         print(f"[{a.tag}] infill {json.dumps(res['infill'])}", flush=True)
+    if a.closed:
+        prior.head.log_freq[-1] = float("-inf")
+        a.tag += "-closed"
     if a.n:
         wkn, vocab = bs.text_context(model)
         lens = bs.sample_lengths(ho, a.n, cfg.max_len)
         res["samples"] = {}
         for mode in a.modes.split(","):
-            res["samples"][mode] = samples(model, prior, lens, a.steps, 0, wkn, vocab, mode, a.temperature)
+            res["samples"][mode] = samples(model, prior, lens, a.steps, 0, wkn, vocab, mode, a.temperature,
+                                             a.other_scale)
             print(f"[{a.tag}] samples {mode} {json.dumps(res['samples'][mode])}", flush=True)
     (Path(a.dir) / f"result-{a.tag}{'-load' if a.load else ''}.json").write_text(json.dumps(res, indent=1))
     if a.load:

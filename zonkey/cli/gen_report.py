@@ -61,6 +61,11 @@ def generation_lines(res: dict[str, Any]) -> list[str]:
                      "word order (word trigram, shuffled minus as written); uni b/w: unigram bits per word")
         lines.append(f"  generated in {s['seconds']:.2f} s ({s['bytes_per_s']:.0f} bytes/s); "
                      f"whole held-out documents: {s['real_mean_bytes']:.1f} bytes, valid {s['real_valid_word_rate']:.4f}")
+        if s.get("other_share") is not None:
+            sm = s.get("sampler", {})
+            lines.append(f"  sampler {sm.get('mode')} (temperature {sm.get('temperature')}, 'other' x"
+                         f"{sm.get('other_scale')}); segments drawn outside the prior's vocabulary (its 'other' "
+                         f"class): {s['other_share']:.3f} of the generated positions")
     if "steps_table" in res:
         t = res["steps_table"]
         lines.append(f"sample quality by steps (n={t[0]['n'] if t else 0}, snap: {t[0]['snap'] if t else 'off'})")

@@ -155,3 +155,20 @@ def test_a_micro_context_prior_learns_a_context_rule_that_a_unigram_cannot():
         c = prior.bank.classes(z).view(16, 4, 2)
         pairs = float(((c[..., 0] % 2 == 0) & (c[..., 1] == c[..., 0] + 1)).float().mean())
         assert pairs > 0.5, (mode, pairs)  # chance: 1/16
+
+
+def test_a_rows_pseudo_log_likelihood_is_the_sum_of_its_positions_held_out_one_at_a_time():
+    """One pass scores every position given the others: the same as hiding each position in turn."""
+    prior, bank = _filled()
+    prior.eval()
+    g = torch.Generator().manual_seed(4)
+    z0 = bank[torch.randint(0, 8, (3, 5), generator=g)]
+    z0[1, 2] = to_sphere(torch.randn(D, generator=g))  # an "other" segment
+    valid = torch.ones(3, 5, dtype=torch.bool)
+    valid[2, 4] = False
+    one_pass = prior.row_log_likelihood(z0, valid)
+    by_hand = torch.zeros(3)
+    for i in range(5):
+        lp, cls = prior.position_log_probs(z0, valid, torch.full((3,), i))
+        by_hand += torch.where(valid[:, i], lp.gather(1, cls[:, None])[:, 0], torch.zeros(()))
+    assert torch.allclose(one_pass, by_hand, atol=1e-4)

@@ -236,7 +236,7 @@ class SequencePrior(nn.Module):
     def sample(self, b: int, n: int, *, steps: int, eta: float = 0.0, generator: torch.Generator | None = None,
                known_z: Tensor | None = None, known: Tensor | None = None, valid: Tensor | None = None,
                device: torch.device | str = "cpu", on_step: Callable[[int, Tensor], None] | None = None,
-               mode: SamplerMode = "mean", temperature: float = 1.0) -> Tensor:
+               mode: SamplerMode = "mean", temperature: float = 1.0, other_scale: float = 1.0) -> Tensor:
         """Draw latent sequences, optionally with some positions given.
 
         Each step takes a clean estimate of the unknown positions and moves them to the next noise
@@ -269,6 +269,9 @@ class SequencePrior(nn.Module):
                 (b, n, D), known positions filled in.
             mode: ``mean``, ``draw`` or ``commit`` (above).
             temperature: of the draws (``draw``, ``commit``).
+            other_scale: multiplies the probability of the "other" class (segments outside the
+                bank) wherever the sampler reads the distribution; 1 samples as the model says,
+                below 1 draws fewer of them (they stay possible).
 
         Returns:
             (b, n, D) latents on the sphere; known positions are exactly ``known_z``.
@@ -290,6 +293,10 @@ class SequencePrior(nn.Module):
             inp = torch.where(known[..., None], base, z)
             sigma = torch.full((b,), s, device=device)
             z_hat, logits, other = self.predict(inp, sigma, known, valid, cond)
+            if bank is not None and logits is not None and other is not None and other_scale != 1.0:
+                logits = logits.clone()
+                logits[..., -1] += math.log(other_scale)
+                z_hat = bank.estimate(logits, other).masked_fill(~valid[..., None], 0.0)
             if bank is not None and logits is not None and other is not None and mode != "mean":
                 drawn, cls = bank.draw(logits, other, temperature, generator)
                 if mode == "draw":

@@ -84,12 +84,14 @@ def sample_with_prior(model: ZonkeyModel, n: int, *, level: int, steps: int, len
 
     cfg = model.recipe.sample
     z = prior.sample(n, length, steps=steps, eta=eta, generator=generator, device=device, on_step=on_step,
-                     mode=cfg.mode, temperature=cfg.temperature)
+                     mode=cfg.mode, temperature=cfg.temperature, other_scale=cfg.other_scale)
     pieces = descend(model, level + 1, z, valid, steps=cfg.level_steps, sigma=cfg.level_sigma, epsilon=epsilon,
                      generator=generator)
+    bank = prior.bank
+    other = float((bank.classes(z) == bank.size).float().mean()) if bank is not None else None
     return SampleResult(texts=[p.decode("utf-8", errors="replace") for p in pieces],
                         lengths=[len(p) for p in pieces], raw=pieces, trace=traces,
-                        sigmas=sigmas[:-1] if trace else [])
+                        sigmas=sigmas[:-1] if trace else [], other_share=other)
 
 
 @torch.no_grad()
@@ -144,7 +146,7 @@ def infill_with_prior(model: ZonkeyModel, pairs: Sequence[tuple[str, str]], *, l
         gap_mask[r, p:p + g] = True
     cfg = model.recipe.sample
     z = prior.sample(len(rows), n, steps=steps, eta=eta, generator=generator, known_z=known_z, known=known,
-                     mode=cfg.mode, temperature=cfg.temperature,
+                     mode=cfg.mode, temperature=cfg.temperature, other_scale=cfg.other_scale,
                      valid=valid, device=device)
     # a prior that scores whole rows (the context prior's pseudo-log-likelihood) ranks the candidates
     # by how likely the filled row is; any other by how well the filled gap explains its context

@@ -262,6 +262,9 @@ class SampleConfig(Strict):
         "expectation each step, its argmax at the end), draw (an entry drawn each step) or commit (mean, and the "
         "most confident positions fixed to a drawn entry as the steps go)")
     temperature: float = Field(default=1.0, gt=0, le=100, description="temperature of the draws (mode draw, commit)")
+    other_scale: float = Field(default=1.0, gt=0, le=1, description="sequence prior with a vocabulary head: "
+                               "multiplies the probability of its 'other' class (segments outside the bank) while "
+                               "sampling; 1 as the model says, below 1 fewer of them (never 0: the vocabulary stays open)")
     @field_validator("steps", "level_steps", "infill_steps")
     @classmethod
     def _steps(cls, v: int, info: ValidationInfo) -> int:
