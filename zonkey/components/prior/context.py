@@ -150,20 +150,22 @@ class ContextPrior(SequencePrior):
         return out.sum(1)
 
     # -- training ---------------------------------------------------------------------------------
-    def loss(self, z0: Tensor, valid: Tensor, generator: torch.Generator | None = None) -> tuple[Tensor, dict[str, float]]:
+    def loss(self, z0: Tensor, valid: Tensor, generator: torch.Generator | None = None,
+             classes: Tensor | None = None) -> tuple[Tensor, dict[str, float]]:
         """Cross-entropy of every real position's class given the others, and m̂'s error off the bank.
 
         Each row draws σ (``noise``; a share ``top`` of the rows at pure noise, the masked-model
         case) and one of three contexts: a share ``clean_rows`` shows every neighbour clean, a
         share ``anchors`` a random share of them clean, the rest all noised at σ (as sampling
         from noise sees them), with self-conditioning on a first estimate with probability
-        ``self_cond``. Every position reads its own latent noised at σ.
+        ``self_cond``. Every position reads its own latent noised at σ. ``classes``: as
+        :meth:`SequencePrior.loss`.
         """
         head = self.head
         assert isinstance(head, BankHead)
         if not head.ready:
             return sum((p.sum() * 0.0 for p in self.parameters()), z0.new_zeros(())), {"prior_positions": 0.0}
-        z0, valid = self._crop(z0.detach(), valid, generator)
+        z0, valid, classes = self._crop(z0.detach(), valid, generator, classes)
         b, n = valid.shape
         dev = z0.device
         sigma = self.draw_sigma(b, dev, generator)
@@ -178,7 +180,9 @@ class ContextPrior(SequencePrior):
         holes = torch.rand(b, n, device=dev, generator=generator) < r[:, None]
         known = (clean_rows[:, None] | (anchor_rows[:, None] & ~holes)) & valid
         ctx_z = torch.where(known[..., None], z0, zt)
-        classes = head.classes(z0).masked_fill(~valid, 0)  # (b, n), once for the inputs and the targets
+        if classes is None:
+            classes = head.classes(z0)
+        classes = classes.masked_fill(~valid, 0)  # (b, n), once for the inputs and the targets
         cond = None
         noisy = valid.any(1) & ~clean_rows  # rows with unknown positions: self-conditioning applies there
         if (self.cfg.self_cond > 0 and bool(noisy.any())

@@ -115,6 +115,15 @@ class BankHead(nn.Module):
         rows = self.seg_bytes[:n].tolist()
         return [bytes(r[:int(m)]) for r, m in zip(rows, self.seg_len[:n].tolist(), strict=True)]
 
+    def lookup(self, segments: Sequence[bytes]) -> Tensor:
+        """(s,) each segment's entry by its bytes, or ``size`` ("other"); exact whatever the latents."""
+        key = hash(self.seg_bytes.cpu().numpy().tobytes())  # the kept segments (a load or a rebuild changes them)
+        if getattr(self, "_index_key", None) != key:
+            self._index = {s: i for i, s in enumerate(self.strings())}
+            self._index_key = key
+        return torch.tensor([self._index.get(s, self.size) for s in segments], dtype=torch.long,
+                            device=self.bank.device)
+
     @torch.no_grad()
     def set_latents(self, latents: Tensor) -> None:
         """Replace the latents of the first ``len(latents)`` entries (the same segments, encoded anew)."""

@@ -159,19 +159,20 @@ class SequencePrior(nn.Module):
         g = self.cfg.band_loc - self.cfg.band_scale * torch.log(-torch.log(u.clamp(1e-6, 1 - 1e-6)))
         return torch.sigmoid(g).clamp(1e-4, SIGMA_TOP)
 
-    def training_inputs(self, z0: Tensor, valid: Tensor, generator: torch.Generator | None = None
-                        ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor | None]:
+    def training_inputs(self, z0: Tensor, valid: Tensor, generator: torch.Generator | None = None,
+                        classes: Tensor | None = None
+                        ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor | None, Tensor | None]:
         """One training draw for a batch of clean latent sequences: what :meth:`loss` scores.
 
         Long rows are cropped, a noise level drawn per row, the known positions chosen, the rest
         noised, and with probability ``self_cond`` a first estimate made without gradient.
 
         Returns:
-            (z0, valid, zt, sigma, known, cond): the clean rows and their real positions after the
-            crop, the network's input, (b,) noise shares, (b, n) known positions and the
-            self-conditioning estimate (or None).
+            (z0, valid, zt, sigma, known, cond, classes): the clean rows and their real positions
+            after the crop, the network's input, (b,) noise shares, (b, n) known positions, the
+            self-conditioning estimate (or None) and ``classes`` cropped alike (or None).
         """
-        z0, valid = self._crop(z0.detach(), valid, generator)
+        z0, valid, classes = self._crop(z0.detach(), valid, generator, classes)
         b = z0.shape[0]
         sigma = self.draw_sigma(b, z0.device, generator)
         eps = torch.randn(z0.shape, device=z0.device, dtype=z0.dtype, generator=generator)
@@ -181,15 +182,19 @@ class SequencePrior(nn.Module):
         if self.cfg.self_cond > 0 and float(torch.rand((), generator=generator)) < self.cfg.self_cond:
             with torch.no_grad():
                 cond = self(zt, sigma, known, valid)
-        return z0, valid, zt, sigma, known, cond
+        return z0, valid, zt, sigma, known, cond, classes
 
-    def loss(self, z0: Tensor, valid: Tensor, generator: torch.Generator | None = None) -> tuple[Tensor, dict[str, float]]:
+    def loss(self, z0: Tensor, valid: Tensor, generator: torch.Generator | None = None,
+             classes: Tensor | None = None) -> tuple[Tensor, dict[str, float]]:
         """Denoising loss of a batch of clean latent sequences.
 
         Args:
             z0: (b, n, D) clean latents (detached by the caller).
             valid: (b, n) bool.
             generator: source of the noise, the crops and the known positions.
+            classes: (b, n) long, each position's bank class (``K``: "other") when the caller knows
+                its segment's bytes (the trainer does: exact while the encoder moves between bank
+                refreshes); None: the nearest entry within cosine 0.98 (:meth:`BankHead.classes`).
 
         Returns:
             ``head: mse``: the mean squared error per dimension over the noised real positions;
@@ -199,7 +204,7 @@ class SequencePrior(nn.Module):
         if isinstance(self.head, BankHead) and not self.head.ready:
             # nothing to predict yet: the trainer builds the bank when the prior starts training
             return sum((p.sum() * 0.0 for p in self.parameters()), z0.new_zeros(())), {"prior_positions": 0.0}
-        z0, valid, zt, sigma, known, cond = self.training_inputs(z0, valid, generator)
+        z0, valid, zt, sigma, known, cond, classes = self.training_inputs(z0, valid, generator, classes)
         target = valid & ~known
         stats: dict[str, float] = {"prior_positions": float(target.sum())}
         h = self.hidden(zt, sigma, known, valid, cond)
@@ -207,7 +212,7 @@ class SequencePrior(nn.Module):
             self.head.require_bank()
             sig = sigma[:, None].expand(target.shape)[target]
             logits, _, mu = self.head.logits(h[target], zt[target], sig)  # (t, K + 1), (t, D)
-            cls = self.head.classes(z0[target])
+            cls = self.head.classes(z0[target]) if classes is None else classes[target]
             ce = F.cross_entropy(logits.float(), cls)
             out_of_bank = cls == self.head.size
             err = (mu - z0[target]).pow(2).mean(-1)
@@ -219,17 +224,19 @@ class SequencePrior(nn.Module):
         w = target.to(err.dtype)
         return (err * w).sum() / w.sum().clamp_min(1.0), stats
 
-    def _crop(self, z0: Tensor, valid: Tensor, generator: torch.Generator | None) -> tuple[Tensor, Tensor]:
-        """Rows longer than ``max_len`` are cut to a random window of ``max_len`` positions."""
+    def _crop(self, z0: Tensor, valid: Tensor, generator: torch.Generator | None,
+              classes: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor | None]:
+        """Rows longer than ``max_len`` are cut to a random window of ``max_len`` positions (``classes`` too)."""
         n = z0.shape[1]
         m = self.cfg.max_len
         if n <= m:
-            return z0, valid
+            return z0, valid, classes
         lengths = valid.sum(1)
         start = (torch.rand(z0.shape[0], device=z0.device, generator=generator)
                  * (lengths - m + 1).clamp_min(1)).long()  # (b,)
         idx = start[:, None] + torch.arange(m, device=z0.device)[None]  # (b, m)
-        return z0.gather(1, idx[..., None].expand(-1, -1, z0.shape[2])), valid.gather(1, idx)
+        return (z0.gather(1, idx[..., None].expand(-1, -1, z0.shape[2])), valid.gather(1, idx),
+                None if classes is None else classes.gather(1, idx))
 
     # -- sampling ---------------------------------------------------------------------------------
     @torch.no_grad()

@@ -299,13 +299,16 @@ class Prior(Protocol):
         """
         ...
 
-    def loss(self, z0: Tensor, valid: Tensor, generator: torch.Generator | None = None) -> tuple[Tensor, dict[str, float]]:
+    def loss(self, z0: Tensor, valid: Tensor, generator: torch.Generator | None = None,
+             classes: Tensor | None = None) -> tuple[Tensor, dict[str, float]]:
         """Training loss.
 
         Args:
             z0: (b, n, D) clean latent sequences (detached).
             valid: (b, n) bool real positions.
             generator: source of the noise.
+            classes: (b, n) each position's class in the vocabulary head, where the caller knows
+                it (a prior without one ignores it).
 
         Returns:
             the scalar loss and statistics.
@@ -367,6 +370,10 @@ class PriorBank(Protocol):
 
     def set_latents(self, latents: Tensor) -> None:
         """Replace the latents of the first entries (the same segments, encoded anew)."""
+        ...
+
+    def lookup(self, segments: Sequence[bytes]) -> Tensor:
+        """(s,) each segment's entry by its bytes, or K ("other")."""
         ...
 
 

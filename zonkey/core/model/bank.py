@@ -142,3 +142,29 @@ def build_bank(model: ZonkeyModel, texts: Sequence[str], size: int) -> Bank:
     other = math.log((total - inside) / total) if total > inside else float("-inf")
     return Bank(strings=strings, latents=encode_segments(model, strings), log_freq=log_freq, other_log_freq=other,
                 coverage=inside / total, counted=total)
+
+
+@torch.no_grad()
+def encode_banks(model: ZonkeyModel) -> int:
+    """Encode every level-0 prior bank's kept segments again with ``model``'s current encoder.
+
+    A bank is a function of the encoder: after the weights change (a loaded weight average, a
+    few training steps) its latents are recomputed from its segments' bytes. Banks set without
+    their segments are left as they are.
+
+    Returns:
+        the banks encoded.
+    """
+    done = 0
+    level = model.levels[0]
+    bank = level.prior.bank if level.prior is not None else None
+    if bank is not None and bank.ready:
+        strings = bank.strings()
+        if strings:
+            was_training = model.training
+            try:
+                bank.set_latents(encode_segments(model, strings))
+            finally:
+                model.train(was_training)
+            done += 1
+    return done

@@ -52,7 +52,9 @@ class ZonkeyModel(nn.Module):
 
         Reads and validates ``recipe.json``, builds the model with :func:`build_model` and loads
         the newest checkpoint strictly. With ``use_ema`` the EMA weights replace the model weights
-        they cover (buffers an EMA does not track come from the model weights).
+        they cover (buffers an EMA does not track come from the model weights). A prior's bank
+        whose segments were kept is encoded again by the loaded encoder (the averaged weights'
+        latents, not those of the training weights that last refreshed it).
 
         Args:
             run_dir: ``RUN`` or ``RUN/checkpoints/step-N``.
@@ -67,9 +69,13 @@ class ZonkeyModel(nn.Module):
             CheckpointError: missing/invalid recipe.json, an invalid recipe, no checkpoint, corrupt
                 files, or weights that don't match the model.
         """
+        from zonkey.core.model.bank import encode_banks
+
         model = build_model(read_run_recipe(run_dir))
         load_weights(model, run_dir, use_ema=use_ema, verify=verify)
-        return model.to(device).eval()
+        model = model.to(device).eval()
+        encode_banks(model)
+        return model
 
     def with_sample_settings(self, overrides: Sequence[str]) -> ZonkeyModel:
         """Change the recipe's generation defaults (``sample.*``) in place, e.g. for an evaluation.
@@ -196,7 +202,8 @@ class ZonkeyModel(nn.Module):
             if level.prior is not None and w_prior > 0:
                 # the prior learns the sequence of this level's latents without reshaping them
                 seq = latents_to_sequence(p.latents.detach(), p.split.segments.doc, tokens.shape[0])
-                out.terms["prior"], prior_stats = level.prior.loss(seq.x, seq.valid, generator)
+                classes = self._bank_classes(level, p.split.segments, tokens, seq) if i == 0 else None
+                out.terms["prior"], prior_stats = level.prior.loss(seq.x, seq.valid, generator, classes)
                 out.stats.update(prior_stats)
                 out.loss = out.loss + w_prior * out.terms["prior"]
             total = total + scales.get(f"l{i}", 1.0) * out.loss
@@ -208,6 +215,25 @@ class ZonkeyModel(nn.Module):
             # the level above is switched off, but the walk built its sequence: report its length
             stats[f"l{upto}.seq_len"] = float(passes[-1].above.x.shape[1])
         return ModelOutput(loss=total, terms=terms, stats=stats, levels=outs)
+
+    @staticmethod
+    def _bank_classes(level: Level, seg: Segments, tokens: Tensor, seq: Any) -> Tensor | None:
+        """(b, n) each level-0 position's bank entry, found by its segment's bytes (K: "other").
+
+        Exact while the encoder moves between the bank's refreshes, where the nearest latent is
+        not; None when the prior has no bank with its segments kept.
+        """
+        bank = level.prior.bank if level.prior is not None else None
+        if bank is None or not bank.ready:
+            return None
+        m = level.cfg.max_segment
+        rows = tokens[seg.doc[:, None], seg.positions].tolist()
+        spans = seg.span.clamp(max=m).tolist()
+        if int(bank.seg_len[0]) == 0:  # a bank set without its segments (older runs)
+            return None
+        idx = bank.lookup([bytes(r[:n]) for r, n in zip(rows, spans, strict=True)])
+        out = torch.full(seq.valid.shape, bank.size, dtype=torch.long, device=tokens.device)
+        return out.index_put((seg.doc, seq.position), idx.to(tokens.device))
 
     @staticmethod
     def _decode_term(upper: LevelOutput, below: LevelOutput, fraction: float = 1.0,

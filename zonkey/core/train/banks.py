@@ -16,7 +16,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 
-from zonkey.core.model.bank import build_bank, encode_segments
+from zonkey.core.model.bank import build_bank, encode_banks
 from zonkey.core.model.network import ZonkeyModel
 
 
@@ -65,12 +65,11 @@ def refresh_banks(model: ZonkeyModel, step: int, chunks: Sequence[bytes], log: C
             raise ValueError(f"model.levels.{i}.prior.head: bank is built from level 0's segments; use it on level 0")
         cfg = prior.cfg
         if not bank_due(step, cfg.lr_start, cfg.bank_every, head.ready):
-            strings = head.strings() if refresh_due(step, cfg.lr_start, cfg.bank_refresh) else []
-            if strings:
+            if refresh_due(step, cfg.lr_start, cfg.bank_refresh):
                 was_training = model.training
                 try:
                     model.eval()
-                    head.set_latents(encode_segments(model, strings))
+                    encode_banks(model)
                 finally:
                     model.train(was_training)
             continue
