@@ -161,18 +161,24 @@ class Level(nn.Module):
         return DenoiseOutput(x_hat=x_hat, bos_logits=logits, log_existence=log_e,
                              rough_bos_logits=rough if all(has_rough) else None)
 
+    @property
+    def _hard_existence(self) -> bool:
+        """Whether the split's existence is exactly 0 past each segment's own span (``straight_through``)."""
+        return getattr(self.splitter, "existence", "soft") == "straight_through"
+
     def segment_cut(self, seg: Segments, *, inference: bool = False) -> Tensor | None:
         """Each segment's length bucket (s,), or None when the level computes every segment at m slots.
 
         Training needs each segment's own span and the first slot past it (whose existence the
-        losses train); inference encodes a segment from its own span alone, and only under
-        ``straight_through`` existence, where the slots past the span have existence 0 exactly.
+        losses train); encoding (``inference``) reads a segment's own span alone, and only under
+        ``straight_through`` existence, where the slots past the span have existence 0 exactly (so
+        it is the same latent in training and at inference).
         """
         if not self.packing or seg.num == 0:
             return None
         m = self.cfg.max_segment
         if inference:
-            if getattr(self.splitter, "existence", "soft") != "straight_through":
+            if not self._hard_existence:
                 return None
             return bucket_cut(seg.span.clamp(1, m), m)
         return bucket_cut(needed_slots(seg.span, m), m)
@@ -197,7 +203,7 @@ class Level(nn.Module):
         seg = split.segments
         # with packing, each segment is compressed at its length bucket (the same latent: the slots
         # left out have existence 0 under straight_through; the training cut keeps soft tails up to it)
-        cut = self.segment_cut(seg, inference=not self.training)
+        cut = self.segment_cut(seg, inference=not self.training or self._hard_existence)
         if torch.is_grad_enabled() or seg.num <= SEGMENT_BATCH:
             return split, self.compress(seg.vectors, seg.log_existence, cut=cut)
         # inference on a long sequence: every segment is compressed on its own, so batches change nothing
