@@ -201,6 +201,7 @@ def _compare_packing(args: argparse.Namespace) -> None:
                 share = {k.split(".")[0]: v for k, v in stats.items() if k.endswith("packed_slots")}
             rows[m] = {
                 "median_step_s": statistics.median(times[m]),
+                "bytes_per_step": statistics.mean(nbytes[m]),
                 "bytes_per_s": sum(nbytes[m]) / sum(times[m]),
                 "bytes_per_cpu_s": sum(nbytes[m]) / sum(cpu[m]),
                 "mflop_per_byte": flops / max(fbytes, 1) / 1e6,
@@ -219,12 +220,12 @@ def _compare_packing(args: argparse.Namespace) -> None:
         return
     print(f"recipe {summary['recipe']}, {summary['threads']} thread(s), {args.steps} alternating steps each from step "
           f"{summary['at_step']}\n")
-    print("| packing | median step s | bytes/s | bytes per CPU-s | MFLOP per byte | slots computed |")
-    print("|---|---:|---:|---:|---:|---|")
+    print("| packing | median step s | bytes per step | bytes/s | bytes per CPU-s | MFLOP per byte | slots computed |")
+    print("|---|---:|---:|---:|---:|---:|---|")
     for m in modes:
         r = rows[m]
         slots = ", ".join(f"{k} {100 * v:.0f}%" for k, v in sorted(r["slots"].items())) or "all"
-        print(f"| {m} | {r['median_step_s']:.4f} | {r['bytes_per_s']:,.0f} | {r['bytes_per_cpu_s']:,.0f} | "
+        print(f"| {m} | {r['median_step_s']:.4f} | {r['bytes_per_step']:,.0f} | {r['bytes_per_s']:,.0f} | {r['bytes_per_cpu_s']:,.0f} | "
               f"{r['mflop_per_byte']:.2f} | {slots} |")
     print(f"\nstep {summary['step_speedup']:.2f}x faster, bytes/s x{summary['bytes_per_s_ratio']:.2f}, "
           f"FLOPs per byte {summary['flops_per_byte_ratio']:.2f}x lower (buckets against off)")
