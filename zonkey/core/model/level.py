@@ -90,9 +90,10 @@ class Level(nn.Module):
         if packing:
             for kind in ("compressor", "denoiser", "objective"):
                 if not packs_slots(getattr(self, kind)):
-                    hint = " (give it slots: causal)" if kind == "denoiser" and cfg.denoiser.name == "ddmm" else ""
+                    name = getattr(getattr(cfg, kind), "name", kind)
+                    hint = " (give it slots: causal)" if kind == "denoiser" and name == "ddmm" else ""
                     raise ValueError(f"model.packing: buckets runs segments at their own length, which level {index}'s "
-                                     f"{kind} {getattr(cfg, kind).name!r} cannot{hint}; or set model.packing: off")
+                                     f"{kind} {name!r} cannot{hint}; or set model.packing: off")
         if index == 0:
             # per-byte weights of the token loss (``model.byte_loss.balance``); set by the trainer from the training
             # split's byte counts, ones otherwise. Not saved: only training reads them.
