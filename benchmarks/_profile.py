@@ -82,7 +82,8 @@ def label_components(trainer: Any) -> None:
                 _n.inside = False
 
         lv.objective.forward = objective
-        den_forward = lv.denoiser.forward
+        # the level's calls, not the modules': with length buckets one pass runs the module once per bucket
+        den_forward = lv.denoise
 
         def denoiser(*a: Any, _f: Callable[..., Any] = den_forward, _n: _PassNames = names, _p: str = pre,
                      **k: Any) -> Any:
@@ -90,8 +91,8 @@ def label_components(trainer: Any) -> None:
             with record_function(f"{PREFIX}{_p}denoiser[{tag}]"):
                 return _f(*a, **k)
 
-        lv.denoiser.forward = denoiser
-        comp_forward = lv.compressor.forward
+        lv.denoise = denoiser  # type: ignore[method-assign]
+        comp_forward = lv.compress
 
         def compressor(*a: Any, _f: Callable[..., Any] = comp_forward, _n: _PassNames = names, _p: str = pre,
                        **k: Any) -> Any:
@@ -99,7 +100,7 @@ def label_components(trainer: Any) -> None:
             with record_function(f"{PREFIX}{_p}compressor[{tag}]"):
                 return _f(*a, **k)
 
-        lv.compressor.forward = compressor
+        lv.compress = compressor  # type: ignore[method-assign]
         _wrap_attr(lv.splitter, "forward", pre + "splitter")
         _wrap_attr(lv, "mlm_loss", pre + "loss.mlm")
         if lv.stitcher is not None:

@@ -6,6 +6,7 @@
     python benchmarks/train.py --profile             # where one step's time goes, and the matmul ceiling
     python benchmarks/train.py --json
     python benchmarks/train.py --ddp 1,2 --threads 1 # data parallel: bytes/s per rank count (benchmarks/train_ddp.py)
+    python benchmarks/train.py --compare-packing --threads 1   # length buckets against max_segment slots
 
 Times the trainer's own step (``Trainer.train_step``: batch, forward, backward, clip, AdamW, EMA,
 the logged values) after warm-up steps, on real batches of the recipe's data, at the curriculum of
@@ -19,6 +20,11 @@ allocated).
 losses, attention inside every component, the optimizer and the EMA; forward and backward) and by
 op for ``--profile-steps`` profiled steps, the CPU's fp32 matmul peak at 1 and 2 threads, the
 step's model FLOPs and its utilisation of that peak.
+
+``--compare-packing`` builds the recipe twice, with ``model.packing: buckets`` and ``off`` (the
+same weights, the same batches), and times their steps alternately in one process (the order
+swapped every round, so a neighbour's load falls on both alike); it prints each one's median step,
+bytes/s, model FLOPs per byte and the share of slots it computed, and the ratios between them.
 """
 
 from __future__ import annotations
@@ -155,6 +161,76 @@ def _print_floor(f: dict[str, Any], row: dict[str, Any], total_ms: float, step_m
         for op, a, b, c, g in f["largest"][:5]))
 
 
+def _compare_packing(args: argparse.Namespace) -> None:
+    """Packed against padded training steps, alternating in one process (``--compare-packing``)."""
+    import _profile as P
+
+    modes = ("buckets", "off")
+    recipes = {m: load_recipe(resolve_recipe_path(args.recipe), [*args.overrides, f"model.packing={m}"]) for m in modes}
+    total = args.warmup + args.steps
+    start = args.at_step if args.at_step is not None else max(0, recipes["off"].train.steps - total)
+    with tempfile.TemporaryDirectory() as tmp:
+        trainers = {m: Trainer(recipes[m], Path(tmp) / m, progress=False, log=lambda s: None) for m in modes}
+        trainers["buckets"].model.load_state_dict(trainers["off"].model.state_dict())
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        for m in modes:
+            _timed_steps(trainers[m], start, args.warmup)
+        times: dict[str, list[float]] = {m: [] for m in modes}
+        cpu: dict[str, list[float]] = {m: [] for m in modes}
+        nbytes: dict[str, list[int]] = {m: [] for m in modes}
+        for i in range(args.steps):
+            for m in modes if i % 2 == 0 else modes[::-1]:
+                t, b = _timed_steps(trainers[m], start + args.warmup + i, 1, cpu[m])
+                times[m] += t
+                nbytes[m] += b
+        rows: dict[str, dict[str, Any]] = {}
+        for m in modes:
+            tr = trainers[m]
+            flops, fbytes, share = 0, 0, {}
+            for i in range(2):
+                tr.step = start + total + i
+                box: dict[str, Any] = {}
+
+                def one(_tr: Trainer = tr, _box: dict[str, Any] = box) -> None:
+                    _box["out"] = _tr.train_step()
+
+                flops += P.step_flops(one)
+                fbytes += box["out"][2]
+                stats = box["out"][1]
+                share = {k.split(".")[0]: v for k, v in stats.items() if k.endswith("packed_slots")}
+            rows[m] = {
+                "median_step_s": statistics.median(times[m]),
+                "bytes_per_step": statistics.mean(nbytes[m]),
+                "bytes_per_s": sum(nbytes[m]) / sum(times[m]),
+                "bytes_per_cpu_s": sum(nbytes[m]) / sum(cpu[m]),
+                "mflop_per_byte": flops / max(fbytes, 1) / 1e6,
+                "slots": share,
+            }
+    pk, pd = rows["buckets"], rows["off"]
+    summary = {
+        "recipe": recipes["off"].name, "threads": torch.get_num_threads(), "steps": args.steps,
+        "at_step": start + args.warmup, "rows": rows,
+        "step_speedup": pd["median_step_s"] / pk["median_step_s"],
+        "bytes_per_s_ratio": pk["bytes_per_s"] / pd["bytes_per_s"],
+        "flops_per_byte_ratio": pd["mflop_per_byte"] / pk["mflop_per_byte"],
+    }
+    if args.json:
+        print(json.dumps(summary))
+        return
+    print(f"recipe {summary['recipe']}, {summary['threads']} thread(s), {args.steps} alternating steps each from step "
+          f"{summary['at_step']}\n")
+    print("| packing | median step s | bytes per step | bytes/s | bytes per CPU-s | MFLOP per byte | slots computed |")
+    print("|---|---:|---:|---:|---:|---:|---|")
+    for m in modes:
+        r = rows[m]
+        slots = ", ".join(f"{k} {100 * v:.0f}%" for k, v in sorted(r["slots"].items())) or "all"
+        print(f"| {m} | {r['median_step_s']:.4f} | {r['bytes_per_step']:,.0f} | {r['bytes_per_s']:,.0f} | {r['bytes_per_cpu_s']:,.0f} | "
+              f"{r['mflop_per_byte']:.2f} | {slots} |")
+    print(f"\nstep {summary['step_speedup']:.2f}x faster, bytes/s x{summary['bytes_per_s_ratio']:.2f}, "
+          f"FLOPs per byte {summary['flops_per_byte_ratio']:.2f}x lower (buckets against off)")
+
+
 def main() -> None:
     if any(a == "--ddp" or a.startswith("--ddp=") for a in sys.argv[1:]):  # data parallel: one launch per rank count
         from train_ddp import main as ddp_main
@@ -172,9 +248,14 @@ def main() -> None:
     ap.add_argument("--profile-steps", type=int, default=3)
     ap.add_argument("--top-ops", type=int, default=25)
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--compare-packing", action="store_true",
+                    help="time model.packing buckets against off, alternating steps in one process")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.compare_packing:
+        _compare_packing(args)
+        return
     recipe = load_recipe(resolve_recipe_path(args.recipe), args.overrides)
     total = args.warmup + args.steps
     start = args.at_step if args.at_step is not None else max(0, recipe.train.steps - total)

@@ -27,7 +27,15 @@ from zonkey.core.nn.transformer import Encoder
 
 
 class ClsCompressor(nn.Module):
-    """k learned CLS vectors prepended to the segment, read by a probabilistic-attention encoder."""
+    """k learned CLS vectors prepended to the segment, read by a probabilistic-attention encoder.
+
+    A segment may come with fewer than m slots (length buckets): the missing slots are the ones
+    whose existence is 0, which the encoder masks and the skip path weighs by 0, so the latent is
+    the one of the full m slots.
+    """
+
+    #: runs segments cut to fewer than m slots with the same result (``model.packing``)
+    packs_slots = True
 
     def __init__(self, ctx: LevelContext, layers: int, skip: bool = False) -> None:
         super().__init__()
@@ -42,20 +50,22 @@ class ClsCompressor(nn.Module):
         """Compress and keep the encoder's slot states (masked prediction reads them, §5.2).
 
         Args:
-            x: (s, m, d) segment vectors.
+            x: (s, m, d) segment vectors (or (s, L, d), L <= m: the first L slots).
             log_existence: (s, m) log existence of each slot.
 
         Returns:
             (latents (s, k·d) on the sphere, slot states (s, m, d)).
         """
-        s = x.shape[0]
-        h = torch.cat([repeat(self.cls, "k d -> s k d", s=s), x], dim=1) + self.pos  # (s, k+m, d)
+        s, length = x.shape[0], x.shape[1]
+        h = torch.cat([repeat(self.cls, "k d -> s k d", s=s), x], dim=1) + self.pos[: self.k + length]  # (s, k+m, d)
         le = torch.cat([log_existence.new_zeros(s, self.k), log_existence], dim=1)  # (s, k+m)
         h = self.encoder(h, le)  # (s, k+m, d)
         z = rearrange(self.out(h[:, : self.k]), "s k d -> s (k d)")
         if self.skip is not None:
             # existence-weighted so that bytes past the segment's end (existence 0) add nothing
-            z = z + self.skip(rearrange(x * log_existence.exp()[..., None], "s m d -> s (m d)"))
+            flat = rearrange(x * log_existence.exp()[..., None], "s m d -> s (m d)")
+            weight = self.skip.weight if length == self.m else self.skip.weight[:, : flat.shape[1]]
+            z = z + nn.functional.linear(flat, weight, self.skip.bias)
         return to_sphere(z), h[:, self.k:]
 
     def forward(self, x: Tensor, log_existence: Tensor) -> Tensor:

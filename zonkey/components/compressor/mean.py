@@ -24,6 +24,9 @@ class MeanCompressor(nn.Module):
 
     assign: Tensor  # (m, k) one-hot: the latent each slot is pooled into
 
+    #: runs segments cut to fewer than m slots (their missing slots have existence 0) the same
+    packs_slots = True
+
     def __init__(self, ctx: LevelContext, layers: int) -> None:
         super().__init__()
         d, self.k, self.m = ctx.d_model, ctx.n_compress, ctx.max_segment
@@ -43,8 +46,9 @@ class MeanCompressor(nn.Module):
         Returns:
             (s, k·d) latents on the sphere.
         """
-        h = self.encoder(x + self.pos, log_existence)  # (s, m, d)
-        w = log_existence.exp()[..., None] * self.assign  # (s, m, k)
+        length = x.shape[1]
+        h = self.encoder(x + self.pos[:length], log_existence)  # (s, m, d)
+        w = log_existence.exp()[..., None] * self.assign[:length]  # (s, m, k)
         pooled = torch.einsum("smk,smd->skd", w, h) / w.sum(1)[..., None].clamp_min(1e-6)  # (s, k, d)
         return to_sphere(rearrange(pooled + self.latent_pos, "s k d -> s (k d)"))
 

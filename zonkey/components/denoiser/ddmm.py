@@ -9,6 +9,11 @@ decoder layers over [prompt, slots]: the easiest for a small model to learn posi
 BOS head on this rough expansion gives a first existence; a multi-layer probabilistic-attention
 encoder refines the slots under that existence; a final BOS head gives the existence of the output.
 
+``slots: causal`` lets slot j read the prompt and the slots before it only (decoder and refining
+encoder alike), so the first L slots of a decoding do not depend on the slots after them: the
+denoiser can then decode a segment at the length its loss reads (``model.packing: buckets``) and
+give exactly the first L slots of the full decoding.
+
 Noise level convention (all of zonkey): σ ∈ [0, 1], σ = 0 is clean, z_σ = sqrt(1 − σ)·z + sqrt(σ)·ε.
 """
 
@@ -35,6 +40,9 @@ class DdmmDenoiser(nn.Module):
         super().__init__()
         d, self.k, self.m = ctx.d_model, ctx.n_compress, ctx.max_segment
         self.mode = cfg.decoder
+        self.causal = cfg.slots == "causal"
+        # slots that read only earlier slots give the same first L slots at any length
+        self.packs_slots = self.causal
         self.v_clean = nn.Parameter(torch.randn(d) * 0.02)
         self.v_noisy = nn.Parameter(torch.randn(d) * 0.02)
         self.prompt_pos = nn.Parameter(torch.randn(self.k + 1, d))
@@ -64,46 +72,61 @@ class DdmmDenoiser(nn.Module):
             lat = lat + self.self_cond(rearrange(cond, "s (k d) -> s k d", k=self.k))
         return torch.cat([v[:, None], lat], dim=1) + self.prompt_pos  # (s, k+1, d)
 
-    def expand(self, prompt: Tensor) -> Tensor:
-        """Prompt (s, k+1, d) -> rough slots (s, m, d)."""
+    def expand(self, prompt: Tensor, slots: int | None = None) -> Tensor:
+        """Prompt (s, k+1, d) -> rough slots (s, m, d), or the first ``slots`` of them."""
         s, p = prompt.shape[0], prompt.shape[1]
+        n = self.m if slots is None else slots
+        pos = self.slot_pos[:n]
         if self.mode == "linear":
             lat = rearrange(prompt[:, 1:], "s k d -> s (k d)")
-            h = torch.cat([prompt, rearrange(self.expand_linear(lat), "s (m d) -> s m d", m=self.m) + self.slot_pos], dim=1)
-            return self.decoder(h, prompt.new_zeros(s, p + self.m))[:, p:]  # (s, m, d)
+            w, bias = self.expand_linear.weight, self.expand_linear.bias
+            if n < self.m:  # slot j's rows of the map: the first n slots' vectors
+                w, bias = w[: n * w.shape[0] // self.m], bias[: n * bias.shape[0] // self.m]
+            slots_in = rearrange(nn.functional.linear(lat, w, bias), "s (m d) -> s m d", m=n) + pos
+            h = torch.cat([prompt, slots_in], dim=1)
+            return self.decoder(h, prompt.new_zeros(s, p + n), causal=self.causal)[:, p:]  # (s, m, d)
         if self.mode == "parallel":
-            h = torch.cat([prompt, repeat(self.slot_pos, "m d -> s m d", s=s)], dim=1)  # (s, k+1+m, d)
-            le = prompt.new_zeros(s, p + self.m)
-            return self.decoder(h, le)[:, p:]  # (s, m, d)
+            h = torch.cat([prompt, repeat(pos, "m d -> s m d", s=s)], dim=1)  # (s, k+1+m, d)
+            le = prompt.new_zeros(s, p + n)
+            return self.decoder(h, le, causal=self.causal)[:, p:]  # (s, m, d)
         # autoregressive: slot j reads the prompt and the outputs of slots < j (causal)
         inp = [self.start.expand(s, -1)[:, None] + self.slot_pos[:1]]
         outs = []
-        for j in range(self.m):
+        for j in range(n):
             h = torch.cat([prompt] + inp, dim=1)  # (s, k+1+j+1, d)
             y = self.decoder(h, prompt.new_zeros(s, h.shape[1]), causal=True)[:, -1]  # (s, d)
             outs.append(y)
-            if j + 1 < self.m:
+            if j + 1 < n:
                 inp.append((self.feedback(y) + self.slot_pos[j + 1])[:, None])
         return torch.stack(outs, dim=1)  # (s, m, d)
 
-    def forward(self, z: Tensor, sigma: Tensor, cond: Tensor | None = None) -> DenoiseOutput:
+    def forward(self, z: Tensor, sigma: Tensor, cond: Tensor | None = None, *, slots: int | None = None) -> DenoiseOutput:
         """Denoise.
 
         Args:
             z: (s, k·d) noisy latents.
             sigma: (s,) noise levels in [0, 1] (0 clean).
             cond: (s, k·d) an optional self-conditioning estimate of the clean latents.
+            slots: decode only the first ``slots`` slots (``slots: causal`` only; default m).
 
         Returns:
-            The :class:`DenoiseOutput` with slots (s, m, d).
+            The :class:`DenoiseOutput` with slots (s, m, d) (or (s, slots, d)).
+
+        Raises:
+            ValueError: ``slots`` given to a denoiser whose slots read each other both ways.
         """
+        if slots is not None and (slots < self.m and not self.causal or not 1 <= slots <= self.m):
+            raise ValueError(f"the ddmm denoiser decodes {slots} of {self.m} slots only with slots: causal "
+                             f"and 1 <= slots <= max_segment")
         prompt = self.prompt(z, sigma, cond)
         p = prompt.shape[1]
-        rough = self.expand(prompt)  # (s, m, d)
+        rough = self.expand(prompt, slots)  # (s, m, d)
+        n = rough.shape[1]
         rough_logits = float32_logits(self.rough_bos, rough).squeeze(-1)  # (s, m)
         rough_le = log_existence_from_bos_logits(rough_logits)  # (s, m)
         le = torch.cat([rough_le.new_zeros(z.shape[0], p), rough_le], dim=1)  # (s, k+1+m)
-        h = self.encoder(torch.cat([prompt, rough + self.slot_pos], dim=1), le)[:, p:]  # (s, m, d)
+        h = self.encoder(torch.cat([prompt, rough + self.slot_pos[:n]], dim=1), le,
+                         causal=self.causal)[:, p:]  # (s, m, d)
         logits = float32_logits(self.bos, h).squeeze(-1)  # (s, m)
         return DenoiseOutput(
             x_hat=self.out(h),
@@ -123,6 +146,9 @@ class DdmmDenoiserConfig(ComponentConfig):
         "the latents to m slots refined by the decoder layers (linear), or one slot at a time (autoregressive)")
     decoder_layers: int = Field(1, ge=1, le=64)
     layers: int = Field(2, ge=1, le=64, description="denoiser encoder layers")
+    slots: Literal["bidirectional", "causal"] = Field(
+        "bidirectional", description="how the slots read each other: both ways, or each only the slots before it "
+        "(causal: a segment can be decoded at its own length, which model.packing: buckets needs)")
 
     def build(self, ctx: LevelContext) -> DdmmDenoiser:
         """The module of this config for the level that ``ctx`` describes."""

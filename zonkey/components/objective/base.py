@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -69,6 +71,31 @@ def false_negatives(targets: Tensor, tol: float = 1e-6) -> Tensor:
     return (t @ t.T) > 1 - tol
 
 
+def bind_cut(denoise: DenoiseFn, compress: CompressFn, cut: Tensor | None) -> tuple[DenoiseFn, CompressFn]:
+    """The level's denoise and compress calls for rows whose length buckets are ``cut`` (s,).
+
+    With ``cut`` None (``model.packing: off``) the calls are returned unchanged; otherwise every
+    call runs each row at its bucket's length (the level's calls take ``cut``).
+    """
+    if cut is None:
+        return denoise, compress
+    den = cast(Callable[..., DenoiseOutput], denoise)
+    com = cast(Callable[..., Tensor], compress)
+
+    def denoise_cut(z: Tensor, sigma: Tensor, cond: Tensor | None = None) -> DenoiseOutput:
+        return den(z, sigma, cond, cut=cut)
+
+    def compress_cut(x: Tensor, log_existence: Tensor) -> Tensor:
+        return com(x, log_existence, cut=cut)
+
+    return denoise_cut, compress_cut
+
+
+def rows_of(cut: Tensor | None, rows: Tensor | None) -> Tensor | None:
+    """The buckets of a subset ``rows`` of the segments (None: all of them, or no buckets)."""
+    return cut if cut is None or rows is None else cut[rows]
+
+
 def recompress(compress: CompressFn, out: DenoiseOutput) -> Tensor:
     """Re-compress denoised slots weighted by their own predicted existence (§9.1 step 4)."""
     return compress(to_sphere(out.x_hat), out.log_existence)
@@ -78,11 +105,15 @@ class ObjectiveBase(nn.Module):
     """Base class of the built-in objectives (their contract: :class:`zonkey.core.contracts.protocols.Objective`).
 
     Subclasses implement :meth:`forward` (training) and, where their noise path differs from the
-    variance-preserving one, :meth:`noise`, :meth:`prior` and :meth:`step` (sampling).
+    variance-preserving one, :meth:`noise`, :meth:`prior` and :meth:`step` (sampling). The
+    built-in ones run the level's calls per length bucket when the level gives them ``cut``.
     """
 
+    #: takes ``cut`` in :meth:`forward` and passes it to the level's calls (``model.packing``)
+    packs_slots = True
+
     def forward(self, z0: Tensor, denoise: DenoiseFn, compress: CompressFn, *, generator: torch.Generator | None = None,
-                clean_only: bool = False) -> ObjectiveOutput:  # pragma: no cover
+                clean_only: bool = False, cut: Tensor | None = None) -> ObjectiveOutput:  # pragma: no cover
         """Training pass; every objective defines it.
 
         Args:
@@ -92,6 +123,8 @@ class ObjectiveBase(nn.Module):
             generator: random source of the noise draws.
             clean_only: run the clean pass alone (loss 0, no dirty output, no extra latents); the
                 level asks for it while the objective's own loss and the dirty reconstruction weigh 0.
+            cut: (s,) each segment's length bucket (``model.packing: buckets``), passed on to the
+                level's calls through :func:`bind_cut`; None runs every segment at m slots.
 
         Returns:
             The :class:`ObjectiveOutput`.

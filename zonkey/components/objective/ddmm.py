@@ -19,9 +19,11 @@ from torch import Tensor
 
 from zonkey.components.objective.base import (
     ObjectiveBase,
+    bind_cut,
     contrastive_atanh,
     false_negatives,
     recompress,
+    rows_of,
     subsample_rows,
     uniform,
 )
@@ -46,17 +48,20 @@ class DdmmObjective(ObjectiveBase):
         self.cfg = cfg
 
     def forward(self, z0: Tensor, denoise: DenoiseFn, compress: CompressFn, *,
-                generator: torch.Generator | None = None, clean_only: bool = False) -> ObjectiveOutput:
+                generator: torch.Generator | None = None, clean_only: bool = False,
+                cut: Tensor | None = None) -> ObjectiveOutput:
         """Training pass (:meth:`ObjectiveBase.forward`): z0 (s, k·d) -> the clean pass and the DDMM loss."""
         c = self.cfg
         s = z0.shape[0]
+        all_rows = bind_cut(denoise, compress, cut)
         # σ = clean_max · u^power: power 1 is uniform; a larger power puts more of the clean pass
         # near σ = 0 (what t = 0 reconstruction measures) while still covering the whole range
         sig_c = c.clean_max * uniform(s, 0.0, 1.0, z0, generator).pow(c.clean_power)
-        clean = denoise(self.noise(z0, sig_c, generator), sig_c)
+        clean = all_rows[0](self.noise(z0, sig_c, generator), sig_c)
         if clean_only:
             return ObjectiveOutput(loss=z0.new_zeros(()), clean=clean)
         rows = subsample_rows(s, c.fraction, z0, generator)
+        denoise, compress = bind_cut(denoise, compress, rows_of(cut, rows))
         p1 = z0 if rows is None else z0[rows]
         s = p1.shape[0]
         sig_h = uniform(s, c.heavy_min, c.heavy_max, z0, generator)

@@ -21,6 +21,7 @@ from torch import Tensor
 
 from zonkey.components.objective.base import (
     ObjectiveBase,
+    bind_cut,
     contrastive_atanh,
     false_negatives,
     recompress,
@@ -47,10 +48,12 @@ class FlowObjective(ObjectiveBase):
         return torch.cos(th) * z0 + torch.sin(th) * eps
 
     def forward(self, z0: Tensor, denoise: DenoiseFn, compress: CompressFn, *,
-                generator: torch.Generator | None = None, clean_only: bool = False) -> ObjectiveOutput:
+                generator: torch.Generator | None = None, clean_only: bool = False,
+                cut: Tensor | None = None) -> ObjectiveOutput:
         """Training pass (:meth:`ObjectiveBase.forward`): z0 (s, k·d) -> the clean pass and the flow loss."""
         c = self.cfg
         s = z0.shape[0]
+        denoise, compress = bind_cut(denoise, compress, cut)
         sig_c = uniform(s, 0.0, c.clean_max, z0, generator)
         clean = denoise(self.noise(z0, sig_c, generator), sig_c)
         if clean_only:

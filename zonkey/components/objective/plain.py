@@ -14,6 +14,7 @@ from torch import Tensor
 
 from zonkey.components.objective.base import (
     ObjectiveBase,
+    bind_cut,
     contrastive_atanh,
     false_negatives,
     recompress,
@@ -33,9 +34,11 @@ class PlainObjective(ObjectiveBase):
         self.cfg = cfg
 
     def forward(self, z0: Tensor, denoise: DenoiseFn, compress: CompressFn, *,
-                generator: torch.Generator | None = None, clean_only: bool = False) -> ObjectiveOutput:
+                generator: torch.Generator | None = None, clean_only: bool = False,
+                cut: Tensor | None = None) -> ObjectiveOutput:
         """Training pass (:meth:`ObjectiveBase.forward`): z0 (s, k·d) -> a clean and a dirty pass."""
         s = z0.shape[0]
+        denoise, compress = bind_cut(denoise, compress, cut)
         sig = uniform(s, 0.0, self.cfg.clean_max, z0, generator)
         clean = denoise(self.noise(z0, sig, generator), sig)
         if clean_only:

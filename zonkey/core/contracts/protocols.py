@@ -28,6 +28,15 @@ from zonkey.core.contracts.outputs import DenoiseOutput, ObjectiveOutput, SplitO
 
 CompressFn = Callable[[Tensor, Tensor], Tensor]  # (x (s, m, d), log_existence (s, m)) -> z (s, k·d)
 
+def packs_slots(module: object) -> bool:
+    """Whether a built component runs segments cut to their length bucket with the same result.
+
+    A component declares it with a ``packs_slots`` attribute (``model.packing: buckets`` needs it
+    of every level's compressor, denoiser and objective); one that does not declare it does not.
+    """
+    return bool(getattr(module, "packs_slots", False))
+
+
 LEVEL_KINDS: tuple[str, ...] = ("splitter", "compressor", "denoiser", "objective", "stitcher", "prior")
 
 # The parameters of ``build`` after ``self``, per kind.
@@ -161,7 +170,8 @@ class Objective(Protocol):
     """How latents are noised, what the denoiser learns, and the matching sampler step (§6, §9.1)."""
 
     def __call__(self, z0: Tensor, denoise: DenoiseFn, compress: CompressFn, *,
-                 generator: torch.Generator | None = None, clean_only: bool = False) -> ObjectiveOutput:
+                 generator: torch.Generator | None = None, clean_only: bool = False,
+                 cut: Tensor | None = None) -> ObjectiveOutput:
         """Training pass.
 
         Args:
@@ -170,6 +180,9 @@ class Objective(Protocol):
             compress: the level's compressor.
             generator: random source of the noise draws.
             clean_only: run the clean pass alone (loss 0, no dirty output, no extra latents).
+            cut: (s,) each segment's length bucket (``model.packing: buckets``): the level's calls
+                take it as a keyword (``denoise(z, sigma, cut=...)``, ``compress(x, le, cut=...)``)
+                for the rows they are given; None (packing off) runs every segment at m slots.
 
         Returns:
             The :class:`ObjectiveOutput`.

@@ -9,7 +9,7 @@ objective's own sampler.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import cast, overload
 
 import torch
@@ -24,10 +24,12 @@ from zonkey.core.contracts.protocols import (
     SlotStatesCompressor,
     Splitter,
     Stitcher,
+    packs_slots,
 )
 from zonkey.core.contracts.shapes import LevelContext
 from zonkey.core.nn.existence import log_existence_from_bos_logits
 from zonkey.core.nn.losses import collapse_loss, contrastive_recon_loss, existence_bce, token_loss
+from zonkey.core.nn.packing import bucket_cut, keep_mask, needed_slots, pad_slots, run_bucketed
 from zonkey.core.nn.sphere import to_sphere
 from zonkey.core.recipe import ByteLossConfig, LevelConfig
 
@@ -58,9 +60,10 @@ class Level(nn.Module):
     byte_weights: Tensor  # level 0 only
 
     def __init__(self, cfg: LevelConfig, index: int, attention: nn.Module,
-                 byte_loss: ByteLossConfig | None = None, *, same_tol: float = 1e-6) -> None:
+                 byte_loss: ByteLossConfig | None = None, *, same_tol: float = 1e-6, packing: bool = False) -> None:
         super().__init__()
         self.cfg = cfg
+        self.packing = packing
         self.index = index
         self.byte_loss = byte_loss or ByteLossConfig()
         self.same_tol = same_tol
@@ -84,6 +87,13 @@ class Level(nn.Module):
         self.stitcher = cast(Stitcher, cfg.stitcher.build(self.ctx)) if cfg.stitcher is not None else None
         # the optional sequence prior over this level's latents (generation and infilling)
         self.prior = cast(Prior, cfg.prior.build(self.ctx)) if cfg.prior is not None else None
+        if packing:
+            for kind in ("compressor", "denoiser", "objective"):
+                if not packs_slots(getattr(self, kind)):
+                    name = getattr(getattr(cfg, kind), "name", kind)
+                    hint = " (give it slots: causal)" if kind == "denoiser" and name == "ddmm" else ""
+                    raise ValueError(f"model.packing: buckets runs segments at their own length, which level {index}'s "
+                                     f"{kind} {name!r} cannot{hint}; or set model.packing: off")
         if index == 0:
             # per-byte weights of the token loss (``model.byte_loss.balance``); set by the trainer from the training
             # split's byte counts, ones otherwise. Not saved: only training reads them.
@@ -104,13 +114,75 @@ class Level(nn.Module):
         """``x`` (b, n, d), ``valid`` (b, n) -> SplitOutput; ``sample`` None: sampled BOS in training mode."""
         return self.splitter(x, valid, sample=sample, tokens=tokens, generator=generator)
 
-    def compress(self, x: Tensor, log_existence: Tensor) -> Tensor:
-        """``x`` (s, m, d), ``log_existence`` (s, m) -> (s, k·d)."""
-        return self.compressor(x, log_existence)
+    def compress(self, x: Tensor, log_existence: Tensor, *, cut: Tensor | None = None) -> Tensor:
+        """``x`` (s, m, d), ``log_existence`` (s, m) -> (s, k·d).
 
-    def denoise(self, z: Tensor, sigma: Tensor, cond: Tensor | None = None) -> DenoiseOutput:
-        """``z`` (s, k·d), ``sigma`` (s,), optional self-conditioning ``cond`` (s, k·d) -> DenoiseOutput."""
-        return self.denoiser(z, sigma) if cond is None else self.denoiser(z, sigma, cond)
+        With ``cut`` (s,) each row runs at its bucket's length: its slots from ``cut`` on are left out.
+        """
+        if cut is None:
+            return self.compressor(x, log_existence)
+        return run_bucketed(cut, lambda r, n: (self.compressor(x[r, :n], log_existence[r, :n]),))[0]
+
+    def compress_states(self, x: Tensor, log_existence: Tensor, *, cut: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """The compressor's latents (s, k·d) and slot states (s, m, d) (0 from ``cut`` on)."""
+        comp = cast(SlotStatesCompressor, self.compressor)
+        if cut is None:
+            return comp.encode(x, log_existence)
+        m = x.shape[1]
+
+        def run(r: Tensor, n: int) -> tuple[Tensor, Tensor]:
+            z, h = comp.encode(x[r, :n], log_existence[r, :n])
+            return z, pad_slots(h, m, 0.0)
+
+        z, h = run_bucketed(cut, run)
+        return z, h
+
+    def denoise(self, z: Tensor, sigma: Tensor, cond: Tensor | None = None, *,
+                cut: Tensor | None = None) -> DenoiseOutput:
+        """``z`` (s, k·d), ``sigma`` (s,), optional self-conditioning ``cond`` (s, k·d) -> DenoiseOutput.
+
+        With ``cut`` (s,) each row is decoded at its bucket's length; its slots from ``cut`` on are
+        0, with existence 0 (−inf in log space) and BOS logits 0.
+        """
+        if cut is None:
+            return self.denoiser(z, sigma) if cond is None else self.denoiser(z, sigma, cond)
+        m = self.cfg.max_segment
+        den = cast(Callable[..., DenoiseOutput], self.denoiser)
+
+        has_rough: list[bool] = []
+
+        def run(r: Tensor, n: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+            out = den(z[r], sigma[r], slots=n) if cond is None else den(z[r], sigma[r], cond[r], slots=n)
+            has_rough.append(out.rough_bos_logits is not None)
+            rough = out.rough_bos_logits if out.rough_bos_logits is not None else out.bos_logits
+            return (pad_slots(out.x_hat, m, 0.0), pad_slots(out.bos_logits, m, 0.0),
+                    pad_slots(out.log_existence, m, float("-inf")), pad_slots(rough, m, 0.0))
+
+        x_hat, logits, log_e, rough = run_bucketed(cut, run)
+        return DenoiseOutput(x_hat=x_hat, bos_logits=logits, log_existence=log_e,
+                             rough_bos_logits=rough if all(has_rough) else None)
+
+    @property
+    def _hard_existence(self) -> bool:
+        """Whether the split's existence is exactly 0 past each segment's own span (``straight_through``)."""
+        return getattr(self.splitter, "existence", "soft") == "straight_through"
+
+    def segment_cut(self, seg: Segments, *, inference: bool = False) -> Tensor | None:
+        """Each segment's length bucket (s,), or None when the level computes every segment at m slots.
+
+        Training needs each segment's own span and the first slot past it (whose existence the
+        losses train); encoding (``inference``) reads a segment's own span alone, and only under
+        ``straight_through`` existence, where the slots past the span have existence 0 exactly (so
+        it is the same latent in training and at inference).
+        """
+        if not self.packing or seg.num == 0:
+            return None
+        m = self.cfg.max_segment
+        if inference:
+            if not self._hard_existence:
+                return None
+            return bucket_cut(seg.span.clamp(1, m), m)
+        return bucket_cut(needed_slots(seg.span, m), m)
 
     def encode(self, x: Tensor, valid: Tensor, *, sample: bool | None = None, tokens: Tensor | None = None,
                generator: torch.Generator | None = None) -> tuple[SplitOutput, Tensor]:
@@ -130,12 +202,16 @@ class Level(nn.Module):
         """
         split = self.split(x, valid, sample=sample, tokens=tokens, generator=generator)
         seg = split.segments
+        # with packing, each segment is compressed at its length bucket (the same latent: the slots
+        # left out have existence 0 under straight_through; the training cut keeps soft tails up to it)
+        cut = self.segment_cut(seg, inference=not self.training or self._hard_existence)
         if torch.is_grad_enabled() or seg.num <= SEGMENT_BATCH:
-            return split, self.compress(seg.vectors, seg.log_existence)
+            return split, self.compress(seg.vectors, seg.log_existence, cut=cut)
         # inference on a long sequence: every segment is compressed on its own, so batches change nothing
         z = seg.vectors.new_empty(seg.num, self.latent_dim)
         for a in range(0, seg.num, SEGMENT_BATCH):
-            z[a:a + SEGMENT_BATCH] = self.compress(seg.vectors[a:a + SEGMENT_BATCH], seg.log_existence[a:a + SEGMENT_BATCH])
+            part = slice(a, a + SEGMENT_BATCH)
+            z[part] = self.compress(seg.vectors[part], seg.log_existence[part], cut=None if cut is None else cut[part])
         return split, z
 
     def decode(self, z: Tensor, *, sigma: float = 0.0, steps: int = 4,
@@ -173,7 +249,7 @@ class Level(nn.Module):
         return self.denoise(z, z.new_zeros(z.shape[0]))
 
     def mlm_loss(self, seg: Segments, x: Tensor, valid: Tensor, generator: torch.Generator | None = None,
-                 rate: float = 0.15) -> Tensor:
+                 rate: float = 0.15, cut: Tensor | None = None) -> Tensor:
         """Masked prediction (§5.2), a scalar loss.
 
         ~15% of real slots, biased toward high existence, are replaced by a learned mask vector;
@@ -187,15 +263,18 @@ class Level(nn.Module):
             valid: (b, n) bool.
             generator: source of the masking draws.
             rate: the share of real slots masked.
+            cut: (s,) length buckets (``model.packing``): slots from a segment's cut on are left out.
         """
         e = seg.log_existence.detach().exp() * seg.valid  # (s, m)
         prob = (rate * e / e.sum().clamp_min(1e-8) * seg.valid.sum()).clamp(max=1.0)
         masked = (torch.rand(prob.shape, device=prob.device, generator=generator) < prob) & seg.valid
+        if cut is not None:
+            masked = masked & keep_mask(cut, masked.shape[1])
         if not bool(masked.any()):
             return x.new_zeros(())
         inp = torch.where(masked[..., None], self.mask_vector.expand_as(seg.vectors), seg.vectors)
         # __init__ refused a compressor without slot states when mlm > 0
-        _, states = cast(SlotStatesCompressor, self.compressor).encode(inp, seg.log_existence)  # (s, m, d)
+        _, states = self.compress_states(inp, seg.log_existence, cut=cut)  # (s, m, d)
         pred = self.mlm_head(states)
         loss, _ = contrastive_recon_loss(pred, seg.doc, seg.positions, seg.shares * masked, x, valid,
                                          same_tol=self.same_tol)
@@ -244,41 +323,48 @@ class Level(nn.Module):
         # while the curriculum weighs the objective's loss and the dirty reconstruction at 0, their
         # extra denoiser passes are not run (the collapse term then covers the clean latents only)
         mixed = any(getattr(w, k) * scales.get(k, 1.0) != 0 for k in ("diffusion", "recon_dirty"))
-        obj = self.objective(z0, self.denoise, self.compress, generator=generator, clean_only=not mixed)
+        # with packing, every slot-wise pass runs each segment at its length bucket (``cut``) and the
+        # losses read the slots before it (``keep``)
+        cut = self.segment_cut(seg)
+        keep = None if cut is None else keep_mask(cut, self.cfg.max_segment)
+        packed = {} if cut is None else {"cut": cut}
+        obj = self.objective(z0, self.denoise, self.compress, generator=generator, clean_only=not mixed, **packed)
         terms: dict[str, Tensor] = {"diffusion": obj.loss} if mixed else {}
         stats: dict[str, float] = {}
+        r = obj.dirty_rows
+        sel = (lambda t: t) if r is None else (lambda t: t[r])
         if self.index == 0:
             assert tokens is not None and table is not None
             targets = tokens[seg.doc[:, None], seg.positions]  # (s, m)
-            focal = self.byte_loss.focal
             shares = self._byte_weighted(seg.shares, targets)
-            terms["token"], correct = token_loss(obj.clean.x_hat, targets, table, shares, focal)
+            terms["token"], correct = self._token_loss(obj.clean.x_hat, targets, table, shares, keep)
             if obj.dirty is not None:
-                r = obj.dirty_rows
-                terms["recon_dirty"], _ = token_loss(obj.dirty.x_hat, targets if r is None else targets[r], table,
-                                                     shares if r is None else shares[r], focal)
+                terms["recon_dirty"], _ = self._token_loss(obj.dirty.x_hat, sel(targets), table, sel(shares),
+                                                           None if keep is None else sel(keep))
             own = seg.own_span
             stats["train_byte_acc"] = float((correct & own).sum()) / max(int(own.sum()), 1)
         else:
-            terms["recon_clean"], correct = contrastive_recon_loss(obj.clean.x_hat, seg.doc, seg.positions, seg.shares, x,
-                                                                  valid, same_tol=self.same_tol)
+            kept_shares = seg.shares if keep is None else seg.shares * keep
+            terms["recon_clean"], correct = contrastive_recon_loss(obj.clean.x_hat, seg.doc, seg.positions, kept_shares,
+                                                                  x, valid, same_tol=self.same_tol)
             if obj.dirty is not None:
-                r = obj.dirty_rows
-                sel = (lambda t: t) if r is None else (lambda t: t[r])
                 terms["recon_dirty"], _ = contrastive_recon_loss(obj.dirty.x_hat, sel(seg.doc), sel(seg.positions),
-                                                                 sel(seg.shares), x, valid,
+                                                                 sel(kept_shares), x, valid,
                                                                  same_tol=self.same_tol)
             own = seg.own_span
             stats["train_recon_acc"] = float((correct & own).sum()) / max(int(own.sum()), 1)
+        if keep is not None:
+            stats["packed_slots"] = float(keep.sum()) / max(keep.numel(), 1)
         if w.mlm > 0:
-            terms["mlm"] = self.mlm_loss(seg, x, valid, generator)
+            terms["mlm"] = self.mlm_loss(seg, x, valid, generator, cut=cut)
         if self.stitcher is not None and self.stitcher.has_losses and (w.stitch_offset or w.stitch_overlap):
             # stitcher losses with the true offsets (§7.1), on the clean decoded segments
             st = self.stitcher(obj.clean.x_hat, obj.clean.log_existence, seg.doc, seg.n_docs, true_starts=seg.start)
             terms.update(st.losses)
-        terms["bos"] = existence_bce(obj.clean.log_existence, seg.log_existence)
+        terms["bos"] = existence_bce(obj.clean.log_existence, seg.log_existence, keep)
         if obj.clean.rough_bos_logits is not None:
-            terms["bos"] = terms["bos"] + existence_bce(log_existence_from_bos_logits(obj.clean.rough_bos_logits), seg.log_existence)
+            terms["bos"] = terms["bos"] + existence_bce(log_existence_from_bos_logits(obj.clean.rough_bos_logits),
+                                                        seg.log_existence, keep)
         rate = getattr(self.splitter, "target_rate", None)
         if rate is not None:
             # two-sided: the splitter is held near its target rate; reconstruction decides where
@@ -293,7 +379,7 @@ class Level(nn.Module):
         stats["avg_bos"] = float(split.avg_bos.detach())
         stats["mean_segment"] = float(valid.sum()) / max(seg.num, 1)
         return LevelOutput(split=split, latents=z0, terms=terms, loss=loss, stats=stats, decoded=obj.clean.x_hat,
-                           decode_loss=self._decode_loss_fn(seg, x, valid, tokens, table))
+                           decode_loss=self._decode_loss_fn(seg, x, valid, tokens, table, cut))
 
     def _byte_weighted(self, weights: Tensor, targets: Tensor) -> Tensor:
         """Level 0's token-loss weights (existence shares) × each target byte's ``byte_loss.balance`` weight."""
@@ -301,8 +387,22 @@ class Level(nn.Module):
             return weights
         return weights * self.byte_weights[targets]
 
+    def _token_loss(self, x_hat: Tensor, targets: Tensor, table: Tensor, weights: Tensor,
+                    keep: Tensor | None) -> tuple[Tensor, Tensor]:
+        """Level 0's byte loss (:func:`token_loss`), on the slots in ``keep`` (s, m) only when given.
+
+        The logits against the byte table are then computed for those slots alone.
+        """
+        if keep is None:
+            return token_loss(x_hat, targets, table, weights, self.byte_loss.focal)
+        loss, hit = token_loss(x_hat[keep][:, None], targets[keep][:, None], table, weights[keep][:, None],
+                               self.byte_loss.focal)
+        correct = torch.zeros_like(keep)
+        correct[keep] = hit[:, 0]
+        return loss, correct
+
     def _decode_loss_fn(self, seg: Segments, x: Tensor, valid: Tensor, tokens: Tensor | None,
-                        table: Tensor | None) -> DecodeLossFn:
+                        table: Tensor | None, cut: Tensor | None = None) -> DecodeLossFn:
         """The closure the level above scores its decoded latents with.
 
         It maps (z (r, k·d) latents standing for segments ``rows`` (r,)) to (loss, top-1 accuracy on
@@ -311,18 +411,20 @@ class Level(nn.Module):
         """
 
         def loss_fn(z: Tensor, rows: Tensor) -> tuple[Tensor, Tensor]:
-            out = self.denoise(z, z.new_zeros(z.shape[0]))
+            rows_cut = None if cut is None else cut[rows]
+            keep = None if rows_cut is None else keep_mask(rows_cut, self.cfg.max_segment)
+            out = self.denoise(z, z.new_zeros(z.shape[0]), cut=rows_cut)
             own = seg.own_span[rows]
             w = seg.shares[rows].detach()
             if self.index == 0:
                 assert tokens is not None and table is not None  # level 0's training pass passes both
                 targets = tokens[seg.doc[rows][:, None], seg.positions[rows]]
-                loss, correct = token_loss(out.x_hat, targets, table, self._byte_weighted(w, targets),
-                                           self.byte_loss.focal)
+                loss, correct = self._token_loss(out.x_hat, targets, table, self._byte_weighted(w, targets), keep)
             else:
-                loss, correct = contrastive_recon_loss(out.x_hat, seg.doc[rows], seg.positions[rows], w, x, valid,
+                loss, correct = contrastive_recon_loss(out.x_hat, seg.doc[rows], seg.positions[rows],
+                                                       w if keep is None else w * keep, x, valid,
                                                        same_tol=self.same_tol)
-            loss = loss + existence_bce(out.log_existence, seg.log_existence[rows].detach())
+            loss = loss + existence_bce(out.log_existence, seg.log_existence[rows].detach(), keep)
             acc = (correct & own).sum() / own.sum().clamp_min(1)
             return loss, acc.detach()
 

@@ -43,7 +43,9 @@ class ZonkeyModel(nn.Module):
         mcfg = recipe.model
         self.attention = mcfg.attention.build()
         self.embed = nn.Parameter(torch.randn(BYTE_VOCAB, mcfg.levels[0].d_model))
-        self.levels = LevelStack(Level(lc, i, self.attention, mcfg.byte_loss) for i, lc in enumerate(mcfg.levels))
+        packing = mcfg.packing == "buckets"
+        self.levels = LevelStack(Level(lc, i, self.attention, mcfg.byte_loss, packing=packing)
+                                 for i, lc in enumerate(mcfg.levels))
 
     @classmethod
     def from_run(cls, run_dir: str | Path, *, use_ema: bool = True,
@@ -312,7 +314,7 @@ def _latents_for_above(level: Level, out: LevelPass) -> Tensor:
     up = out.latents
     if grad.split != 1.0:
         seg = out.split.segments
-        up = level.compress(seg.vectors, scale_grad(seg.log_existence, grad.split))
+        up = level.compress(seg.vectors, scale_grad(seg.log_existence, grad.split), cut=level.segment_cut(seg))
     return scale_grad(up, grad.latents)
 
 

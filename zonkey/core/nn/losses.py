@@ -70,17 +70,21 @@ def log1mexp(x: Tensor) -> Tensor:
     return torch.where(x > -0.6931, torch.log(-torch.expm1(x)), torch.log1p(-torch.exp(x)))
 
 
-def existence_bce(pred_log_e: Tensor, target_log_e: Tensor) -> Tensor:
+def existence_bce(pred_log_e: Tensor, target_log_e: Tensor, keep: Tensor | None = None) -> Tensor:
     """BCE of predicted existence against the splitter's existence profile, minus the target's entropy.
 
-    So the minimum is 0. Both are (s, m) in log space; the target is not differentiated.
+    So the minimum is 0. Both are (s, m) in log space; the target is not differentiated. With
+    ``keep`` (s, m) bool (length buckets) only those slots count, still divided by s·m, so each slot
+    weighs what it weighs without buckets.
     """
     t = target_log_e.detach().exp()
     p_log, q_log = pred_log_e.clamp_min(-30.0), log1mexp(pred_log_e.clamp_min(-30.0))
     bce = -(t * p_log + (1 - t) * q_log)
     tl, tq = target_log_e.detach().clamp_min(-30.0), log1mexp(target_log_e.detach().clamp_min(-30.0))
     ent = -(t * tl + (1 - t) * tq)
-    return (bce - ent).mean()
+    if keep is None:
+        return (bce - ent).mean()
+    return torch.where(keep, bce - ent, 0.0).sum() / keep.numel()
 
 
 def collapse_loss(z: Tensor, doc: Tensor, max_rows: int = 256) -> Tensor:

@@ -1,0 +1,48 @@
+"""Compressors run each segment at its length bucket with the latent and the gradients of m slots."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tests.components.context import M, batch, ctx
+from zonkey.core.contracts.protocols import packs_slots
+from zonkey.core.contracts.registry import registry
+from zonkey.core.nn.packing import bucket_cut, needed_slots, run_bucketed
+from zonkey.core.nn.segments import make_split
+
+CASES = [("cls", {"layers": 2}), ("cls", {"layers": 1, "skip": True}), ("mean", {"layers": 1})]
+
+
+def _segments(seed: int = 0):
+    x, valid, _ = batch(b=3, n=30, seed=seed)
+    g = torch.Generator().manual_seed(seed)
+    p = torch.rand(valid.shape, generator=g) * 0.5
+    bos = torch.rand(valid.shape, generator=g) < 0.3
+    bos[:, 0] = True
+    bos &= valid
+    x = x.requires_grad_(True)
+    split = make_split(x, valid, p, bos, M, 2, existence="straight_through")
+    return x, split.segments
+
+
+@pytest.mark.parametrize(("name", "kwargs"), CASES)
+def test_bucketed_compression_equals_the_padded_one(name: str, kwargs: dict) -> None:
+    torch.manual_seed(0)
+    comp = registry("compressor").config(name, **kwargs).build(ctx())
+    assert packs_slots(comp)
+    x, seg = _segments()
+    cut = bucket_cut(needed_slots(seg.span, M), M)
+    assert len(set(cut.tolist())) > 1 and int(cut.min()) < M  # the batch really has short buckets
+    padded = comp(seg.vectors, seg.log_existence)
+    packed = run_bucketed(cut, lambda r, n: (comp(seg.vectors[r, :n], seg.log_existence[r, :n]),))[0]
+    torch.testing.assert_close(packed, padded, rtol=1e-5, atol=1e-5)
+    w = torch.randn(padded.shape, generator=torch.Generator().manual_seed(1))
+    params = [x, *comp.parameters()]
+    g_pad = torch.autograd.grad((padded * w).sum(), params, retain_graph=True, allow_unused=True)
+    g_pack = torch.autograd.grad((packed * w).sum(), params, allow_unused=True)
+    for a, b in zip(g_pad, g_pack, strict=True):
+        if a is None:
+            assert b is None or float(b.abs().max()) == 0.0
+        else:
+            torch.testing.assert_close(b if b is not None else torch.zeros_like(a), a, rtol=1e-4, atol=1e-5)

@@ -1,0 +1,99 @@
+"""``model.packing: buckets`` against the padded reference, end to end through a two-level model."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import torch
+
+from zonkey.core.model.level import Level
+from zonkey.core.model.network import build_model
+from zonkey.core.recipe import RecipeError, validate_recipe
+
+TEXT = ("the quick brown fox jumps over a lazy dog while seven wizards quietly hex an old jukebox; "
+        "pack my box with five dozen liquor jugs and go home at once. ")
+
+
+def _recipe(packing: str, slots: str = "causal", **level0: Any) -> Any:
+    den = {"name": "ddmm", "decoder": "linear", "decoder_layers": 1, "layers": 2, "slots": slots}
+    return validate_recipe({
+        "model": {
+            "attention": {"name": "sdpa"},
+            "packing": packing,
+            "levels": [
+                {"d_model": 16, "max_segment": 10, "n_compress": 2, "heads": 2, "ffn_mult": 2,
+                 "splitter": {"name": "whitespace"}, "compressor": {"name": "cls", "layers": 1, "skip": True},
+                 "denoiser": den, "objective": {"name": "ddmm", "fraction": 0.5}, "stitcher": {"name": "hard"},
+                 "losses": {"recon_dirty": 0.3, "diffusion": 0.3}, **level0},
+                {"d_model": 32, "max_segment": 6, "n_compress": 2, "heads": 2, "ffn_mult": 1,
+                 "splitter": {"name": "fixed", "every": 3}, "compressor": {"name": "cls", "layers": 1, "skip": True},
+                 "denoiser": den, "objective": {"name": "ddmm", "fraction": 0.5}, "stitcher": {"name": "hard"},
+                 "losses": {"recon_dirty": 0.3, "diffusion": 0.3, "mlm": 0.1, "decode": 1.0}},
+            ],
+        },
+    }, source="<packing>")
+
+
+def _batch() -> tuple[torch.Tensor, torch.Tensor]:
+    data = torch.tensor(list((TEXT * 2).encode()), dtype=torch.long)
+    tokens = torch.stack([data[:120], data[40:160], data[10:130]])
+    valid = torch.ones_like(tokens, dtype=torch.bool)
+    valid[2, 97:] = False
+    return tokens, valid
+
+
+def _run(packing: str) -> tuple[dict[str, float], dict[str, torch.Tensor], dict[str, float]]:
+    torch.manual_seed(0)
+    model = build_model(_recipe(packing)).train()
+    # every segment fits its bucket: the denoisers' existence past the first slot is ~e^-8 per slot,
+    # so the slots a bucket leaves out carry no loss (the splitters have no parameters)
+    for level in model.levels:
+        for head in (level.denoiser.bos, level.denoiser.rough_bos):
+            torch.nn.init.constant_(head.bias, 8.0)
+    tokens, valid = _batch()
+    out = model(tokens, valid, generator=torch.Generator().manual_seed(5))
+    out.loss.backward()
+    grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    return {k: float(v.detach()) for k, v in out.terms.items()}, grads, out.stats
+
+
+def test_packed_losses_and_gradients_equal_the_padded_ones() -> None:
+    terms_pad, grads_pad, _ = _run("off")
+    terms_pack, grads_pack, stats = _run("buckets")
+    # the packed run computed far fewer slots at both levels
+    assert stats["l0.packed_slots"] < 0.8 and stats["l1.packed_slots"] < 0.8
+    assert terms_pack.keys() == terms_pad.keys() and {"l1.decode", "l1.mlm", "l0.token"} <= terms_pad.keys()
+    for k, v in terms_pad.items():
+        assert terms_pack[k] == pytest.approx(v, rel=1e-4, abs=1e-5), k
+    assert grads_pack.keys() == grads_pad.keys()
+    for k, g in grads_pad.items():
+        torch.testing.assert_close(grads_pack[k], g, rtol=1e-3, atol=1e-5, msg=k)
+
+
+def test_packing_needs_causal_denoiser_slots_and_a_known_value() -> None:
+    with pytest.raises(RecipeError) as err:
+        _recipe("buckets", slots="bidirectional")
+    assert "packing" in str(err.value) and "slots: causal" in str(err.value) and "\n" not in str(err.value).strip()
+    with pytest.raises(RecipeError, match="packing"):
+        _recipe("pack")
+    assert _recipe("off", slots="bidirectional").model.packing == "off"
+
+
+def test_a_level_whose_denoiser_cannot_pack_names_the_option() -> None:
+    cfg = _recipe("off", slots="bidirectional").model.levels[0]
+    attn = build_model(_recipe("off")).attention
+    with pytest.raises(ValueError, match=r"model\.packing: buckets .* denoiser 'ddmm' cannot \(give it slots: causal\)"):
+        Level(cfg, 0, attn, packing=True)
+
+
+def test_inference_encoding_at_own_length_equals_the_padded_one() -> None:
+    torch.manual_seed(0)
+    pad = build_model(_recipe("off")).eval()
+    pack = build_model(_recipe("buckets")).eval()
+    pack.load_state_dict(pad.state_dict())
+    tokens, valid = _batch()
+    with torch.no_grad():
+        a, b = pad.encode(tokens, valid), pack.encode(tokens, valid)
+    for p, q in zip(a, b, strict=True):
+        torch.testing.assert_close(q.latents, p.latents, rtol=1e-5, atol=1e-5)
