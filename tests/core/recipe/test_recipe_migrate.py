@@ -41,10 +41,13 @@ def test_a_v1_recipe_json_loads_as_the_current_tiny_recipe(tmp_path):
     from zonkey.components.splitter.learned import LearnedSplitterConfig
 
     default = LearnedSplitterConfig.model_fields["window"].default
-    # and before tiny validated and saved checkpoints while training
+    # and before tiny validated and saved checkpoints while training, and computed segments in
+    # length buckets (with causal denoiser slots)
     tiny = load_recipe(TINY, overrides=[f"model.levels.1.splitter.window={default}",
                                         "model.levels.0.splitter.target_segment=6.0", "train.eval_every=0",
-                                        "train.save_every=0"])
+                                        "train.save_every=0", "model.packing=off",
+                                        "model.levels.0.denoiser.slots=bidirectional",
+                                        "model.levels.1.denoiser.slots=bidirectional"])
     v1 = json.loads(TINY_V1.read_text())
     assert v1["schema_version"] == 1 and "token_focal" in v1["model"]["levels"][0]
     assert validate_recipe(v1) == tiny

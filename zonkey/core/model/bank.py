@@ -30,9 +30,6 @@ from zonkey.core.model.inference import text_batches
 from zonkey.core.model.network import ZonkeyModel
 from zonkey.data import encode_texts
 
-#: segments compressed per forward pass when a bank is encoded
-ENCODE_BATCH = 2048
-
 
 @dataclass
 class Bank:
@@ -78,43 +75,9 @@ def count_segments(model: ZonkeyModel, texts: Sequence[str]) -> Counter[bytes]:
     return counts
 
 
-@torch.no_grad()
 def encode_segments(model: ZonkeyModel, strings: Sequence[bytes]) -> Tensor:
-    """Each segment's level-0 latent, compressed from its own bytes alone.
-
-    Slots past the segment have existence 0 (log −inf), as ``straight_through`` existence gives
-    every segment inside a text, so the result equals the latent the encoder gives the segment
-    wherever it occurs.
-
-    Args:
-        model: the model (level 0 is used).
-        strings: segments of 1 to ``max_segment`` bytes.
-
-    Returns:
-        (K, D) latents.
-
-    Raises:
-        ValueError: an empty segment or one longer than ``max_segment``.
-    """
-    level = model.levels[0]
-    m = level.cfg.max_segment
-    device = model.table.device
-    out = torch.zeros(len(strings), level.latent_dim, device=device)
-    for a in range(0, len(strings), ENCODE_BATCH):
-        chunk = strings[a:a + ENCODE_BATCH]
-        tokens = torch.zeros(len(chunk), m, dtype=torch.long)
-        lengths = torch.zeros(len(chunk), dtype=torch.long)
-        for i, s in enumerate(chunk):
-            if not 1 <= len(s) <= m:
-                raise ValueError(f"a bank segment has {len(s)} bytes; it must have 1 to {m}")
-            tokens[i, :len(s)] = torch.tensor(list(s), dtype=torch.long)
-            lengths[i] = len(s)
-        tokens, lengths = tokens.to(device), lengths.to(device)
-        own = torch.arange(m, device=device)[None] < lengths[:, None]  # (k, m)
-        x = model.embed_bytes(tokens, own)
-        log_e = torch.zeros(own.shape, device=device).masked_fill(~own, float("-inf"))
-        out[a:a + len(chunk)] = level.compress(x, log_e)
-    return out
+    """Each segment's level-0 latent, compressed from its own bytes alone (:meth:`ZonkeyModel.encode_segments`)."""
+    return model.encode_segments(strings)
 
 
 def build_bank(model: ZonkeyModel, texts: Sequence[str], size: int) -> Bank:
@@ -143,28 +106,3 @@ def build_bank(model: ZonkeyModel, texts: Sequence[str], size: int) -> Bank:
     return Bank(strings=strings, latents=encode_segments(model, strings), log_freq=log_freq, other_log_freq=other,
                 coverage=inside / total, counted=total)
 
-
-@torch.no_grad()
-def encode_banks(model: ZonkeyModel) -> int:
-    """Encode every level-0 prior bank's kept segments again with ``model``'s current encoder.
-
-    A bank is a function of the encoder: after the weights change (a loaded weight average, a
-    few training steps) its latents are recomputed from its segments' bytes. Banks set without
-    their segments are left as they are.
-
-    Returns:
-        the banks encoded.
-    """
-    done = 0
-    level = model.levels[0]
-    bank = level.prior.bank if level.prior is not None else None
-    if bank is not None and bank.ready:
-        strings = bank.strings()
-        if strings:
-            was_training = model.training
-            try:
-                bank.set_latents(encode_segments(model, strings))
-            finally:
-                model.train(was_training)
-            done += 1
-    return done

@@ -30,6 +30,10 @@ from zonkey.core.recipe import Recipe, RecipeError, recipe_to_dict
 __all__ = ["LevelOutput", "LevelPass", "ModelOutput", "ZonkeyModel", "build_model", "own_slot_rows", "scale_grad"]
 
 
+#: segments compressed per forward pass when a bank is encoded
+SEGMENT_BATCH = 2048
+
+
 class ZonkeyModel(nn.Module):
     """Byte embedding + levels. Level 0 reads UTF-8 bytes; level l+1 reads level l's latents.
 
@@ -71,13 +75,69 @@ class ZonkeyModel(nn.Module):
             CheckpointError: missing/invalid recipe.json, an invalid recipe, no checkpoint, corrupt
                 files, or weights that don't match the model.
         """
-        from zonkey.core.model.bank import encode_banks
-
         model = build_model(read_run_recipe(run_dir))
         load_weights(model, run_dir, use_ema=use_ema, verify=verify)
         model = model.to(device).eval()
-        encode_banks(model)
+        model.encode_banks()
         return model
+
+    @torch.no_grad()
+    def encode_segments(self, strings: Sequence[bytes]) -> Tensor:
+        """Each segment's level-0 latent, compressed from its own bytes alone.
+
+        Slots past the segment have existence 0 (log −inf), as ``straight_through`` existence gives
+        every segment inside a text, so the result equals the latent the encoder gives the segment
+        wherever it occurs.
+
+        Args:
+            strings: segments of 1 to ``max_segment`` bytes.
+
+        Returns:
+            (K, D) latents.
+
+        Raises:
+            ValueError: an empty segment or one longer than ``max_segment``.
+        """
+        level = self.levels[0]
+        m = level.cfg.max_segment
+        device = self.table.device
+        out = torch.zeros(len(strings), level.latent_dim, device=device)
+        for a in range(0, len(strings), SEGMENT_BATCH):
+            chunk = strings[a:a + SEGMENT_BATCH]
+            tokens = torch.zeros(len(chunk), m, dtype=torch.long)
+            lengths = torch.zeros(len(chunk), dtype=torch.long)
+            for i, s in enumerate(chunk):
+                if not 1 <= len(s) <= m:
+                    raise ValueError(f"a bank segment has {len(s)} bytes; it must have 1 to {m}")
+                tokens[i, :len(s)] = torch.tensor(list(s), dtype=torch.long)
+                lengths[i] = len(s)
+            tokens, lengths = tokens.to(device), lengths.to(device)
+            own = torch.arange(m, device=device)[None] < lengths[:, None]  # (k, m)
+            x = self.embed_bytes(tokens, own)
+            log_e = torch.zeros(own.shape, device=device).masked_fill(~own, float("-inf"))
+            out[a:a + len(chunk)] = level.compress(x, log_e)
+        return out
+
+    @torch.no_grad()
+    def encode_banks(self) -> int:
+        """Encode the level-0 prior bank's kept segments again with the current encoder.
+
+        A bank is a function of the encoder: after the weights change (a loaded weight average, a
+        few training steps) its latents are recomputed from its segments' bytes. A bank set
+        without its segments is left as it is.
+
+        Returns:
+            the banks encoded (0 or 1).
+        """
+        prior = self.levels[0].prior
+        bank = prior.bank if prior is not None else None
+        if bank is None or not bank.ready:
+            return 0
+        strings = bank.strings()
+        if not strings:
+            return 0
+        bank.set_latents(self.encode_segments(strings))
+        return 1
 
     def with_sample_settings(self, overrides: Sequence[str]) -> ZonkeyModel:
         """Change the recipe's generation defaults (``sample.*``) in place, e.g. for an evaluation.

@@ -16,7 +16,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 
-from zonkey.core.model.bank import build_bank, encode_banks
+from zonkey.core.model.bank import build_bank
 from zonkey.core.model.network import ZonkeyModel
 
 
@@ -69,7 +69,7 @@ def refresh_banks(model: ZonkeyModel, step: int, chunks: Sequence[bytes], log: C
                 was_training = model.training
                 try:
                     model.eval()
-                    encode_banks(model)
+                    model.encode_banks()
                 finally:
                     model.train(was_training)
             continue
