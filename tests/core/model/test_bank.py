@@ -68,3 +68,38 @@ def test_a_segment_that_cannot_be_a_latent_is_refused():
         encode_segments(model, [b""])
     with pytest.raises(ValueError, match="must have 1 to"):
         encode_segments(model, [b"x" * (model.levels[0].cfg.max_segment + 1)])
+
+
+@torch.no_grad()
+def test_training_classes_follow_the_segments_bytes_and_the_bank_follows_a_moved_encoder():
+    """The trainer names each position's bank entry by its segment's bytes (what the bank keeps),
+    so the classes stay exact after the encoder moved, where the nearest stale latent would not;
+    re-encoding the kept segments brings the latents back to the encoder's."""
+    from zonkey.components.prior.context import ContextPriorConfig
+    from zonkey.core.model.hierarchy import latents_to_sequence
+    from zonkey.core.model.network import ZonkeyModel
+
+    model = _model()
+    level = model.levels[0]
+    level.prior = ContextPriorConfig(bank_size=8, d_model=16, max_len=64).build(level.ctx)
+    bank = build_bank(model, TEXTS, size=8)
+    head = level.prior.bank
+    head.set_bank(bank.latents, bank.log_freq, bank.other_log_freq, bank.strings)
+    assert head.strings() == bank.strings
+    batch = encode_texts(TEXTS)
+    p = model.encode(batch.tokens, batch.valid, upto=1)[0]
+    seq = latents_to_sequence(p.latents, p.split.segments.doc, len(TEXTS))
+    by_bytes = ZonkeyModel._bank_classes(level, p.split.segments, batch.tokens, seq)
+    assert by_bytes is not None
+    cls = by_bytes[seq.valid]
+    inside = cls < head.size
+    assert inside.any() and (~inside).any()
+    # an in-bank position's latent is its entry's, exactly (the encoder has not moved)
+    assert torch.allclose(seq.x[seq.valid][inside], head.bank[cls[inside]], atol=1e-4)
+    for q in level.compressor.parameters():
+        q.add_(0.3 * torch.randn_like(q))
+    moved = latents_to_sequence(model.encode(batch.tokens, batch.valid, upto=1)[0].latents,
+                                p.split.segments.doc, len(TEXTS))
+    assert not torch.allclose(moved.x[seq.valid][inside], head.bank[cls[inside]], atol=1e-2)  # stale
+    assert model.encode_banks() == 1
+    assert torch.allclose(moved.x[seq.valid][inside], head.bank[cls[inside]], atol=1e-4)
