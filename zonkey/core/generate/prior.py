@@ -29,6 +29,9 @@ from zonkey.core.model.network import ZonkeyModel
 from zonkey.core.nn import schedule
 
 SCORE_TIMES = (0.35, 0.55, 0.75)  # schedule times at which a candidate's context agreement is measured
+#: an infill takes the most probable fill (MAP), not a draw: the commit sampler with argmax commits,
+#: the most confident gap position first, each then given to the rest as context
+GREEDY = 1e-4
 
 
 def prior_level(model: ZonkeyModel, level: int | None = None) -> int | None:
@@ -146,7 +149,7 @@ def infill_with_prior(model: ZonkeyModel, pairs: Sequence[tuple[str, str]], *, l
         gap_mask[r, p:p + g] = True
     cfg = model.recipe.sample
     z = prior.sample(len(rows), n, steps=steps, eta=eta, generator=generator, known_z=known_z, known=known,
-                     mode=cfg.mode, temperature=cfg.temperature, other_scale=cfg.other_scale,
+                     mode="commit", temperature=GREEDY, other_scale=cfg.other_scale,
                      valid=valid, device=device)
     # a prior that scores whole rows (the context prior's pseudo-log-likelihood) ranks the candidates
     # by how likely the filled row is; any other by how well the filled gap explains its context
