@@ -244,7 +244,9 @@ def infill(model: ModelOrRun, prefix: str, suffix: str, *, level: int | None = N
         model: a model or a run directory.
         prefix: the known text before the gap.
         suffix: the known text after the gap.
-        level: the level whose sequence holds the gap (default: 1 when the model has it, else 0).
+        level: with a sequence prior, the level whose latents fill the gap (default: the highest
+            with a prior); otherwise the level whose sequence holds the gap (default: 1 when the
+            model has it, else 0).
         gap: gap lengths searched, an int or an inclusive (lo, hi) range, in positions of that level.
         steps: denoising steps (default: the recipe's ``sample.infill_steps``).
         seed: seed of all noise.
@@ -272,7 +274,9 @@ def infill_details(model: ModelOrRun, prefix: str, suffix: str, *, level: int | 
         model: a model or a run directory.
         prefix: the known text before the gap.
         suffix: the known text after the gap.
-        level: the level whose sequence holds the gap (default: 1 when the model has it, else 0).
+        level: with a sequence prior, the level whose latents fill the gap (default: the highest
+            with a prior); otherwise the level whose sequence holds the gap (default: 1 when the
+            model has it, else 0).
         gap: gap lengths searched, an int or an inclusive (lo, hi) range, in positions of that level.
         steps: denoising steps (default: the recipe's ``sample.infill_steps``).
         seed: seed of all noise.
