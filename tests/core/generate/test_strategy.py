@@ -78,9 +78,9 @@ def test_bad_choices_are_one_line_errors_naming_the_level(with_prior, without_pr
             strategy_for(model, 2)
         with pytest.raises(ValueError, match="level -1 does not exist"):
             strategy_for(model, -1)
-    with pytest.raises(ValueError, match=r"^level 1 has no sequence prior$"):
+    with pytest.raises(ValueError, match=r"^level 1 has no trained sequence prior$"):
         strategy_for(with_prior, 1, prior=True)
-    with pytest.raises(ValueError, match=r"^no level of the model has a sequence prior$"):
+    with pytest.raises(ValueError, match=r"^no level of the model has a trained sequence prior$"):
         strategy_for(without_prior, prior=True)
     with pytest.raises(ValueError, match="exclude each other"):
         strategy_for(with_prior, per_segment=True, prior=True)

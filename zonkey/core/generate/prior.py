@@ -37,16 +37,24 @@ GREEDY = 1e-4
 def prior_level(model: ZonkeyModel, level: int | None = None) -> int | None:
     """The level that generates with its sequence prior.
 
+    A prior with a vocabulary head whose bank was never built (a run stopped before the prior's
+    ``lr_start``) has not trained: it does not count.
+
     Args:
         model: the model.
-        level: the level asked for (it is used when it has a prior); None: the highest level with one.
+        level: the level asked for (it is used when it has a trained prior); None: the highest
+            level with one.
 
     Returns:
-        that level, or None when it (or every level) has no prior.
+        that level, or None when it (or every level) has no trained prior.
     """
+    def usable(i: int) -> bool:
+        prior = model.levels[i].prior
+        return prior is not None and (prior.bank is None or prior.bank.ready)
+
     if level is not None:
-        return level if model.levels[level].prior is not None else None
-    with_prior = [i for i, lv in enumerate(model.levels) if lv.prior is not None]
+        return level if usable(level) else None
+    with_prior = [i for i in range(len(model.levels)) if usable(i)]
     return with_prior[-1] if with_prior else None
 
 

@@ -182,7 +182,7 @@ def strategy_for(model: ZonkeyModel, level: int | None = None, *, per_segment: b
     if with_prior is not None:
         return PriorStrategy(model, with_prior)
     if prior and level is None:
-        raise ValueError("no level of the model has a sequence prior")
+        raise ValueError("no level of the model has a trained sequence prior")
     if prior:
-        raise ValueError(f"level {level} has no sequence prior")
+        raise ValueError(f"level {level} has no trained sequence prior")
     return PerSegmentStrategy(model, level)
