@@ -42,8 +42,9 @@ def test_a_v1_recipe_json_loads_as_the_current_tiny_recipe(tmp_path):
 
     default = LearnedSplitterConfig.model_fields["window"].default
     # and before tiny validated and saved checkpoints while training, and computed segments in
-    # length buckets (with causal denoiser slots), and before it had a sequence prior
-    tiny = load_recipe(TINY, overrides=["model.levels.0.prior=null", f"model.levels.1.splitter.window={default}",
+    # length buckets (with causal denoiser slots), and before it had a sequence prior and its sampler
+    tiny = load_recipe(TINY, overrides=["model.levels.0.prior=null", "sample.steps=10", "sample.mode=mean",
+                                        "sample.other_scale=1.0", f"model.levels.1.splitter.window={default}",
                                         "model.levels.0.splitter.target_segment=6.0", "train.eval_every=0",
                                         "train.save_every=0", "model.packing=off",
                                         "model.levels.0.denoiser.slots=bidirectional",
