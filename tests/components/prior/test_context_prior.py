@@ -172,3 +172,18 @@ def test_a_rows_pseudo_log_likelihood_is_the_sum_of_its_positions_held_out_one_a
         lp, cls = prior.position_log_probs(z0, valid, torch.full((3,), i))
         by_hand += torch.where(valid[:, i], lp.gather(1, cls[:, None])[:, 0], torch.zeros(()))
     assert torch.allclose(one_pass, by_hand, atol=1e-4)
+
+
+def test_other_scale_draws_fewer_segments_outside_the_bank_and_keeps_them_possible():
+    prior, bank = _filled()
+    prior.bank.set_bank(bank, torch.log(torch.full((8,), 0.5 / 8)), math.log(0.5))  # "other" half the mass
+    prior.eval()
+
+    def other_share(scale: float) -> float:
+        z = prior.sample(64, 6, steps=4, generator=torch.Generator().manual_seed(0), mode="draw",
+                         other_scale=scale)
+        return float((prior.bank.classes(z) == prior.bank.size).float().mean())
+
+    full, scaled = other_share(1.0), other_share(0.05)
+    assert full > 0.2 and scaled < full / 3, (full, scaled)
+    assert other_share(0.3) > 0  # scaled down, not closed
