@@ -115,6 +115,10 @@ class BankHead(nn.Module):
         rows = self.seg_bytes[:n].tolist()
         return [bytes(r[:int(m)]) for r, m in zip(rows, self.seg_len[:n].tolist(), strict=True)]
 
+    def has_segments(self) -> bool:
+        """Whether the bank keeps its entries' segments (banks set without them do not)."""
+        return bool(int(self.seg_len[0]) > 0)
+
     def lookup(self, segments: Sequence[bytes]) -> Tensor:
         """(s,) each segment's entry by its bytes, or ``size`` ("other"); exact whatever the latents."""
         key = hash(self.seg_bytes.cpu().numpy().tobytes())  # the kept segments (a load or a rebuild changes them)

@@ -268,6 +268,11 @@ class PriorSettings(Protocol):
         ...
 
     @property
+    def bank_refresh(self) -> int:
+        """Steps between encodings of the bank's kept segments by the current encoder (0: never)."""
+        ...
+
+    @property
     def bank_texts(self) -> int:
         """Training chunks whose segments are counted to choose the bank."""
         ...
@@ -387,6 +392,10 @@ class PriorBank(Protocol):
 
     def lookup(self, segments: Sequence[bytes]) -> Tensor:
         """(s,) each segment's entry by its bytes, or K ("other")."""
+        ...
+
+    def has_segments(self) -> bool:
+        """Whether the bank keeps its entries' segments (banks set without them do not)."""
         ...
 
 

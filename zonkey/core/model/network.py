@@ -291,7 +291,7 @@ class ZonkeyModel(nn.Module):
         m = level.cfg.max_segment
         rows = tokens[seg.doc[:, None], seg.positions].tolist()
         spans = seg.span.clamp(max=m).tolist()
-        if int(bank.seg_len[0]) == 0:  # a bank set without its segments (older runs)
+        if not bank.has_segments():  # a bank set without its segments (older runs)
             return None
         idx = bank.lookup([bytes(r[:n]) for r, n in zip(rows, spans, strict=True)])
         out = torch.full(seq.valid.shape, bank.size, dtype=torch.long, device=tokens.device)

@@ -113,8 +113,11 @@ class EMA:
         self.counts: dict[str, int] = {k: 0 for k, _ in model.named_parameters()}
         self.copied = {f"{name}.{b}" if name else b for name, mod in model.named_modules()
                        for b in getattr(mod, "ema_copy", ())}
-        own = {f"{name}." if name else "": float(mod.ema_decay) for name, mod in model.named_modules()
-               if getattr(mod, "ema_decay", None) is not None}
+        own: dict[str, float] = {}
+        for name, mod in model.named_modules():
+            d = getattr(mod, "ema_decay", None)
+            if isinstance(d, (int, float)):
+                own[f"{name}." if name else ""] = float(d)
         self.decays = {k: min((d for pre, d in own.items() if k.startswith(pre)), default=decay)
                        for k in self.shadow}
 
