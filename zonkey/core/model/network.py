@@ -78,7 +78,8 @@ class ZonkeyModel(nn.Module):
         model = build_model(read_run_recipe(run_dir))
         load_weights(model, run_dir, use_ema=use_ema, verify=verify)
         model = model.to(device).eval()
-        model.encode_banks()
+        if isinstance(model, ZonkeyModel):  # (a recipe's builder may return another module)
+            model.encode_banks()
         return model
 
     @torch.no_grad()
