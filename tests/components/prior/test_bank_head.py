@@ -9,6 +9,7 @@ import math
 import pytest
 import torch
 
+from tests.components.prior.pairs import held_out_positions, train_on_pairs
 from zonkey.components.prior.heads import BankHead, likelihood_scale
 from zonkey.components.prior.sequence import SequencePriorConfig
 from zonkey.core.contracts.protocols import Prior, PriorBank
@@ -172,21 +173,8 @@ def test_a_micro_prior_learns_a_context_rule_that_a_unigram_cannot():
     torch.manual_seed(0)
     prior, bank = _filled(k=8, infill=0.2, anchors=0.6, noise="band")
     g = torch.Generator().manual_seed(0)
-    opt = torch.optim.AdamW(prior.parameters(), lr=3e-3)
-
-    def rows(b: int) -> torch.Tensor:
-        first = 2 * torch.randint(0, 4, (b, 4), generator=g)
-        return torch.stack([first, first + 1], -1).flatten(1)  # (b, 8)
-
-    for _ in range(400):
-        loss, _ = prior.loss(bank[rows(32)], torch.ones(32, 8, dtype=torch.bool), g)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    prior.eval()
-    words = rows(64)
-    target = torch.randint(0, 8, (64,), generator=g)
-    lp, cls = prior.position_log_probs(bank[words], torch.ones(64, 8, dtype=torch.bool), target)
+    train_on_pairs(prior, bank, g, 400)
+    words, target, lp, cls = held_out_positions(prior, bank, g)
     assert torch.equal(cls, words[torch.arange(64), target])
     top1 = float((lp.argmax(-1) == cls).float().mean())
     assert top1 > 0.6, top1  # a unigram: 1/8

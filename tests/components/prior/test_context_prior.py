@@ -11,6 +11,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tests.components.prior.pairs import held_out_positions, train_on_pairs
 from zonkey.components.prior.context import ContextPriorConfig
 from zonkey.components.prior.heads import BankHead
 from zonkey.core.contracts.protocols import Prior
@@ -133,21 +134,8 @@ def test_a_micro_context_prior_learns_a_context_rule_that_a_unigram_cannot():
     even word); every word is equally frequent, so a unigram predicts a position at 1/8."""
     prior, bank = _filled(k=8)
     g = torch.Generator().manual_seed(0)
-    opt = torch.optim.AdamW(prior.parameters(), lr=3e-3)
-
-    def rows(b: int) -> torch.Tensor:
-        first = 2 * torch.randint(0, 4, (b, 4), generator=g)
-        return torch.stack([first, first + 1], -1).flatten(1)  # (b, 8)
-
-    for _ in range(150):
-        loss, _ = prior.loss(bank[rows(32)], torch.ones(32, 8, dtype=torch.bool), g)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    prior.eval()
-    words = rows(64)
-    target = torch.randint(0, 8, (64,), generator=g)
-    lp, cls = prior.position_log_probs(bank[words], torch.ones(64, 8, dtype=torch.bool), target)
+    train_on_pairs(prior, bank, g, 150)
+    words, target, lp, cls = held_out_positions(prior, bank, g)
     top1 = float((lp.argmax(-1) == cls).float().mean())
     assert top1 > 0.8, top1
     for mode in ("mean", "commit"):
