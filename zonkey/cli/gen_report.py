@@ -63,7 +63,8 @@ def generation_lines(res: dict[str, Any]) -> list[str]:
                      f"whole held-out documents: {s['real_mean_bytes']:.1f} bytes, valid {s['real_valid_word_rate']:.4f}")
         if s.get("other_share") is not None:
             sm = s.get("sampler", {})
-            lines.append(f"  sampler {sm.get('mode')} (temperature {sm.get('temperature')}, 'other' x"
+            order = f", order {sm['order']}" if sm.get("mode") == "commit" and sm.get("order") else ""
+            lines.append(f"  sampler {sm.get('mode')} (temperature {sm.get('temperature')}{order}, 'other' x"
                          f"{sm.get('other_scale')}); segments drawn outside the prior's vocabulary (its 'other' "
                          f"class): {s['other_share']:.3f} of the generated positions")
     if "steps_table" in res:

@@ -183,3 +183,40 @@ def test_a_micro_prior_learns_a_context_rule_that_a_unigram_cannot():
     c = prior.bank.classes(z).view(16, 4, 2)
     pairs = float(((c[..., 0] % 2 == 0) & (c[..., 1] == c[..., 0] + 1)).float().mean())
     assert pairs > 0.5, pairs  # chance: 1/16
+
+
+def test_a_tied_readout_gives_the_free_heads_logits_at_the_start_and_learns_through_the_bank():
+    """Both readouts start at zero, so both heads' logits are the log-frequency plus the same
+    likelihood terms; the tied head's context logit of entry i is ⟨q(h), B_i⟩."""
+    bank = _bank(8)
+    g = torch.Generator().manual_seed(2)
+    heads = [BankHead(12, D, 8, readout=r) for r in ("free", "tied")]
+    for head in heads:
+        head.set_bank(bank, torch.log(torch.full((8,), 0.9 / 8)), math.log(0.1))
+    heads[1].other.load_state_dict(heads[0].other.state_dict())  # the same "other" mean
+    h, z, sigma = torch.randn(5, 12, generator=g), torch.randn(5, D, generator=g), torch.rand(5, generator=g)
+    (free, _, _), (tied, _, _) = (head.logits(h, z, sigma) for head in heads)
+    assert torch.allclose(free, tied, atol=1e-5)
+    tied_head = heads[1]
+    with torch.no_grad():
+        tied_head.query.bias.copy_(bank[3] * 0.5)  # a context that points at entry 3
+    moved, _, _ = tied_head.logits(h, z, sigma)
+    assert torch.allclose(moved[:, :8] - tied[:, :8], (0.5 * bank[3] @ bank.T).expand(5, 8), atol=1e-4)
+    assert not hasattr(tied_head, "readout")  # no (K + 1) × width weight
+    moved.logsumexp(-1).sum().backward()
+    assert tied_head.query.weight.grad is not None and tied_head.bias.grad is not None
+
+
+def test_a_micro_context_prior_with_a_tied_readout_learns_the_pair_rule():
+    from zonkey.components.prior.context import ContextPriorConfig
+    torch.manual_seed(0)
+    ctx = LevelContext(level=0, d_model=8, max_segment=6, n_compress=2, heads=2, ffn_mult=2, dropout=0.0,
+                       attention=None)
+    prior = ContextPriorConfig(bank_size=8, d_model=32, layers=1, max_len=16, window=2, readout="tied").build(ctx)
+    bank = _bank(8)
+    prior.head.set_bank(bank, torch.log(torch.full((8,), 0.9 / 8)), math.log(0.1))
+    g = torch.Generator().manual_seed(0)
+    train_on_pairs(prior, bank, g, 150)
+    _, _, lp, cls = held_out_positions(prior, bank, g)
+    top1 = float((lp.argmax(-1) == cls).float().mean())
+    assert top1 > 0.8, top1  # a unigram: 1/8

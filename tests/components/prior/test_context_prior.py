@@ -102,18 +102,41 @@ def test_a_latent_off_the_bank_is_other_and_one_on_it_is_its_entry_at_low_noise(
     assert logits.argmax(-1).tolist() == [2, 6]
 
 
-@pytest.mark.parametrize("mode", ["mean", "draw", "commit"])
-def test_every_sampler_mode_keeps_known_positions_and_is_seeded(mode):
+@pytest.mark.parametrize(("mode", "order"), [("mean", "confidence"), ("draw", "confidence"),
+                                             ("commit", "confidence"), ("commit", "random")])
+def test_every_sampler_mode_keeps_known_positions_and_is_seeded(mode, order):
     prior, bank = _filled()
     known_z = bank[torch.tensor([[0, 1, 2, 3, 4, 5]] * 2)]
     known = torch.zeros(2, 6, dtype=torch.bool)
     known[:, :2] = True
     out = [prior.sample(2, 6, steps=5, generator=torch.Generator().manual_seed(3), known_z=known_z, known=known,
-                        mode=mode) for _ in range(2)]
+                        mode=mode, order=order) for _ in range(2)]
     assert torch.equal(out[0], out[1]) and torch.equal(out[0][known], known_z[known])
     cls = prior.bank.classes(out[0][~known])
     inside = cls < prior.bank.size
     assert torch.allclose(out[0][~known][inside], bank[cls[inside]], atol=1e-5)
+
+
+def test_the_random_commit_order_fixes_any_position_first():
+    """Both orders fix one position of eight at the first of eight steps; ``random`` picks it
+    uniformly, so over 24 seeds it is not always the same few."""
+    prior, bank = _filled()
+    prior.eval()
+    first: dict[str, list[int]] = {"confidence": [], "random": []}
+
+    def record(i, est):
+        if i == 0:
+            fixed = (prior.bank.classes(est[0]) < prior.bank.size)
+            first[order].append(int(fixed.float().argmax()))
+
+    known_z = bank[torch.tensor([[0, 1, 2, 3, 4, 5, 6, 7]])]
+    known = torch.zeros(1, 8, dtype=torch.bool)
+    for order in ("confidence", "random"):
+        for seed in range(24):
+            prior.sample(1, 8, steps=8, generator=torch.Generator().manual_seed(seed), known_z=known_z,
+                         known=known, mode="commit", order=order, on_step=record)
+    assert len(first["confidence"]) == len(first["random"]) == 24
+    assert len(set(first["random"])) >= 3, first["random"]
 
 
 def test_the_loss_scores_every_position_and_reaches_the_context_path():

@@ -517,7 +517,15 @@ def test_curriculum_entries_of_one_term_multiply():
     assert cfg.scales(5)["l1"] == pytest.approx(0.25)
 
 
+def test_a_curriculum_entry_with_every_is_on_only_at_its_steps_and_held_out_passes_see_it_on():
+    cfg = _train_with([{"term": "l1", "start": 100, "end": 200, "every": 2}])
+    assert [cfg.scales(s)["l1"] for s in (99, 150, 151, 200, 201, 5000)] == [0.0, 0.5, 0.0, 1.0, 0.0, 1.0]
+    assert [cfg.scales(s, gated=False)["l1"] for s in (151, 201)] == [0.51, 1.0]
+    assert cfg.ramping(151) == {"l1": pytest.approx(0.51)}
+
+
 @pytest.mark.parametrize("bad, where", [
+    ({"term": "l1", "start": 0, "end": 5, "every": 0}, "every"),
     ({"term": "l1", "start": 10, "end": 5}, "end (5) must be >= start (10)"),
     ({"term": "l0.nonsense", "start": 0, "end": 5}, "unknown loss term 'nonsense'"),
     ({"term": "l0", "start": 0, "end": 5, "high": -1.0}, "high"),

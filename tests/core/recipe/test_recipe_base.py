@@ -23,7 +23,7 @@ def test_a_bundled_base_is_extended_by_the_recipe(tmp_path):
     path = write(tmp_path, "long.yaml", "base: tiny\ntrain: {steps: 2000}\n")
     recipe = load_recipe(path)
     tiny = load_recipe(TINY)
-    assert recipe.train.steps == 2000 and tiny.train.steps == 1200
+    assert recipe.train.steps == 2000 and tiny.train.steps == 800
     assert recipe.train.curriculum == tiny.train.curriculum  # the rest of `train` is the base's
     assert recipe.model == tiny.model
     assert recipe.name == "long"  # a name is never inherited: the file's stem

@@ -42,14 +42,17 @@ def test_a_v1_recipe_json_loads_as_the_current_tiny_recipe(tmp_path):
 
     default = LearnedSplitterConfig.model_fields["window"].default
     # and before tiny validated and saved checkpoints while training, and computed segments in
-    # length buckets (with causal denoiser slots), and before it had a sequence prior and its sampler
-    tiny = load_recipe(TINY, overrides=["model.levels.0.prior=null", "sample.steps=10", "sample.mode=mean",
+    # length buckets (with causal denoiser slots), and before it had a sequence prior and its sampler,
+    # and when it trained 1,200 steps with level 1 on every step from 600
+    v1 = json.loads(TINY_V1.read_text())
+    old_schedule = ["train.steps=1200", "model.levels.1.schedule.lr_start=600",
+                    f"train.curriculum={json.dumps(v1['train']['curriculum'])}"]
+    tiny = load_recipe(TINY, overrides=[*old_schedule, "model.levels.0.prior=null", "sample.steps=10", "sample.mode=mean",
                                         "sample.other_scale=1.0", f"model.levels.1.splitter.window={default}",
                                         "model.levels.0.splitter.target_segment=6.0", "train.eval_every=0",
                                         "train.save_every=0", "model.packing=off",
                                         "model.levels.0.denoiser.slots=bidirectional",
                                         "model.levels.1.denoiser.slots=bidirectional"])
-    v1 = json.loads(TINY_V1.read_text())
     assert v1["schema_version"] == 1 and "token_focal" in v1["model"]["levels"][0]
     assert validate_recipe(v1) == tiny
     assert Recipe.load(TINY_V1) == tiny

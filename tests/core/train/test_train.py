@@ -174,3 +174,21 @@ def test_a_level_that_never_reaches_its_lr_start_is_reported(tmp_path):
     logs: list[str] = []
     Trainer(_two_level_micro(lr_start=5), tmp_path / "run", progress=False, log=logs.append)
     assert any("model.levels.1.schedule.lr_start is 5 >= train.steps 5" in line for line in logs)
+
+
+def test_a_level_on_every_second_step_moves_only_on_those_steps(tmp_path):
+    """A curriculum entry with ``every: 2`` switches level 1 off at odd steps: it costs nothing there
+    and its parameters (and their average) stay as they were; level 0 trains at every step."""
+    from zonkey.core.recipe import recipe_to_dict, validate_recipe
+
+    data = recipe_to_dict(_two_level_micro(steps=6))
+    data["train"]["curriculum"] = [{"term": "l1", "start": 0, "end": 0, "every": 2}]
+    t = Trainer(validate_recipe(data, source="<every 2>"), tmp_path / "run", progress=False, log=lambda s: None)
+    moved = []
+    for step in range(1, 7):
+        l0 = {k: v.clone() for k, v in t.model.levels[0].state_dict().items()}
+        l1 = {k: v.clone() for k, v in t.model.levels[1].state_dict().items()}
+        t.fit(stop_at=step)
+        assert any(not torch.equal(l0[k], v) for k, v in t.model.levels[0].state_dict().items())
+        moved.append(any(not torch.equal(l1[k], v) for k, v in t.model.levels[1].state_dict().items()))
+    assert moved == [True, False, True, False, True, False]

@@ -65,13 +65,26 @@ class BankHead(nn.Module):
     #: buffers an exponential moving average of the weights holds as they are (they are set, not learned)
     ema_copy = ("bank", "log_freq", "filled", "seg_bytes", "seg_len")
 
-    def __init__(self, width: int, dim: int, size: int, max_bytes: int = 64) -> None:
+    def __init__(self, width: int, dim: int, size: int, max_bytes: int = 64, readout: str = "free") -> None:
         super().__init__()
         self.size = size
         self.max_bytes = max_bytes
-        self.readout = nn.Linear(width, size + 1)
-        nn.init.zeros_(self.readout.weight)
-        nn.init.zeros_(self.readout.bias)
+        self.tied = readout == "tied"
+        if self.tied:
+            # the context's logit of entry i is ⟨q(h), B_i⟩: one product with the bank serves it and the
+            # likelihood term, and its backward has no (K × width) weight gradient; "other" and every
+            # entry keep a free bias
+            self.query = nn.Linear(width, dim)
+            nn.init.zeros_(self.query.weight)
+            nn.init.zeros_(self.query.bias)
+            self.other_logit = nn.Linear(width, 1)
+            nn.init.zeros_(self.other_logit.weight)
+            nn.init.zeros_(self.other_logit.bias)
+            self.bias = nn.Parameter(torch.zeros(size + 1))
+        else:
+            self.readout = nn.Linear(width, size + 1)
+            nn.init.zeros_(self.readout.weight)
+            nn.init.zeros_(self.readout.bias)
         self.other = nn.Linear(width, dim)
         self.register_buffer("bank", torch.zeros(size, dim))
         self.register_buffer("log_freq", torch.zeros(size + 1))
@@ -191,9 +204,14 @@ class BankHead(nn.Module):
         z2 = z.pow(2).sum(-1, keepdim=True)
         lik_other = (-(z - a2.sqrt() * mu).pow(2).sum(-1, keepdim=True) / (2 * s2)
                      - 0.5 * dim * torch.log(s2 / s) + (z2 + a2 * r2) / (2 * s))
-        lik = torch.cat([(a2.sqrt() / s) * (z @ self.bank.T), lik_other], dim=-1)
         post = mu + (a2.sqrt() * v / s2) * (z - a2.sqrt() * mu)
-        return self.readout(h) + self.log_freq + lik, to_sphere(post), mu
+        if self.tied:
+            entries = (self.query(h) + (a2.sqrt() / s) * z) @ self.bank.T
+            logits = torch.cat([entries, self.other_logit(h) + lik_other], dim=-1) + self.bias
+        else:
+            lik = torch.cat([(a2.sqrt() / s) * (z @ self.bank.T), lik_other], dim=-1)
+            logits = self.readout(h) + lik
+        return logits + self.log_freq, to_sphere(post), mu
 
     def estimate(self, logits: Tensor, other: Tensor) -> Tensor:
         """The expectation Σ p_i·B_i + p_other·m̂, (..., D)."""

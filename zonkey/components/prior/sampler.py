@@ -16,13 +16,15 @@ if TYPE_CHECKING:
     from zonkey.components.prior.sequence import SequencePrior
 
 SamplerMode = Literal["mean", "draw", "commit"]
+CommitOrder = Literal["confidence", "random"]
 
 
 @torch.no_grad()
 def draw(prior: SequencePrior, b: int, n: int, *, steps: int, eta: float = 0.0, generator: torch.Generator | None = None,
          known_z: Tensor | None = None, known: Tensor | None = None, valid: Tensor | None = None,
          device: torch.device | str = "cpu", on_step: Callable[[int, Tensor], None] | None = None,
-         mode: SamplerMode = "mean", temperature: float = 1.0, other_scale: float = 1.0) -> Tensor:
+         mode: SamplerMode = "mean", temperature: float = 1.0, other_scale: float = 1.0,
+         order: CommitOrder = "confidence") -> Tensor:
     """Draw latent sequences, optionally with some positions given.
 
     Each step takes a clean estimate of the unknown positions and moves them to the next noise
@@ -37,7 +39,10 @@ def draw(prior: SequencePrior, b: int, n: int, *, steps: int, eta: float = 0.0, 
       positions (by the probability of an entry drawn for them; "other" never commits
       early) are fixed to their drawn entry and given as clean context from then on, so that
       about ``(t + 1)/steps`` of each row is fixed; the last step fixes the rest to their
-      most probable class.
+      most probable class. ``order`` says which positions are fixed first: ``confidence`` the
+      most confident (the probability of their drawn entry), ``random`` a uniformly random
+      order, the ancestral order of a masked model (exact for a perfect model, and unbiased
+      towards the easy, frequent words that confidence fixes first).
 
     The MSE head has only its estimate: every mode steps with it.
 
@@ -59,6 +64,7 @@ def draw(prior: SequencePrior, b: int, n: int, *, steps: int, eta: float = 0.0, 
         other_scale: multiplies the probability of the "other" class (segments outside the
             bank) wherever the sampler reads the distribution; 1 samples as the model says,
             below 1 draws fewer of them (they stay possible).
+        order: ``commit``'s order of fixing positions: ``confidence`` or ``random`` (above).
 
     Returns:
         (b, n, D) latents on the sphere; known positions are exactly ``known_z``.
@@ -89,7 +95,10 @@ def draw(prior: SequencePrior, b: int, n: int, *, steps: int, eta: float = 0.0, 
             if mode == "draw":
                 z_hat = drawn
             else:
-                p = torch.softmax(logits.float() / temperature, dim=-1).gather(-1, cls[..., None])[..., 0]
+                if order == "random":
+                    p = torch.rand(cls.shape, device=device, generator=generator)
+                else:
+                    p = torch.softmax(logits.float() / temperature, dim=-1).gather(-1, cls[..., None])[..., 0]
                 open_ = valid & ~known & (cls < bank.size)
                 conf = p.masked_fill(~open_, -1.0)
                 quota = torch.ceil(free.float() * (i + 1) / steps).long() - (known & ~given).sum(1)

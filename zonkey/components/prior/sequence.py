@@ -34,7 +34,7 @@ from pydantic import Field, model_validator
 from torch import Tensor, nn
 
 from zonkey.components.prior.heads import BankHead, MSEHead
-from zonkey.components.prior.sampler import SamplerMode, draw
+from zonkey.components.prior.sampler import CommitOrder, SamplerMode, draw
 from zonkey.core.contracts.registry import ComponentConfig, register
 from zonkey.core.contracts.shapes import LevelContext
 from zonkey.core.nn import schedule
@@ -64,7 +64,7 @@ class SequencePrior(nn.Module):
         self.known_flag = nn.Parameter(torch.randn(w) * 0.02)
         self.time = nn.Sequential(nn.Linear(2 * N_FREQ, w), nn.GELU(), nn.Linear(w, w))
         self.encoder = Encoder(w, cfg.heads, cfg.layers, attention, cfg.ffn_mult, 0.0)
-        self.head: BankHead | MSEHead = BankHead(w, dim, cfg.bank_size, max_bytes) if cfg.head == "bank" else MSEHead(w, dim)
+        self.head: BankHead | MSEHead = BankHead(w, dim, cfg.bank_size, max_bytes, cfg.readout) if cfg.head == "bank" else MSEHead(w, dim)
         self.register_buffer("freqs", torch.exp(torch.linspace(0.0, math.log(1000.0), N_FREQ)) / 8.0,
                              persistent=False)
 
@@ -102,6 +102,8 @@ class SequencePrior(nn.Module):
             (b, n, D) estimates (0 on padding), (b, n, K + 1) logits or None, (b, n, D) "other"
             estimates or None.
         """
+        if self.cfg.self_cond == 0:
+            cond = None  # never trained with one: its input map is still the zero it started as
         h, ctx = self.features(z, sigma, known, valid, cond)
         if isinstance(self.head, BankHead):
             self.head.require_bank()
@@ -242,10 +244,12 @@ class SequencePrior(nn.Module):
     def sample(self, b: int, n: int, *, steps: int, eta: float = 0.0, generator: torch.Generator | None = None,
                known_z: Tensor | None = None, known: Tensor | None = None, valid: Tensor | None = None,
                device: torch.device | str = "cpu", on_step: Callable[[int, Tensor], None] | None = None,
-               mode: SamplerMode = "mean", temperature: float = 1.0, other_scale: float = 1.0) -> Tensor:
+               mode: SamplerMode = "mean", temperature: float = 1.0, other_scale: float = 1.0,
+               order: CommitOrder = "confidence") -> Tensor:
         """Draw (b, n, D) latent sequences, optionally with some positions given (:func:`.sampler.draw`)."""
         return draw(self, b, n, steps=steps, eta=eta, generator=generator, known_z=known_z, known=known, valid=valid,
-                    device=device, on_step=on_step, mode=mode, temperature=temperature, other_scale=other_scale)
+                    device=device, on_step=on_step, mode=mode, temperature=temperature, other_scale=other_scale,
+                    order=order)
 
     # -- held-out likelihood ----------------------------------------------------------------------
     @torch.no_grad()
@@ -308,6 +312,9 @@ class SequencePriorConfig(ComponentConfig):
     band_loc: float = Field(3.3, ge=-10, le=15, description="noise: band: location of logit(σ)")
     band_scale: float = Field(0.85, gt=0, le=10, description="noise: band: scale of logit(σ)")
     self_cond: float = Field(0.5, ge=0, le=1, description="probability of a self-conditioned training pass")
+    readout: Literal["free", "tied"] = Field("free", description="head: bank: the context's logits, a free "
+                                             "(K+1) × width map (free) or ⟨q(h), B_i⟩ against the bank's own latents "
+                                             "plus a bias per entry (tied: about a third of the head's cost a step)")
     lr_start: int = Field(0, ge=0, le=10**8, description="step at which the prior's parameters start their own warm-up "
                           "and cosine decay (lr 0 before); set it to where its loss ramps in")
     lr_scale: float = Field(0.25, gt=0, le=1000, description="multiplies train.lr for the prior's parameters")

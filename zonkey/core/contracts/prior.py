@@ -86,12 +86,13 @@ class Prior(Protocol):
     def sample(self, b: int, n: int, *, steps: int, eta: float = 0.0, generator: torch.Generator | None = None,
                known_z: Tensor | None = None, known: Tensor | None = None, valid: Tensor | None = None,
                device: torch.device | str = "cpu", on_step: Callable[[int, Tensor], None] | None = None,
-               mode: str = "mean", temperature: float = 1.0, other_scale: float = 1.0) -> Tensor:
+               mode: str = "mean", temperature: float = 1.0, other_scale: float = 1.0,
+               order: str = "confidence") -> Tensor:
         """Draw (b, n, D) latent sequences; ``known`` positions are given as ``known_z``.
 
-        ``mode``, ``temperature`` and ``other_scale``: how a vocabulary head steps (``mean``,
-        ``draw``, ``commit``) and how much of its "other" class it draws; a prior without one
-        steps with its estimate whatever they are.
+        ``mode``, ``temperature``, ``other_scale`` and ``order``: how a vocabulary head steps
+        (``mean``, ``draw``, ``commit``), how much of its "other" class it draws and in which order
+        ``commit`` fixes positions; a prior without one steps with its estimate whatever they are.
         """
         ...
 

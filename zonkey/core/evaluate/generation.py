@@ -336,7 +336,8 @@ def evaluate_generation(model: Any, train_docs: Sequence[bytes | str], heldout: 
         out["samples"] = {**sec, "snap": SNAP, "steps": steps if steps is not None else model.recipe.sample.steps,
                           "other_share": other, "sampler": {"mode": model.recipe.sample.mode,
                                                              "temperature": model.recipe.sample.temperature,
-                                                             "other_scale": model.recipe.sample.other_scale},
+                                                             "other_scale": model.recipe.sample.other_scale,
+                                                             "order": model.recipe.sample.commit_order},
                           "rows": rows, **_speed(nbytes, seconds),
                           "judge": {**train.judge.metadata(), "cached": train.judge_cached},
                           "examples": texts[:5]}

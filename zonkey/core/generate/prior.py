@@ -95,7 +95,8 @@ def sample_with_prior(model: ZonkeyModel, n: int, *, level: int, steps: int, len
 
     cfg = model.recipe.sample
     z = prior.sample(n, length, steps=steps, eta=eta, generator=generator, device=device, on_step=on_step,
-                     mode=cfg.mode, temperature=cfg.temperature, other_scale=cfg.other_scale)
+                     mode=cfg.mode, temperature=cfg.temperature, other_scale=cfg.other_scale,
+                     order=cfg.commit_order)
     pieces = descend(model, level + 1, z, valid, steps=cfg.level_steps, sigma=cfg.level_sigma, epsilon=epsilon,
                      generator=generator)
     bank = prior.bank

@@ -147,6 +147,9 @@ class Ramp(Strict):
     end: int = Field(default=0, ge=0)
     low: float = Field(default=0.0, ge=0, description="multiplier before start")
     high: float = Field(default=1.0, ge=0, description="multiplier from end on")
+    every: int = Field(default=1, ge=1, le=10**6, description="the term is on only at steps divisible by this "
+                       "(multiplier 0 at the others): a level on every 2nd step costs half its time, and its "
+                       "parameters take an optimizer step only when it is on")
 
     @model_validator(mode="after")
     def _order(self) -> Ramp:
@@ -162,8 +165,10 @@ class Ramp(Strict):
         """The level the term belongs to (``l1.bos`` -> 1)."""
         return int(self.term[1:].split(".", 1)[0])
 
-    def factor(self, step: int) -> float:
-        """The multiplier at ``step``."""
+    def factor(self, step: int, gated: bool = True) -> float:
+        """The multiplier at ``step`` (``gated`` False: as if the term were on every step)."""
+        if gated and step % self.every:
+            return 0.0
         if step < self.start:
             return self.low
         if step >= self.end:
@@ -220,17 +225,20 @@ class TrainConfig(Strict):
             ``{"l1": 0.33, ...}``: the multiplier of every ramping term (entries naming one term multiply).
         """
         moving = {r.term for r in self.curriculum if r.start <= step < r.end}
-        return {t: v for t, v in self.scales(step).items() if t in moving}
+        return {t: v for t, v in self.scales(step, gated=False).items() if t in moving}
 
-    def scales(self, step: int) -> dict[str, float]:
+    def scales(self, step: int, gated: bool = True) -> dict[str, float]:
         """Curriculum multipliers at ``step``.
+
+        ``gated`` False leaves out the entries' ``every`` (a held-out pass scores every level that
+        has started, whichever step it falls on).
 
         Returns:
             ``{"l1": 0.5, "l0.diffusion": 1.0, ...}``: entries naming the same term multiply.
         """
         out: dict[str, float] = {}
         for r in self.curriculum:
-            out[r.term] = out.get(r.term, 1.0) * r.factor(step)
+            out[r.term] = out.get(r.term, 1.0) * r.factor(step, gated)
         return out
 
 
@@ -262,6 +270,9 @@ class SampleConfig(Strict):
         "expectation each step, its argmax at the end), draw (an entry drawn each step) or commit (mean, and the "
         "most confident positions fixed to a drawn entry as the steps go)")
     temperature: float = Field(default=1.0, gt=0, le=100, description="temperature of the draws (mode draw, commit)")
+    commit_order: Literal["confidence", "random"] = Field(
+        default="confidence", description="mode commit: which positions are fixed first, the most confident "
+        "(their drawn entry's probability) or a random order (the masked model's ancestral order)")
     other_scale: float = Field(default=1.0, gt=0, le=1, description="sequence prior with a vocabulary head: "
                                "multiplies the probability of its 'other' class (segments outside the bank) while "
                                "sampling; 1 as the model says, below 1 fewer of them (never 0: the vocabulary stays open)")

@@ -306,7 +306,7 @@ class Trainer:
     def _validation_values(self) -> dict[str, float]:
         """The ``val.*`` figures of the fixed held-out slice, and ``eval_s``, the seconds they took."""
         t = time.perf_counter()
-        res = validate(self.model, self.val_batches, scales=self.cfg.scales(self.step - 1), seed=self.cfg.seed,
+        res = validate(self.model, self.val_batches, scales=self.cfg.scales(self.step - 1, gated=False), seed=self.cfg.seed,
                        device=self.device)
         self.model.train()
         res["eval_s"] = time.perf_counter() - t
