@@ -66,7 +66,7 @@ class _PassNames:
 def label_components(trainer: Any) -> None:
     """Wrap every component of ``trainer``'s model and the trainer's phases in named scopes."""
     import zonkey.components.objective.ddmm as ddmm_obj
-    import zonkey.core.model.level as level_mod
+    import zonkey.core.model.level_losses as losses_mod
 
     model = trainer.model
     for i, lv in enumerate(model.levels):
@@ -114,7 +114,7 @@ def label_components(trainer: Any) -> None:
             if hasattr(mod, "local"):  # the sliding-window form
                 _wrap_attr(mod, "local", "attention")
     for fn in ("token_loss", "contrastive_recon_loss", "existence_bce", "collapse_loss"):
-        setattr(level_mod, fn, _wrap(getattr(level_mod, fn), "loss." + fn.removesuffix("_loss")))
+        setattr(losses_mod, fn, _wrap(getattr(losses_mod, fn), "loss." + fn.removesuffix("_loss")))
     for fn in ("contrastive_atanh", "false_negatives"):
         setattr(ddmm_obj, fn, _wrap(getattr(ddmm_obj, fn), "loss.ddmm_" + fn))
     model._decode_term = _wrap(model._decode_term, "loss.decode_term")

@@ -15,7 +15,7 @@ from typing import cast, overload
 import torch
 from torch import Tensor, nn
 
-from zonkey.core.contracts.outputs import DecodeLossFn, DenoiseOutput, LevelOutput, Segments, SplitOutput
+from zonkey.core.contracts.outputs import DenoiseOutput, LevelOutput, Segments, SplitOutput
 from zonkey.core.contracts.protocols import (
     Compressor,
     Denoiser,
@@ -27,9 +27,8 @@ from zonkey.core.contracts.protocols import (
     packs_slots,
 )
 from zonkey.core.contracts.shapes import LevelContext
-from zonkey.core.nn.existence import log_existence_from_bos_logits
-from zonkey.core.nn.losses import collapse_loss, contrastive_recon_loss, existence_bce, token_loss
-from zonkey.core.nn.packing import bucket_cut, keep_mask, needed_slots, pad_slots, run_bucketed
+from zonkey.core.model import level_losses
+from zonkey.core.nn.packing import bucket_cut, needed_slots, pad_slots, run_bucketed
 from zonkey.core.nn.sphere import to_sphere
 from zonkey.core.recipe import ByteLossConfig, LevelConfig
 
@@ -250,12 +249,7 @@ class Level(nn.Module):
 
     def mlm_loss(self, seg: Segments, x: Tensor, valid: Tensor, generator: torch.Generator | None = None,
                  rate: float = 0.15, cut: Tensor | None = None) -> Tensor:
-        """Masked prediction (§5.2), a scalar loss.
-
-        ~15% of real slots, biased toward high existence, are replaced by a learned mask vector;
-        the compressor's state there must pick the original vector among all the level's input
-        vectors of the batch (2·atanh(cos), no false negatives), weighted by the existence shares of
-        the targets.
+        """Masked prediction (§5.2), a scalar loss: :func:`~zonkey.core.model.level_losses.mlm_loss` of this level.
 
         Args:
             seg: the level's segments.
@@ -265,20 +259,7 @@ class Level(nn.Module):
             rate: the share of real slots masked.
             cut: (s,) length buckets (``model.packing``): slots from a segment's cut on are left out.
         """
-        e = seg.log_existence.detach().exp() * seg.valid  # (s, m)
-        prob = (rate * e / e.sum().clamp_min(1e-8) * seg.valid.sum()).clamp(max=1.0)
-        masked = (torch.rand(prob.shape, device=prob.device, generator=generator) < prob) & seg.valid
-        if cut is not None:
-            masked = masked & keep_mask(cut, masked.shape[1])
-        if not bool(masked.any()):
-            return x.new_zeros(())
-        inp = torch.where(masked[..., None], self.mask_vector.expand_as(seg.vectors), seg.vectors)
-        # __init__ refused a compressor without slot states when mlm > 0
-        _, states = self.compress_states(inp, seg.log_existence, cut=cut)  # (s, m, d)
-        pred = self.mlm_head(states)
-        loss, _ = contrastive_recon_loss(pred, seg.doc, seg.positions, seg.shares * masked, x, valid,
-                                         same_tol=self.same_tol)
-        return loss
+        return level_losses.mlm_loss(self, seg, x, valid, generator, rate, cut)
 
     def forward(self, x: Tensor, valid: Tensor, *, tokens: Tensor | None = None, table: Tensor | None = None,
                 generator: torch.Generator | None = None, scales: dict[str, float] | None = None) -> LevelOutput:
@@ -303,6 +284,8 @@ class Level(nn.Module):
                scales: dict[str, float] | None = None) -> LevelOutput:
         """The level's loss terms on top of its encoding (:meth:`encode`).
 
+        The terms are computed by :func:`~zonkey.core.model.level_losses.level_losses`.
+
         Args:
             x: (b, n, d) the level's sequence.
             valid: (b, n) bool.
@@ -317,118 +300,8 @@ class Level(nn.Module):
             the unweighted terms, their weighted sum, statistics, the clean decoding and the
             ``decode_loss`` closure the level above reads.
         """
-        seg = split.segments
-        w = self.cfg.losses
-        scales = scales or {}
-        # while the curriculum weighs the objective's loss and the dirty reconstruction at 0, their
-        # extra denoiser passes are not run (the collapse term then covers the clean latents only)
-        mixed = any(getattr(w, k) * scales.get(k, 1.0) != 0 for k in ("diffusion", "recon_dirty"))
-        # with packing, every slot-wise pass runs each segment at its length bucket (``cut``) and the
-        # losses read the slots before it (``keep``)
-        cut = self.segment_cut(seg)
-        keep = None if cut is None else keep_mask(cut, self.cfg.max_segment)
-        packed = {} if cut is None else {"cut": cut}
-        obj = self.objective(z0, self.denoise, self.compress, generator=generator, clean_only=not mixed, **packed)
-        terms: dict[str, Tensor] = {"diffusion": obj.loss} if mixed else {}
-        stats: dict[str, float] = {}
-        r = obj.dirty_rows
-        sel = (lambda t: t) if r is None else (lambda t: t[r])
-        if self.index == 0:
-            assert tokens is not None and table is not None
-            targets = tokens[seg.doc[:, None], seg.positions]  # (s, m)
-            shares = self._byte_weighted(seg.shares, targets)
-            terms["token"], correct = self._token_loss(obj.clean.x_hat, targets, table, shares, keep)
-            if obj.dirty is not None:
-                terms["recon_dirty"], _ = self._token_loss(obj.dirty.x_hat, sel(targets), table, sel(shares),
-                                                           None if keep is None else sel(keep))
-            own = seg.own_span
-            stats["train_byte_acc"] = float((correct & own).sum()) / max(int(own.sum()), 1)
-        else:
-            kept_shares = seg.shares if keep is None else seg.shares * keep
-            terms["recon_clean"], correct = contrastive_recon_loss(obj.clean.x_hat, seg.doc, seg.positions, kept_shares,
-                                                                  x, valid, same_tol=self.same_tol)
-            if obj.dirty is not None:
-                terms["recon_dirty"], _ = contrastive_recon_loss(obj.dirty.x_hat, sel(seg.doc), sel(seg.positions),
-                                                                 sel(kept_shares), x, valid,
-                                                                 same_tol=self.same_tol)
-            own = seg.own_span
-            stats["train_recon_acc"] = float((correct & own).sum()) / max(int(own.sum()), 1)
-        if keep is not None:
-            stats["packed_slots"] = float(keep.sum()) / max(keep.numel(), 1)
-        if w.mlm > 0:
-            terms["mlm"] = self.mlm_loss(seg, x, valid, generator, cut=cut)
-        if self.stitcher is not None and self.stitcher.has_losses and (w.stitch_offset or w.stitch_overlap):
-            # stitcher losses with the true offsets (§7.1), on the clean decoded segments
-            st = self.stitcher(obj.clean.x_hat, obj.clean.log_existence, seg.doc, seg.n_docs, true_starts=seg.start)
-            terms.update(st.losses)
-        terms["bos"] = existence_bce(obj.clean.log_existence, seg.log_existence, keep)
-        if obj.clean.rough_bos_logits is not None:
-            terms["bos"] = terms["bos"] + existence_bce(log_existence_from_bos_logits(obj.clean.rough_bos_logits),
-                                                        seg.log_existence, keep)
-        rate = getattr(self.splitter, "target_rate", None)
-        if rate is not None:
-            # two-sided: the splitter is held near its target rate; reconstruction decides where
-            terms["avg_bos"] = ((split.avg_bos - rate) / rate).pow(2)
-        terms["long"] = split.p_long
-        terms["short"] = split.p_short
-        docs = seg.doc if obj.dirty_rows is None else seg.doc[obj.dirty_rows]
-        terms["collapse"] = collapse_loss(z0, seg.doc) + sum((collapse_loss(z, docs) for z in obj.extra_latents), z0.new_zeros(()))
-        weights = {k: getattr(w, k) * scales.get(k, 1.0) for k in terms}
-        loss = sum((weights[k] * v for k, v in terms.items() if weights[k] != 0), z0.new_zeros(()))
-        stats["segments"] = float(seg.num)
-        stats["avg_bos"] = float(split.avg_bos.detach())
-        stats["mean_segment"] = float(valid.sum()) / max(seg.num, 1)
-        return LevelOutput(split=split, latents=z0, terms=terms, loss=loss, stats=stats, decoded=obj.clean.x_hat,
-                           decode_loss=self._decode_loss_fn(seg, x, valid, tokens, table, cut))
-
-    def _byte_weighted(self, weights: Tensor, targets: Tensor) -> Tensor:
-        """Level 0's token-loss weights (existence shares) × each target byte's ``byte_loss.balance`` weight."""
-        if not self.byte_loss.balance:
-            return weights
-        return weights * self.byte_weights[targets]
-
-    def _token_loss(self, x_hat: Tensor, targets: Tensor, table: Tensor, weights: Tensor,
-                    keep: Tensor | None) -> tuple[Tensor, Tensor]:
-        """Level 0's byte loss (:func:`token_loss`), on the slots in ``keep`` (s, m) only when given.
-
-        The logits against the byte table are then computed for those slots alone.
-        """
-        if keep is None:
-            return token_loss(x_hat, targets, table, weights, self.byte_loss.focal)
-        loss, hit = token_loss(x_hat[keep][:, None], targets[keep][:, None], table, weights[keep][:, None],
-                               self.byte_loss.focal)
-        correct = torch.zeros_like(keep)
-        correct[keep] = hit[:, 0]
-        return loss, correct
-
-    def _decode_loss_fn(self, seg: Segments, x: Tensor, valid: Tensor, tokens: Tensor | None,
-                        table: Tensor | None, cut: Tensor | None = None) -> DecodeLossFn:
-        """The closure the level above scores its decoded latents with.
-
-        It maps (z (r, k·d) latents standing for segments ``rows`` (r,)) to (loss, top-1 accuracy on
-        the own spans). The loss is this level's clean reconstruction of those segments' targets
-        plus the existence BCE against their true lengths; targets and weights are not differentiated.
-        """
-
-        def loss_fn(z: Tensor, rows: Tensor) -> tuple[Tensor, Tensor]:
-            rows_cut = None if cut is None else cut[rows]
-            keep = None if rows_cut is None else keep_mask(rows_cut, self.cfg.max_segment)
-            out = self.denoise(z, z.new_zeros(z.shape[0]), cut=rows_cut)
-            own = seg.own_span[rows]
-            w = seg.shares[rows].detach()
-            if self.index == 0:
-                assert tokens is not None and table is not None  # level 0's training pass passes both
-                targets = tokens[seg.doc[rows][:, None], seg.positions[rows]]
-                loss, correct = self._token_loss(out.x_hat, targets, table, self._byte_weighted(w, targets), keep)
-            else:
-                loss, correct = contrastive_recon_loss(out.x_hat, seg.doc[rows], seg.positions[rows],
-                                                       w if keep is None else w * keep, x, valid,
-                                                       same_tol=self.same_tol)
-            loss = loss + existence_bce(out.log_existence, seg.log_existence[rows].detach(), keep)
-            acc = (correct & own).sum() / own.sum().clamp_min(1)
-            return loss, acc.detach()
-
-        return loss_fn
+        return level_losses.level_losses(self, x, valid, split, z0, tokens=tokens, table=table, generator=generator,
+                                         scales=scales)
 
 
 class LevelStack(nn.ModuleList):
