@@ -1,4 +1,4 @@
-# Quick start:  make demo  (set up, train recipes/tiny.yaml on the bundled Wikipedia sample, evaluate, split, reconstruct, sample, infill; about 30 minutes on 2 cores)
+# Quick start:  make demo  (set up, train recipes/tiny.yaml on the bundled Wikipedia sample, evaluate, split, reconstruct, sample, infill; about 20 minutes on 2 cores)
 #               make test  (set up, run the default test suite: everything but `slow`; `gpu` tests skip without CUDA)
 #               make test-fast  (the default suite less the `learning` tests that train micro models)
 #               make lint  (ruff and the type checker)
