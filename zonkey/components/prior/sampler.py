@@ -102,8 +102,8 @@ def draw(prior: SequencePrior, b: int, n: int, *, steps: int, eta: float = 0.0, 
                 open_ = valid & ~known & (cls < bank.size)
                 conf = p.masked_fill(~open_, -1.0)
                 quota = torch.ceil(free.float() * (i + 1) / steps).long() - (known & ~given).sum(1)
-                order = conf.argsort(dim=1, descending=True)
-                rank = torch.empty_like(order).scatter_(1, order, torch.arange(n, device=device).expand(b, n))
+                ranked = conf.argsort(dim=1, descending=True)
+                rank = torch.empty_like(ranked).scatter_(1, ranked, torch.arange(n, device=device).expand(b, n))
                 take = open_ & (rank < quota[:, None])
                 base = torch.where(take[..., None], drawn, base)
                 known = known | take
