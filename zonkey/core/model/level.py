@@ -249,16 +249,7 @@ class Level(nn.Module):
 
     def mlm_loss(self, seg: Segments, x: Tensor, valid: Tensor, generator: torch.Generator | None = None,
                  rate: float = 0.15, cut: Tensor | None = None) -> Tensor:
-        """Masked prediction (§5.2), a scalar loss: :func:`~zonkey.core.model.level_losses.mlm_loss` of this level.
-
-        Args:
-            seg: the level's segments.
-            x: (b, n, d) the level's sequence (the candidates).
-            valid: (b, n) bool.
-            generator: source of the masking draws.
-            rate: the share of real slots masked.
-            cut: (s,) length buckets (``model.packing``): slots from a segment's cut on are left out.
-        """
+        """Masked prediction (§5.2), a scalar loss: :func:`~zonkey.core.model.level_losses.mlm_loss` of this level."""
         return level_losses.mlm_loss(self, seg, x, valid, generator, rate, cut)
 
     def forward(self, x: Tensor, valid: Tensor, *, tokens: Tensor | None = None, table: Tensor | None = None,
@@ -284,21 +275,7 @@ class Level(nn.Module):
                scales: dict[str, float] | None = None) -> LevelOutput:
         """The level's loss terms on top of its encoding (:meth:`encode`).
 
-        The terms are computed by :func:`~zonkey.core.model.level_losses.level_losses`.
-
-        Args:
-            x: (b, n, d) the level's sequence.
-            valid: (b, n) bool.
-            split: the split of x.
-            z0: (s, k·d) its segments' clean latents.
-            tokens: (b, n) byte values (level 0 only: targets of the token loss).
-            table: (256, d) tied byte embedding table on the sphere (level 0 only).
-            generator: source of the objective's and the masked prediction's randomness.
-            scales: curriculum multipliers of this level's terms (``{"diffusion": 0.5}``).
-
-        Returns:
-            the unweighted terms, their weighted sum, statistics, the clean decoding and the
-            ``decode_loss`` closure the level above reads.
+        Arguments and result as :func:`~zonkey.core.model.level_losses.level_losses`, with this level.
         """
         return level_losses.level_losses(self, x, valid, split, z0, tokens=tokens, table=table, generator=generator,
                                          scales=scales)
