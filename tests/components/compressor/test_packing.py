@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from tests.components.context import M, batch, ctx
-from zonkey.core.contracts.protocols import packs_slots
+from zonkey.core.contracts.protocols import packs_rows, packs_slots
 from zonkey.core.contracts.registry import registry
 from zonkey.core.nn.packing import bucket_cut, needed_slots, run_bucketed
 from zonkey.core.nn.segments import make_split
@@ -42,6 +42,32 @@ def test_bucketed_compression_equals_the_padded_one(name: str, kwargs: dict) -> 
     g_pad = torch.autograd.grad((padded * w).sum(), params, retain_graph=True, allow_unused=True)
     g_pack = torch.autograd.grad((packed * w).sum(), params, allow_unused=True)
     for a, b in zip(g_pad, g_pack, strict=True):
+        if a is None:
+            assert b is None or float(b.abs().max()) == 0.0
+        else:
+            torch.testing.assert_close(b if b is not None else torch.zeros_like(a), a, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("skip", [False, True])
+def test_compression_at_lengths_equals_the_padded_one(skip: bool) -> None:
+    torch.manual_seed(0)
+    comp = registry("compressor").config("cls", layers=2, skip=skip).build(ctx())
+    assert packs_rows(comp)
+    x, seg = _segments(seed=1)
+    lengths = seg.span.clamp(1, M)  # straight_through: existence 0 past the span
+    assert int(lengths.min()) < M
+    padded, states_pad = comp.encode(seg.vectors, seg.log_existence)
+    n = int(lengths.max())
+    rows, states = comp.encode(seg.vectors[:, :n], seg.log_existence[:, :n], lengths)
+    torch.testing.assert_close(rows, padded, rtol=1e-5, atol=1e-5)
+    inside = torch.arange(n)[None, :] < lengths[:, None]
+    torch.testing.assert_close(states[inside], states_pad[:, :n][inside], rtol=1e-5, atol=1e-5)
+    assert float(states.detach()[~inside].abs().max()) == 0.0
+    w = torch.randn(padded.shape, generator=torch.Generator().manual_seed(1))
+    params = [x, *comp.parameters()]
+    g_pad = torch.autograd.grad((padded * w).sum(), params, retain_graph=True, allow_unused=True)
+    g_rows = torch.autograd.grad((rows * w).sum(), params, allow_unused=True)
+    for a, b in zip(g_pad, g_rows, strict=True):
         if a is None:
             assert b is None or float(b.abs().max()) == 0.0
         else:

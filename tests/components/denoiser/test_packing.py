@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from tests.components.context import D, K, M, ctx
-from zonkey.core.contracts.protocols import packs_slots
+from zonkey.core.contracts.protocols import packs_rows, packs_slots
 from zonkey.core.contracts.registry import registry
 
 
@@ -44,3 +44,45 @@ def test_bidirectional_slots_refuse_a_shorter_decoding() -> None:
     z = torch.randn(2, K * D)
     with pytest.raises(ValueError, match="slots: causal"):
         den(z, torch.zeros(2), slots=3)
+
+
+@pytest.mark.parametrize("decoder", ["linear", "parallel"])
+def test_lengths_decode_each_segment_as_its_own_full_decoding(decoder: str) -> None:
+    torch.manual_seed(0)
+    den = registry("denoiser").config("ddmm", decoder=decoder, slots="causal", layers=2).build(ctx())
+    assert packs_rows(den)
+    g = torch.Generator().manual_seed(3)
+    z = torch.randn(6, K * D, generator=g, requires_grad=True)
+    sigma = torch.rand(6, generator=g)
+    lengths = torch.tensor([1, M, 3, M - 2, 2, 5])
+    full = den(z, sigma)
+    rows = den(z, sigma, slots=M, lengths=lengths)
+    inside = torch.arange(M)[None, :] < lengths[:, None]
+    for name in ("x_hat", "bos_logits", "log_existence", "rough_bos_logits"):
+        a, b = getattr(full, name), getattr(rows, name)
+        assert a is not None and b is not None
+        if name == "x_hat":
+            a, b, keep = a * inside[..., None], b * inside[..., None], inside[..., None].expand_as(a)
+        else:
+            keep = inside
+        torch.testing.assert_close(b[keep], a[keep], rtol=1e-5, atol=1e-5, msg=name)
+    # the slots left out: 0, BOS logit 0, existence 0
+    assert float(rows.x_hat[~inside].abs().max()) == 0.0 and float(rows.bos_logits[~inside].abs().max()) == 0.0
+    assert bool(torch.isneginf(rows.log_existence[~inside]).all())
+    w = torch.randn(full.x_hat.shape, generator=g) * inside[..., None]
+    params = [z, *den.parameters()]
+    g_full = torch.autograd.grad((full.x_hat * w).sum() + (full.bos_logits * inside).sum(), params,
+                                 retain_graph=True, allow_unused=True)
+    g_rows = torch.autograd.grad((rows.x_hat * w).sum() + (rows.bos_logits * inside).sum(), params, allow_unused=True)
+    for a, b in zip(g_full, g_rows, strict=True):
+        if a is not None and b is not None:
+            torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-5)
+        else:
+            assert (a is None or float(a.abs().max()) == 0.0) and (b is None or float(b.abs().max()) == 0.0)
+
+
+def test_an_autoregressive_decoder_refuses_lengths() -> None:
+    den = registry("denoiser").config("ddmm", decoder="autoregressive", slots="causal").build(ctx())
+    assert packs_slots(den) and not packs_rows(den)
+    with pytest.raises(ValueError, match="linear or parallel decoder"):
+        den(torch.randn(2, K * D), torch.zeros(2), lengths=torch.tensor([2, 3]))

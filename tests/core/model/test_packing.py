@@ -1,4 +1,4 @@
-"""``model.packing: buckets`` against the padded reference, end to end through a two-level model."""
+"""``model.packing: buckets`` and ``varlen`` against the padded reference, end to end through a two-level model."""
 
 from __future__ import annotations
 
@@ -58,9 +58,10 @@ def _run(packing: str) -> tuple[dict[str, float], dict[str, torch.Tensor], dict[
     return {k: float(v.detach()) for k, v in out.terms.items()}, grads, out.stats
 
 
-def test_packed_losses_and_gradients_equal_the_padded_ones() -> None:
+@pytest.mark.parametrize("packing", ["buckets", "varlen"])
+def test_packed_losses_and_gradients_equal_the_padded_ones(packing: str) -> None:
     terms_pad, grads_pad, _ = _run("off")
-    terms_pack, grads_pack, stats = _run("buckets")
+    terms_pack, grads_pack, stats = _run(packing)
     # the packed run computed far fewer slots at both levels
     assert stats["l0.packed_slots"] < 0.8 and stats["l1.packed_slots"] < 0.8
     assert terms_pack.keys() == terms_pad.keys() and {"l1.decode", "l1.mlm", "l0.token"} <= terms_pad.keys()
@@ -84,13 +85,20 @@ def test_a_level_whose_denoiser_cannot_pack_names_the_option() -> None:
     cfg = _recipe("off", slots="bidirectional").model.levels[0]
     attn = build_model(_recipe("off")).attention
     with pytest.raises(ValueError, match=r"model\.packing: buckets .* denoiser 'ddmm' cannot \(give it slots: causal\)"):
-        Level(cfg, 0, attn, packing=True)
+        Level(cfg, 0, attn, packing="buckets")
+    auto = _recipe("off", denoiser={"name": "ddmm", "decoder": "autoregressive", "slots": "causal"}).model.levels[0]
+    Level(auto, 0, attn, packing="buckets")  # one slot at a time still decodes a bucket's length
+    with pytest.raises(ValueError, match=r"model\.packing: varlen .* denoiser 'ddmm' cannot \(an autoregressive decoder"):
+        Level(auto, 0, attn, packing="varlen")
+    with pytest.raises(ValueError, match="model.packing must be one of"):
+        Level(cfg, 0, attn, packing="pack")  # type: ignore[arg-type]
 
 
-def test_inference_encoding_at_own_length_equals_the_padded_one() -> None:
+@pytest.mark.parametrize("packing", ["buckets", "varlen"])
+def test_inference_encoding_at_own_length_equals_the_padded_one(packing: str) -> None:
     torch.manual_seed(0)
     pad = build_model(_recipe("off")).eval()
-    pack = build_model(_recipe("buckets")).eval()
+    pack = build_model(_recipe(packing)).eval()
     pack.load_state_dict(pad.state_dict())
     tokens, valid = _batch()
     with torch.no_grad():

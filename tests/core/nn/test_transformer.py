@@ -126,3 +126,32 @@ def test_a_block_keeps_the_residual_stream_shape() -> None:
     x, log_e = _inputs()
     block = EncoderBlock(D, HEADS).to(torch.float64).eval()
     assert block(x, log_e).shape == x.shape
+
+
+@pytest.mark.parametrize("backend", ["sdpa", "reference"])
+@pytest.mark.parametrize("causal", [False, True])
+def test_kept_positions_equal_the_full_encoder_with_the_rest_masked(backend: str, causal: bool) -> None:
+    """``keep``: the linear layers see only the kept positions; every kept output, and the gradient
+    to the input and the parameters, is the one of the full encoder whose other positions are padding."""
+    enc = _encoder(backend)
+    x, log_e = _inputs(b=3, n=9)
+    keep = torch.ones(3, 9, dtype=torch.bool)
+    keep[0, 5:] = False
+    keep[2, 2:4] = False  # a gap, not only a tail
+    x = x.clone().requires_grad_(True)
+    log_e = log_e.clone().requires_grad_(True)
+    full = enc(x, log_e.masked_fill(~keep, NEG_INF), causal=causal)
+    rows = enc(x, log_e, causal=causal, keep=keep)
+    torch.testing.assert_close(rows, full)
+    assert (rows[~keep] == 0).all()
+    w = torch.randn(full.shape, dtype=full.dtype, generator=torch.Generator().manual_seed(4))
+    params = [x, log_e, *enc.parameters()]
+    for a, b in zip(torch.autograd.grad((full * w).sum(), params), torch.autograd.grad((rows * w).sum(), params),
+                    strict=True):
+        torch.testing.assert_close(b, a)
+
+
+def test_kept_positions_refuse_a_window() -> None:
+    x, log_e = _inputs()
+    with pytest.raises(ValueError, match="no window"):
+        _encoder()(x, log_e, keep=torch.ones(x.shape[:2], dtype=torch.bool), window=2)

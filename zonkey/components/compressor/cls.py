@@ -36,6 +36,8 @@ class ClsCompressor(nn.Module):
 
     #: runs segments cut to fewer than m slots with the same result (``model.packing``)
     packs_slots = True
+    #: takes ``lengths`` and computes each segment's own slots only (``model.packing: varlen``)
+    packs_rows = True
 
     def __init__(self, ctx: LevelContext, layers: int, skip: bool = False) -> None:
         super().__init__()
@@ -46,20 +48,27 @@ class ClsCompressor(nn.Module):
         self.out = nn.Linear(d, d)
         self.skip = nn.Linear(self.m * d, self.k * d) if skip else None
 
-    def encode(self, x: Tensor, log_existence: Tensor) -> tuple[Tensor, Tensor]:
+    def encode(self, x: Tensor, log_existence: Tensor, lengths: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Compress and keep the encoder's slot states (masked prediction reads them, §5.2).
 
         Args:
             x: (s, m, d) segment vectors (or (s, L, d), L <= m: the first L slots).
             log_existence: (s, m) log existence of each slot.
+            lengths: (s,) optional: segment i is its first ``lengths[i]`` slots, the rest are left
+                out (not computed; the same as existence 0 there).
 
         Returns:
-            (latents (s, k·d) on the sphere, slot states (s, m, d)).
+            (latents (s, k·d) on the sphere, slot states (s, m, d), 0 past ``lengths``).
         """
         s, length = x.shape[0], x.shape[1]
+        keep = None
+        if lengths is not None:
+            inside = torch.arange(length, device=x.device)[None, :] < lengths[:, None]  # (s, L)
+            log_existence = log_existence.masked_fill(~inside, float("-inf"))
+            keep = torch.cat([inside.new_ones(s, self.k), inside], dim=1)
         h = torch.cat([repeat(self.cls, "k d -> s k d", s=s), x], dim=1) + self.pos[: self.k + length]  # (s, k+m, d)
         le = torch.cat([log_existence.new_zeros(s, self.k), log_existence], dim=1)  # (s, k+m)
-        h = self.encoder(h, le)  # (s, k+m, d)
+        h = self.encoder(h, le, keep=keep)  # (s, k+m, d)
         z = rearrange(self.out(h[:, : self.k]), "s k d -> s (k d)")
         if self.skip is not None:
             # existence-weighted so that bytes past the segment's end (existence 0) add nothing
@@ -68,17 +77,18 @@ class ClsCompressor(nn.Module):
             z = z + nn.functional.linear(flat, weight, self.skip.bias)
         return to_sphere(z), h[:, self.k:]
 
-    def forward(self, x: Tensor, log_existence: Tensor) -> Tensor:
+    def forward(self, x: Tensor, log_existence: Tensor, lengths: Tensor | None = None) -> Tensor:
         """Compress.
 
         Args:
             x: (s, m, d) segment vectors.
             log_existence: (s, m) log existence of each slot.
+            lengths: (s,) optional: compute only each segment's first ``lengths[i]`` slots.
 
         Returns:
             (s, k·d) latents on the sphere.
         """
-        return self.encode(x, log_existence)[0]
+        return self.encode(x, log_existence, lengths)[0]
 
 
 @register("compressor", "cls")

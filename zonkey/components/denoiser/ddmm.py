@@ -43,6 +43,9 @@ class DdmmDenoiser(nn.Module):
         self.causal = cfg.slots == "causal"
         # slots that read only earlier slots give the same first L slots at any length
         self.packs_slots = self.causal
+        # ... and each segment can be decoded at its own length in one call (``lengths``), which
+        # the one-slot-at-a-time decoder does not do
+        self.packs_rows = self.causal and self.mode != "autoregressive"
         self.v_clean = nn.Parameter(torch.randn(d) * 0.02)
         self.v_noisy = nn.Parameter(torch.randn(d) * 0.02)
         self.prompt_pos = nn.Parameter(torch.randn(self.k + 1, d))
@@ -72,8 +75,12 @@ class DdmmDenoiser(nn.Module):
             lat = lat + self.self_cond(rearrange(cond, "s (k d) -> s k d", k=self.k))
         return torch.cat([v[:, None], lat], dim=1) + self.prompt_pos  # (s, k+1, d)
 
-    def expand(self, prompt: Tensor, slots: int | None = None) -> Tensor:
-        """Prompt (s, k+1, d) -> rough slots (s, m, d), or the first ``slots`` of them."""
+    def expand(self, prompt: Tensor, slots: int | None = None, keep: Tensor | None = None) -> Tensor:
+        """Prompt (s, k+1, d) -> rough slots (s, m, d), or the first ``slots`` of them.
+
+        ``keep`` (s, k+1+slots) bool: compute only these positions of the decoder (the others come
+        out 0; ``linear`` and ``parallel`` only).
+        """
         s, p = prompt.shape[0], prompt.shape[1]
         n = self.m if slots is None else slots
         pos = self.slot_pos[:n]
@@ -84,11 +91,11 @@ class DdmmDenoiser(nn.Module):
                 w, bias = w[: n * w.shape[0] // self.m], bias[: n * bias.shape[0] // self.m]
             slots_in = rearrange(nn.functional.linear(lat, w, bias), "s (m d) -> s m d", m=n) + pos
             h = torch.cat([prompt, slots_in], dim=1)
-            return self.decoder(h, prompt.new_zeros(s, p + n), causal=self.causal)[:, p:]  # (s, m, d)
+            return self.decoder(h, prompt.new_zeros(s, p + n), causal=self.causal, keep=keep)[:, p:]  # (s, m, d)
         if self.mode == "parallel":
             h = torch.cat([prompt, repeat(pos, "m d -> s m d", s=s)], dim=1)  # (s, k+1+m, d)
             le = prompt.new_zeros(s, p + n)
-            return self.decoder(h, le, causal=self.causal)[:, p:]  # (s, m, d)
+            return self.decoder(h, le, causal=self.causal, keep=keep)[:, p:]  # (s, m, d)
         # autoregressive: slot j reads the prompt and the outputs of slots < j (causal)
         inp = [self.start.expand(s, -1)[:, None] + self.slot_pos[:1]]
         outs = []
@@ -100,7 +107,8 @@ class DdmmDenoiser(nn.Module):
                 inp.append((self.feedback(y) + self.slot_pos[j + 1])[:, None])
         return torch.stack(outs, dim=1)  # (s, m, d)
 
-    def forward(self, z: Tensor, sigma: Tensor, cond: Tensor | None = None, *, slots: int | None = None) -> DenoiseOutput:
+    def forward(self, z: Tensor, sigma: Tensor, cond: Tensor | None = None, *, slots: int | None = None,
+                lengths: Tensor | None = None) -> DenoiseOutput:
         """Denoise.
 
         Args:
@@ -108,32 +116,47 @@ class DdmmDenoiser(nn.Module):
             sigma: (s,) noise levels in [0, 1] (0 clean).
             cond: (s, k·d) an optional self-conditioning estimate of the clean latents.
             slots: decode only the first ``slots`` slots (``slots: causal`` only; default m).
+            lengths: (s,) decode segment i at its first ``lengths[i]`` slots only (<= ``slots``;
+                ``slots: causal`` and a ``linear`` or ``parallel`` decoder). Its later slots are
+                not computed: they come out 0, with BOS logits 0 and existence 0 (−inf in log space).
 
         Returns:
             The :class:`DenoiseOutput` with slots (s, m, d) (or (s, slots, d)).
 
         Raises:
-            ValueError: ``slots`` given to a denoiser whose slots read each other both ways.
+            ValueError: ``slots`` or ``lengths`` given to a denoiser that cannot decode a segment
+                at fewer slots.
         """
         if slots is not None and (slots < self.m and not self.causal or not 1 <= slots <= self.m):
             raise ValueError(f"the ddmm denoiser decodes {slots} of {self.m} slots only with slots: causal "
                              f"and 1 <= slots <= max_segment")
+        if lengths is not None and not self.packs_rows:
+            raise ValueError("the ddmm denoiser decodes each segment at its own length only with slots: causal "
+                             "and a linear or parallel decoder")
         prompt = self.prompt(z, sigma, cond)
-        p = prompt.shape[1]
-        rough = self.expand(prompt, slots)  # (s, m, d)
-        n = rough.shape[1]
+        s, p = prompt.shape[0], prompt.shape[1]
+        n = self.m if slots is None else slots
+        inside = keep = None
+        if lengths is not None:
+            inside = torch.arange(n, device=z.device)[None, :] < lengths[:, None]  # (s, n)
+            keep = torch.cat([inside.new_ones(s, p), inside], dim=1)  # (s, k+1+n)
+        rough = self.expand(prompt, slots, keep)  # (s, m, d)
         rough_logits = float32_logits(self.rough_bos, rough).squeeze(-1)  # (s, m)
         rough_le = log_existence_from_bos_logits(rough_logits)  # (s, m)
-        le = torch.cat([rough_le.new_zeros(z.shape[0], p), rough_le], dim=1)  # (s, k+1+m)
+        le = torch.cat([rough_le.new_zeros(s, p), rough_le], dim=1)  # (s, k+1+m)
         h = self.encoder(torch.cat([prompt, rough + self.slot_pos[:n]], dim=1), le,
-                         causal=self.causal)[:, p:]  # (s, m, d)
+                         causal=self.causal, keep=keep)[:, p:]  # (s, m, d)
         logits = float32_logits(self.bos, h).squeeze(-1)  # (s, m)
-        return DenoiseOutput(
-            x_hat=self.out(h),
-            bos_logits=logits,
-            log_existence=log_existence_from_bos_logits(logits),
-            rough_bos_logits=rough_logits,
-        )
+        x_hat = self.out(h)
+        if inside is not None:  # the slots left out: 0, BOS logit 0, existence 0
+            outside = ~inside
+            x_hat = x_hat.masked_fill(outside[..., None], 0.0)
+            logits = logits.masked_fill(outside, 0.0)
+            rough_logits = rough_logits.masked_fill(outside, 0.0)
+            log_e = log_existence_from_bos_logits(logits).masked_fill(outside, float("-inf"))
+        else:
+            log_e = log_existence_from_bos_logits(logits)
+        return DenoiseOutput(x_hat=x_hat, bos_logits=logits, log_existence=log_e, rough_bos_logits=rough_logits)
 
 
 @register("denoiser", "ddmm")

@@ -39,6 +39,15 @@ def packs_slots(module: object) -> bool:
     return bool(getattr(module, "packs_slots", False))
 
 
+def packs_rows(module: object) -> bool:
+    """Whether a built compressor or denoiser computes each segment at its own length in one call.
+
+    A component declares it with a ``packs_rows`` attribute and then takes ``lengths`` (s,) in its
+    call (``model.packing: varlen`` needs it of every level's compressor and denoiser).
+    """
+    return bool(getattr(module, "packs_rows", False))
+
+
 LEVEL_KINDS: tuple[str, ...] = ("splitter", "compressor", "denoiser", "objective", "stitcher", "prior")
 
 # The parameters of ``build`` after ``self``, per kind.

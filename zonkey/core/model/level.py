@@ -24,11 +24,12 @@ from zonkey.core.contracts.protocols import (
     SlotStatesCompressor,
     Splitter,
     Stitcher,
+    packs_rows,
     packs_slots,
 )
 from zonkey.core.contracts.shapes import LevelContext
 from zonkey.core.model import level_losses
-from zonkey.core.nn.packing import bucket_cut, needed_slots, pad_slots, run_bucketed
+from zonkey.core.nn.packing import PACKING, Packing, bucket_cut, needed_slots, pad_slots, run_bucketed
 from zonkey.core.nn.sphere import to_sphere
 from zonkey.core.recipe import ByteLossConfig, LevelConfig
 
@@ -59,10 +60,12 @@ class Level(nn.Module):
     byte_weights: Tensor  # level 0 only
 
     def __init__(self, cfg: LevelConfig, index: int, attention: nn.Module,
-                 byte_loss: ByteLossConfig | None = None, *, same_tol: float = 1e-6, packing: bool = False) -> None:
+                 byte_loss: ByteLossConfig | None = None, *, same_tol: float = 1e-6, packing: Packing = "off") -> None:
         super().__init__()
         self.cfg = cfg
-        self.packing = packing
+        if packing not in PACKING:
+            raise ValueError(f"model.packing must be one of {', '.join(PACKING)} (got {packing!r})")
+        self.packing: Packing = packing
         self.index = index
         self.byte_loss = byte_loss or ByteLossConfig()
         self.same_tol = same_tol
@@ -86,13 +89,17 @@ class Level(nn.Module):
         self.stitcher = cast(Stitcher, cfg.stitcher.build(self.ctx)) if cfg.stitcher is not None else None
         # the optional sequence prior over this level's latents (generation and infilling)
         self.prior = cast(Prior, cfg.prior.build(self.ctx)) if cfg.prior is not None else None
-        if packing:
+        if packing != "off":
             for kind in ("compressor", "denoiser", "objective"):
-                if not packs_slots(getattr(self, kind)):
+                module = getattr(self, kind)
+                if not packs_slots(module) or packing == "varlen" and kind != "objective" and not packs_rows(module):
                     name = getattr(getattr(cfg, kind), "name", kind)
-                    hint = " (give it slots: causal)" if kind == "denoiser" and name == "ddmm" else ""
-                    raise ValueError(f"model.packing: buckets runs segments at their own length, which level {index}'s "
-                                     f"{kind} {name!r} cannot{hint}; or set model.packing: off")
+                    hint = ""
+                    if kind == "denoiser" and name == "ddmm":
+                        hint = (" (give it slots: causal)" if not packs_slots(module)
+                                else " (an autoregressive decoder; use packing: buckets)")
+                    raise ValueError(f"model.packing: {packing} runs segments at their own length, which level "
+                                     f"{index}'s {kind} {name!r} cannot{hint}; or set model.packing: off")
         if index == 0:
             # per-byte weights of the token loss (``model.byte_loss.balance``); set by the trainer from the training
             # split's byte counts, ones otherwise. Not saved: only training reads them.
@@ -120,6 +127,9 @@ class Level(nn.Module):
         """
         if cut is None:
             return self.compressor(x, log_existence)
+        if self.packing == "varlen":
+            n = int(cut.max())
+            return cast(Callable[..., Tensor], self.compressor)(x[:, :n], log_existence[:, :n], lengths=cut)
         return run_bucketed(cut, lambda r, n: (self.compressor(x[r, :n], log_existence[r, :n]),))[0]
 
     def compress_states(self, x: Tensor, log_existence: Tensor, *, cut: Tensor | None = None) -> tuple[Tensor, Tensor]:
@@ -128,6 +138,10 @@ class Level(nn.Module):
         if cut is None:
             return comp.encode(x, log_existence)
         m = x.shape[1]
+        if self.packing == "varlen":
+            n = int(cut.max())
+            z, h = cast(Callable[..., tuple[Tensor, Tensor]], comp.encode)(x[:, :n], log_existence[:, :n], lengths=cut)
+            return z, pad_slots(h, m, 0.0)
 
         def run(r: Tensor, n: int) -> tuple[Tensor, Tensor]:
             z, h = comp.encode(x[r, :n], log_existence[r, :n])
@@ -147,6 +161,13 @@ class Level(nn.Module):
             return self.denoiser(z, sigma) if cond is None else self.denoiser(z, sigma, cond)
         m = self.cfg.max_segment
         den = cast(Callable[..., DenoiseOutput], self.denoiser)
+        if self.packing == "varlen":
+            n = int(cut.max())
+            out = den(z, sigma, slots=n, lengths=cut) if cond is None else den(z, sigma, cond, slots=n, lengths=cut)
+            return DenoiseOutput(
+                x_hat=pad_slots(out.x_hat, m, 0.0), bos_logits=pad_slots(out.bos_logits, m, 0.0),
+                log_existence=pad_slots(out.log_existence, m, float("-inf")),
+                rough_bos_logits=None if out.rough_bos_logits is None else pad_slots(out.rough_bos_logits, m, 0.0))
 
         has_rough: list[bool] = []
 
@@ -174,14 +195,17 @@ class Level(nn.Module):
         ``straight_through`` existence, where the slots past the span have existence 0 exactly (so
         it is the same latent in training and at inference).
         """
-        if not self.packing or seg.num == 0:
+        if self.packing == "off" or seg.num == 0:
             return None
         m = self.cfg.max_segment
         if inference:
             if not self._hard_existence:
                 return None
-            return bucket_cut(seg.span.clamp(1, m), m)
-        return bucket_cut(needed_slots(seg.span, m), m)
+            need = seg.span.clamp(1, m)
+        else:
+            need = needed_slots(seg.span, m)
+        # varlen computes every segment at exactly its need in one call; buckets round it up
+        return need if self.packing == "varlen" else bucket_cut(need, m)
 
     def encode(self, x: Tensor, valid: Tensor, *, sample: bool | None = None, tokens: Tensor | None = None,
                generator: torch.Generator | None = None) -> tuple[SplitOutput, Tensor]:

@@ -1,4 +1,4 @@
-"""Length buckets: run each segment at the length its objective reads, not at ``max_segment``.
+"""Packing: run each segment at the length its objective reads, not at ``max_segment``.
 
 A segment's slots past its own span have existence 0 under ``straight_through`` existence; the
 losses read them only up to the first one that does not exist (its BOS and existence are trained).
@@ -8,14 +8,23 @@ per bucket at that bucket's length. A segment's *cut* is the length of its bucke
 
 The bucket lengths are chosen per batch to minimise the total number of slots computed, with at
 most ``max_buckets`` distinct lengths: fewer buckets mean fewer (larger) module calls.
+
+``varlen`` needs no buckets: a segment's cut is its need, and every slot-wise module runs once on
+the whole batch, its linear layers on the kept positions alone (gathered into one matrix) and its
+attention on the padded layout with the positions left out masked (:class:`Encoder`'s ``keep``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Literal
 
 import torch
 from torch import Tensor
+
+#: how a level computes its segments: at max_segment slots, in length buckets, or each at its own length
+Packing = Literal["off", "buckets", "varlen"]
+PACKING: tuple[Packing, ...] = ("off", "buckets", "varlen")
 
 #: the most distinct bucket lengths of one batch (measured in benchmarks/README.md)
 MAX_BUCKETS = 3

@@ -52,6 +52,25 @@ class ProbabilisticSelfAttention(nn.Module):
             y = self.attention(q, k, v, log_existence, causal=causal)  # (b, h, n, dh)
         return self.drop(self.out(rearrange(y, "b h n dh -> b n (h dh)")))
 
+    def forward_rows(self, h: Tensor, index: Tensor, shape: tuple[int, int], log_existence: Tensor, *,
+                     causal: bool = False) -> Tensor:
+        """The same attention for the positions ``index`` of a (b, n) layout only.
+
+        ``h`` (T, d) holds those positions' inputs, in the order of ``index`` (flat indices into
+        b·n). The projections run on the T rows alone; the scores run on the (b, n) layout, where
+        every other position is a zero vector that ``log_existence`` (b, n) must mark −inf.
+
+        Returns:
+            (T, d), the attention's output at each position of ``index``.
+        """
+        b, n = shape
+        qkv = self.qkv(h)  # (T, 3d)
+        full = qkv.new_zeros(b * n, qkv.shape[1]).index_copy(0, index, qkv)
+        q, k, v = rearrange(full, "(b n) (three h dh) -> three b h n dh", b=b, three=3, h=self.heads)
+        y = self.attention(q, k, v, log_existence, causal=causal)  # (b, h, n, dh)
+        y = rearrange(y, "b h n dh -> (b n) (h dh)").index_select(0, index)
+        return self.drop(self.out(y))
+
 
 class FeedForward(nn.Module):
     """The position-wise MLP of a block: Linear(d, mult·d), GELU, Linear(mult·d, d), dropout."""
@@ -80,6 +99,12 @@ class EncoderBlock(nn.Module):
         x = x + self.attn(self.norm1(x), log_existence, causal=causal, window=window)
         return x + self.ffn(self.norm2(x))
 
+    def forward_rows(self, h: Tensor, index: Tensor, shape: tuple[int, int], log_existence: Tensor, *,
+                     causal: bool = False) -> Tensor:
+        """The block on the positions ``index`` of a (b, n) layout: ``h`` (T, d) -> (T, d)."""
+        h = h + self.attn.forward_rows(self.norm1(h), index, shape, log_existence, causal=causal)
+        return h + self.ffn(self.norm2(h))
+
 
 class Encoder(nn.Module):
     """A stack of :class:`EncoderBlock` with a final LayerNorm.
@@ -103,12 +128,36 @@ class Encoder(nn.Module):
         self.blocks = nn.ModuleList(EncoderBlock(d, heads, attention, ffn_mult, dropout) for _ in range(layers))
         self.norm = nn.LayerNorm(d) if final_norm else nn.Identity()
 
-    def forward(self, x: Tensor, log_existence: Tensor, *, causal: bool = False, window: int | None = None) -> Tensor:
+    def forward(self, x: Tensor, log_existence: Tensor, *, causal: bool = False, window: int | None = None,
+                keep: Tensor | None = None) -> Tensor:
         """``x`` (b, n, d), ``log_existence`` (b, n) -> (b, n, d). Padded positions (−inf) come out 0.
 
         ``window``: every layer attends only within that many positions (None: the whole sequence).
+        ``keep`` (b, n) bool: compute only these positions (``model.packing: varlen``). The others
+        are left out as if they were padding (existence −inf: no position reads them) and come out
+        0; the linear layers run on the kept positions alone, gathered into one (T, d) matrix, and
+        only the attention scores see the (b, n) layout.
+
+        Raises:
+            ValueError: ``keep`` with a ``window``.
         """
+        if keep is not None:
+            if window is not None:
+                raise ValueError("an encoder computes kept positions only under full attention (no window)")
+            return self._forward_rows(x, log_existence, keep, causal)
         for block in self.blocks:
             x = block(x, log_existence, causal=causal, window=window)
         x = self.norm(x)
         return x.masked_fill(torch.isneginf(log_existence)[..., None], 0.0)
+
+    def _forward_rows(self, x: Tensor, log_existence: Tensor, keep: Tensor, causal: bool) -> Tensor:
+        b, n, d = x.shape
+        # one tensor for every block: the attention backends build their bias once per tensor
+        le = log_existence.masked_fill(~keep, float("-inf"))
+        index = keep.reshape(-1).nonzero().squeeze(1)  # (T,)
+        h = x.reshape(b * n, d).index_select(0, index)
+        for block in self.blocks:
+            h = block.forward_rows(h, index, (b, n), le, causal=causal)
+        h = self.norm(h)
+        out = h.new_zeros(b * n, d).index_copy(0, index, h).view(b, n, d)
+        return out.masked_fill(torch.isneginf(le)[..., None], 0.0)

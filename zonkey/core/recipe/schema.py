@@ -128,18 +128,19 @@ class ModelConfig(Strict):
     attention: AttentionNode = component_field("attention")
     byte_loss: ByteLossConfig = ByteLossConfig()
     levels: list[LevelConfig] = Field(min_length=1)
-    packing: Literal["buckets", "off"] = Field(
+    packing: Literal["varlen", "buckets", "off"] = Field(
         default="off", description="training: run every segment at its own length (its span and the first slot "
-        "past it) grouped into a few length buckets, instead of at max_segment slots ('buckets'; needs causal "
-        "denoiser slots), or every segment at max_segment slots ('off', the reference); inference: encode each "
+        "past it) instead of at max_segment slots, either in one call whose linear layers see only those "
+        "positions ('varlen') or grouped into a few length buckets ('buckets'); both need causal denoiser "
+        "slots. 'off' computes every segment at max_segment slots (the reference). Inference: encode each "
         "segment at its own length under straight_through existence")
 
     @model_validator(mode="after")
     def _packing(self) -> ModelConfig:
-        if self.packing == "buckets":
+        if self.packing != "off":
             for i, level in enumerate(self.levels):
                 if getattr(level.denoiser, "slots", None) == "bidirectional":
-                    raise ValueError(f"packing: buckets decodes each segment at its own length, which needs "
+                    raise ValueError(f"packing: {self.packing} decodes each segment at its own length, which needs "
                                      f"levels.{i}.denoiser.slots: causal (got bidirectional); or set packing: off")
         return self
 
