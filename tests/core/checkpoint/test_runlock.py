@@ -62,3 +62,12 @@ def test_a_file_where_the_run_folder_should_be_is_one_error(tmp_path: Path) -> N
     (tmp_path / "run").write_text("x")
     with pytest.raises(CheckpointError, match="not a folder"):
         RunLock(tmp_path / "run").acquire()
+
+
+def test_a_lock_alive_at_interpreter_exit_is_released_quietly(tmp_path) -> None:
+    """A lock still held when Python exits (a trainer left in a module global) prints nothing: it is
+    collected after the module's globals are gone."""
+    code = ("import zonkey.core.checkpoint.runlock as m, sys\n"
+            f"m._kept = m.RunLock({str(tmp_path)!r}, 'zonkey train').acquire()\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert out.stderr == ""

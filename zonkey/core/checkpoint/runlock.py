@@ -101,11 +101,15 @@ class RunLock:
         self._fd = fd
         return self
 
+    # held by the class: at interpreter exit a lock still alive is collected after the module's
+    # globals (``os`` among them) may already be gone
+    _close = staticmethod(os.close)
+
     def release(self) -> None:
         """Give the lock up (the file stays). Closing the descriptor releases it."""
         if self._fd is not None:
             fd, self._fd = self._fd, None
-            os.close(fd)
+            self._close(fd)
 
     def __enter__(self) -> RunLock:
         return self.acquire()
