@@ -49,12 +49,16 @@ from zonkey.core.recipe import load_recipe, resolve_recipe_path
 from zonkey.core.train.trainer import Trainer
 
 
-def _timed_steps(trainer: Trainer, start: int, n: int,
-                 cpu: list[float] | None = None) -> tuple[list[float], list[int]]:
+def _timed_steps(trainer: Trainer, start: int, n: int, cpu: list[float] | None = None,
+                 reseed: bool = False) -> tuple[list[float], list[int]]:
     times, nbytes = [], []
     cuda = trainer.device.type == "cuda"
     for i in range(n):
         trainer.step = start + i
+        if reseed:
+            # trainers in one process share torch's global generator: each starts step s from the
+            # same state, so their random choices (noise, the prior's self-conditioning) match
+            torch.manual_seed(trainer.cfg.seed + trainer.step)
         if cuda:
             torch.cuda.synchronize()
         t, c = time.perf_counter(), time.process_time()
@@ -177,13 +181,13 @@ def _compare_packing(args: argparse.Namespace) -> None:
         if args.threads:
             torch.set_num_threads(args.threads)
         for m in modes:
-            _timed_steps(trainers[m], start, args.warmup)
+            _timed_steps(trainers[m], start, args.warmup, reseed=True)
         times: dict[str, list[float]] = {m: [] for m in modes}
         cpu: dict[str, list[float]] = {m: [] for m in modes}
         nbytes: dict[str, list[int]] = {m: [] for m in modes}
         for i in range(args.steps):
             for m in modes if i % 2 == 0 else modes[::-1]:
-                t, b = _timed_steps(trainers[m], start + args.warmup + i, 1, cpu[m])
+                t, b = _timed_steps(trainers[m], start + args.warmup + i, 1, cpu[m], reseed=True)
                 times[m] += t
                 nbytes[m] += b
         rows: dict[str, dict[str, Any]] = {}
@@ -192,6 +196,7 @@ def _compare_packing(args: argparse.Namespace) -> None:
             flops, fbytes, share = 0, 0, {}
             for i in range(2):
                 tr.step = start + total + i
+                torch.manual_seed(tr.cfg.seed + tr.step)
                 box: dict[str, Any] = {}
 
                 def one(_tr: Trainer = tr, _box: dict[str, Any] = box) -> None:
