@@ -105,3 +105,20 @@ def test_inference_encoding_at_own_length_equals_the_padded_one(packing: str) ->
         a, b = pad.encode(tokens, valid), pack.encode(tokens, valid)
     for p, q in zip(a, b, strict=True):
         torch.testing.assert_close(q.latents, p.latents, rtol=1e-5, atol=1e-5)
+
+
+def test_a_level_can_set_its_own_packing() -> None:
+    """``levels.L.packing`` overrides the model's: a level left padded may keep bidirectional slots."""
+    raw = _recipe("varlen").model_dump(mode="json")
+    raw["model"]["levels"][1]["packing"] = "off"
+    model = build_model(validate_recipe(raw, source="<packing>"))
+    assert [level.packing for level in model.levels] == ["varlen", "off"]
+    tokens, valid = _batch()
+    out = model.train()(tokens, valid, generator=torch.Generator().manual_seed(5))
+    assert "l0.packed_slots" in out.stats and "l1.packed_slots" not in out.stats
+    raw = _recipe("varlen").model_dump(mode="json")
+    raw["model"]["levels"][1]["denoiser"]["slots"] = "bidirectional"
+    with pytest.raises(RecipeError, match=r"packing: varlen .*levels\.1\.denoiser\.slots: causal"):
+        validate_recipe(raw, source="<packing>")
+    raw["model"]["levels"][1]["packing"] = "off"
+    assert validate_recipe(raw, source="<packing>").model.level_packing(1) == "off"

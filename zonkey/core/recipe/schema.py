@@ -104,6 +104,8 @@ class LevelConfig(Strict):
     prior: PriorNode | None = Field(default=None, description=(
         "a registered prior over the sequence of this level's latents (e.g. {name: sequence}); samples and "
         "infills start from the highest level that has one. null: none"))
+    packing: Literal["varlen", "buckets", "off"] | None = Field(default=None, description=(
+        "this level's model.packing (null: the model's)"))
 
     @model_validator(mode="after")
     def _check(self) -> LevelConfig:
@@ -135,13 +137,19 @@ class ModelConfig(Strict):
         "slots. 'off' computes every segment at max_segment slots (the reference). Inference: encode each "
         "segment at its own length under straight_through existence")
 
+    def level_packing(self, index: int) -> Literal["varlen", "buckets", "off"]:
+        """The packing of level ``index``: its own ``packing``, or the model's."""
+        own = self.levels[index].packing
+        return self.packing if own is None else own
+
     @model_validator(mode="after")
     def _packing(self) -> ModelConfig:
-        if self.packing != "off":
-            for i, level in enumerate(self.levels):
-                if getattr(level.denoiser, "slots", None) == "bidirectional":
-                    raise ValueError(f"packing: {self.packing} decodes each segment at its own length, which needs "
-                                     f"levels.{i}.denoiser.slots: causal (got bidirectional); or set packing: off")
+        for i, level in enumerate(self.levels):
+            packing = self.level_packing(i)
+            if packing != "off" and getattr(level.denoiser, "slots", None) == "bidirectional":
+                where = "packing" if level.packing is None else f"levels.{i}.packing"
+                raise ValueError(f"{where}: {packing} decodes each segment at its own length, which needs "
+                                 f"levels.{i}.denoiser.slots: causal (got bidirectional); or set {where}: off")
         return self
 
     @model_validator(mode="after")
