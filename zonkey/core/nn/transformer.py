@@ -8,6 +8,7 @@ or ``hard`` path without any other change.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import cast
 
 import torch
 from einops import rearrange
@@ -157,7 +158,7 @@ class Encoder(nn.Module):
         index = keep.reshape(-1).nonzero().squeeze(1)  # (T,)
         h = x.reshape(b * n, d).index_select(0, index)
         for block in self.blocks:
-            h = block.forward_rows(h, index, (b, n), le, causal=causal)
+            h = cast(EncoderBlock, block).forward_rows(h, index, (b, n), le, causal=causal)
         h = self.norm(h)
         out = h.new_zeros(b * n, d).index_copy(0, index, h).view(b, n, d)
         return out.masked_fill(torch.isneginf(le)[..., None], 0.0)
