@@ -192,3 +192,22 @@ def test_a_level_on_every_second_step_moves_only_on_those_steps(tmp_path):
         assert any(not torch.equal(l0[k], v) for k, v in t.model.levels[0].state_dict().items())
         moved.append(any(not torch.equal(l1[k], v) for k, v in t.model.levels[1].state_dict().items()))
     assert moved == [True, False, True, False, True, False]
+
+
+def test_every_logged_row_shows_a_level_that_runs_only_on_every_second_step(tmp_path):
+    """With ``every: 2`` level 1 runs on even steps and rows are logged after odd ones: each row
+    still carries level 1's latest training figures (from the step before)."""
+    import json
+
+    from zonkey.core.recipe import recipe_to_dict, validate_recipe
+
+    data = recipe_to_dict(_two_level_micro(steps=6))
+    data["train"]["curriculum"] = [{"term": "l1", "start": 0, "end": 0, "every": 2}]
+    data["train"]["log_every"] = 2
+    t = Trainer(validate_recipe(data, source="<every 2>"), tmp_path / "run", progress=False, log=lambda s: None)
+    t.fit()
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    logged = [r for r in rows if r["step"] in (2, 4, 6)]
+    assert len(logged) == 3
+    for r in logged:
+        assert any(k.startswith("l1.") and k != "l1.seq_len" for k in r), sorted(r)

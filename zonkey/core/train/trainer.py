@@ -334,6 +334,9 @@ class Trainer:
         start_bytes = self.bytes_seen
         last = float("nan")
         window: list[float] = []
+        # each training figure's latest value since the last logged row: a level or term that a
+        # curriculum computes only every N steps still shows its last value in every row
+        recent: dict[str, float] = {}
         bar = TrainProgress(end, self.step, enabled=self.progress)
         if self.main:
             self.lock.acquire()  # held since __init__; taken again when fit runs a second time
@@ -343,6 +346,7 @@ class Trainer:
             signals.__enter__()
             while self.step < end:
                 loss, values, nbytes = self.train_step()
+                recent.update(values)
                 self.bytes_seen += nbytes
                 self.step += 1
                 if loss is not None:
@@ -353,11 +357,11 @@ class Trainer:
                 bar.update(self.step, loss=last, bps=bps, acc=values.get("l0.train_byte_acc"))
                 validating = self._validation_due(end)
                 if self.step % self.cfg.log_every == 0 or self.step == end or validating:
-                    values.update(self._boundary_values())
+                    recent.update(self._boundary_values())
                     if validating:
-                        values.update(self._validation_values())
+                        recent.update(self._validation_values())
                     row = {"step": self.step, "loss": (sum(window) / len(window)) if window else None,
-                           "bytes_per_s": bps, "elapsed_s": elapsed, **values}
+                           "bytes_per_s": bps, "elapsed_s": elapsed, **recent}
                     self._write_metrics(row)
                     self._send_to_loggers(row)
                     if not self.progress:
@@ -365,6 +369,7 @@ class Trainer:
                     elif validating:
                         self.log(format_validation(row))
                     window = []
+                    recent = {}
                 if self.cfg.save_every and self.step % self.cfg.save_every == 0 and self.step < end:
                     self.save()
                 if self._stop_requested(signals):
