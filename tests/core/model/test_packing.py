@@ -122,3 +122,12 @@ def test_a_level_can_set_its_own_packing() -> None:
         validate_recipe(raw, source="<packing>")
     raw["model"]["levels"][1]["packing"] = "off"
     assert validate_recipe(raw, source="<packing>").model.level_packing(1) == "off"
+
+
+def test_packing_tail_reaches_packed_levels_only() -> None:
+    raw = _recipe("varlen").model_dump(mode="json")
+    raw["model"]["packing_tail"] = "stand_in"
+    raw["model"]["levels"][1]["packing"] = "off"
+    model = build_model(validate_recipe(raw, source="<packing>"))
+    assert [level.packing_tail for level in model.levels] == [True, False]
+    assert not any(level.packing_tail for level in build_model(_recipe("varlen")).levels)

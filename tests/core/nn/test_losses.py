@@ -154,3 +154,26 @@ def test_token_balance_on_a_level_is_an_error():
     data["model"]["levels"].append({"d_model": 32, "max_segment": 4, "n_compress": 2, "heads": 2, "token_balance": 0.5})
     with pytest.raises(RecipeError, match=r"levels\.1\.token_balance: unknown key .*model\.byte_loss\.balance \(only level 0"):
         validate_recipe(data)
+
+
+def test_existence_bce_tail_stands_in_for_the_slots_not_computed() -> None:
+    """``tail``: a row's last kept slot counts once for itself and once for every slot after it; a
+    row kept whole and the padded call are unchanged; with the later slots' existence equal to the
+    last kept one's, the stand-in equals the padded BCE."""
+    from zonkey.core.nn.losses import existence_bce
+
+    m = 6
+    target = torch.full((2, m), float("-inf"))
+    target[0, :2] = 0.0  # row 0: a 2-slot segment, its first non-existing slot is 2
+    target[1, :] = 0.0  # row 1: fills every slot
+    steps = torch.tensor([[-0.1, -0.2, -1.5, 0.0, 0.0, 0.0], [-0.05] * m])
+    pred = steps.cumsum(dim=1)  # row 0 stays flat past slot 2: the slots after it exist as much as it does
+    keep = torch.zeros(2, m, dtype=torch.bool)
+    keep[0, :3] = True
+    keep[1, :] = True
+    full = existence_bce(pred, target)
+    dropped = existence_bce(pred, target, keep)
+    stand_in = existence_bce(pred, target, keep, tail=True)
+    assert float(dropped) < float(full)
+    torch.testing.assert_close(stand_in, full)
+    assert float(existence_bce(pred, target, torch.ones_like(keep), tail=True)) == pytest.approx(float(full))

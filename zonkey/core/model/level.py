@@ -60,12 +60,15 @@ class Level(nn.Module):
     byte_weights: Tensor  # level 0 only
 
     def __init__(self, cfg: LevelConfig, index: int, attention: nn.Module,
-                 byte_loss: ByteLossConfig | None = None, *, same_tol: float = 1e-6, packing: Packing = "off") -> None:
+                 byte_loss: ByteLossConfig | None = None, *, same_tol: float = 1e-6, packing: Packing = "off",
+                 packing_tail: bool = False) -> None:
         super().__init__()
         self.cfg = cfg
         if packing not in PACKING:
             raise ValueError(f"model.packing must be one of {', '.join(PACKING)} (got {packing!r})")
         self.packing: Packing = packing
+        # packed existence BCE: a segment's last computed slot stands in for the slots after it
+        self.packing_tail = packing_tail and packing != "off"
         self.index = index
         self.byte_loss = byte_loss or ByteLossConfig()
         self.same_tol = same_tol

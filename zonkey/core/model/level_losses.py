@@ -87,10 +87,11 @@ def level_losses(level: Level, x: Tensor, valid: Tensor, split: SplitOutput, z0:
         # the stitcher's own terms, given the true offsets (§7.1), on the clean decoded segments
         st = level.stitcher(obj.clean.x_hat, obj.clean.log_existence, seg.doc, seg.n_docs, true_starts=seg.start)
         terms.update(st.losses)
-    terms["bos"] = existence_bce(obj.clean.log_existence, seg.log_existence, keep)
+    tail = level.packing_tail
+    terms["bos"] = existence_bce(obj.clean.log_existence, seg.log_existence, keep, tail)
     if obj.clean.rough_bos_logits is not None:
         terms["bos"] = terms["bos"] + existence_bce(log_existence_from_bos_logits(obj.clean.rough_bos_logits),
-                                                    seg.log_existence, keep)
+                                                    seg.log_existence, keep, tail)
     rate = getattr(level.splitter, "target_rate", None)
     if rate is not None:
         # penalised on both sides: the rate stays close to its target, reconstruction picks the places
@@ -192,7 +193,7 @@ def decode_loss_fn(level: Level, seg: Segments, x: Tensor, valid: Tensor, tokens
             loss, correct = contrastive_recon_loss(out.x_hat, seg.doc[rows], seg.positions[rows],
                                                    w if keep is None else w * keep, x, valid,
                                                    same_tol=level.same_tol)
-        loss = loss + existence_bce(out.log_existence, seg.log_existence[rows].detach(), keep)
+        loss = loss + existence_bce(out.log_existence, seg.log_existence[rows].detach(), keep, level.packing_tail)
         acc = (correct & own).sum() / own.sum().clamp_min(1)
         return loss, acc.detach()
 

@@ -47,7 +47,8 @@ class ZonkeyModel(nn.Module):
         mcfg = recipe.model
         self.attention = mcfg.attention.build()
         self.embed = nn.Parameter(torch.randn(BYTE_VOCAB, mcfg.levels[0].d_model))
-        self.levels = LevelStack(Level(lc, i, self.attention, mcfg.byte_loss, packing=mcfg.level_packing(i))
+        self.levels = LevelStack(Level(lc, i, self.attention, mcfg.byte_loss, packing=mcfg.level_packing(i),
+                                       packing_tail=mcfg.packing_tail == "stand_in")
                                  for i, lc in enumerate(mcfg.levels))
 
     @classmethod

@@ -70,12 +70,15 @@ def log1mexp(x: Tensor) -> Tensor:
     return torch.where(x > -0.6931, torch.log(-torch.expm1(x)), torch.log1p(-torch.exp(x)))
 
 
-def existence_bce(pred_log_e: Tensor, target_log_e: Tensor, keep: Tensor | None = None) -> Tensor:
+def existence_bce(pred_log_e: Tensor, target_log_e: Tensor, keep: Tensor | None = None,
+                  tail: bool = False) -> Tensor:
     """BCE of predicted existence against the splitter's existence profile, minus the target's entropy.
 
     So the minimum is 0. Both are (s, m) in log space; the target is not differentiated. With
-    ``keep`` (s, m) bool (length buckets) only those slots count, still divided by s·m, so each slot
-    weighs what it weighs without buckets.
+    ``keep`` (s, m) bool (packing: each row's leading slots) only those slots count, still divided
+    by s·m, so each slot weighs what it weighs without packing. With ``tail`` a row's last kept
+    slot also stands in for the slots after it that were not computed: its term counts once for
+    each of them (existence only falls along a segment, so theirs is at most its own).
     """
     t = target_log_e.detach().exp()
     p_log, q_log = pred_log_e.clamp_min(-30.0), log1mexp(pred_log_e.clamp_min(-30.0))
@@ -84,7 +87,14 @@ def existence_bce(pred_log_e: Tensor, target_log_e: Tensor, keep: Tensor | None 
     ent = -(t * tl + (1 - t) * tq)
     if keep is None:
         return (bce - ent).mean()
-    return torch.where(keep, bce - ent, 0.0).sum() / keep.numel()
+    term = torch.where(keep, bce - ent, 0.0)
+    if tail:
+        m = keep.shape[1]
+        cut = keep.sum(dim=1)  # kept slots are a leading run
+        last = (cut - 1).clamp_min(0)
+        weight = torch.ones_like(term).scatter(1, last[:, None], (m - cut + 1).to(term.dtype)[:, None])
+        term = term * weight
+    return term.sum() / keep.numel()
 
 
 def collapse_loss(z: Tensor, doc: Tensor, max_rows: int = 256) -> Tensor:

@@ -142,6 +142,11 @@ class ModelConfig(Strict):
         own = self.levels[index].packing
         return self.packing if own is None else own
 
+    packing_tail: Literal["dropped", "stand_in"] = Field(
+        default="dropped", description="packed levels, the existence BCE of the slots past a segment's cut, which are "
+        "not computed: left out ('dropped'), or stood in for by the segment's last computed slot, whose term then "
+        "counts once for each of them ('stand_in'; existence only falls along a segment)")
+
     @model_validator(mode="after")
     def _packing(self) -> ModelConfig:
         for i, level in enumerate(self.levels):
