@@ -113,4 +113,8 @@ def test_two_gloo_ranks_of_two_slices_match_one_process_of_four(two_ranks: Path,
     init = Trainer(_recipe(steps=3), tmp_path / "init", **QUIET).model.state_dict()
     moved = [k for k in r0 if r0[k].is_floating_point() and not torch.equal(r0[k], init[k])]
     assert len(moved) > len(r0) // 2
-    _assert_weights_close(r0, one.model.state_dict())
+    # the ranks' all-reduce adds the slices' gradients in another order than one process does; Adam
+    # scales that rounding up on a weight whose gradient is near 0 (on one CPU: 2.1e-5 on one of the
+    # compressor's 512 feed-forward weights, all others within 1e-5). 5e-5 stays far under one Adam
+    # step at lr 3e-3
+    _assert_weights_close(r0, one.model.state_dict(), atol=5e-5)

@@ -72,9 +72,9 @@ def _comparable(name: str, t: Tensor) -> Tensor:
     return t
 
 
-def _assert_weights_close(got: dict[str, Tensor], want: dict[str, Tensor]) -> None:
+def _assert_weights_close(got: dict[str, Tensor], want: dict[str, Tensor], atol: float = 1e-5) -> None:
     for k in (k for k in got if got[k].is_floating_point()):
-        torch.testing.assert_close(_comparable(k, got[k]), _comparable(k, want[k]), rtol=1e-4, atol=1e-5,
+        torch.testing.assert_close(_comparable(k, got[k]), _comparable(k, want[k]), rtol=1e-4, atol=atol,
                                    msg=lambda m, k=k: f"{k}: {m}")
 
 
