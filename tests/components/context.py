@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+from torch import Tensor
 
 from zonkey.core.contracts.registry import registry
 from zonkey.core.contracts.shapes import LevelContext
@@ -24,3 +25,13 @@ def batch(b: int = 2, n: int = 20, seed: int = 0) -> tuple[torch.Tensor, torch.T
     valid[1, 13:] = False
     x = torch.randn(b, n, D, generator=g)
     return x, valid, tokens
+
+
+def assert_same_grads(want: tuple[Tensor | None, ...], got: tuple[Tensor | None, ...]) -> None:
+    """Two ``torch.autograd.grad(..., allow_unused=True)`` results agree; an unused input counts as 0."""
+    for a, b in zip(want, got, strict=True):
+        if a is None and b is None:
+            continue
+        a = a if a is not None else torch.zeros_like(b)
+        b = b if b is not None else torch.zeros_like(a)
+        torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-5)

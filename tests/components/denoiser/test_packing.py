@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tests.components.context import D, K, M, ctx
+from tests.components.context import D, K, M, assert_same_grads, ctx
 from zonkey.core.contracts.protocols import packs_rows, packs_slots
 from zonkey.core.contracts.registry import registry
 
@@ -30,12 +30,8 @@ def test_causal_slots_decode_the_first_slots_exactly(decoder: str) -> None:
         params = [z, *den.parameters()]
         g_full = torch.autograd.grad((full.x_hat[:, :n] * w).sum() + full.bos_logits[:, :n].sum(), params,
                                      retain_graph=True, allow_unused=True)
-        g_part = torch.autograd.grad((part.x_hat * w).sum() + part.bos_logits.sum(), params, allow_unused=True)
-        for a, b in zip(g_full, g_part, strict=True):
-            if a is not None and b is not None:
-                torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-5)
-            else:
-                assert (a is None or float(a.abs().max()) == 0.0) and (b is None or float(b.abs().max()) == 0.0)
+        assert_same_grads(g_full, torch.autograd.grad((part.x_hat * w).sum() + part.bos_logits.sum(), params,
+                                                      allow_unused=True))
 
 
 def test_bidirectional_slots_refuse_a_shorter_decoding() -> None:
@@ -73,12 +69,8 @@ def test_lengths_decode_each_segment_as_its_own_full_decoding(decoder: str) -> N
     params = [z, *den.parameters()]
     g_full = torch.autograd.grad((full.x_hat * w).sum() + (full.bos_logits * inside).sum(), params,
                                  retain_graph=True, allow_unused=True)
-    g_rows = torch.autograd.grad((rows.x_hat * w).sum() + (rows.bos_logits * inside).sum(), params, allow_unused=True)
-    for a, b in zip(g_full, g_rows, strict=True):
-        if a is not None and b is not None:
-            torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-5)
-        else:
-            assert (a is None or float(a.abs().max()) == 0.0) and (b is None or float(b.abs().max()) == 0.0)
+    assert_same_grads(g_full, torch.autograd.grad((rows.x_hat * w).sum() + (rows.bos_logits * inside).sum(), params,
+                                                  allow_unused=True))
 
 
 def test_an_autoregressive_decoder_refuses_lengths() -> None:
