@@ -131,3 +131,10 @@ def test_packing_tail_reaches_packed_levels_only() -> None:
     model = build_model(validate_recipe(raw, source="<packing>"))
     assert [level.packing_tail for level in model.levels] == [True, False]
     assert not any(level.packing_tail for level in build_model(_recipe("varlen")).levels)
+
+
+def test_a_level_can_set_its_own_packing_tail() -> None:
+    raw = _recipe("varlen").model_dump(mode="json")
+    raw["model"]["levels"][1]["packing_tail"] = "stand_in"
+    model = build_model(validate_recipe(raw, source="<packing>"))
+    assert [level.packing_tail for level in model.levels] == [False, True]

@@ -48,7 +48,7 @@ class ZonkeyModel(nn.Module):
         self.attention = mcfg.attention.build()
         self.embed = nn.Parameter(torch.randn(BYTE_VOCAB, mcfg.levels[0].d_model))
         self.levels = LevelStack(Level(lc, i, self.attention, mcfg.byte_loss, packing=mcfg.level_packing(i),
-                                       packing_tail=mcfg.packing_tail == "stand_in")
+                                       packing_tail=mcfg.level_packing_tail(i) == "stand_in")
                                  for i, lc in enumerate(mcfg.levels))
 
     @classmethod

@@ -106,6 +106,8 @@ class LevelConfig(Strict):
         "infills start from the highest level that has one. null: none"))
     packing: Literal["varlen", "buckets", "off"] | None = Field(default=None, description=(
         "this level's model.packing (null: the model's)"))
+    packing_tail: Literal["dropped", "stand_in"] | None = Field(default=None, description=(
+        "this level's model.packing_tail (null: the model's)"))
 
     @model_validator(mode="after")
     def _check(self) -> LevelConfig:
@@ -141,6 +143,11 @@ class ModelConfig(Strict):
         """The packing of level ``index``: its own ``packing``, or the model's."""
         own = self.levels[index].packing
         return self.packing if own is None else own
+
+    def level_packing_tail(self, index: int) -> Literal["dropped", "stand_in"]:
+        """The packing tail of level ``index``: its own ``packing_tail``, or the model's."""
+        own = self.levels[index].packing_tail
+        return self.packing_tail if own is None else own
 
     packing_tail: Literal["dropped", "stand_in"] = Field(
         default="dropped", description="packed levels, the existence BCE of the slots past a segment's cut, which are "
