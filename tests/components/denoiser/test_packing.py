@@ -10,14 +10,19 @@ from zonkey.core.contracts.protocols import packs_rows, packs_slots
 from zonkey.core.contracts.registry import registry
 
 
-@pytest.mark.parametrize("decoder", ["linear", "parallel", "autoregressive"])
-def test_causal_slots_decode_the_first_slots_exactly(decoder: str) -> None:
+def _causal_denoiser(decoder: str, rows: int, seed: int):
+    """A causal ``ddmm`` denoiser and noisy latents z (rows, k·d) with noise levels (rows,)."""
     torch.manual_seed(0)
     den = registry("denoiser").config("ddmm", decoder=decoder, slots="causal", layers=2).build(ctx())
+    g = torch.Generator().manual_seed(seed)
+    z = torch.randn(rows, K * D, generator=g, requires_grad=True)
+    return den, z, torch.rand(rows, generator=g), g
+
+
+@pytest.mark.parametrize("decoder", ["linear", "parallel", "autoregressive"])
+def test_causal_slots_decode_the_first_slots_exactly(decoder: str) -> None:
+    den, z, sigma, g = _causal_denoiser(decoder, 5, seed=2)
     assert packs_slots(den)
-    g = torch.Generator().manual_seed(2)
-    z = torch.randn(5, K * D, generator=g, requires_grad=True)
-    sigma = torch.rand(5, generator=g)
     full = den(z, sigma)
     for n in (1, 3, M - 1):
         part = den(z, sigma, slots=n)
@@ -44,12 +49,8 @@ def test_bidirectional_slots_refuse_a_shorter_decoding() -> None:
 
 @pytest.mark.parametrize("decoder", ["linear", "parallel"])
 def test_lengths_decode_each_segment_as_its_own_full_decoding(decoder: str) -> None:
-    torch.manual_seed(0)
-    den = registry("denoiser").config("ddmm", decoder=decoder, slots="causal", layers=2).build(ctx())
+    den, z, sigma, g = _causal_denoiser(decoder, 6, seed=3)
     assert packs_rows(den)
-    g = torch.Generator().manual_seed(3)
-    z = torch.randn(6, K * D, generator=g, requires_grad=True)
-    sigma = torch.rand(6, generator=g)
     lengths = torch.tensor([1, M, 3, M - 2, 2, 5])
     full = den(z, sigma)
     rows = den(z, sigma, slots=M, lengths=lengths)
